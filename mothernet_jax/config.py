@@ -1,0 +1,255 @@
+"""Model configuration: one frozen, keyword-only dataclass and its named presets.
+
+`ModelConfig` fixes the architecture of the hypernetwork (transformer, pooling, weight head) and of
+the child MLP it generates. It is hashable, so it can be a static argument of `jax.jit`, and it
+round-trips through JSON so that it is stored next to every checkpoint and shipped weight file.
+
+Presets (`preset(name)`):
+
+- ``paper``: the 2024 reference default (class-average pooling), 88,548,490 parameters.
+- ``paper_2023``: the 2023 paper model (learned-query output attention), 149,660,810 parameters.
+- ``small``: the ~5 M-parameter model the library ships weights for.
+- ``tiny``: a 0.34 M-parameter model for tests, smoke runs and CPU training.
+- ``tiny_class_average``, ``tiny_output_attention``, ``tiny_full_rank_one_layer``: the three
+  configurations of the reference parity fixtures (`shared/fixtures/reference_models.json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Literal
+
+Pooling = Literal["class_average", "output_attention", "average"]
+Activation = Literal["gelu", "relu"]
+
+POOLINGS = ("class_average", "output_attention", "average")
+ACTIVATIONS = ("gelu", "relu")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture of a MotherNet hypernetwork and of the child MLP it emits."""
+
+    embed_dim: int = 512  # transformer width d
+    n_layers: int = 12  # post-norm encoder layers
+    n_heads: int = 4  # attention heads; embed_dim must divide evenly
+    ffn_dim: int = 1024  # hidden width of each feed-forward block
+    pooling: Pooling = "class_average"  # how the training-row outputs become one vector
+    pooling_embed_dim: int = 2048  # query width of `output_attention` pooling (unused otherwise)
+    head_hidden_size: int = 2048  # hidden width H of the weight head
+    head_activation: Activation = "gelu"  # activation of the weight head
+    head_extra_layers: int = 0  # extra H -> H hidden layers in the weight head
+    child_hidden_size: int = 512  # width P of the child's hidden layers
+    child_hidden_layers: int = 2  # number L of hidden layers of the child (0: a linear model)
+    rank: int | None = 32  # low rank r of the child's hidden weights; None generates them in full
+    max_features: int = 100  # features are zero-padded to this width
+    max_classes: int = 10  # labels are one-hot over this many classes
+    dtype: str = "float32"  # compute dtype of the hypernetwork; parameters stay float32
+
+    def __post_init__(self):
+        def positive(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+
+        for name in (
+            "embed_dim",
+            "n_layers",
+            "n_heads",
+            "ffn_dim",
+            "pooling_embed_dim",
+            "head_hidden_size",
+            "child_hidden_size",
+            "max_features",
+            "max_classes",
+        ):
+            positive(name)
+        if self.embed_dim % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"ModelConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling == "output_attention" and self.pooling_embed_dim % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.pooling_embed_dim ({self.pooling_embed_dim}) must be divisible by "
+                f"n_heads ({self.n_heads}) for output_attention pooling"
+            )
+        if self.head_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"ModelConfig.head_activation must be one of {ACTIVATIONS}, got {self.head_activation!r}"
+            )
+        for name in ("head_extra_layers", "child_hidden_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.rank is not None:
+            positive("rank")
+        if self.max_classes < 2:
+            raise ValueError(f"ModelConfig.max_classes must be at least 2, got {self.max_classes}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"ModelConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    # -- derived sizes ------------------------------------------------------------------------
+
+    @property
+    def low_rank(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def pooled_size(self) -> int:
+        """Length of the pooled vector phi that enters the weight head."""
+        if self.pooling == "class_average":
+            return self.max_classes * self.embed_dim
+        if self.pooling == "output_attention":
+            return self.pooling_embed_dim
+        return self.embed_dim
+
+    @property
+    def n_generated(self) -> int:
+        """Length N_out of the weight head's flat output per dataset (DESIGN.md section 1)."""
+        p, k, f = self.child_hidden_size, self.max_classes, self.max_features
+        n_out = (p + 1) * k
+        if self.child_hidden_layers == 0:
+            return (f + 1) * k
+        extra = self.child_hidden_layers - 1
+        if self.low_rank:
+            return n_out + f * self.rank + p + extra * (p * self.rank + p)
+        return n_out + (f + 1) * p + extra * (p * p + p)
+
+    # -- serialisation ------------------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+def paper() -> ModelConfig:
+    """The 2024 reference default: 12 x 512 post-norm transformer, class-average pooling,
+    GELU weight head 5120 -> 2048 -> 25,738, child 100 -> 512 -> 512 -> 10 of rank 32.
+    88,548,490 parameters (`python -m mothernet_jax.benchmarks.generate` times it)."""
+    return ModelConfig()
+
+
+def paper_2023() -> ModelConfig:
+    """The 2023 paper model: learned-query output-attention pooling (2048 wide), ReLU weight head
+    with 4096 hidden units. 149,660,810 parameters."""
+    return ModelConfig(
+        pooling="output_attention",
+        pooling_embed_dim=2048,
+        head_hidden_size=4096,
+        head_activation="relu",
+    )
+
+
+def small() -> ModelConfig:
+    """The shipped model: 6 x 192 transformer (3 heads, FFN 384), class-average pooling, weight head
+    1920 -> 512, child 100 -> 128 -> 128 -> 10 of rank 16; about 4.7 M parameters.
+    Train: `mothernet-jax train --preset small --workdir runs/small`."""
+    return ModelConfig(
+        embed_dim=192,
+        n_layers=6,
+        n_heads=3,
+        ffn_dim=384,
+        head_hidden_size=512,
+        child_hidden_size=128,
+        rank=16,
+    )
+
+
+def tiny_class_average() -> ModelConfig:
+    """Parity fixture `tiny_class_average`: 343,722 parameters."""
+    return ModelConfig(
+        embed_dim=64,
+        n_layers=2,
+        n_heads=2,
+        ffn_dim=128,
+        pooling="class_average",
+        pooling_embed_dim=64,
+        head_hidden_size=128,
+        head_activation="gelu",
+        child_hidden_size=32,
+        child_hidden_layers=2,
+        rank=8,
+    )
+
+
+def tiny() -> ModelConfig:
+    """A 0.34 M-parameter model (the `tiny_class_average` architecture) for tests and CPU smoke
+    runs: `mothernet-jax train --preset tiny --workdir runs/tiny`."""
+    return tiny_class_average()
+
+
+def tiny_output_attention() -> ModelConfig:
+    """Parity fixture `tiny_output_attention`: 305,290 parameters."""
+    return ModelConfig(
+        embed_dim=64,
+        n_layers=2,
+        n_heads=2,
+        ffn_dim=128,
+        pooling="output_attention",
+        pooling_embed_dim=96,
+        head_hidden_size=128,
+        head_activation="relu",
+        child_hidden_size=32,
+        child_hidden_layers=2,
+        rank=8,
+    )
+
+
+def tiny_full_rank_one_layer() -> ModelConfig:
+    """Parity fixture `tiny_full_rank_one_layer`: 275,418 parameters."""
+    return ModelConfig(
+        embed_dim=64,
+        n_layers=1,
+        n_heads=1,
+        ffn_dim=128,
+        pooling="class_average",
+        pooling_embed_dim=64,
+        head_hidden_size=96,
+        head_activation="gelu",
+        child_hidden_size=16,
+        child_hidden_layers=1,
+        rank=None,
+    )
+
+
+PRESETS = {
+    "paper": paper,
+    "paper_2023": paper_2023,
+    "small": small,
+    "tiny": tiny,
+    "tiny_class_average": tiny_class_average,
+    "tiny_output_attention": tiny_output_attention,
+    "tiny_full_rank_one_layer": tiny_full_rank_one_layer,
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named `ModelConfig`; one of `PRESETS`."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,1 @@
+"""Synthetic classification tasks from the MotherNet (TabPFN) prior, as jitted JAX samplers."""
