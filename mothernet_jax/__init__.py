@@ -1,4 +1,51 @@
-"""mothernet_jax: MotherNet in JAX/Flax."""
+"""mothernet_jax: MotherNet in JAX/Flax.
 
-from mothernet_jax.config import ModelConfig as ModelConfig
-from mothernet_jax.config import preset as preset
+A transformer hypernetwork reads a tabular training set and, in one forward pass, emits the weights
+of a small MLP (the child) that classifies new rows.
+
+    import mothernet_jax as mn
+    config = mn.preset("paper")
+    params = mn.init_params(jax.random.key(0), config)
+    child = mn.generate(params, X_train, y_train, config=config)
+    proba = mn.predict_proba(child, X_test)
+
+Names load on first use, so that `mothernet_jax.child.load_predictor` runs without importing JAX.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it, one per line
+_EXPORTS = {
+    "ModelConfig": "mothernet_jax.config",
+    "preset": "mothernet_jax.config",
+    "init_params": "mothernet_jax.model.mothernet",
+    "count_params": "mothernet_jax.model.mothernet",
+    "MotherNet": "mothernet_jax.model.mothernet",
+    "generate": "mothernet_jax.generation",
+    "generate_batch": "mothernet_jax.generation",
+    "generate_layers": "mothernet_jax.generation",
+    "Child": "mothernet_jax.child",
+    "child_logits": "mothernet_jax.child",
+    "predict_proba": "mothernet_jax.child",
+    "to_numpy": "mothernet_jax.child",
+    "load_predictor": "mothernet_jax.child",
+}
+_SUBMODULES = ("config", "model", "generation", "child", "convert", "train", "benchmarks", "pretrained")
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"mothernet_jax.{name}")
+    raise AttributeError(f"module 'mothernet_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

@@ -1,0 +1,1 @@
+"""Flax Linen modules of the hypernetwork, one concept a file."""

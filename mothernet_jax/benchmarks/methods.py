@@ -1,0 +1,244 @@
+"""The methods a benchmark compares: a registry of name -> factory of unfitted scikit-learn classifiers.
+
+A factory is called as `build(categorical_mask, seed, **options)` once per split and returns a fresh
+estimator. Baselines are the defaults a practitioner would try first, wrapped in the preprocessing
+they need: imputation, one-hot encoding of the categorical columns and, for the models that are
+sensitive to it, standard scaling. Optional libraries (XGBoost, LightGBM, and MotherNet's own
+classifier) are imported inside their factories, so this module imports without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Method:
+    """A named way to build a classifier for one split."""
+
+    name: str
+    description: str  # one line for the summary: model and settings
+    build: Callable[..., object]  # (categorical_mask, seed, **options) -> unfitted estimator
+    requires: tuple[str, ...] = ()  # "module" or "module:attribute" that must import
+
+    def unavailable(self) -> str | None:
+        """None where the method can run here, else why not (the import error)."""
+        for requirement in self.requires:
+            module, _, attribute = requirement.partition(":")
+            try:
+                loaded = importlib.import_module(module)
+            except Exception as error:
+                return f"cannot import {module}: {type(error).__name__}: {error}"
+            if attribute and not hasattr(loaded, attribute):
+                return f"{module} has no {attribute}"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------------------------
+
+
+def preprocessing(categorical_mask: np.ndarray, *, scale: bool, impute: bool = True) -> ColumnTransformer:
+    """Numeric columns: median imputation (+ scaling); categorical: mode imputation + one-hot.
+
+    Without `impute`, NaN passes through numeric columns and is its own category in categorical
+    ones, for models that handle missing values natively.
+    """
+    mask = np.asarray(categorical_mask, dtype=bool)
+    numeric_steps = [SimpleImputer(strategy="median")] if impute else []
+    if scale:
+        numeric_steps.append(StandardScaler())
+    categorical_steps = [SimpleImputer(strategy="most_frequent")] if impute else []
+    categorical_steps.append(OneHotEncoder(handle_unknown="ignore", sparse_output=False))
+    numeric = make_pipeline(*numeric_steps) if numeric_steps else "passthrough"
+    return ColumnTransformer(
+        [("numeric", numeric, ~mask), ("categorical", make_pipeline(*categorical_steps), mask)],
+        sparse_threshold=0.0,
+    )
+
+
+class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
+    """`HistGradientBoostingClassifier` with native missing values and categorical columns.
+
+    A categorical column becomes native only where its training codes are below `max_bins` (255), the
+    limit of the native splitter; wider ones (cylinder-bands has 429 levels) stay ordinal numbers.
+    """
+
+    def __init__(self, categorical_mask=None, random_state=None):
+        self.categorical_mask = categorical_mask
+        self.random_state = random_state
+
+    def fit(self, x, y):
+        x = np.asarray(x, dtype=np.float64)
+        mask = np.zeros(x.shape[1], dtype=bool)
+        if self.categorical_mask is not None:
+            mask = np.asarray(self.categorical_mask, dtype=bool).copy()
+        with np.errstate(invalid="ignore"):
+            fits = np.all(np.isnan(x) | ((x >= 0) & (x < 255)), axis=0)
+        native = mask & fits
+        self.model_ = HistGradientBoostingClassifier(
+            categorical_features=native if native.any() else None, random_state=self.random_state
+        ).fit(x, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, x):
+        return self.model_.predict_proba(np.asarray(x, dtype=np.float64))
+
+    def predict(self, x):
+        return self.model_.predict(np.asarray(x, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Factories
+# ---------------------------------------------------------------------------------------------
+
+
+def _mothernet(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.classifier import MotherNetClassifier
+
+    return MotherNetClassifier(
+        weights=weights, random_state=seed, categorical_features=np.asarray(categorical_mask, dtype=bool)
+    )
+
+
+def _logistic_regression(categorical_mask, seed, **_):
+    return Pipeline(
+        [
+            ("preprocess", preprocessing(categorical_mask, scale=True)),
+            ("model", LogisticRegression(max_iter=1000, random_state=seed)),
+        ]
+    )
+
+
+def _knn(categorical_mask, seed, *, n_jobs=None, **_):
+    return Pipeline(
+        [
+            ("preprocess", preprocessing(categorical_mask, scale=True)),
+            ("model", KNeighborsClassifier(n_neighbors=5, n_jobs=n_jobs)),
+        ]
+    )
+
+
+def _random_forest(categorical_mask, seed, *, n_jobs=None, **_):
+    return Pipeline(
+        [
+            ("preprocess", preprocessing(categorical_mask, scale=False)),
+            ("model", RandomForestClassifier(n_estimators=100, n_jobs=n_jobs, random_state=seed)),
+        ]
+    )
+
+
+def _hist_gradient_boosting(categorical_mask, seed, **_):
+    return NativeHistGradientBoosting(categorical_mask=categorical_mask, random_state=seed)
+
+
+def _mlp(categorical_mask, seed, **_):
+    return Pipeline(
+        [
+            ("preprocess", preprocessing(categorical_mask, scale=True)),
+            ("model", MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)),
+        ]
+    )
+
+
+def _xgboost(categorical_mask, seed, *, n_jobs=None, **_):
+    from xgboost import XGBClassifier
+
+    model = XGBClassifier(n_estimators=100, tree_method="hist", n_jobs=n_jobs, random_state=seed)
+    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)])
+
+
+def _lightgbm(categorical_mask, seed, *, n_jobs=None, **_):
+    from lightgbm import LGBMClassifier
+
+    model = LGBMClassifier(n_estimators=100, n_jobs=n_jobs, random_state=seed, verbose=-1)
+    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)])
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method(
+            name="mothernet",
+            description="MotherNetClassifier, shipped weights or --weights, default ensemble",
+            build=_mothernet,
+            requires=("mothernet_jax.classifier:MotherNetClassifier",),
+        ),
+        Method(
+            name="logistic_regression",
+            description="LogisticRegression(C=1, max_iter=1000); impute, one-hot, scale",
+            build=_logistic_regression,
+        ),
+        Method(
+            name="knn",
+            description="KNeighborsClassifier(n_neighbors=5); impute, one-hot, scale",
+            build=_knn,
+        ),
+        Method(
+            name="random_forest",
+            description="RandomForestClassifier(n_estimators=100); impute, one-hot",
+            build=_random_forest,
+        ),
+        Method(
+            name="hist_gradient_boosting",
+            description="HistGradientBoostingClassifier defaults; native NaN and categorical columns",
+            build=_hist_gradient_boosting,
+        ),
+        Method(
+            name="mlp",
+            description="MLPClassifier(hidden_layer_sizes=(100,), max_iter=500); impute, one-hot, scale",
+            build=_mlp,
+        ),
+        Method(
+            name="xgboost",
+            description="XGBClassifier(n_estimators=100, tree_method='hist'); native NaN, one-hot",
+            build=_xgboost,
+            requires=("xgboost",),
+        ),
+        Method(
+            name="lightgbm",
+            description="LGBMClassifier(n_estimators=100); native NaN, one-hot",
+            build=_lightgbm,
+            requires=("lightgbm",),
+        ),
+    ]
+}
+
+
+def resolve_methods(
+    names: Sequence[str] | None = None, **options
+) -> tuple[dict[str, Callable[[np.ndarray, int], object]], dict[str, str]]:
+    """Factories `(categorical_mask, seed) -> estimator` for `names` (None: every registered method).
+
+    options: passed to every factory, which takes what it knows: `weights` (MotherNet), `n_jobs`.
+    Returns the runnable factories, in the registry's order, and {name: reason} for those skipped
+    because an import failed. Raises ValueError for a name that is not registered.
+    """
+    names = list(METHODS) if names is None else list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    factories, skipped = {}, {}
+    for name in sorted(names, key=list(METHODS).index):
+        reason = METHODS[name].unavailable()
+        if reason is None:
+            factories[name] = functools.partial(METHODS[name].build, **options)
+        else:
+            skipped[name] = reason
+    return factories, skipped

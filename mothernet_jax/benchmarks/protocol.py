@@ -1,0 +1,309 @@
+"""The TabPFN-paper evaluation protocol on real tabular data: datasets, splits, metrics, the run loop.
+
+One *split* of a dataset has `train_rows = min(1000, n // 2)` training rows that hold every class
+and up to 2000 test rows, the rest. It is a pure function of `(seed, dataset name, split index)`, so
+every method sees the same rows. A method is a factory `(categorical_mask, seed) -> estimator` that
+returns an unfitted scikit-learn classifier; its fit and its `predict_proba` are timed separately.
+A method that raises on a split is recorded as failed with the error, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+import traceback
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+MAX_TRAIN_ROWS = 1000
+MAX_TEST_ROWS = 2000
+
+# Groups of datasets named by the `tabpfn_split` column of MANIFEST.tsv.
+DATASET_GROUPS = {"tabpfn-test": "test", "tabpfn-valid": "valid"}
+
+MethodFactory = Callable[[np.ndarray, int], object]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """One classification dataset in the shared `.npz` format.
+
+    x: (rows, features) float32, NaN for missing; categorical columns hold codes 0, 1, ...
+    y: (rows,) int64 labels 0 .. n_classes - 1, every label present.
+    categorical: (features,) bool.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    categorical: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.y.max()) + 1
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x.shape[1])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Split:
+    """Row indices of one split; `seed` seeds the methods fitted on it."""
+
+    index: int
+    train: np.ndarray
+    test: np.ndarray
+    seed: int
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Reads one `NAME.npz` file (see shared/datasets/README.md)."""
+    path = Path(path)
+    with np.load(path) as data:
+        name = str(data["name"]) if "name" in data else path.stem
+        return Dataset(
+            name=name,
+            x=np.asarray(data["X"], dtype=np.float32),
+            y=np.asarray(data["y"], dtype=np.int64),
+            categorical=np.asarray(data["categorical"], dtype=bool),
+        )
+
+
+def read_manifest(data_dir: str | Path) -> list[dict[str, str]]:
+    """The rows of `MANIFEST.tsv` as dicts, or [] where the folder has none."""
+    manifest = Path(data_dir) / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    with manifest.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """The `.npz` files to run on, sorted by name.
+
+    names: dataset names, `all`, or a group (`tabpfn-test`: the 20 rows of MANIFEST.tsv whose
+    `tabpfn_split` is `test`; `tabpfn-valid`). None means all.
+    """
+    data_dir = Path(data_dir)
+    available = {p.stem: p for p in sorted(data_dir.glob("*.npz"))}
+    if not available:
+        raise FileNotFoundError(f"no .npz datasets in {data_dir}")
+    chosen: dict[str, Path] = {}
+    for name in names or ["all"]:
+        if name == "all":
+            chosen.update(available)
+        elif name in DATASET_GROUPS:
+            rows = read_manifest(data_dir)
+            if not rows:
+                raise FileNotFoundError(f"group {name!r} needs {data_dir / 'MANIFEST.tsv'}")
+            members = [r["name"] for r in rows if r.get("tabpfn_split") == DATASET_GROUPS[name]]
+            missing = [m for m in members if m not in available]
+            if missing:
+                raise FileNotFoundError(f"group {name!r}: no file for {', '.join(missing)}")
+            chosen.update({m: available[m] for m in members})
+        elif name in available:
+            chosen[name] = available[name]
+        else:
+            groups = ", ".join(["all", *DATASET_GROUPS])
+            raise ValueError(
+                f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}"
+            )
+    return [chosen[k] for k in sorted(chosen)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------
+
+
+def make_split(
+    y: np.ndarray,
+    *,
+    seed: int,
+    dataset: str,
+    index: int,
+    max_train_rows: int = MAX_TRAIN_ROWS,
+    max_test_rows: int = MAX_TEST_ROWS,
+) -> Split:
+    """One random split of the rows of `y: (n,)` with every class in the training part.
+
+    The generator is seeded with `(seed, crc32(dataset), index)`, so a split depends on nothing
+    else (not the order datasets are run in, nor Python's hash seed). One row of each class is drawn
+    first, then the training part is filled at random to `min(max_train_rows, n // 2)` rows; the
+    remaining rows, in random order, form the test part, cut at `max_test_rows`.
+    """
+    n = int(y.shape[0])
+    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode()), index])
+    train_rows = min(max_train_rows, n // 2)
+    classes = np.unique(y)
+    if classes.size > train_rows:
+        raise ValueError(f"{dataset}: {classes.size} classes do not fit in {train_rows} training rows")
+    order = rng.permutation(n)
+    _, first = np.unique(y[order], return_index=True)
+    rest = np.delete(order, first)
+    n_fill = train_rows - classes.size
+    train = rng.permutation(np.concatenate([order[first], rest[:n_fill]]))
+    test = rest[n_fill:][:max_test_rows]
+    method_seed = int(rng.integers(2**31 - 1))
+    return Split(index=index, train=train, test=test, seed=method_seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC of `proba: (n, k)`, column j the probability of label j, against `y_true: (n,)`.
+
+    Binary (k == 2): the AUC of the positive class, label 1. Multiclass: the one-vs-rest AUC of each
+    class present in `y_true`, averaged with equal weights (macro). Classes absent from the test
+    part are left out, because their AUC is undefined; where all are present this equals
+    `roc_auc_score(y_true, proba, multi_class="ovr", average="macro")`. NaN when `y_true` holds one
+    class only.
+    """
+    present = np.unique(y_true)
+    if present.size < 2:
+        return math.nan
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y_true == 1, proba[:, 1]))
+    return float(np.mean([roc_auc_score(y_true == c, proba[:, c]) for c in present]))
+
+
+def proba_by_label(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Reorders `proba: (n, len(classes))` into `(n, n_classes)` columns by label, 0 where absent."""
+    proba = np.asarray(proba, dtype=np.float64)
+    classes = np.asarray(classes)
+    if proba.ndim != 2 or proba.shape[1] != classes.size:
+        raise ValueError(f"predict_proba gave shape {proba.shape} for {classes.size} classes")
+    if not np.all(np.isfinite(proba)):
+        raise ValueError("predict_proba returned non-finite values")
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes.astype(np.int64)] = proba
+    return full
+
+
+# ---------------------------------------------------------------------------------------------
+# Running methods
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split: Split) -> dict:
+    """Fits one method on one split and scores it; never raises for the method's own errors.
+
+    Returns one JSON-ready record: dataset, method, split, the sizes, `auc`, `accuracy`,
+    `fit_seconds` (around `fit`), `predict_seconds` (around `predict_proba`), `status`
+    (`ok` or `failed`) and `error`. Metrics of a failed split are None.
+    """
+    record: dict = {
+        "dataset": dataset.name,
+        "method": method,
+        "split": split.index,
+        "train_rows": int(split.train.size),
+        "test_rows": int(split.test.size),
+        "features": dataset.n_features,
+        "classes": dataset.n_classes,
+        "auc": None,
+        "accuracy": None,
+        "fit_seconds": None,
+        "predict_seconds": None,
+        "status": "ok",
+        "error": None,
+    }
+    x_train, y_train = dataset.x[split.train], dataset.y[split.train]
+    x_test, y_test = dataset.x[split.test], dataset.y[split.test]
+    try:
+        with warnings.catch_warnings():
+            # Convergence and empty-column warnings would drown the progress bar; they are not errors.
+            warnings.simplefilter("ignore")
+            estimator = factory(dataset.categorical, split.seed)
+            start = time.perf_counter()
+            estimator.fit(x_train, y_train)
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            proba = estimator.predict_proba(x_test)
+            predict_seconds = time.perf_counter() - start
+        proba = proba_by_label(proba, estimator.classes_, dataset.n_classes)
+        auc = roc_auc(y_test, proba)
+    except Exception as error:  # any failure of a method is data, not a crash
+        record["status"] = "failed"
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        where = f" ({Path(last.filename).name}:{last.lineno})"
+        record["error"] = f"{type(error).__name__}: {error}"[:500] + where
+        return record
+    record.update(
+        auc=None if math.isnan(auc) else auc,
+        accuracy=float(np.mean(np.argmax(proba, axis=1) == y_test)),
+        fit_seconds=fit_seconds,
+        predict_seconds=predict_seconds,
+    )
+    return record
+
+
+def run_benchmark(
+    datasets: Iterable[str | Path | Dataset],
+    methods: Mapping[str, MethodFactory],
+    *,
+    splits: int = 5,
+    seed: int = 0,
+    warmup: bool = False,
+    progress=None,
+) -> Iterator[dict]:
+    """Yields one record (see `evaluate_split`) per dataset, split and method, as they finish.
+
+    warmup: fit and predict each method once, untimed, on a dataset's first split before its timed
+      splits, so that one-off costs (JIT compilation) stay out of the times.
+    progress: an object with `update(n, **fields)`, e.g. `mothernet_jax.progress.Progress`.
+    A dataset that cannot be read or split yields a failed record for every method.
+    """
+    for item in datasets:
+        try:
+            dataset = item if isinstance(item, Dataset) else load_dataset(item)
+            dataset_splits = [
+                make_split(dataset.y, seed=seed, dataset=dataset.name, index=i) for i in range(splits)
+            ]
+        except Exception as error:
+            name = item.name if isinstance(item, Dataset) else Path(item).stem
+            for method in methods:
+                for i in range(splits):
+                    yield _dataset_failure(name, method, i, error)
+            if progress is not None:
+                progress.update(len(methods) * splits, dataset=name)
+            continue
+        for method, factory in methods.items():
+            if warmup:
+                evaluate_split(method, factory, dataset, dataset_splits[0])
+            for split in dataset_splits:
+                record = evaluate_split(method, factory, dataset, split)
+                if progress is not None:
+                    auc = record["auc"]
+                    progress.update(
+                        1, dataset=dataset.name, method=method, auc=math.nan if auc is None else auc
+                    )
+                yield record
+
+
+def _dataset_failure(name: str, method: str, index: int, error: Exception) -> dict:
+    return {
+        "dataset": name,
+        "method": method,
+        "split": index,
+        "auc": None,
+        "accuracy": None,
+        "fit_seconds": None,
+        "predict_seconds": None,
+        "status": "failed",
+        "error": f"dataset: {type(error).__name__}: {error}"[:500],
+    }

@@ -1,0 +1,61 @@
+"""MotherNet: encoders -> transformer over the training rows -> pooling -> weight head."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mothernet_jax.config import ModelConfig
+from mothernet_jax.model import pooling
+from mothernet_jax.model.encoders import XEncoder, YEncoder
+from mothernet_jax.model.transformer import Transformer
+from mothernet_jax.model.weight_head import WeightHead
+
+
+class Intermediates(NamedTuple):
+    """What a forward pass produces on the way; `generated` is the flat head output."""
+
+    transformer_out: jax.Array  # (B, T, d)
+    pooled: jax.Array  # (B, |phi|) float32
+    generated: jax.Array  # (B, N_out) float32
+    shared: tuple[jax.Array, ...]  # low-rank factors S_l, (r, P) each
+
+
+class MotherNet(nn.Module):
+    """The hypernetwork. Inputs are padded: the first `n_rows` rows of each dataset are real.
+
+    x: (B, T, max_features) preprocessed features (NaN counts as 0), y: (B, T) int labels in
+    0..max_classes-1, n_rows: (B,) int. Test rows never enter.
+    """
+
+    config: ModelConfig
+    attention: str | None = None  # jax.nn.dot_product_attention implementation: None, "xla", "cudnn"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array, n_rows: jax.Array) -> Intermediates:
+        cfg = self.config
+        row_mask = jnp.arange(x.shape[1])[None, :] < n_rows[:, None]
+        tokens = XEncoder(cfg, name="x_encoder")(x) + YEncoder(cfg, name="y_encoder")(y, row_mask)
+        outputs = Transformer(cfg, self.attention, name="transformer")(tokens, n_rows)
+        if cfg.pooling == "class_average":
+            pooled = pooling.class_average(outputs, y, row_mask, cfg.max_classes)
+        elif cfg.pooling == "output_attention":
+            pooled = pooling.OutputAttention(cfg, name="output_attention")(outputs, n_rows)
+        else:
+            pooled = pooling.average(outputs, row_mask)
+        generated, shared = WeightHead(cfg, name="weight_head")(pooled.astype(cfg.dtype))
+        return Intermediates(outputs, pooled, generated, shared)
+
+
+def init_params(key: jax.Array, config: ModelConfig) -> dict:
+    """Fresh parameters initialised as the reference (PyTorch defaults, zero output projections)."""
+    x = jnp.zeros((1, 8, config.max_features), jnp.float32)
+    y = jnp.zeros((1, 8), jnp.int32)
+    return MotherNet(config).init(key, x, y, jnp.array([8]))["params"]
+
+
+def count_params(config: ModelConfig) -> int:
+    """Exact number of parameters, computed with `jax.eval_shape` (nothing is allocated)."""
+    shapes = jax.eval_shape(lambda key: init_params(key, config), jax.random.key(0))
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(shapes))
