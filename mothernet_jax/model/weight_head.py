@@ -38,8 +38,8 @@ class WeightHead(nn.Module):
         if cfg.low_rank:
             init = lambda key, shape: jax.random.normal(key, shape) / cfg.rank
             shared = tuple(
-                self.param(f"shared_{l}", init, (cfg.rank, cfg.child_hidden_size))
-                for l in range(cfg.child_hidden_layers)
+                self.param(f"shared_{layer}", init, (cfg.rank, cfg.child_hidden_size))
+                for layer in range(cfg.child_hidden_layers)
             )
         return flat.astype(jnp.float32), shared
 
