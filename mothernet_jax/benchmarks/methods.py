@@ -161,14 +161,18 @@ def _xgboost(categorical_mask, seed, *, n_jobs=None, **_):
     from xgboost import XGBClassifier
 
     model = XGBClassifier(n_estimators=100, tree_method="hist", n_jobs=n_jobs, random_state=seed)
-    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)])
+    return Pipeline(
+        [("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)]
+    )
 
 
 def _lightgbm(categorical_mask, seed, *, n_jobs=None, **_):
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(n_estimators=100, n_jobs=n_jobs, random_state=seed, verbose=-1)
-    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)])
+    return Pipeline(
+        [("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)]
+    )
 
 
 METHODS: dict[str, Method] = {

@@ -117,9 +117,7 @@ def dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> l
             chosen[name] = available[name]
         else:
             groups = ", ".join(["all", *DATASET_GROUPS])
-            raise ValueError(
-                f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}"
-            )
+            raise ValueError(f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}")
     return [chosen[k] for k in sorted(chosen)]
 
 

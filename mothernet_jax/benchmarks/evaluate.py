@@ -1,0 +1,217 @@
+"""Benchmark on real data: the TabPFN-paper protocol, MotherNet and the baselines in one run.
+
+    python -m mothernet_jax.benchmarks.evaluate --data ../shared/datasets --out bench_out/run
+    python -m mothernet_jax.benchmarks.evaluate --data ../shared/datasets --datasets tabpfn-test \
+        --methods mothernet logistic_regression --weights PATH
+
+Every dataset is split 5 times (see `protocol.make_split`) and every method is fitted on each split.
+The output folder receives `splits.jsonl` (one record per split and method, written as they
+finish), `datasets.csv` (one row per dataset and method), `summary.md` (the tables) and two
+figures, `auc_vs_time.png` and `ranks.png`. A method that fails on a dataset is recorded as failed
+there and the run goes on; a method that cannot be imported is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mothernet_jax.benchmarks import figures, report
+from mothernet_jax.benchmarks.methods import METHODS, resolve_methods
+from mothernet_jax.benchmarks.protocol import dataset_paths, run_benchmark
+from mothernet_jax.progress import Progress
+
+OUTPUT_FILES = ("splits.jsonl", "datasets.csv", "summary.md", "auc_vs_time.png", "ranks.png")
+
+
+def evaluate(
+    data: str | Path,
+    out: str | Path,
+    *,
+    datasets: Sequence[str] | None = None,
+    methods: Sequence[str] | Mapping[str, Callable[[np.ndarray, int], object]] | None = None,
+    weights: str | None = None,
+    splits: int = 5,
+    seed: int = 0,
+    n_jobs: int | None = -1,
+    max_datasets: int | None = None,
+    warmup: bool = False,
+    progress: bool = True,
+    header: Mapping[str, str] | None = None,
+) -> list[dict]:
+    """Runs the benchmark and writes its outputs into `out`; returns the per-split records.
+
+    methods: registered names (None: all that import), or {name: factory} to run other methods.
+    weights: MotherNet's weight file; None for the shipped weights.
+    n_jobs: threads for the baselines that take it (random forest, KNN, XGBoost, LightGBM).
+    """
+    paths = dataset_paths(data, datasets)[:max_datasets]
+    skipped: dict[str, str] = {}
+    if isinstance(methods, Mapping):
+        factories = dict(methods)
+    else:
+        factories, skipped = resolve_methods(methods, weights=weights, n_jobs=n_jobs)
+    for name, reason in skipped.items():
+        print(f"skipping method {name}: {reason}", file=sys.stderr)
+    if not factories:
+        raise RuntimeError("no method to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    records = []
+    total = len(paths) * len(factories) * splits
+    with (
+        Progress(total, "benchmark", enabled=progress) as bar,
+        (out / "splits.jsonl").open("w") as jsonl,
+    ):
+        for record in run_benchmark(paths, factories, splits=splits, seed=seed, warmup=warmup, progress=bar):
+            records.append(record)
+            jsonl.write(json.dumps(record) + "\n")
+            jsonl.flush()
+    elapsed = time.perf_counter() - start
+
+    facts = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **(header or {}),
+        "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
+        "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
+        "weights": weights or "shipped",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "commit": _git_commit(),
+        "wall time": f"{elapsed:.0f} s" + (" (with an untimed warm-up fit per dataset)" if warmup else ""),
+    }
+    write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    return records
+
+
+def write_outputs(
+    records: Sequence[Mapping],
+    out: str | Path,
+    methods: Sequence[str],
+    *,
+    header: Mapping[str, str] | None = None,
+    skipped: Mapping[str, str] | None = None,
+) -> None:
+    """`datasets.csv`, `summary.md` and, where matplotlib is installed, the figures, into `out`."""
+    out = Path(out)
+    report.write_dataset_csv(records, out / "datasets.csv")
+    descriptions = {name: METHODS[name].description for name in methods if name in METHODS}
+    markdown = report.summary_markdown(
+        records, methods, header=header, descriptions=descriptions, skipped=skipped
+    )
+    (out / "summary.md").write_text(markdown)
+    summary = report.summarise(records, methods)
+    if not summary.datasets:
+        print("no dataset has a score: no figures", file=sys.stderr)
+        return
+    try:
+        figures.plot_auc_vs_time(summary, out / "auc_vs_time.png")
+        figures.plot_ranks(summary, out / "ranks.png")
+    except ImportError as error:
+        print(f"no figures: {error}", file=sys.stderr)
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if result.returncode != 0:
+        return "unknown"
+    return result.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mothernet_jax.benchmarks.evaluate",
+        description="MotherNet against the baselines on real tabular data (TabPFN-paper protocol).",
+    )
+    parser.add_argument("--data", default="../shared/datasets", help="folder of NAME.npz files")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        help="dataset names, 'all' (default), or a group: tabpfn-test (the 20 TabPFN test datasets), "
+        "tabpfn-valid",
+    )
+    parser.add_argument("--tabpfn-test", action="store_true", help="shortcut for --datasets tabpfn-test")
+    parser.add_argument("--max-datasets", type=int, help="only the first N datasets, by name")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        metavar="METHOD",
+        help=f"default: all that import; choose from {', '.join(METHODS)}",
+    )
+    parser.add_argument("--weights", help="MotherNet weight file (default: the shipped weights)")
+    parser.add_argument("--splits", type=int, default=5, help="random splits per dataset (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the methods")
+    parser.add_argument("--out", default="bench_out/evaluate", help="output folder (default %(default)s)")
+    parser.add_argument("--n-jobs", type=int, default=-1, help="threads for RF, KNN, XGBoost, LightGBM")
+    parser.add_argument(
+        "--warmup", action="store_true", help="one untimed fit per dataset and method first (JIT)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.tabpfn_test:
+        if args.datasets:
+            parser.error("--tabpfn-test and --datasets exclude each other")
+        args.datasets = ["tabpfn-test"]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python -m mothernet_jax.benchmarks.evaluate " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    try:
+        records = evaluate(
+            args.data,
+            args.out,
+            datasets=args.datasets,
+            methods=args.methods,
+            weights=args.weights,
+            splits=args.splits,
+            seed=args.seed,
+            n_jobs=args.n_jobs,
+            max_datasets=args.max_datasets,
+            warmup=args.warmup,
+            progress=not args.quiet,
+            header={"command": f"`{command}`"},
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    print(report.summary_table(report.summarise(records, methods)))
+    print(f"\nwrote {', '.join(OUTPUT_FILES)} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The two figures of a benchmark run: AUC against time, and mean ranks with their spread.
+
+matplotlib is optional (the `test` and `bench` extras); it is imported when a figure is drawn, with
+the Agg backend so that no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mothernet_jax.benchmarks.report import Summary
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or ImportError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            "the benchmark figures need matplotlib: pip install 'mothernet-jax[bench]'"
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
+    """Mean AUC of each method against its median predict (left) and fit (right) seconds, log x."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, times, label in [
+        (axes[0], summary.predict_seconds, "median predict seconds per split"),
+        (axes[1], summary.fit_seconds, "median fit seconds per split"),
+    ]:
+        for j, method in enumerate(summary.methods):
+            seconds = times[method]
+            if not np.isfinite(seconds):
+                continue
+            auc = summary.scores[:, j].mean()
+            ax.scatter(seconds, auc, s=40, zorder=3)
+            ax.annotate(method, (seconds, auc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.margins(x=0.2, y=0.1)
+        ax.set_xlabel(label + " (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"mean ROC AUC over {len(summary.datasets)} datasets")
+    fig.suptitle("AUC against time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ranks(summary: Summary, path: str | Path) -> None:
+    """Per-dataset ranks of each method as a box, the mean as a diamond; best method on top."""
+    plt = pyplot()
+    order = summary.order()[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(order) + 1.5))
+    ranks = [summary.ranks[:, j] for j in order]
+    ax.boxplot(ranks, vert=False, widths=0.5, showfliers=True)
+    ax.scatter(
+        [r.mean() for r in ranks],
+        range(1, len(order) + 1),
+        marker="D",
+        color="black",
+        zorder=3,
+        label="mean rank",
+    )
+    ax.set_yticks(range(1, len(order) + 1), [summary.methods[j] for j in order])
+    ax.set_xlabel(f"rank per dataset over {len(summary.datasets)} datasets (1 is best)")
+    ax.set_xlim(0.5, len(order) + 0.5)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Mean rank by ROC AUC, with the spread over datasets")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
