@@ -41,7 +41,7 @@ class Child(NamedTuple):
 
 
 def _standardise(child: Child, x, xp):
-    z = xp.clip((x - child.mean) / child.std, -CLIP, CLIP)
+    z = xp.clip((x - child.mean[..., None, :]) / child.std[..., None, :], -CLIP, CLIP)
     return xp.where(xp.isnan(z), 0.0, z)
 
 
@@ -54,7 +54,7 @@ def mlp_logits(layers, z, xp=None):
         import jax.numpy as xp
     h = z
     for i, (weight, bias) in enumerate(layers):
-        h = h @ weight + bias
+        h = h @ weight + bias[..., None, :]
         if i < len(layers) - 1:
             h = xp.maximum(h, 0.0)
     return h
