@@ -59,7 +59,7 @@ def plot_ranks(summary: Summary, path: str | Path) -> None:
     order = summary.order()[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(order) + 1.5))
     ranks = [summary.ranks[:, j] for j in order]
-    ax.boxplot(ranks, vert=False, widths=0.5, showfliers=True)
+    ax.boxplot(ranks, orientation="horizontal", widths=0.5, showfliers=True)
     ax.scatter(
         [r.mean() for r in ranks],
         range(1, len(order) + 1),

@@ -31,6 +31,7 @@ class Method:
     """A named way to build a classifier for one split."""
 
     name: str
+    label: str  # for figures: "Random forest"
     description: str  # one line for the summary: model and settings
     build: Callable[..., object]  # (categorical_mask, seed, **options) -> unfitted estimator
     requires: tuple[str, ...] = ()  # "module" or "module:attribute" that must import
@@ -77,6 +78,7 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
 
     A categorical column becomes native only where its training codes are below `max_bins` (255), the
     limit of the native splitter; wider ones (cylinder-bands has 429 levels) stay ordinal numbers.
+    Columns with no value in the training part are dropped: scikit-learn 1.9's binning raises on them.
     """
 
     def __init__(self, categorical_mask=None, random_state=None):
@@ -87,7 +89,9 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
         x = np.asarray(x, dtype=np.float64)
         mask = np.zeros(x.shape[1], dtype=bool)
         if self.categorical_mask is not None:
-            mask = np.asarray(self.categorical_mask, dtype=bool).copy()
+            mask = np.asarray(self.categorical_mask, dtype=bool)
+        self.columns_ = np.flatnonzero(~np.all(np.isnan(x), axis=0))
+        x, mask = x[:, self.columns_], mask[self.columns_]
         with np.errstate(invalid="ignore"):
             fits = np.all(np.isnan(x) | ((x >= 0) & (x < 255)), axis=0)
         native = mask & fits
@@ -98,10 +102,10 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, x):
-        return self.model_.predict_proba(np.asarray(x, dtype=np.float64))
+        return self.model_.predict_proba(np.asarray(x, dtype=np.float64)[:, self.columns_])
 
     def predict(self, x):
-        return self.model_.predict(np.asarray(x, dtype=np.float64))
+        return self.classes_[np.argmax(self.predict_proba(x), axis=1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,43 +184,51 @@ METHODS: dict[str, Method] = {
     for m in [
         Method(
             name="mothernet",
+            label="MotherNet",
             description="MotherNetClassifier, shipped weights or --weights, default ensemble",
             build=_mothernet,
             requires=("mothernet_jax.classifier:MotherNetClassifier",),
         ),
         Method(
             name="logistic_regression",
+            label="Logistic regression",
             description="LogisticRegression(C=1, max_iter=1000); impute, one-hot, scale",
             build=_logistic_regression,
         ),
         Method(
             name="knn",
+            label="k-NN",
             description="KNeighborsClassifier(n_neighbors=5); impute, one-hot, scale",
             build=_knn,
         ),
         Method(
             name="random_forest",
+            label="Random forest",
             description="RandomForestClassifier(n_estimators=100); impute, one-hot",
             build=_random_forest,
         ),
         Method(
             name="hist_gradient_boosting",
+            label="Gradient boosting",
             description="HistGradientBoostingClassifier defaults; native NaN and categorical columns",
             build=_hist_gradient_boosting,
         ),
         Method(
             name="mlp",
+            label="MLP",
             description="MLPClassifier(hidden_layer_sizes=(100,), max_iter=500); impute, one-hot, scale",
             build=_mlp,
         ),
         Method(
             name="xgboost",
+            label="XGBoost",
             description="XGBClassifier(n_estimators=100, tree_method='hist'); native NaN, one-hot",
             build=_xgboost,
             requires=("xgboost",),
         ),
         Method(
             name="lightgbm",
+            label="LightGBM",
             description="LGBMClassifier(n_estimators=100); native NaN, one-hot",
             build=_lightgbm,
             requires=("lightgbm",),
@@ -231,7 +243,7 @@ def resolve_methods(
     """Factories `(categorical_mask, seed) -> estimator` for `names` (None: every registered method).
 
     options: passed to every factory, which takes what it knows: `weights` (MotherNet), `n_jobs`.
-    Returns the runnable factories, in the registry's order, and {name: reason} for those skipped
+    Returns the runnable factories, in the order of `names`, and {name: reason} for those skipped
     because an import failed. Raises ValueError for a name that is not registered.
     """
     names = list(METHODS) if names is None else list(dict.fromkeys(names))
@@ -239,7 +251,7 @@ def resolve_methods(
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     factories, skipped = {}, {}
-    for name in sorted(names, key=list(METHODS).index):
+    for name in names:
         reason = METHODS[name].unavailable()
         if reason is None:
             factories[name] = functools.partial(METHODS[name].build, **options)

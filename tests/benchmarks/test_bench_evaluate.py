@@ -1,0 +1,136 @@
+"""The evaluate CLI end to end on two real datasets, and the method registry on awkward data."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from bench_helpers import DATASETS, NearestMean, two_datasets
+
+from mothernet_jax.benchmarks import evaluate
+from mothernet_jax.benchmarks.methods import METHODS, Method, resolve_methods
+
+needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason="needs ../shared/datasets")
+
+
+@needs_datasets
+def test_cli_end_to_end_on_two_datasets_with_two_methods(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--data", str(DATASETS), "--datasets", "iris", "haberman"]
+    argv += ["--methods", "logistic_regression", "knn", "--out", str(out), "--quiet"]
+    assert evaluate.main(argv) == 0
+
+    for name in evaluate.OUTPUT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "auc_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+
+    records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 2 * 5
+    assert {r["status"] for r in records} == {"ok"}
+    assert all(0.5 < r["auc"] <= 1.0 for r in records)
+    assert {(r["train_rows"], r["test_rows"]) for r in records if r["dataset"] == "iris"} == {(75, 75)}
+
+    with (out / "datasets.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["dataset"], r["method"], r["status"]) for r in rows} == {
+        (d, m, "ok") for d in ("iris", "haberman") for m in ("logistic_regression", "knn")
+    }
+
+    summary = (out / "summary.md").read_text()
+    assert "## Summary over 2 datasets" in summary
+    assert "| logistic_regression |" in summary and "| knn |" in summary
+    assert "python -m mothernet_jax.benchmarks.evaluate --data" in summary
+    assert "| method | mean AUC | mean rank (sd) |" in capsys.readouterr().out
+
+
+def test_evaluate_records_a_failing_method_and_goes_on(tmp_path):
+    class Broken(NearestMean):
+        def predict_proba(self, x):
+            return np.full((len(x), len(self.classes_)), np.nan)
+
+    data = tmp_path / "data"
+    data.mkdir()
+    two_datasets(data)
+    records = evaluate.evaluate(
+        data,
+        tmp_path / "out",
+        methods={"nearest_mean": NearestMean, "broken": Broken},
+        splits=2,
+        progress=False,
+    )
+    assert {r["status"] for r in records if r["method"] == "broken"} == {"failed"}
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| tiny-binary | broken | 2 | ValueError: predict_proba returned non-finite values" in summary
+
+
+def test_cli_rejects_unknown_datasets_and_conflicting_options(tmp_path, capsys):
+    two_datasets(tmp_path)
+    argv = ["--data", str(tmp_path), "--methods", "knn", "--out", str(tmp_path / "o"), "--quiet"]
+    assert evaluate.main([*argv, "--datasets", "nope"]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([*argv, "--datasets", "iris", "--tabpfn-test"])
+    with pytest.raises(SystemExit):
+        evaluate.main([*argv, "--methods", "no_such_method"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unavailable_methods_are_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setitem(
+        METHODS,
+        "ghost",
+        Method(
+            name="ghost", label="Ghost", description="", build=NearestMean, requires=("no_such_module_x",)
+        ),
+    )
+    factories, skipped = resolve_methods(["knn", "ghost"])
+    assert list(factories) == ["knn"]
+    assert "cannot import no_such_module_x" in skipped["ghost"]
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve_methods(["nope"])
+
+
+BASELINES = [name for name in METHODS if name != "mothernet"]
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_handle_missing_values_and_categorical_columns(name):
+    if METHODS[name].unavailable():
+        pytest.skip(METHODS[name].unavailable())
+    rng = np.random.default_rng(0)
+    n = 90
+    y = np.arange(n) % 3
+    x = np.column_stack(
+        [
+            rng.normal(size=n) + y,
+            rng.integers(0, 4, size=n),
+            rng.integers(0, 300, size=n),  # too many levels for native categorical boosting
+            np.full(n, np.nan),  # entirely missing
+        ]
+    ).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    mask = np.array([False, True, True, False])
+    factories, _ = resolve_methods([name], n_jobs=1)
+    model = factories[name](mask, 0).fit(x[:60], y[:60])
+    x_test = x[60:].copy()
+    x_test[0, 1] = 7  # a category unseen in training
+    proba = model.predict_proba(x_test)
+    assert proba.shape == (30, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+
+
+def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
+    pytest.importorskip("mothernet_jax.classifier")
+    factories, skipped = resolve_methods(["mothernet"], weights="some/path.msgpack")
+    assert not skipped
+    model = factories["mothernet"](np.array([False, True]), 7)
+    params = model.get_params()
+    assert params["weights"] == "some/path.msgpack"
+    assert params["random_state"] == 7
+    np.testing.assert_array_equal(params["categorical_features"], [False, True])
