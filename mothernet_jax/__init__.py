@@ -31,8 +31,21 @@ _EXPORTS = {
     "predict_proba": "mothernet_jax.child",
     "to_numpy": "mothernet_jax.child",
     "load_predictor": "mothernet_jax.child",
+    "load_pretrained": "mothernet_jax.pretrained",
+    "save_pretrained": "mothernet_jax.pretrained",
+    "MotherNetClassifier": "mothernet_jax.classifier",
 }
-_SUBMODULES = ("config", "model", "generation", "child", "convert", "train", "benchmarks", "pretrained")
+_SUBMODULES = (
+    "config",
+    "model",
+    "generation",
+    "child",
+    "convert",
+    "train",
+    "benchmarks",
+    "pretrained",
+    "classifier",
+)
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,172 @@
+"""Shipped weights: one pickle-free msgpack file per model, with its config and a checked SHA-256.
+
+File layout (`flax.serialization` msgpack, no pickle, nothing executable):
+
+    {"format": "mothernet-jax-weights", "version": 1,
+     "config": <ModelConfig as JSON>, "info": <JSON: steps, datasets seen, ...>,
+     "params": <the params pytree; arrays stored as bfloat16 or float32>}
+
+Beside it, `NAME.json` records the file's SHA-256 (and the same info, for people). The loader checks
+the hash before it parses anything, then checks every array's shape against the config, so a
+corrupted or truncated file is an error, never a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from mothernet_jax.config import ModelConfig
+
+FORMAT = "mothernet-jax-weights"
+VERSION = 1
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_NAME = "small"
+
+
+class WeightFileError(ValueError):
+    """A weight file that is missing, corrupted, truncated or does not fit its config."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_pretrained(
+    path: str | os.PathLike,
+    params,
+    config: ModelConfig,
+    *,
+    info: dict[str, Any] | None = None,
+    dtype: str = "bfloat16",
+) -> str:
+    """Write `params` and `config` to `path` (msgpack) and `path` with suffix .json (manifest).
+
+    Both writes are atomic (temporary file, then rename). Arrays are stored as `dtype`
+    ("bfloat16" halves the file; "float32" keeps every bit). Returns the file's SHA-256.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = np.dtype(jax.numpy.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32).astype(store), params)
+    info = dict(info or {})
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_json(),
+        "info": json.dumps(info, sort_keys=True),
+        "params": serialization.to_state_dict(arrays),
+    }
+    _atomic_write(path, serialization.msgpack_serialize(payload))
+    digest = sha256_of(path)
+    manifest = {
+        "file": path.name,
+        "sha256": digest,
+        "bytes": path.stat().st_size,
+        "storage_dtype": dtype,
+        "config": config.to_dict(),
+        **info,
+    }
+    _atomic_write(path.with_suffix(".json"), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return digest
+
+
+def _default_path() -> Path:
+    return PACKAGE_DIR / f"{DEFAULT_NAME}.msgpack"
+
+
+def load_pretrained(
+    path: str | os.PathLike | None = None, *, check_hash: bool = True
+) -> tuple[Any, ModelConfig]:
+    """The shipped weights (or those at `path`) as `(params, config)`, params in float32.
+
+    Offline: reads the file installed with the package. Raises `WeightFileError` (a ValueError)
+    if the file is missing, its SHA-256 differs from its manifest, it cannot be parsed, or an array
+    does not fit the config.
+    """
+    path = _default_path() if path is None else Path(path)
+    if not path.exists():
+        hint = " (the package was installed without its weights)" if path == _default_path() else ""
+        raise WeightFileError(f"weight file {path} does not exist{hint}")
+    manifest_path = path.with_suffix(".json")
+    manifest = None
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+    if check_hash:
+        if manifest is None:
+            raise WeightFileError(f"{manifest_path} is missing: cannot check the SHA-256 of {path}")
+        actual = sha256_of(path)
+        if actual != manifest.get("sha256"):
+            raise WeightFileError(
+                f"{path} is corrupted or truncated: its SHA-256 is {actual}, the manifest says "
+                f"{manifest.get('sha256')}"
+            )
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as error:  # msgpack raises several types on damaged input
+        raise WeightFileError(f"{path} is not a readable weight file: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightFileError(f"{path} is not a mothernet-jax weight file")
+    if payload.get("version") != VERSION:
+        raise WeightFileError(f"{path}: unsupported weight file version {payload.get('version')}")
+    config = ModelConfig.from_json(payload["config"])
+    params = _check_params(payload["params"], config, path)
+    return params, config
+
+
+def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The manifest beside a weight file: SHA-256, config, steps, datasets seen, ..."""
+    path = _default_path() if path is None else Path(path)
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def _check_params(stored, config: ModelConfig, path: Path):
+    from mothernet_jax.model.mothernet import init_params
+
+    expected = jax.eval_shape(lambda k: init_params(k, config), jax.random.key(0))
+    expected_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+    try:
+        restored = serialization.from_state_dict(expected, stored)
+    except Exception as error:
+        raise WeightFileError(
+            f"{path}: the stored parameters do not fit the stored config: {error}"
+        ) from error
+    out = {}
+    for key, value in jax.tree_util.tree_flatten_with_path(restored)[0]:
+        name = jax.tree_util.keystr(key)
+        value = np.asarray(value)
+        if value.shape != expected_flat[name].shape:
+            raise WeightFileError(
+                f"{path}: {name} has shape {value.shape}, expected {expected_flat[name].shape}"
+            )
+        if not np.all(np.isfinite(value.astype(np.float32))):
+            raise WeightFileError(f"{path}: {name} holds non-finite values")
+        out[name] = value.astype(np.float32)
+    leaves = [out[jax.tree_util.keystr(k)] for k, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(expected), leaves)
