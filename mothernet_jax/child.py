@@ -21,7 +21,7 @@ import numpy as np
 CLIP = 100.0  # the reference clips standardised features to +-100
 DEFAULT_TEMPERATURE = 0.8  # predict_proba = softmax(logits / 0.8), as the reference
 FORMAT = "mothernet-jax-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: encoder, member columns and class groups, low-rank factors
 
 
 class Child(NamedTuple):
@@ -104,11 +104,43 @@ def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAUL
     return _softmax(numpy_logits(child, x) / temperature, np)
 
 
-class Predictor:
-    """An exported classifier: one or more children whose probabilities are averaged.
+# -- the exported classifier ----------------------------------------------------------------------
 
-    Each member may read a subset of the input columns (`member_columns`); probabilities come out
-    in the order of `classes`.
+
+def factored_logits(layers, z, xp=None):
+    """The child MLP where a layer's weight may be a pair of low-rank factors.
+
+    layers: ((weight, b), ...) with weight either W (in, out) or (A (in, r), S (r, out)), applied as
+    (h A) S, which costs r (in + out) instead of in x out per row. z: (n, in) -> logits (n, K).
+    """
+    if xp is None:
+        import jax.numpy as xp
+    h = z
+    for i, (weight, bias) in enumerate(layers):
+        h = (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
+        h = h + bias[..., None, :]
+        if i < len(layers) - 1:
+            h = xp.maximum(h, 0.0)
+    return h
+
+
+def _numpy_layers(layers) -> tuple:
+    def weight(w):
+        return tuple(np.asarray(f, np.float32) for f in w) if isinstance(w, tuple) else np.asarray(w, np.float32)
+
+    return tuple((weight(w), np.asarray(b, np.float32)) for w, b in layers)
+
+
+class Predictor:
+    """An exported classifier: members whose class probabilities are averaged, with NumPy alone.
+
+    The raw table (n, n_features) goes once through `encoder` (a `preprocessing.FeatureEncoder`:
+    categorical codes, quantiles, imputation; None: the columns as floats). Member m reads the
+    encoded columns `columns[m]` in that order; its child standardises them (NaN -> 0) and gives
+    softmax(logits / temperature) over its output groups; class c receives the probability of group
+    `groups[m][c]` divided by that group's number of classes. Without grouping (groups[m] the
+    identity or a rotation) this is the plain average of the members' class probabilities.
+    A child's layer weight may be a pair of low-rank factors (`factored_logits`).
     """
 
     def __init__(
@@ -118,22 +150,74 @@ class Predictor:
         classes: np.ndarray | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
         n_features: int | None = None,
+        encoder=None,
+        columns: list[np.ndarray] | None = None,
+        groups: list[np.ndarray] | None = None,
+        feature_names: list[str] | None = None,
     ):
         if not children:
             raise ValueError("a Predictor needs at least one child")
-        self.children = [to_numpy(c) for c in children]
+        self.children = [
+            Child(_numpy_layers(c.layers), np.asarray(c.mean, np.float32), np.asarray(c.std, np.float32))
+            for c in children
+        ]
         self.temperature = float(temperature)
-        k = self.children[0].layers[-1][0].shape[-1]
+        self.encoder = encoder
+        width = [c.mean.shape[-1] for c in self.children]
+        self.columns = [np.arange(w) for w in width] if columns is None else [np.asarray(c, np.int64) for c in columns]
+        outputs = [c.layers[-1][1].shape[-1] for c in self.children]
+        k = outputs[0] if groups is None else len(groups[0])
+        self.groups = [np.arange(k) for _ in self.children] if groups is None else [np.asarray(g, np.int64) for g in groups]
         self.classes = np.arange(k) if classes is None else np.asarray(classes)
-        self.n_features = int(self.children[0].mean.shape[-1] if n_features is None else n_features)
+        if encoder is not None:
+            self.n_features = int(encoder.n_features)
+        else:
+            self.n_features = int(max(width) if n_features is None else n_features)
+        self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
+        for m, (cols, grp, out) in enumerate(zip(self.columns, self.groups, outputs, strict=True)):
+            if len(cols) != width[m] or len(grp) != len(self.classes) or (len(grp) and grp.max() >= out):
+                raise ValueError(f"member {m}: columns, groups and child do not fit each other")
+        # the probability of a group is shared evenly by its classes
+        self._shares = [1.0 / np.bincount(g, minlength=out)[g] for g, out in zip(self.groups, outputs, strict=True)]
+        if encoder is not None:
+            kinds = encoder.layout()[0]
+            self._kinds = {int(k) for c in self.columns for k in kinds[c]}
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def _table(self, X) -> np.ndarray:
+        if hasattr(X, "columns") and hasattr(X, "iloc"):  # a pandas DataFrame, without importing pandas
+            names = [str(c) for c in X.columns]
+            if self.feature_names is not None and set(self.feature_names) <= set(names) and names != self.feature_names:
+                X = X[[X.columns[names.index(n)] for n in self.feature_names]]
+            X = X.to_numpy() if len({str(d) for d in X.dtypes}) > 1 else np.asarray(X)
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X has shape {X.shape}; this predictor expects (n, {self.n_features}) features")
+        return X
+
+    def encode(self, X) -> np.ndarray:
+        """The encoded table (n, n_columns) that the members read (NaN imputed)."""
+        X = self._table(X)
+        if self.encoder is None:
+            if X.dtype.kind not in "biuf":
+                X = X.astype(np.float64)
+            if np.isinf(X).any():
+                raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
+            return X.astype(np.float32)
+        return self.encoder.transform(X, kinds=self._kinds)
 
     def predict_proba(self, X) -> np.ndarray:
-        """X: (n, n_features) float -> (n, n_classes) probabilities, NumPy only."""
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
-        probs = [numpy_predict_proba(c, X, self.temperature) for c in self.children]
-        return np.mean(probs, axis=0)
+        """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n, n_classes) probabilities."""
+        encoded = self.encode(X)
+        total = np.zeros((encoded.shape[0], len(self.classes)))
+        for child, columns, groups, shares in zip(self.children, self.columns, self.groups, self._shares, strict=True):
+            z = encoded[:, columns].astype(np.float32)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                z = _standardise(child, z, np)
+            logits = factored_logits(child.layers, z.astype(np.float32), np)
+            total += _softmax(logits / self.temperature, np)[:, groups] * shares
+        return total / len(self.children)
 
     def predict(self, X) -> np.ndarray:
         return self.classes[np.argmax(self.predict_proba(X), axis=1)]
@@ -142,23 +226,44 @@ class Predictor:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the predictor to `path` (a pickle-free .npz), atomically."""
+        classes = self.classes
+        if classes.dtype.kind == "O":
+            classes = np.asarray(classes.tolist())
+            if classes.dtype.kind == "O":
+                raise ValueError("the class labels must be numbers or strings to be saved without pickle")
         arrays: dict[str, np.ndarray] = {}
+        layer_kinds = []
         for m, child in enumerate(self.children):
             arrays[f"member{m}/mean"] = child.mean
             arrays[f"member{m}/std"] = child.std
+            arrays[f"member{m}/columns"] = self.columns[m]
+            arrays[f"member{m}/groups"] = self.groups[m]
+            kinds = []
             for j, (w, b) in enumerate(child.layers):
-                arrays[f"member{m}/layer{j}/weight"] = w
+                if isinstance(w, tuple):
+                    arrays[f"member{m}/layer{j}/weight_a"], arrays[f"member{m}/layer{j}/weight_b"] = w
+                    kinds.append("factored")
+                else:
+                    arrays[f"member{m}/layer{j}/weight"] = w
+                    kinds.append("dense")
                 arrays[f"member{m}/layer{j}/bias"] = b
+            layer_kinds.append(kinds)
+        encoder_header = None
+        if self.encoder is not None:
+            encoder_header, encoder_arrays = self.encoder.to_arrays("encoder/")
+            arrays.update(encoder_arrays)
         header = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "n_members": len(self.children),
-            "n_layers": [len(c.layers) for c in self.children],
+            "layers": layer_kinds,
             "temperature": self.temperature,
             "n_features": self.n_features,
+            "feature_names": self.feature_names,
+            "encoder": encoder_header,
         }
         arrays["header"] = np.array(json.dumps(header))
-        arrays["classes"] = self.classes
+        arrays["classes"] = classes
         atomic_savez(path, arrays)
 
     @classmethod
@@ -169,25 +274,45 @@ class Predictor:
             header = json.loads(str(data["header"]))
             if header.get("format") != FORMAT:
                 raise ValueError(f"{path} is not a mothernet-jax predictor file")
-            if header.get("version") != FORMAT_VERSION:
-                raise ValueError(f"{path}: unsupported predictor format version {header.get('version')}")
-            children = []
+            version = header.get("version")
+            if version not in (1, FORMAT_VERSION):
+                raise ValueError(f"{path}: unsupported predictor format version {version}")
+            layer_kinds = header.get("layers") or [["dense"] * n for n in header["n_layers"]]
+            children, columns, groups = [], [], []
             for m in range(header["n_members"]):
+                key = f"member{m}/layer{{}}/"
                 layers = tuple(
-                    (data[f"member{m}/layer{j}/weight"], data[f"member{m}/layer{j}/bias"])
-                    for j in range(header["n_layers"][m])
+                    (
+                        (data[key.format(j) + "weight_a"], data[key.format(j) + "weight_b"])
+                        if kind == "factored"
+                        else data[key.format(j) + "weight"],
+                        data[key.format(j) + "bias"],
+                    )
+                    for j, kind in enumerate(layer_kinds[m])
                 )
                 children.append(Child(layers, data[f"member{m}/mean"], data[f"member{m}/std"]))
+                if version > 1:
+                    columns.append(data[f"member{m}/columns"])
+                    groups.append(data[f"member{m}/groups"])
+            encoder = None
+            if header.get("encoder") is not None:
+                from mothernet_jax.preprocessing import FeatureEncoder
+
+                encoder = FeatureEncoder.from_arrays(header["encoder"], data, "encoder/")
             return cls(
                 children,
                 classes=data["classes"],
                 temperature=header["temperature"],
                 n_features=header["n_features"],
+                encoder=encoder,
+                columns=columns or None,
+                groups=groups or None,
+                feature_names=header.get("feature_names"),
             )
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
-    """Load an exported classifier; needs NumPy only."""
+    """Load an exported classifier (`MotherNetClassifier.export`); needs NumPy alone."""
     return Predictor.load(path)
 
 

@@ -1,0 +1,310 @@
+"""Feature encoding for the classifier: raw columns -> one numeric table, in NumPy alone.
+
+`FeatureEncoder` turns a raw table (numbers, strings, missing values) into the *encoded columns*
+that ensemble members read. It is fitted once on the training rows and stored with an exported
+predictor, so this module imports no JAX. The encoded columns, in blocks:
+
+- ``raw``: each numeric column as a float;
+- ``quantile``: each numeric column through its training quantiles, mapped to [0, 1];
+- ``ordinal``: each categorical column as its level's index in the sorted training levels; a column
+  that had missing training values gets one more level for "missing";
+- ``onehot``: one 0/1 column per level (the "missing" level included) of each categorical column
+  with at most `MAX_ONEHOT_LEVELS` levels;
+- ``indicator``: a 0/1 "was missing" column for each numeric column with missing training values.
+
+Missing values: numeric NaN (and None, pandas NA) are imputed with the column's training mean after
+the encoding (so `raw` and `quantile` impute in their own scale); categorical ones go to the
+"missing" level. A level never seen in training counts as missing. Infinite values raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+
+MAX_ONEHOT_LEVELS = 10  # wider categorical columns stay ordinal in every member (as the reference)
+MAX_QUANTILES = 1000  # quantile-table size, as scikit-learn's QuantileTransformer
+
+RAW, QUANTILE, ORDINAL, ONEHOT, INDICATOR = range(5)
+KIND_NAMES = ("raw", "quantile", "ordinal", "onehot", "indicator")
+
+
+# -- column types and missing values -----------------------------------------------------------------
+
+
+def _is_missing_object(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def missing_mask(column: np.ndarray) -> np.ndarray:
+    """(n,) bool: which entries of a 1-D column are missing (NaN, None, pandas NA)."""
+    if column.dtype.kind in "fc":
+        return np.isnan(column)
+    if column.dtype.kind == "O":
+        return np.fromiter((_is_missing_object(v) for v in column), bool, len(column))
+    return np.zeros(len(column), bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real | np.bool_) or _is_missing_object(value)
+
+
+def infer_categorical(X) -> np.ndarray:
+    """The "auto" rule: (d,) bool, True for the columns that are not numeric.
+
+    A pandas DataFrame: columns whose dtype is not numeric or boolean (object, string, category).
+    A NumPy array: none for numeric dtypes; every column for string dtypes; for object arrays, the
+    columns holding any value that is neither a number nor missing.
+    """
+    if hasattr(X, "dtypes") and hasattr(X, "columns"):
+        return np.array([getattr(dtype, "kind", "O") not in "biuf" for dtype in X.dtypes], bool)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        return np.zeros(X.shape[-1] if X.ndim else 0, bool)
+    if X.dtype.kind in "USa":
+        return np.ones(X.shape[1], bool)
+    if X.dtype.kind != "O":
+        return np.zeros(X.shape[1], bool)
+    return np.array([not all(_is_number(v) for v in X[:, j]) for j in range(X.shape[1])], bool)
+
+
+def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
+    """A raw column as float64 with NaN for missing; ValueError for text or infinite values."""
+    try:
+        values = column.astype(np.float64)
+    except (TypeError, ValueError):
+        missing = missing_mask(column)
+        values = np.full(len(column), np.nan)
+        try:
+            values[~missing] = [float(v) for v in column[~missing]]
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
+            ) from error
+    if np.isinf(values).any():
+        raise ValueError(f"X contains infinite values in column {index} (NaN is accepted as missing, inf is not)")
+    return values
+
+
+def _numeric_levels(column: np.ndarray, missing: np.ndarray) -> bool:
+    """Whether a categorical column's levels are numbers (compared as floats) rather than text."""
+    if column.dtype.kind in "biuf":
+        return True
+    if column.dtype.kind != "O":
+        return False
+    return all(isinstance(v, numbers.Real | np.bool_) for v in column[~missing])
+
+
+def _level_keys(present: np.ndarray, numeric: bool) -> np.ndarray:
+    """The comparable key of each present entry: float for numeric levels (NaN where an entry is
+    not a number, so that it matches no level), str for text levels."""
+    if not numeric:
+        return present.astype(str) if present.dtype.kind != "O" else np.array([str(v) for v in present], str)
+    try:
+        return present.astype(np.float64)
+    except (TypeError, ValueError):
+        keys = np.full(len(present), np.nan)
+        for i, v in enumerate(present):
+            if isinstance(v, numbers.Real | np.bool_):
+                keys[i] = float(v)
+        return keys
+
+
+# -- the encoder ---------------------------------------------------------------------------------------
+
+
+def _quantile_transform(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Map values through a column's quantile table to [0, 1], as QuantileTransformer (uniform):
+    interpolating from both ends and averaging places ties in the middle of their plateau."""
+    references = np.linspace(0.0, 1.0, len(quantiles))
+    up = np.interp(values, quantiles, references)
+    down = -np.interp(-values, -quantiles[::-1], -references[::-1])
+    return 0.5 * (up + down)
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class FeatureEncoder:
+    """Raw table (n, n_features) -> encoded columns (n, n_columns) float64, NaN imputed.
+
+    numeric, categorical: raw column indices of each type. quantiles: (n_q, len(numeric)) training
+    quantiles. levels: per categorical column, its sorted training levels (float64 or str).
+    level_missing: per categorical column, whether it has a "missing" level. onehot: per
+    categorical column, whether it has a one-hot block. indicator: per numeric column, whether it
+    has a "was missing" column. fill: (n_columns,) the imputation value of each encoded column.
+    """
+
+    n_features: int
+    numeric: np.ndarray
+    categorical: np.ndarray
+    quantiles: np.ndarray
+    levels: list[np.ndarray]
+    level_missing: np.ndarray
+    onehot: np.ndarray
+    indicator: np.ndarray
+    fill: np.ndarray
+
+    # -- layout of the encoded columns -------------------------------------------------------
+
+    def n_levels(self, i: int) -> int:
+        return len(self.levels[i]) + int(self.level_missing[i])
+
+    def layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """kind (n_columns,) in RAW..INDICATOR and source (n_columns,) raw column index."""
+        n_num = len(self.numeric)
+        kinds = [np.full(n_num, RAW), np.full(n_num, QUANTILE), np.full(len(self.categorical), ORDINAL)]
+        sources = [self.numeric, self.numeric, self.categorical]
+        for i, j in enumerate(self.categorical):
+            if self.onehot[i]:
+                kinds.append(np.full(self.n_levels(i), ONEHOT))
+                sources.append(np.full(self.n_levels(i), j))
+        kinds.append(np.full(int(self.indicator.sum()), INDICATOR))
+        sources.append(self.numeric[self.indicator])
+        return np.concatenate(kinds).astype(np.int64), np.concatenate(sources).astype(np.int64)
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.layout()[0])
+
+    # -- fit and transform ---------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, X: np.ndarray, categorical: np.ndarray) -> FeatureEncoder:
+        """Fit on the training table X (n, d) (any dtype) with the (d,) bool mask of categorical
+        columns."""
+        X = np.asarray(X)
+        categorical = np.asarray(categorical, bool)
+        numeric_idx, categorical_idx = np.flatnonzero(~categorical), np.flatnonzero(categorical)
+        numeric = np.stack([numeric_column(X[:, j], j) for j in numeric_idx], 1) if len(numeric_idx) else None
+        n = X.shape[0]
+        n_q = max(2, min(MAX_QUANTILES, n))
+        if numeric is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+                quantiles = np.nanquantile(numeric, np.linspace(0.0, 1.0, n_q), axis=0)
+            quantiles = np.maximum.accumulate(np.nan_to_num(quantiles, nan=0.0), axis=0)
+            indicator = np.isnan(numeric).any(axis=0)
+        else:
+            quantiles, indicator = np.zeros((n_q, 0)), np.zeros(0, bool)
+        levels, level_missing = [], []
+        for j in categorical_idx:
+            missing = missing_mask(X[:, j])
+            keys = _level_keys(X[~missing, j], _numeric_levels(X[:, j], missing))
+            if keys.dtype.kind == "f" and np.isinf(keys).any():
+                raise ValueError(f"X contains infinite values in column {j} (NaN is accepted as missing, inf is not)")
+            levels.append(np.unique(keys))
+            level_missing.append(bool(missing.any()))
+        encoder = cls(
+            n_features=X.shape[1],
+            numeric=numeric_idx,
+            categorical=categorical_idx,
+            quantiles=quantiles,
+            levels=levels,
+            level_missing=np.array(level_missing, bool),
+            onehot=np.array([len(lv) + m <= MAX_ONEHOT_LEVELS for lv, m in zip(levels, level_missing, strict=True)], bool),
+            indicator=indicator,
+            fill=np.zeros(0),
+        )
+        encoded = encoder.transform(X, impute=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            encoder.fill = np.nan_to_num(np.nanmean(encoded, axis=0), nan=0.0) if n else np.zeros(0)
+        return encoder
+
+    def transform(self, X, *, kinds: set[int] | None = None, impute: bool = True) -> np.ndarray:
+        """X: (n, n_features) raw -> (n, n_columns) float64. Blocks whose kind is not in `kinds`
+        are left at zero (not computed). Raises ValueError on infinite or non-numeric values."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
+        kinds = set(range(5)) if kinds is None else kinds
+        n, n_num = X.shape[0], len(self.numeric)
+        blocks = []
+        numeric = np.zeros((n, n_num))
+        if kinds & {RAW, QUANTILE, INDICATOR}:
+            for i, j in enumerate(self.numeric):
+                numeric[:, i] = numeric_column(X[:, j], int(j))
+        blocks.append(numeric if RAW in kinds else np.zeros((n, n_num)))
+        quantile = np.zeros((n, n_num))
+        if QUANTILE in kinds:
+            for i in range(n_num):
+                quantile[:, i] = _quantile_transform(numeric[:, i], self.quantiles[:, i])
+            quantile[np.isnan(numeric)] = np.nan
+        blocks.append(quantile)
+        codes = [self._codes(X[:, j], i) for i, j in enumerate(self.categorical)]
+        ordinal = np.zeros((n, len(codes)))
+        for i, code in enumerate(codes):
+            ordinal[:, i] = np.where(code < 0, np.nan, code)
+        blocks.append(ordinal if ORDINAL in kinds else np.zeros_like(ordinal))
+        for i, code in enumerate(codes):
+            if self.onehot[i]:
+                block = np.zeros((n, self.n_levels(i)))
+                if ONEHOT in kinds:
+                    present = code >= 0
+                    block[np.flatnonzero(present), code[present]] = 1.0
+                blocks.append(block)
+        missing = np.isnan(numeric[:, self.indicator]).astype(np.float64)
+        blocks.append(missing if INDICATOR in kinds else np.zeros_like(missing))
+        encoded = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+        if impute:
+            encoded = np.where(np.isnan(encoded), self.fill, encoded)
+        return encoded
+
+    def _codes(self, column: np.ndarray, i: int) -> np.ndarray:
+        """(n,) int level index of each entry; the "missing" level (or -1) for missing/unseen."""
+        levels = self.levels[i]
+        missing = missing_mask(column)
+        codes = np.full(len(column), len(levels) if self.level_missing[i] else -1, np.int64)
+        if len(levels):
+            keys = _level_keys(column[~missing], levels.dtype.kind == "f")
+            if keys.dtype.kind == "f" and np.isinf(keys).any():
+                raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
+            position = np.clip(np.searchsorted(levels, keys), 0, len(levels) - 1)
+            found = levels[position] == keys
+            present = np.flatnonzero(~missing)
+            codes[present[found]] = position[found]
+        return codes
+
+    # -- pickle-free storage: a JSON header and plain arrays -----------------------------------
+
+    def to_arrays(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        header = {"n_features": self.n_features, "n_levels": [len(lv) for lv in self.levels]}
+        arrays = {
+            f"{prefix}numeric": self.numeric,
+            f"{prefix}categorical": self.categorical,
+            f"{prefix}quantiles": self.quantiles,
+            f"{prefix}level_missing": self.level_missing,
+            f"{prefix}onehot": self.onehot,
+            f"{prefix}indicator": self.indicator,
+            f"{prefix}fill": self.fill,
+        }
+        for i, levels in enumerate(self.levels):
+            arrays[f"{prefix}levels{i}"] = levels
+        return header, arrays
+
+    @classmethod
+    def from_arrays(cls, header: dict[str, Any], data, prefix: str) -> FeatureEncoder:
+        return cls(
+            n_features=int(header["n_features"]),
+            numeric=np.asarray(data[f"{prefix}numeric"], np.int64),
+            categorical=np.asarray(data[f"{prefix}categorical"], np.int64),
+            quantiles=np.asarray(data[f"{prefix}quantiles"], np.float64),
+            levels=[np.asarray(data[f"{prefix}levels{i}"]) for i in range(len(header["n_levels"]))],
+            level_missing=np.asarray(data[f"{prefix}level_missing"], bool),
+            onehot=np.asarray(data[f"{prefix}onehot"], bool),
+            indicator=np.asarray(data[f"{prefix}indicator"], bool),
+            fill=np.asarray(data[f"{prefix}fill"], np.float64),
+        )
+
+    def describe(self) -> str:
+        kinds, _ = self.layout()
+        counts = {KIND_NAMES[k]: int((kinds == k).sum()) for k in range(5)}
+        return json.dumps(counts)
