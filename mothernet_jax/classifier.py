@@ -301,6 +301,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         return self.predictor_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
+        """X: (n, d) raw rows -> (n,) the most probable class of each row."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def export(self, path: str | os.PathLike) -> None:

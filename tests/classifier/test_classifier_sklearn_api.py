@@ -1,0 +1,58 @@
+"""scikit-learn conformance: every check of parametrize_with_checks, pickling, cloning.
+
+The weights are a random `tiny` model, so the estimator under test fine-tunes its children (100 Adam
+steps): generated children of untrained weights are near chance, and `check_classifiers_train`
+asks for 83% training accuracy. No check is skipped or expected to fail.
+"""
+
+import functools
+import pickle
+
+import jax
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import mothernet_jax as mn
+from mothernet_jax.classifier import MotherNetClassifier
+
+CONFIG = mn.preset("tiny")
+PARAMS = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(0), CONFIG))
+
+# check name -> why it cannot pass; empty: every check passes.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+def _check_id(obj) -> str:
+    """Short test ids: the estimator's repr would print the whole weights tuple."""
+    if isinstance(obj, MotherNetClassifier):
+        return "MotherNetClassifier"
+    if isinstance(obj, functools.partial):
+        keywords = ",".join(f"{k}={v}" for k, v in obj.keywords.items())
+        return f"{obj.func.__name__}({keywords})" if keywords else obj.func.__name__
+    return str(obj)
+
+
+_CHECKS = parametrize_with_checks(
+    [MotherNetClassifier(weights=(PARAMS, CONFIG), n_estimators=2, random_state=0, finetune_steps=100)],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
+
+
+@pytest.mark.parametrize(*_CHECKS.args, ids=_check_id)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_pickle_keeps_predictions_and_clone_keeps_parameters():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.array(["yes", "no", "maybe"])[rng.integers(0, 3, 120)]
+    clf = MotherNetClassifier(weights=(PARAMS, CONFIG), n_estimators=4, random_state=1).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
+    twin = clone(clf)
+    assert twin.get_params()["n_estimators"] == 4 and not hasattr(twin, "predictor_")
