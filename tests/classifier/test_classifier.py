@@ -1,0 +1,229 @@
+"""MotherNetClassifier end to end: reference parity, one jitted call, wide and messy data, export."""
+
+import collections
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import mothernet_jax as mn
+from mothernet_jax import classifier
+from mothernet_jax.child import factored_logits, load_predictor
+from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.convert import from_reference
+from mothernet_jax.generation import generate_batch
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+CONFIG = mn.preset("tiny")
+PARAMS = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG))
+WEIGHTS = (PARAMS, CONFIG)
+
+
+def dense(weight):
+    return weight[0] @ weight[1] if isinstance(weight, tuple) else weight
+
+
+def blobs(n=200, d=6, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    return rng.normal(size=(k, d))[y] * 2 + rng.normal(size=(n, d)), y
+
+
+# -- reference parity ---------------------------------------------------------------------------
+
+
+def test_one_member_reproduces_the_reference_classifier(highest_precision):
+    c = np.load(FIXTURES / "classifier_tiny_class_average.npz")
+    f = np.load(FIXTURES / "tiny_class_average.npz")
+    config = mn.preset("tiny_class_average")
+    params = from_reference({k[6:]: f[k] for k in f.files if k.startswith("state/")}, config)
+    clf = MotherNetClassifier(weights=(params, config), n_estimators=1).fit(c["X_train"], c["y_train"])
+    assert clf.ensemble_[0] == {
+        "n_rows": 80, "n_columns": 12, "n_groups": 3, "quantile": False, "onehot": False,
+        "feature_shift": 0, "label_shift": 0,
+    }  # fmt: skip
+    np.testing.assert_array_equal(clf.classes_, c["classes"])
+    child = clf.predictor_.children[0]
+    np.testing.assert_allclose(child.mean, c["mean"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(child.std, c["std"], rtol=1e-5, atol=1e-5)
+    for j, (weight, bias) in enumerate(child.layers):
+        np.testing.assert_allclose(dense(weight), c[f"exported/layer{j}/weight"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bias, c[f"exported/layer{j}/bias"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(clf.predict_proba(c["X_test"]), c["predict_proba"], atol=1e-5)
+
+
+def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 128, CONFIG.max_features)).astype(np.float32)
+    y = rng.integers(0, 4, size=(3, 128)).astype(np.int32)
+    n_rows, n_features = np.array([128, 70, 9]), np.array([100, 7, 30])
+    X[1, :, 7:] = 0.0
+    X[2, :, 30:] = 0.0
+    with jax.default_matmul_precision("highest"):
+        layers, mean, std = classifier.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        expected = jax.jit(generate_batch, static_argnames="config")(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+    for (weight, bias), (w_ref, b_ref) in zip(layers, expected.layers, strict=True):
+        np.testing.assert_allclose(dense(weight), w_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bias, b_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(std, expected.std, rtol=1e-6)
+    z = rng.normal(size=(5, CONFIG.max_features)).astype(np.float32)
+    ours = factored_logits(jax.tree_util.tree_map(lambda a: a[0], layers), z)
+    theirs = factored_logits(jax.tree_util.tree_map(lambda a: a[0], expected.layers), z)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+# -- the batched ensemble ---------------------------------------------------------------------------
+
+
+def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
+    counts = collections.Counter()
+
+    def traced(*args, **kwargs):
+        counts["traces"] += 1
+        return classifier._generate_members(*args, **kwargs)
+
+    jitted = jax.jit(traced, static_argnames=("config",))
+
+    def call(*args, **kwargs):
+        counts["calls"] += 1
+        return jitted(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "generate_members", call)
+    X, y = blobs(150, 6, 3, seed=0)
+    first = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
+    assert counts == {"traces": 1, "calls": 1}
+    assert len(first.predictor_.children) == 8
+    X2, y2 = blobs(140, 6, 3, seed=1)  # same row bucket and width: no new trace
+    MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=4).fit(X2, y2)
+    assert counts == {"traces": 1, "calls": 2}
+
+    again = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X), first.predict_proba(X))
+    assert again.ensemble_ == first.ensemble_
+    other = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=5).fit(X, y)
+    assert other.ensemble_ != first.ensemble_
+    variants = {(m["quantile"], m["onehot"]) for m in first.ensemble_}
+    assert variants == {(True, False), (False, False)}  # no categorical column: no one-hot variant
+    assert len({(m["quantile"], m["feature_shift"], m["label_shift"]) for m in first.ensemble_}) == 8
+
+
+def test_fine_tuning_fits_the_training_rows():
+    X, y = blobs(200, 4, 3, seed=2)
+    plain = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0).fit(X, y)
+    tuned = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, finetune_steps=60).fit(X, y)
+    assert (tuned.predict(X) == y).mean() > max(0.9, (plain.predict(X) == y).mean())
+
+
+# -- wide, many-class, messy data ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messy():
+    """12 classes, 150 numeric features, 3000 rows, 5% NaN, two string-valued categorical columns."""
+    rng = np.random.default_rng(0)
+    n, d, k = 3000, 150, 12
+    y = rng.integers(0, k, n)
+    X = rng.normal(size=(k, d))[y] + rng.normal(size=(n, d))
+    X[rng.random((n, d)) < 0.05] = np.nan
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(d)])
+    colours = np.array(["red", "green", "blue", "cyan", "grey", "pink"])
+    first = colours[(y + rng.integers(0, 2, n)) % 6].astype(object)
+    second = np.array(["u", "v", "w"], dtype=object)[y % 3]
+    first[rng.random(n) < 0.05] = None
+    second[rng.random(n) < 0.05] = np.nan
+    frame = pd.concat([frame, pd.DataFrame({"colour": first, "letter": second})], axis=1)
+    return frame, np.array([f"class{c:02d}" for c in y])
+
+
+def test_wide_many_class_data_with_missing_values_and_strings(messy):
+    frame, labels = messy
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=0, finetune_steps=40)
+    clf.fit(frame, labels)
+    assert list(np.flatnonzero(clf.categorical_features_)) == [150, 151]
+    assert all(m["n_columns"] <= 100 and m["n_rows"] == 1024 and m["n_groups"] <= 10 for m in clf.ensemble_)
+    proba = clf.predict_proba(frame)
+    assert proba.shape == (3000, 12) and np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(clf.predict(frame)) == set(clf.classes_)
+    # every pair of classes is told apart by some member's grouping
+    groups = np.stack(clf.predictor_.groups)
+    together = (groups[:, :, None] == groups[:, None, :]).all(axis=0)
+    assert np.array_equal(together, np.eye(12, dtype=bool))
+
+
+def test_more_than_ten_classes_raise_the_member_count_to_one_round():
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 12
+    X = rng.normal(size=(300, 3)) + y[:, None]
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1, random_state=0).fit(X, y)
+    assert [m["n_groups"] for m in clf.ensemble_] == [10, 9]
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, atol=1e-6)
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+def test_export_predicts_the_same_without_jax(messy, tmp_path):
+    frame, labels = messy
+    frame, labels = frame.iloc[:400], labels[:400]
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(frame, labels)
+    path = tmp_path / "model.npz"
+    clf.export(path)
+    test = frame.iloc[:50].copy()
+    test.iloc[0, 151] = "never seen"
+    np.savez(
+        tmp_path / "X.npz",
+        numbers=test.iloc[:, :150].to_numpy(np.float64),
+        strings=test.iloc[:, 150:].fillna("<missing>").to_numpy(str),
+    )
+    script = f"""
+import sys, numpy as np
+from mothernet_jax.child import load_predictor
+data = np.load({str(tmp_path / "X.npz")!r})
+strings = data["strings"].astype(object)
+strings[strings == "<missing>"] = None
+X = np.concatenate([data["numbers"].astype(object), strings], axis=1)
+predictor = load_predictor({str(path)!r})
+np.save({str(tmp_path / "proba.npy")!r}, predictor.predict_proba(X))
+np.save({str(tmp_path / "label.npy")!r}, predictor.predict(X))
+assert "jax" not in sys.modules, "jax was imported"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), clf.predict_proba(test), atol=1e-7)
+    np.testing.assert_array_equal(np.load(tmp_path / "label.npy"), clf.predict(test))
+    in_process = load_predictor(path)
+    np.testing.assert_allclose(in_process.predict_proba(test), clf.predict_proba(test), atol=1e-7)
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+def test_clear_errors():
+    X, y = blobs(60, 3, 2)
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1).fit(X, y)
+    bad = X.copy()
+    bad[0, 1] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        MotherNetClassifier(weights=WEIGHTS).fit(bad, y)
+    with pytest.raises(ValueError, match="infinite"):
+        clf.predict_proba(bad)
+    with pytest.raises(ValueError, match="0 sample"):
+        MotherNetClassifier(weights=WEIGHTS).fit(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ValueError, match="1 class"):
+        MotherNetClassifier(weights=WEIGHTS).fit(X, np.ones(60))
+    with pytest.raises(ValueError, match="features"):
+        clf.predict_proba(X[:, :2])
+    strings = X.astype(object)
+    strings[:, 0] = "word"
+    with pytest.raises(ValueError, match="non-numeric"):
+        MotherNetClassifier(weights=WEIGHTS, categorical_features=[]).fit(strings, y)
+    for bad_parameter in ({"n_estimators": 0}, {"temperature": 0.0}, {"categorical_features": [7]}):
+        with pytest.raises(ValueError):
+            MotherNetClassifier(weights=WEIGHTS, **bad_parameter).fit(X, y)
+    with pytest.raises(ValueError, match="weights"):
+        MotherNetClassifier(weights=42).fit(X, y)
