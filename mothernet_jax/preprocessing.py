@@ -124,11 +124,13 @@ def _level_keys(present: np.ndarray, numeric: bool) -> np.ndarray:
 
 def _quantile_transform(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Map values through a column's quantile table to [0, 1], as QuantileTransformer (uniform):
-    interpolating from both ends and averaging places ties in the middle of their plateau."""
+    interpolating from both ends and averaging places ties in the middle of their plateau; values
+    at or beyond the training minimum (maximum) map to 0 (1)."""
     references = np.linspace(0.0, 1.0, len(quantiles))
     up = np.interp(values, quantiles, references)
     down = -np.interp(-values, -quantiles[::-1], -references[::-1])
-    return 0.5 * (up + down)
+    mapped = np.where(values >= quantiles[-1], 1.0, 0.5 * (up + down))
+    return np.where(values <= quantiles[0], 0.0, mapped)
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
