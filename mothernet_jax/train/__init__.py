@@ -1,0 +1,46 @@
+"""Meta-training: a fused, jitted step (on-device prior -> generate -> child loss -> AdamW),
+orbax checkpoints with automatic resume, and data parallelism over one mesh of every device.
+
+    from mothernet_jax.train import preset, train
+    result = train(preset("tiny").replace(steps=200), "runs/tiny")
+
+The CLI is `mothernet-jax train --preset tiny --workdir runs/tiny`. Names load on first use, so that
+`mothernet_jax.train.config` (and `mothernet-jax train --help`) imports without JAX.
+"""
+
+import importlib
+
+# public name -> module that defines it, one per line
+_EXPORTS = {
+    "TrainConfig": "mothernet_jax.train.config",
+    "PRESETS": "mothernet_jax.train.config",
+    "preset": "mothernet_jax.train.config",
+    "train": "mothernet_jax.train.loop",
+    "TrainResult": "mothernet_jax.train.loop",
+    "NonFiniteLossError": "mothernet_jax.train.loop",
+    "read_metrics": "mothernet_jax.train.loop",
+    "Checkpoints": "mothernet_jax.train.checkpoint",
+    "TrainState": "mothernet_jax.train.step",
+    "TrainStep": "mothernet_jax.train.step",
+    "PmapTrainStep": "mothernet_jax.train.step",
+    "device_step": "mothernet_jax.train.step",
+    "task_losses": "mothernet_jax.train.step",
+    "make_optimizer": "mothernet_jax.train.step",
+    "learning_rate_schedule": "mothernet_jax.train.step",
+    "make_mesh": "mothernet_jax.train.mesh",
+    "initialize_distributed": "mothernet_jax.train.mesh",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mothernet_jax.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

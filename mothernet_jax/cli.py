@@ -1,0 +1,190 @@
+"""The `mothernet-jax` command: one subcommand per task, e.g. `mothernet-jax train --preset tiny ...`.
+
+To add a subcommand, write `add_<name>(subparsers)` that adds its parser and sets
+`run=<function(args) -> exit code>` with `set_defaults`, then list it in `COMMANDS`. Import heavy
+modules (JAX) inside the run function, so that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+TRAIN_EPILOG = """\
+examples:
+  mothernet-jax train --preset tiny --workdir runs/tiny
+  mothernet-jax train --preset tiny --workdir runs/tiny --steps 2000 --set learning_rate=3e-4
+  mothernet-jax train --preset small --workdir runs/small --time-limit 3300 --export small.msgpack
+  mothernet-jax train --workdir runs/small            # resume with the saved config
+
+Rerunning a command resumes from the latest checkpoint in the work directory. The work directory
+holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
+line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...).
+SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
+keeps the last good checkpoint.
+
+settings for --set (nested with dots; values parsed as JSON, else as strings):
+  steps seed batch_size prior_batch accumulation learning_rate warmup_steps min_learning_rate
+  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split split_bucket attention
+  checkpoint_every keep_checkpoints log_every init_weights
+  model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)
+  accumulation is a list of [first step, micro-batches], e.g. accumulation=[[0,1],[1000,2]]
+"""
+
+
+def add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="meta-train a MotherNet on the synthetic prior (resumes automatically)",
+        description="Meta-train a MotherNet: every step samples synthetic tasks from the prior on the "
+        "device, generates their child MLPs and trains on the children's test loss.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from mothernet_jax.train.config import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="the training recipe to start from: tiny (CPU), small (the shipped model, one GPU), "
+        "paper (the reference). Optional when resuming: the saved config is used.",
+    )
+    parser.add_argument(
+        "--workdir", required=True, help="directory for checkpoints, config.json and metrics.jsonl"
+    )
+    parser.add_argument(
+        "--steps", type=int, metavar="N", help="optimiser steps in total (also the schedule's length)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, nested with dots (model.dtype=bfloat16); repeatable",
+    )
+    parser.add_argument(
+        "--init-weights",
+        metavar="PATH",
+        help="start a fresh work directory from these weights (load_pretrained; same model config)",
+    )
+    parser.add_argument(
+        "--export", metavar="PATH", help="write the final parameters here (save_pretrained, msgpack)"
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly (with a checkpoint) before this much wall-clock time has passed",
+    )
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop (with a checkpoint) after this step, keeping the schedule of --steps",
+    )
+    parser.add_argument(
+        "--devices", type=int, metavar="N", help="train on the first N devices (default: all)"
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host; the cluster is auto-detected "
+        "unless --coordinator, --num-processes and --process-id are given)",
+    )
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="coordinator address for --distributed")
+    parser.add_argument("--num-processes", type=int, metavar="N", help="process count for --distributed")
+    parser.add_argument("--process-id", type=int, metavar="I", help="this process's index for --distributed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still logged)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    parser.set_defaults(run=run_train)
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig a `train` command line asks for."""
+    from mothernet_jax.train.checkpoint import latest_config
+    from mothernet_jax.train.config import preset
+
+    if args.preset is not None:
+        config = preset(args.preset)
+    else:
+        config = latest_config(args.workdir)
+        if config is None:
+            raise SystemExit(f"mothernet-jax train: {args.workdir} holds no checkpoint; give --preset")
+    if args.steps is not None:
+        config = config.replace(steps=args.steps)
+    if args.init_weights is not None:
+        config = config.replace(init_weights=args.init_weights)
+    try:
+        return config.with_overrides(args.overrides)
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"mothernet-jax train: {error}") from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.distributed:
+        from mothernet_jax.train.mesh import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    config = train_config(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+
+    import jax
+
+    from mothernet_jax.train.loop import NonFiniteLossError, train
+    from mothernet_jax.train.mesh import is_main_process, make_mesh
+
+    mesh = make_mesh(jax.devices()[: args.devices] if args.devices else None)
+    try:
+        result = train(
+            config,
+            args.workdir,
+            time_limit=args.time_limit,
+            stop_at=args.stop_at,
+            export=args.export,
+            mesh=mesh,
+            progress=not args.no_progress,
+        )
+    except NonFiniteLossError as error:
+        print(f"mothernet-jax train: {error}", file=sys.stderr)
+        return 1
+    if is_main_process():
+        tail = result.losses[-50:]
+        loss = f", mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}" if tail else ""
+        print(
+            f"mothernet-jax train: step {result.step}/{config.steps} ({result.stop_reason}) in "
+            f"{result.seconds:.0f} s{loss}; work directory {args.workdir}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {"train": add_train}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mothernet-jax", description="MotherNet in JAX: meta-training and tools."
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in COMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""The train step: prior -> generate -> child loss -> AdamW, one pure function, jitted per split bucket.
+
+One optimiser step, all on device:
+
+1. keys: `fold_in(task_root, step)`, then per micro-batch `fold_in(., micro)`, then per prior call
+   `fold_in(., global_call_index)`. Each device samples only its own calls, and the tasks depend on
+   the global index alone, so the result does not depend on how many devices share the batch.
+2. `priors.sample_batch` draws the tasks for the step's split position s (drawn on the host from
+   the seed and the step, see `TrainStep.split`); the training rows are padded to a bucket
+   (a multiple of `split_bucket` rows), the static shape this function is compiled for.
+3. `generate_layers` on the padded training rows (padding masked as keys), the child's logits on
+   the test rows (rows >= s), cross-entropy over all max_classes logits, mean per dataset, then mean
+   over the valid datasets of the whole (global, accumulated) batch.
+4. gradients summed over micro-batches (`lax.scan`) and devices (`psum`), then clipping + AdamW.
+
+The per-device function runs under `jax.shard_map` over a one-axis mesh (`TrainStep`) or under
+`jax.pmap` (`PmapTrainStep`) with the same axis name; both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from mothernet_jax.child import mlp_logits
+from mothernet_jax.config import ModelConfig
+from mothernet_jax.generation import generate_layers
+from mothernet_jax.model.mothernet import init_params
+from mothernet_jax.train.config import TrainConfig
+from mothernet_jax.train.mesh import DATA_AXIS, make_mesh, put_replicated, replicated
+
+SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (one transfer)
+
+
+class TrainState(NamedTuple):
+    """Everything a checkpoint holds; randomness comes from the config's seed and `step`."""
+
+    step: jax.Array  # () int32, optimiser steps taken
+    params: Any  # the MotherNet parameters, float32
+    opt_state: Any  # optax state (clip + AdamW)
+
+
+# -- keys -----------------------------------------------------------------------------------------------
+
+
+def _root(seed: int, purpose: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), purpose)
+
+
+def init_key(seed: int) -> jax.Array:
+    return _root(seed, 0)
+
+
+def task_key(seed: int, step) -> jax.Array:
+    """The key of optimiser step `step`'s tasks."""
+    return jax.random.fold_in(_root(seed, 1), step)
+
+
+def split_key(seed: int) -> jax.Array:
+    return _root(seed, 2)
+
+
+# -- optimiser ----------------------------------------------------------------------------------------
+
+
+def learning_rate_schedule(config: TrainConfig) -> Callable[[Any], jax.Array]:
+    """Linear warm-up to the peak (step w - 1 reaches w/(w+1) of it), then cosine to the floor at
+    `config.steps`."""
+    peak, floor = float(config.learning_rate), float(config.min_learning_rate)
+    warmup, total = config.warmup_steps, config.steps
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.float32)
+        warm = peak * (count + 1.0) / (warmup + 1.0)
+        progress = jnp.clip((count - warmup) / max(total - warmup, 1), 0.0, 1.0)
+        cosine = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(count < warmup, warm, cosine)
+
+    return schedule
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (decay on weight matrices only) on the schedule."""
+    decay_mask = None
+    if config.weight_decay:
+        decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    adamw = optax.adamw(
+        learning_rate_schedule(config),
+        b1=config.adam_b1,
+        b2=config.adam_b2,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        mask=decay_mask,
+    )
+    if config.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+    return adamw
+
+
+def init_state(config: TrainConfig, params=None) -> TrainState:
+    """A fresh state (pure; jit it with `out_shardings`): step 0, the optimiser initialised;
+    parameters from `init_key(config.seed)` unless given."""
+    if params is None:
+        params = init_params(init_key(config.seed), config.model)
+    return TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config).init(params))
+
+
+# -- shapes and buckets -----------------------------------------------------------------------------
+
+
+class PriorShapes(NamedTuple):
+    rows: int  # rows per task (training + test)
+    features: int  # feature columns the prior emits (<= the model's max_features)
+
+
+def prior_shapes(prior, sample_fn: Callable) -> PriorShapes:
+    """The task shapes of a prior config, from `jax.eval_shape` (nothing is sampled)."""
+    task = jax.eval_shape(lambda key: sample_fn(key, prior, 1, 2), jax.random.key(0))
+    _, rows, features = task.x.shape
+    return PriorShapes(int(rows), int(features))
+
+
+def split_bucket(split: int, rows: int, quantum: int) -> int:
+    """The padded number of training rows for split position `split`: a multiple of `quantum`,
+    at most `rows`."""
+    return min(-(-split // quantum) * quantum, rows)
+
+
+def bucket_floor(bucket: int, quantum: int) -> int:
+    """Every split of this bucket is above this row: the child is evaluated from here on."""
+    return (bucket - 1) // quantum * quantum
+
+
+def resolve_attention(config: TrainConfig) -> str | None:
+    """The `jax.nn.dot_product_attention` implementation: fused cuDNN on NVIDIA GPUs with bf16
+    compute (it rejects float32), XLA elsewhere."""
+    if config.attention == "cudnn":
+        return "cudnn"
+    if config.attention == "xla":
+        return "xla"
+    device = jax.devices()[0]
+    head_dim = config.model.embed_dim // config.model.n_heads
+    if (
+        device.platform == "gpu"
+        and "nvidia" in device.device_kind.lower()
+        and config.model.dtype == "bfloat16"
+        and head_dim % 8 == 0
+        and head_dim <= 128
+    ):
+        return "cudnn"
+    return None
+
+
+# -- the loss -----------------------------------------------------------------------------------------
+
+
+def _clean(task, model: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Features padded to the model's width; invalid datasets and non-finite values zeroed, so that
+    nothing non-finite enters the forward pass (its gradient would be NaN even where masked)."""
+    valid = task.valid.astype(bool)
+    x = task.x.astype(jnp.float32)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, model.max_features - x.shape[2])))
+    x = jnp.where(valid[:, None, None] & jnp.isfinite(x), x, 0.0)
+    y = jnp.clip(task.y.astype(jnp.int32), 0, model.max_classes - 1)
+    y = jnp.where(valid[:, None], y, 0)
+    return x, y, valid
+
+
+def task_losses(
+    params, task, split, *, model: ModelConfig, bucket: int, floor: int, attention: str | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Per-dataset child cross-entropy on the test rows.
+
+    task: x (B, R, F), y (B, R), valid (B,); split: () int, floor < split <= bucket <= R.
+    Returns loss (B,) float32 (mean over the test rows) and valid (B,) bool.
+    """
+    x, y, valid = _clean(task, model)
+    batch, rows = y.shape
+    n_rows = jnp.full((batch,), split, jnp.int32)
+    layers = generate_layers(params, x[:, :bucket], y[:, :bucket], n_rows, config=model, attention=attention)
+    logits = jax.vmap(mlp_logits)(layers, x[:, floor:])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[:, floor:])
+    is_test = (jnp.arange(floor, rows) >= split)[None, :]
+    per_dataset = jnp.sum(jnp.where(is_test, ce, 0.0), axis=1) / (rows - split).astype(jnp.float32)
+    return per_dataset, valid
+
+
+def _loss_sum(params, task, split, **kwargs):
+    per_dataset, valid = task_losses(params, task, split, **kwargs)
+    return jnp.sum(jnp.where(valid, per_dataset, 0.0)), jnp.sum(valid).astype(jnp.float32)
+
+
+# -- the per-device step --------------------------------------------------------------------------------
+
+
+def device_step(
+    state: TrainState,
+    split: jax.Array,
+    *,
+    config: TrainConfig,
+    sample_fn: Callable,
+    bucket: int,
+    micro_batches: int,
+    local_calls: int,
+    axis_name: str = DATA_AXIS,
+    attention: str | None = None,
+    on_trace: Callable[[], None] = lambda: None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step as seen by one device of the `axis_name` axis (shard_map or pmap).
+
+    state: replicated; split: () int32. The device draws prior calls
+    [device * local_calls, (device + 1) * local_calls) of each micro-batch.
+    Returns the new (replicated) state and scalar metrics of the global batch.
+    """
+    on_trace()
+    floor = bucket_floor(bucket, config.split_bucket)
+    loss_kwargs = dict(model=config.model, bucket=bucket, floor=floor, attention=attention)
+    step_key = task_key(config.seed, state.step)
+    calls = jax.lax.axis_index(axis_name) * local_calls + jnp.arange(local_calls)
+
+    def sample(key):
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, calls)
+        draw = lambda k: sample_fn(k, config.prior, config.prior_batch, split)
+        if local_calls == 1:
+            return draw(keys[0])
+        # lax.map, not vmap: each call keeps its unbatched size choices (DESIGN.md section 4)
+        tasks = jax.lax.map(draw, keys)
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), tasks)
+
+    def micro(index):
+        tasks = sample(jax.random.fold_in(step_key, index))
+        grad_fn = jax.value_and_grad(_loss_sum, has_aux=True)
+        (loss_sum, count), grads = grad_fn(state.params, tasks, split, **loss_kwargs)
+        return grads, loss_sum, count
+
+    if micro_batches == 1:
+        totals = micro(0)
+    else:
+
+        def body(carry, index):
+            return jax.tree.map(jnp.add, carry, micro(index)), None
+
+        zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.float32(0), jnp.float32(0))
+        totals, _ = jax.lax.scan(body, zeros, jnp.arange(micro_batches))
+    grads, loss_sum, count = jax.lax.psum(totals, axis_name)
+    scale = 1.0 / jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    optimizer = make_optimizer(config)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss_sum * scale,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": learning_rate_schedule(config)(state.step),
+        "valid_fraction": count / (micro_batches * config.batch_size),
+    }
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+
+# -- the host-side driver: split positions, buckets, one compiled function each ---------------------
+
+
+@functools.partial(jax.jit, static_argnames=("low", "high"))
+def _split_block(key, first, *, low, high):
+    steps = first + jnp.arange(SPLIT_BLOCK)
+    return jax.vmap(lambda s: jax.random.randint(jax.random.fold_in(key, s), (), low, high))(steps)
+
+
+class TrainStep:
+    """`state, metrics = train_step(state, step)` over a data-parallel mesh.
+
+    Picks the step's split position and bucket on the host, and calls the step jitted for that
+    bucket (compiled once per (bucket, micro-batches); `traces` counts). The state is replicated
+    over `mesh` (`init` builds one); metrics are replicated scalars.
+    """
+
+    def __init__(self, config: TrainConfig, mesh: Mesh | None = None, *, sample_fn: Callable | None = None):
+        if sample_fn is None:
+            import priors
+
+            sample_fn = priors.sample_batch
+        self.config = config
+        self.sample_fn = sample_fn
+        self.shapes = prior_shapes(config.prior, sample_fn)
+        self._setup_devices(mesh)
+        self._check()
+        self.attention = resolve_attention(config)
+        self._auto_cudnn = config.attention == "auto" and self.attention == "cudnn"
+        self.traces: collections.Counter = collections.Counter()
+        self._functions: dict[tuple[int, int], Callable] = {}
+        self._splits: tuple[int, np.ndarray | None] = (-1, None)
+
+    def _setup_devices(self, mesh):
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.n_devices = self.mesh.size
+
+    def _check(self):
+        config, rows, features = self.config, self.shapes.rows, self.shapes.features
+        if features > config.model.max_features:
+            raise ValueError(
+                f"the prior emits {features} features, the model reads {config.model.max_features}"
+            )
+        prior_classes = getattr(config.prior, "max_classes", None)
+        if prior_classes is not None and prior_classes > config.model.max_classes:
+            raise ValueError(
+                f"the prior draws {prior_classes} classes, the model has {config.model.max_classes}"
+            )
+        if not config.min_split < rows:
+            raise ValueError(f"min_split ({config.min_split}) must be below the prior's {rows} rows")
+        calls = config.batch_size // config.prior_batch
+        if calls % self.n_devices:
+            raise ValueError(
+                f"batch_size / prior_batch = {calls} prior calls per micro-batch must be a multiple of "
+                f"the {self.n_devices} devices"
+            )
+        self.local_calls = calls // self.n_devices
+
+    # -- split positions ---------------------------------------------------------------------------
+
+    def split(self, step: int) -> int:
+        """The split position of optimiser step `step`: U{min_split .. rows - 1} from
+        `fold_in(split_key(seed), step)`; the same on every host and on resume."""
+        block, values = self._splits
+        if step // SPLIT_BLOCK != block:
+            block = step // SPLIT_BLOCK
+            values = np.asarray(
+                _split_block(
+                    split_key(self.config.seed),
+                    block * SPLIT_BLOCK,
+                    low=self.config.min_split,
+                    high=self.shapes.rows,
+                )
+            )
+            self._splits = (block, values)
+        return int(values[step % SPLIT_BLOCK])
+
+    def bucket(self, split: int) -> int:
+        return split_bucket(split, self.shapes.rows, self.config.split_bucket)
+
+    def buckets(self) -> tuple[int, ...]:
+        """Every bucket a split can fall in (one compiled step each)."""
+        return tuple(sorted({self.bucket(s) for s in range(self.config.min_split, self.shapes.rows)}))
+
+    # -- compiled functions ------------------------------------------------------------------------
+
+    def _device_fn(self, bucket: int, micro_batches: int) -> Callable:
+        key = (bucket, micro_batches)
+        return functools.partial(
+            device_step,
+            config=self.config,
+            sample_fn=self.sample_fn,
+            bucket=bucket,
+            micro_batches=micro_batches,
+            local_calls=self.local_calls,
+            axis_name=DATA_AXIS,
+            attention=self.attention,
+            on_trace=lambda: self.traces.update([key]),
+        )
+
+    def _build(self, bucket: int, micro_batches: int) -> Callable:
+        sharded = jax.shard_map(
+            self._device_fn(bucket, micro_batches),
+            mesh=self.mesh,
+            in_specs=(P(), P()),
+            out_specs=(P(), P()),
+            check_vma=False,
+        )
+        return jax.jit(sharded, donate_argnums=0)
+
+    def function(self, bucket: int, micro_batches: int) -> Callable:
+        """The jitted `(state, split) -> (state, metrics)` for one bucket."""
+        key = (bucket, micro_batches)
+        if key not in self._functions:
+            self._functions[key] = self._build(bucket, micro_batches)
+        return self._functions[key]
+
+    def __call__(self, state: TrainState, step: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        split = self.split(step)
+        bucket, micro_batches = self.bucket(split), self.config.micro_batches(step)
+        first = (bucket, micro_batches) not in self._functions
+        try:
+            return self.function(bucket, micro_batches)(state, np.int32(split))
+        except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
+            if not (first and self._auto_cudnn):
+                raise
+            warnings.warn(
+                f"cuDNN attention failed ({type(error).__name__}: {error}); using XLA", stacklevel=2
+            )
+            self.attention, self._auto_cudnn = None, False
+            self._functions.clear()
+            return self.function(bucket, micro_batches)(state, np.int32(split))
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def init(self, params=None) -> TrainState:
+        """A fresh replicated state; from host `params` (e.g. loaded weights) if given."""
+        sharding = replicated(self.mesh)
+        if params is None:
+            return jax.jit(lambda: init_state(self.config), out_shardings=sharding)()
+        params = put_replicated(params, self.mesh)
+        return jax.jit(lambda p: init_state(self.config, p), out_shardings=sharding)(params)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
+        shapes = jax.eval_shape(lambda: init_state(self.config))
+        sharding = replicated(self.mesh)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+class PmapTrainStep(TrainStep):
+    """The same step under `jax.pmap(axis_name="data")`: the state carries a leading device axis
+    (`replicate` / `unreplicate`), metrics too."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        devices: Sequence[jax.Device] | None = None,
+        *,
+        sample_fn: Callable | None = None,
+    ):
+        self.devices = list(jax.local_devices() if devices is None else devices)
+        super().__init__(config, None, sample_fn=sample_fn)
+
+    def _setup_devices(self, mesh):
+        self.mesh = None
+        self.n_devices = len(self.devices)
+
+    def _build(self, bucket: int, micro_batches: int) -> Callable:
+        return jax.pmap(
+            self._device_fn(bucket, micro_batches),
+            axis_name=DATA_AXIS,
+            in_axes=(0, None),
+            devices=self.devices,
+            donate_argnums=0,
+        )
+
+    def replicate(self, tree):
+        n = self.n_devices
+        return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
+
+    @staticmethod
+    def unreplicate(tree):
+        return jax.tree.map(lambda x: x[0], tree)
+
+    def init(self, params=None) -> TrainState:
+        state = jax.jit(lambda p: init_state(self.config, p))(params)
+        return self.replicate(jax.device_get(state))
+
+    def abstract_state(self) -> TrainState:
+        raise NotImplementedError("checkpointing runs on the mesh step (TrainStep)")
+
+
+def flops_per_dataset(model: ModelConfig, split: int, rows: int) -> float:
+    """Model FLOPs of one training step per dataset: 3 x forward (forward + backward), counting the
+    transformer on the s training rows (no padding), the encoders, pooling, the weight head and the
+    child on the rows - s test rows."""
+    d, t, f, k = model.embed_dim, split, model.max_features, model.max_classes
+    encoders = 2 * t * (f + k) * d
+    layer = 2 * t * (4 * d * d + 2 * d * model.ffn_dim) + 4 * t * t * d
+    h = model.head_hidden_size
+    head = 2 * (model.pooled_size * h + model.head_extra_layers * h * h + h * model.n_generated)
+    if model.pooling == "output_attention":
+        e = model.pooling_embed_dim
+        head += 2 * (e * e + 2 * t * d * e + 2 * t * e + e * e)
+    p, n_test = model.child_hidden_size, rows - split
+    widths = [f] + [p] * model.child_hidden_layers + [k]
+    child = 2 * n_test * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    if model.low_rank:  # W_l = A_l S_l, per dataset
+        child += 2 * model.rank * p * sum(widths[:-2])
+    return 3.0 * (encoders + model.n_layers * layer + head + child)
+
+
+def mean_flops_per_dataset(model: ModelConfig, rows: int, min_split: int = 2) -> float:
+    """`flops_per_dataset` averaged over the uniform split positions."""
+    splits = range(min_split, rows)
+    return math.fsum(flops_per_dataset(model, s, rows) for s in splits) / len(splits)
