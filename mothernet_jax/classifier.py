@@ -113,9 +113,11 @@ finetune_members = jax.jit(_finetune_members)
 
 @functools.lru_cache(maxsize=2)
 def _load_pretrained(path: str | None, stamp: float):
+    """A weight file read, checked and put on the device once per (path, modification time)."""
     from mothernet_jax.pretrained import load_pretrained
 
-    return load_pretrained(path)
+    params, config = load_pretrained(path)
+    return jax.device_put(params), config
 
 
 def resolve_weights(weights) -> tuple[object, ModelConfig]:

@@ -127,9 +127,10 @@ def _quantile_transform(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray
     interpolating from both ends and averaging places ties in the middle of their plateau; values
     at or beyond the training minimum (maximum) map to 0 (1)."""
     references = np.linspace(0.0, 1.0, len(quantiles))
-    up = np.interp(values, quantiles, references)
-    down = -np.interp(-values, -quantiles[::-1], -references[::-1])
-    mapped = np.where(values >= quantiles[-1], 1.0, 0.5 * (up + down))
+    mapped = np.interp(values, quantiles, references)
+    if not np.all(np.diff(quantiles) > 0):  # ties: both directions are needed
+        mapped = 0.5 * (mapped - np.interp(-values, -quantiles[::-1], -references[::-1]))
+    mapped = np.where(values >= quantiles[-1], 1.0, mapped)
     return np.where(values <= quantiles[0], 0.0, mapped)
 
 

@@ -1,0 +1,123 @@
+"""Speed of MotherNetClassifier next to scikit-learn's HistGradientBoostingClassifier.
+
+    python -m mothernet_jax.benchmarks.classifier [--repeats 5] [--skip-paper] [--threads N]
+
+One dataset (make_classification: 1,000 training rows x 50 features, 10,000 test rows, 3 classes).
+MotherNet with n_estimators 1 and 8, for the `paper` preset (random weights: speed does not depend
+on their values) and the shipped weights (skipped, with the reason, where they are not installed),
+and the gradient-boosting baseline with its defaults, all in this run. Fit is timed warm: the first
+fit (which compiles for this shape) is printed apart. Every figure is the median of --repeats;
+ratios are MotherNet's time over the baseline's (below 1: faster). Accuracy on the test rows is
+printed for context only (random weights are near chance). The load average is printed with the
+device: on a busy machine, multi-threaded BLAS and OpenMP (both sides) lose most of their speed
+waiting for their threads, and `--threads 1` gives steadier figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+from sklearn.datasets import make_classification
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+import mothernet_jax as mn
+from mothernet_jax.benchmarks.common import device_line
+from mothernet_jax.classifier import MotherNetClassifier
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _timings(make, X_train, y_train, X_test, y_test, repeats: int) -> dict[str, float]:
+    start = time.perf_counter()
+    model = make().fit(X_train, y_train)
+    first_fit = time.perf_counter() - start
+    fit = _median_seconds(lambda: make().fit(X_train, y_train), repeats)
+    model.predict_proba(X_test)  # warm-up
+    predict = _median_seconds(lambda: model.predict_proba(X_test), repeats)
+    accuracy = float((model.predict(X_test) == y_test).mean())
+    return {"first_fit": first_fit, "fit": fit, "predict": predict, "accuracy": accuracy}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
+    parser.add_argument("--skip-paper", action="store_true", help="leave out the paper preset (88 M parameters)")
+    parser.add_argument("--train-rows", type=int, default=1000)
+    parser.add_argument("--test-rows", type=int, default=10_000)
+    parser.add_argument("--features", type=int, default=50)
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="limit BLAS and OpenMP threads (both sides; XLA's own threads are not limited)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.threads is None:
+        run(args)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.threads):
+            run(args)
+
+
+def run(args) -> None:
+
+    X, y = make_classification(
+        n_samples=args.train_rows + args.test_rows,
+        n_features=args.features,
+        n_informative=10,
+        n_classes=3,
+        random_state=0,
+    )
+    X_train, y_train = X[: args.train_rows], y[: args.train_rows]
+    X_test, y_test = X[args.train_rows :], y[args.train_rows :]
+    print(f"# classifier benchmark: {args.train_rows} training rows x {args.features} features, "
+          f"{args.test_rows} test rows, 3 classes; median of {args.repeats}")  # fmt: skip
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    threads = "library defaults" if args.threads is None else args.threads
+    print(f"# {device_line()} cpus={os.cpu_count()} load={load} blas/openmp threads={threads}")
+
+    baseline = _timings(
+        lambda: HistGradientBoostingClassifier(random_state=0), X_train, y_train, X_test, y_test, args.repeats
+    )
+    rows = [("HistGradientBoostingClassifier", baseline)]
+    weights = []
+    if not args.skip_paper:
+        config = mn.preset("paper")
+        weights.append(("paper (random)", (mn.init_params(jax.random.key(0), config), config)))
+    try:
+        from mothernet_jax.pretrained import load_pretrained
+
+        params, config = load_pretrained()
+        weights.append((f"shipped ({mn.count_params(config) / 1e6:.1f} M)", (params, config)))
+    except Exception as error:  # missing or damaged file: say so, skip the row
+        print(f"# shipped weights skipped: {type(error).__name__}: {error}")
+    for name, pair in weights:
+        for n_estimators in (1, 8):
+            timing = _timings(
+                lambda pair=pair, n=n_estimators: MotherNetClassifier(weights=pair, n_estimators=n, random_state=0),
+                X_train, y_train, X_test, y_test, args.repeats,
+            )  # fmt: skip
+            rows.append((f"MotherNet {name}, n_estimators={n_estimators}", timing))
+
+    header = f"{'method':48s} {'first fit':>10s} {'fit':>9s} {'predict':>9s} {'fit/HGB':>8s} {'pred/HGB':>8s} {'acc':>6s}"
+    print(header)
+    for name, t in rows:
+        print(
+            f"{name:48s} {t['first_fit']:9.3f}s {t['fit']:8.3f}s {t['predict'] * 1e3:7.1f}ms "
+            f"{t['fit'] / baseline['fit']:8.2f} {t['predict'] / baseline['predict']:8.2f} {t['accuracy']:6.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
