@@ -41,6 +41,9 @@ from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS, make_mesh, put_replicated, replicated
 
 SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (one transfer)
+MAX_CACHED_FUNCTIONS = 32  # jitted steps kept across TrainStep instances (least recently used go)
+_FUNCTIONS: collections.OrderedDict = collections.OrderedDict()
+TRACES: collections.Counter = collections.Counter()  # traces per cache key (see TrainStep.traces)
 
 
 class TrainState(NamedTuple):
@@ -74,38 +77,29 @@ def split_key(seed: int) -> jax.Array:
 # -- optimiser ----------------------------------------------------------------------------------------
 
 
-def learning_rate_schedule(config: TrainConfig) -> Callable[[Any], jax.Array]:
-    """Linear warm-up to the peak (step w - 1 reaches w/(w+1) of it), then cosine to the floor at
-    `config.steps`."""
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step `step` (host-side): linear warm-up to the peak (step
+    w - 1 reaches w/(w+1) of it), then cosine decay to the floor at `config.steps`."""
     peak, floor = float(config.learning_rate), float(config.min_learning_rate)
-    warmup, total = config.warmup_steps, config.steps
-
-    def schedule(count):
-        count = jnp.asarray(count, jnp.float32)
-        warm = peak * (count + 1.0) / (warmup + 1.0)
-        progress = jnp.clip((count - warmup) / max(total - warmup, 1), 0.0, 1.0)
-        cosine = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        return jnp.where(count < warmup, warm, cosine)
-
-    return schedule
+    warmup = config.warmup_steps
+    if step < warmup:
+        return peak * (step + 1) / (warmup + 1)
+    progress = min(max((step - warmup) / max(config.steps - warmup, 1), 0.0), 1.0)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (decay on weight matrices only) on the schedule."""
-    decay_mask = None
-    if config.weight_decay:
-        decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-    adamw = optax.adamw(
-        learning_rate_schedule(config),
-        b1=config.adam_b1,
-        b2=config.adam_b2,
-        eps=config.adam_eps,
-        weight_decay=config.weight_decay,
-        mask=decay_mask,
-    )
+    """Global-norm clipping, then AdamW without its learning rate (Adam moments, decoupled weight
+    decay on weight matrices): the step scales the update by the step's rate, an argument, so that
+    the schedule (peak, warm-up, floor, length) never recompiles the step."""
+    parts = []
     if config.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
-    return adamw
+        parts.append(optax.clip_by_global_norm(config.grad_clip))
+    parts.append(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
+    if config.weight_decay:
+        mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+        parts.append(optax.add_decayed_weights(config.weight_decay, mask))
+    return optax.chain(*parts)
 
 
 def init_state(config: TrainConfig, params=None) -> TrainState:
@@ -207,6 +201,7 @@ def _loss_sum(params, task, split, **kwargs):
 def device_step(
     state: TrainState,
     split: jax.Array,
+    learning_rate: jax.Array,
     *,
     config: TrainConfig,
     sample_fn: Callable,
@@ -219,7 +214,7 @@ def device_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step as seen by one device of the `axis_name` axis (shard_map or pmap).
 
-    state: replicated; split: () int32. The device draws prior calls
+    state: replicated; split: () int32; learning_rate: () float32. The device draws prior calls
     [device * local_calls, (device + 1) * local_calls) of each micro-batch.
     Returns the new (replicated) state and scalar metrics of the global batch.
     """
@@ -258,11 +253,12 @@ def device_step(
     grads = jax.tree.map(lambda g: g * scale, grads)
     optimizer = make_optimizer(config)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: -learning_rate * u, updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss_sum * scale,
         "grad_norm": optax.global_norm(grads),
-        "learning_rate": learning_rate_schedule(config)(state.step),
+        "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),
     }
     return TrainState(state.step + 1, params, opt_state), metrics
@@ -297,8 +293,19 @@ class TrainStep:
         self._check()
         self.attention = resolve_attention(config)
         self._auto_cudnn = config.attention == "auto" and self.attention == "cudnn"
-        self.traces: collections.Counter = collections.Counter()
-        self._functions: dict[tuple[int, int], Callable] = {}
+        # bookkeeping fields do not change the step: keep them out of the compilation cache key
+        self._step_config = config.replace(
+            steps=1,
+            learning_rate=0.0,
+            warmup_steps=0,
+            min_learning_rate=0.0,
+            accumulation=((0, 1),),
+            checkpoint_every=0,
+            keep_checkpoints=1,
+            log_every=1,
+            init_weights=None,
+        )
+        self._keys: dict[tuple[int, int], tuple] = {}
         self._splits: tuple[int, np.ndarray | None] = (-1, None)
 
     def _setup_devices(self, mesh):
@@ -354,43 +361,67 @@ class TrainStep:
 
     # -- compiled functions ------------------------------------------------------------------------
 
-    def _device_fn(self, bucket: int, micro_batches: int) -> Callable:
-        key = (bucket, micro_batches)
+    def _device_fn(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
         return functools.partial(
             device_step,
-            config=self.config,
+            config=self._step_config,
             sample_fn=self.sample_fn,
             bucket=bucket,
             micro_batches=micro_batches,
             local_calls=self.local_calls,
             axis_name=DATA_AXIS,
             attention=self.attention,
-            on_trace=lambda: self.traces.update([key]),
+            on_trace=lambda: TRACES.update([cache_key]),
         )
 
-    def _build(self, bucket: int, micro_batches: int) -> Callable:
+    def _build(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
         sharded = jax.shard_map(
-            self._device_fn(bucket, micro_batches),
+            self._device_fn(bucket, micro_batches, cache_key),
             mesh=self.mesh,
-            in_specs=(P(), P()),
+            in_specs=(P(), P(), P()),
             out_specs=(P(), P()),
             check_vma=False,
         )
         return jax.jit(sharded, donate_argnums=0)
 
+    def _cache_key(self, bucket: int, micro_batches: int) -> tuple:
+        placement = self.mesh if self.mesh is not None else tuple(self.devices)
+        return (
+            type(self).__name__,
+            self._step_config,
+            self.sample_fn,
+            placement,
+            self.attention,
+            bucket,
+            micro_batches,
+        )
+
     def function(self, bucket: int, micro_batches: int) -> Callable:
-        """The jitted `(state, split) -> (state, metrics)` for one bucket."""
-        key = (bucket, micro_batches)
-        if key not in self._functions:
-            self._functions[key] = self._build(bucket, micro_batches)
-        return self._functions[key]
+        """The jitted `(state, split, learning_rate) -> (state, metrics)` for one bucket, shared by every
+        `TrainStep` of the same config and devices (so that a resumed `train` call in the same
+        process does not compile again)."""
+        key = self._cache_key(bucket, micro_batches)
+        self._keys[(bucket, micro_batches)] = key
+        if key in _FUNCTIONS:
+            _FUNCTIONS.move_to_end(key)
+        else:
+            _FUNCTIONS[key] = self._build(bucket, micro_batches, key)
+            while len(_FUNCTIONS) > MAX_CACHED_FUNCTIONS:
+                _FUNCTIONS.popitem(last=False)
+        return _FUNCTIONS[key]
+
+    @property
+    def traces(self) -> collections.Counter:
+        """How often the step was traced (= compiled) per (bucket, micro-batches), for this config."""
+        return collections.Counter({bm: TRACES[key] for bm, key in self._keys.items()})
 
     def __call__(self, state: TrainState, step: int) -> tuple[TrainState, dict[str, jax.Array]]:
         split = self.split(step)
         bucket, micro_batches = self.bucket(split), self.config.micro_batches(step)
-        first = (bucket, micro_batches) not in self._functions
+        args = (np.int32(split), np.float32(learning_rate(self.config, step)))
+        first = (bucket, micro_batches) not in self._keys
         try:
-            return self.function(bucket, micro_batches)(state, np.int32(split))
+            return self.function(bucket, micro_batches)(state, *args)
         except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
             if not (first and self._auto_cudnn):
                 raise
@@ -398,8 +429,8 @@ class TrainStep:
                 f"cuDNN attention failed ({type(error).__name__}: {error}); using XLA", stacklevel=2
             )
             self.attention, self._auto_cudnn = None, False
-            self._functions.clear()
-            return self.function(bucket, micro_batches)(state, np.int32(split))
+            self._keys.clear()
+            return self.function(bucket, micro_batches)(state, *args)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -436,11 +467,11 @@ class PmapTrainStep(TrainStep):
         self.mesh = None
         self.n_devices = len(self.devices)
 
-    def _build(self, bucket: int, micro_batches: int) -> Callable:
+    def _build(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
         return jax.pmap(
-            self._device_fn(bucket, micro_batches),
+            self._device_fn(bucket, micro_batches, cache_key),
             axis_name=DATA_AXIS,
-            in_axes=(0, None),
+            in_axes=(0, None, None),
             devices=self.devices,
             donate_argnums=0,
         )
