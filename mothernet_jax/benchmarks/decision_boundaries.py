@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the methods")
     args = parser.parse_args(argv)
-    factories, skipped = resolve_methods(args.methods, weights=args.weights, n_jobs=-1)
+    factories, skipped = resolve_methods(args.methods, weights=args.weights)
     for name, reason in skipped.items():
         print(f"skipping method {name}: {reason}", file=sys.stderr)
     if not factories:

@@ -14,6 +14,7 @@ there and the run goes on; a method that cannot be imported is skipped with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -44,7 +45,7 @@ def evaluate(
     weights: str | None = None,
     splits: int = 5,
     seed: int = 0,
-    n_jobs: int | None = -1,
+    threads: int | None = None,
     max_datasets: int | None = None,
     warmup: bool = False,
     progress: bool = True,
@@ -54,14 +55,16 @@ def evaluate(
 
     methods: registered names (None: all that import), or {name: factory} to run other methods.
     weights: MotherNet's weight file; None for the shipped weights.
-    n_jobs: threads for the baselines that take it (random forest, KNN, XGBoost, LightGBM).
+    threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, and a cap
+      on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl.
+      None: each library's default, all cores. XLA's own pool (MotherNet on CPU) is not capped.
     """
     paths = dataset_paths(data, datasets)[:max_datasets]
     skipped: dict[str, str] = {}
     if isinstance(methods, Mapping):
         factories = dict(methods)
     else:
-        factories, skipped = resolve_methods(methods, weights=weights, n_jobs=n_jobs)
+        factories, skipped = resolve_methods(methods, weights=weights, n_jobs=threads or -1)
     for name, reason in skipped.items():
         print(f"skipping method {name}: {reason}", file=sys.stderr)
     if not factories:
@@ -73,6 +76,7 @@ def evaluate(
     records = []
     total = len(paths) * len(factories) * splits
     with (
+        _thread_limit(threads),
         Progress(total, "benchmark", enabled=progress) as bar,
         (out / "splits.jsonl").open("w") as jsonl,
     ):
@@ -87,7 +91,8 @@ def evaluate(
         **(header or {}),
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
-        "weights": weights or "shipped",
+        "MotherNet weights": (weights or "shipped") if "mothernet" in factories else "not run",
+        "threads": f"{threads} per method (--threads)" if threads else "library defaults (all cores)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "commit": _git_commit(),
         "wall time": f"{elapsed:.0f} s" + (" (with an untimed warm-up fit per dataset)" if warmup else ""),
@@ -121,6 +126,15 @@ def write_outputs(
         figures.plot_ranks(summary, out / "ranks.png")
     except ImportError as error:
         print(f"no figures: {error}", file=sys.stderr)
+
+
+def _thread_limit(threads: int | None):
+    """Caps the BLAS and OpenMP pools at `threads`; a no-op context for None."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    return threadpool_limits(limits=threads)
 
 
 def _git_commit() -> str:
@@ -171,7 +185,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--splits", type=int, default=5, help="random splits per dataset (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the methods")
     parser.add_argument("--out", default="bench_out/evaluate", help="output folder (default %(default)s)")
-    parser.add_argument("--n-jobs", type=int, default=-1, help="threads for RF, KNN, XGBoost, LightGBM")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per method (n_jobs and BLAS/OpenMP pools); default: all cores. "
+        "1 keeps times stable on a shared machine",
+    )
     parser.add_argument(
         "--warmup", action="store_true", help="one untimed fit per dataset and method first (JIT)"
     )
@@ -198,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             weights=args.weights,
             splits=args.splits,
             seed=args.seed,
-            n_jobs=args.n_jobs,
+            threads=args.threads,
             max_datasets=args.max_datasets,
             warmup=args.warmup,
             progress=not args.quiet,

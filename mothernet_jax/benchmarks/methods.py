@@ -35,6 +35,7 @@ class Method:
     description: str  # one line for the summary: model and settings
     build: Callable[..., object]  # (categorical_mask, seed, **options) -> unfitted estimator
     requires: tuple[str, ...] = ()  # "module" or "module:attribute" that must import
+    preflight: Callable[..., None] | None = None  # (**options); raises where they cannot work
 
     def unavailable(self) -> str | None:
         """None where the method can run here, else why not (the import error)."""
@@ -121,6 +122,14 @@ def _mothernet(categorical_mask, seed, *, weights=None, **_):
     )
 
 
+def _mothernet_preflight(*, weights=None, **_):
+    # Reads (and caches) the weights once, so that a missing file skips the method with its reason
+    # instead of failing every split.
+    from mothernet_jax.classifier import resolve_weights
+
+    resolve_weights(weights)
+
+
 def _logistic_regression(categorical_mask, seed, **_):
     return Pipeline(
         [
@@ -188,6 +197,7 @@ METHODS: dict[str, Method] = {
             description="MotherNetClassifier, shipped weights or --weights, default ensemble",
             build=_mothernet,
             requires=("mothernet_jax.classifier:MotherNetClassifier",),
+            preflight=_mothernet_preflight,
         ),
         Method(
             name="logistic_regression",
@@ -244,7 +254,8 @@ def resolve_methods(
 
     options: passed to every factory, which takes what it knows: `weights` (MotherNet), `n_jobs`.
     Returns the runnable factories, in the order of `names`, and {name: reason} for those skipped
-    because an import failed. Raises ValueError for a name that is not registered.
+    because an import or the method's preflight (MotherNet: reading the weights) failed. Raises
+    ValueError for a name that is not registered.
     """
     names = list(METHODS) if names is None else list(dict.fromkeys(names))
     unknown = [n for n in names if n not in METHODS]
@@ -252,7 +263,13 @@ def resolve_methods(
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     factories, skipped = {}, {}
     for name in names:
-        reason = METHODS[name].unavailable()
+        method = METHODS[name]
+        reason = method.unavailable()
+        if reason is None and method.preflight is not None:
+            try:
+                method.preflight(**options)
+            except Exception as error:
+                reason = f"{type(error).__name__}: {error}"
         if reason is None:
             factories[name] = functools.partial(METHODS[name].build, **options)
         else:

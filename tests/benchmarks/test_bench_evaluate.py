@@ -127,10 +127,37 @@ def test_baselines_handle_missing_values_and_categorical_columns(name):
 
 def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
     pytest.importorskip("mothernet_jax.classifier")
-    factories, skipped = resolve_methods(["mothernet"], weights="some/path.msgpack")
-    assert not skipped
-    model = factories["mothernet"](np.array([False, True]), 7)
+    model = METHODS["mothernet"].build(np.array([False, True]), 7, weights="some/path.msgpack")
     params = model.get_params()
     assert params["weights"] == "some/path.msgpack"
     assert params["random_state"] == 7
     np.testing.assert_array_equal(params["categorical_features"], [False, True])
+
+
+def test_mothernet_with_a_missing_weight_file_is_skipped_with_the_reason(tmp_path, capsys):
+    pytest.importorskip("mothernet_jax.classifier")
+    factories, skipped = resolve_methods(["mothernet", "knn"], weights=str(tmp_path / "none.msgpack"))
+    assert list(factories) == ["knn"]
+    assert "none.msgpack does not exist" in skipped["mothernet"]
+
+
+def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
+    pytest.importorskip("mothernet_jax.classifier")
+    import jax
+
+    import mothernet_jax as mn
+    from mothernet_jax.pretrained import save_pretrained
+
+    config = mn.preset("tiny")
+    weights = tmp_path / "random-tiny.msgpack"
+    save_pretrained(weights, mn.init_params(jax.random.key(0), config), config, dtype="float32")
+    data = tmp_path / "data"
+    data.mkdir()
+    two_datasets(data)
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--methods", "mothernet", "logistic_regression", "--weights", str(weights)]
+    assert evaluate.main([*argv, "--splits", "2", "--out", str(out), "--quiet"]) == 0
+    records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
+    mothernet = [r for r in records if r["method"] == "mothernet"]
+    assert len(mothernet) == 4 and {r["status"] for r in mothernet} == {"ok"}, mothernet
+    assert f"MotherNet weights: {weights}" in (out / "summary.md").read_text()
