@@ -21,6 +21,7 @@ import numpy as np
 CLIP = 100.0  # the reference clips standardised features to +-100
 DEFAULT_TEMPERATURE = 0.8  # predict_proba = softmax(logits / 0.8), as the reference
 FORMAT = "mothernet-jax-predictor"
+ROW_BLOCK = 2048  # the NumPy predictor runs this many rows at a time: its activations stay in cache
 FORMAT_VERSION = 2  # 2: encoder, member columns and class groups, low-rank factors
 
 
@@ -210,14 +211,22 @@ class Predictor:
     def predict_proba(self, X) -> np.ndarray:
         """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n, n_classes) probabilities."""
         encoded = self.encode(X)
-        total = np.zeros((encoded.shape[0], len(self.classes)))
-        for child, columns, groups, shares in zip(self.children, self.columns, self.groups, self._shares, strict=True):
-            z = encoded[:, columns].astype(np.float32)
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                z = _standardise(child, z, np)
-            logits = factored_logits(child.layers, z.astype(np.float32), np)
-            total += _softmax(logits / self.temperature, np)[:, groups] * shares
-        return total / len(self.children)
+        proba = np.zeros((encoded.shape[0], len(self.classes)))
+        for start in range(0, encoded.shape[0], ROW_BLOCK):
+            rows = slice(start, start + ROW_BLOCK)
+            for child, columns, groups, shares in zip(
+                self.children, self.columns, self.groups, self._shares, strict=True
+            ):
+                z = encoded[rows, columns].astype(np.float32)  # a copy: standardised in place
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    z -= child.mean
+                    z /= child.std
+                np.clip(z, -CLIP, CLIP, out=z)
+                if self.encoder is None:  # the encoder imputes; raw columns may hold NaN
+                    z[np.isnan(z)] = 0.0
+                logits = factored_logits(child.layers, z, np)
+                proba[rows] += _softmax(logits / self.temperature, np)[:, groups] * shares
+        return proba / len(self.children)
 
     def predict(self, X) -> np.ndarray:
         return self.classes[np.argmax(self.predict_proba(X), axis=1)]

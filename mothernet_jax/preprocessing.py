@@ -127,11 +127,16 @@ def _quantile_transform(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray
     interpolating from both ends and averaging places ties in the middle of their plateau; values
     at or beyond the training minimum (maximum) map to 0 (1)."""
     references = np.linspace(0.0, 1.0, len(quantiles))
-    mapped = np.interp(values, quantiles, references)
+    order = np.argsort(values)  # np.interp is several times faster on sorted values
+    ordered = values[order]
+    mapped = np.interp(ordered, quantiles, references)
     if not np.all(np.diff(quantiles) > 0):  # ties: both directions are needed
-        mapped = 0.5 * (mapped - np.interp(-values, -quantiles[::-1], -references[::-1]))
-    mapped = np.where(values >= quantiles[-1], 1.0, mapped)
-    return np.where(values <= quantiles[0], 0.0, mapped)
+        mapped = 0.5 * (mapped - np.interp(-ordered, -quantiles[::-1], -references[::-1]))
+    mapped = np.where(ordered >= quantiles[-1], 1.0, mapped)
+    mapped = np.where(ordered <= quantiles[0], 0.0, mapped)
+    out = np.empty_like(mapped)
+    out[order] = mapped
+    return out
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
