@@ -1,1 +1,17 @@
-"""Synthetic classification tasks from the MotherNet (TabPFN) prior, as jitted JAX samplers."""
+"""Synthetic classification tasks from the MotherNet (TabPFN) prior, as jitted JAX samplers.
+
+`sample_task(key, config, split)` draws one dataset and `sample_batch(key, config, batch_size,
+split)` many, as a `Task` padded to the static maxima of a `PriorConfig` (`preset("paper")`: 1152
+rows, 100 features, 10 classes). Both are pure functions of the key, compile once per
+configuration, and run inside a jitted train step on any device.
+"""
+
+from priors.bag import Task as Task
+from priors.bag import default_group_size as default_group_size
+from priors.bag import sample_batch as sample_batch
+from priors.bag import sample_task as sample_task
+from priors.config import LogUniform as LogUniform
+from priors.config import MetaBeta as MetaBeta
+from priors.config import MetaGamma as MetaGamma
+from priors.config import PriorConfig as PriorConfig
+from priors.config import preset as preset

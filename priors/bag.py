@@ -1,0 +1,170 @@
+"""The prior bag (MLP/SCM 0.961, GP 0.039) and the public samplers `sample_task` / `sample_batch`.
+
+Every dataset draws its own hyperparameters (the reference shares some across a batch of 8; the
+marginal distribution of a dataset is the same). The costly part, the network, runs at a static
+width chosen by `lax.switch` on an *unbatched* index, for a dynamic number of blocks, so compute
+follows the size drawn rather than the maxima. `sample_batch` sorts the datasets by (prior, width
+bucket, depth), cuts them into groups, runs the groups one after another (`lax.map`) and vmaps
+within a group, where the switch takes the group's largest bucket and the loop its largest depth;
+GP datasets run under `lax.cond` only in groups that hold one. On CPU a group is one dataset (each
+network at its own size, and the rarely needed steps, categorical columns or the GP, are skipped
+where not drawn); on accelerators it is an eighth of the batch (at least 8), so a batch takes 8
+sequential steps of wide work. Nothing depends on a Python branch over a random draw: one
+compilation per (config, batch_size, group_size).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from priors import classification, gp, mlp, rng
+from priors.config import PriorConfig
+
+
+class Task(NamedTuple):
+    """Synthetic classification datasets, padded to the static maxima of a `PriorConfig`.
+
+    Leading axes `...` are () for `sample_task` and (batch,) for `sample_batch`.
+    """
+
+    x: jax.Array  # (..., rows, max_features) float32: standardised, scaled by max_features / F, 0-padded
+    y: jax.Array  # (..., rows) int32 in 0..max_classes-1 (all 0 when invalid)
+    valid: jax.Array  # (...,) bool: False -> the loss must skip the dataset (the reference's -100 labels)
+    n_features: jax.Array  # (...,) int32: F, the used columns x[..., :F]
+    n_classes: jax.Array  # (...,) int32: distinct labels K' (labels are 0..K'-1); 1 when invalid
+    categorical: jax.Array  # (..., max_features) bool: categorical columns
+
+
+class _Draw(NamedTuple):
+    is_gp: jax.Array
+    hyper: mlp.MLPHyper
+    bucket: jax.Array
+    stream: jax.Array
+
+
+def _draw(key: jax.Array, config: PriorConfig) -> _Draw:
+    k_features, k_bag, k_hyper, k_rest = rng.split(rng.from_key(key), 4)
+    # safe_randint(1, max_features): 1..max_features-1 (the reference never uses all columns)
+    n_features = rng.randint(k_features, 1, config.max_features)
+    hyper = mlp.sample_hyper(k_hyper, config, n_features)
+    return _Draw(
+        is_gp=rng.bernoulli(k_bag, config.gp_probability),
+        hyper=hyper,
+        bucket=mlp.width_bucket(config, hyper.hidden),
+        stream=k_rest,
+    )
+
+
+def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorConfig) -> Task:
+    """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run` and
+    `run_gp` are shared by a group (unbatched under vmap)."""
+    k_causes, k_nodes, k_network, k_gp, k_adapt = rng.split(draw.stream, 5)
+    hyper = draw.hyper
+    rows, f_max = config.n_rows, config.max_features
+
+    def network():
+        causes = mlp.sample_causes(k_causes, hyper, config)
+        nodes = lax.cond(
+            hyper.is_causal,
+            lambda: mlp.select_nodes(k_nodes, hyper, config),
+            lambda: (jnp.full((f_max + 1,), -1, jnp.int32), jnp.zeros((f_max + 1,), jnp.int32)),
+        )
+
+        def at_width(width):
+            return lambda: mlp.run_network(
+                k_network, hyper, causes, nodes, config, width=width, n_blocks_run=n_blocks_run
+            )
+
+        def nothing():
+            return jnp.zeros((rows, f_max + 1), jnp.float32), jnp.zeros((rows,), jnp.float32)
+
+        read, y_out = lax.switch(width_index, [nothing] + [at_width(w) for w in config.width_buckets])
+        return mlp.assemble(hyper, causes, read, y_out, config)
+
+    def zeros():
+        return jnp.zeros((rows, f_max), jnp.float32), jnp.zeros((rows,), jnp.float32)
+
+    x, y = lax.cond(width_index > 0, network, zeros)
+    x_gp, y_gp = lax.cond(run_gp, lambda: gp.sample_raw(k_gp, config, hyper.n_features), zeros)
+    x = jnp.where(draw.is_gp, x_gp, x)
+    y = jnp.where(draw.is_gp, y_gp, y)
+    out = classification.adapt(k_adapt, x, y, hyper.n_features, jnp.bool_(True), split, config)
+    return Task(
+        x=out.x,
+        y=out.y,
+        valid=out.valid,
+        n_features=hyper.n_features,
+        n_classes=out.n_classes,
+        categorical=out.categorical,
+    )
+
+
+def _alone(draw: _Draw, split, config: PriorConfig) -> Task:
+    width_index = jnp.where(draw.is_gp, 0, 1 + draw.bucket)
+    return _one(draw, split, width_index, draw.hyper.n_blocks, draw.is_gp, config)
+
+
+def _group(draws: _Draw, split, config: PriorConfig) -> Task:
+    network = ~draws.is_gp
+    width_index = jnp.where(jnp.any(network), 1 + jnp.max(jnp.where(network, draws.bucket, 0)), 0)
+    n_blocks_run = jnp.max(jnp.where(network, draws.hyper.n_blocks, 0))
+    one = functools.partial(_one, config=config)
+    return jax.vmap(one, in_axes=(0, 0, None, None, None))(
+        draws, split, width_index, n_blocks_run, jnp.any(draws.is_gp)
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def sample_task(key: jax.Array, config: PriorConfig, split) -> Task:
+    """One dataset from the prior bag. `split` (int, may be traced): rows < split are training rows.
+
+    Returns a `Task` with x: (n_rows, max_features), y: (n_rows,), scalar valid / n_features /
+    n_classes, categorical: (max_features,).
+    """
+    return _alone(_draw(key, config), jnp.asarray(split, jnp.int32), config)
+
+
+def default_group_size(batch_size: int) -> int:
+    """1 on CPU (every network at its own size); else an eighth of the batch, at least 8."""
+    if jax.default_backend() == "cpu":
+        return 1
+    return min(batch_size, max(8, batch_size // 8))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size"))
+def sample_batch(
+    key: jax.Array, config: PriorConfig, batch_size: int, split, group_size: int | None = None
+) -> Task:
+    """`batch_size` independent datasets from the prior bag: a `Task` with a leading batch axis.
+
+    `split`: int or (batch_size,) ints, may be traced: rows < split are the training rows.
+    `group_size` (static): datasets whose networks run together; default `default_group_size`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    group = group_size or default_group_size(batch_size)
+    n_groups = -(-batch_size // group)
+    total = n_groups * group
+    draws = jax.vmap(functools.partial(_draw, config=config))(jax.random.split(key, total))
+    split = jnp.broadcast_to(jnp.asarray(split, jnp.int32), (batch_size,))
+    split = jnp.concatenate([split, jnp.full((total - batch_size,), config.n_rows // 2, jnp.int32)])
+
+    if group == 1:
+        return jax.tree.map(
+            lambda a: a[:batch_size],
+            lax.map(lambda args: _alone(*args, config=config), (draws, split)),
+        )
+    n_buckets = len(config.width_buckets)
+    sort_key = (draws.is_gp.astype(jnp.int32) * n_buckets + draws.bucket) * (
+        config.max_layers + 1
+    ) + draws.hyper.n_blocks
+    order = jnp.argsort(sort_key)
+    grouped = jax.tree.map(lambda a: a[order].reshape(n_groups, group, *a.shape[1:]), (draws, split))
+    tasks = lax.map(lambda args: _group(*args, config=config), grouped)
+    inverse = jnp.argsort(order)[:batch_size]
+    return jax.tree.map(lambda a: a.reshape(total, *a.shape[2:])[inverse], tasks)

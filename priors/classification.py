@@ -1,0 +1,244 @@
+"""The classification adapter: a raw regression dataset (x, y) becomes a classification task.
+
+Follows `ClassificationAdapter` (`mothernet/priors/classification_adapter.py`), per dataset:
+
+1. missing values (off by default; `priors.missing`);
+2. categorical columns with probability 0.2: p ~ U(0, 1); each used column with probability p
+   becomes rank codes at K - 1 values of random rows, K = 2 with probability 1/2 else round(U(2, n)),
+   n = max(round(Gamma(1, 10)), 2) levels (clipped to `max_category_levels` = 64, which changes about
+   0.01% of categorical columns); codes permuted with probability 0.7, reversed with probability 0.5;
+3. outliers: per non-categorical column mean +- 4 sigma, recomputed on the kept values, then the soft
+   clip x <- max(x, lo - log(1 + |x|)), min(x, hi + log(1 + |x|));
+4. x and y standardised over all rows (unbiased std + 1e-6), clipped to +-100;
+5. classes: K0 = round(U(2, max_classes)); K = 2 with probability 1/2 else round(U(2, K0)); class =
+   the number of K - 1 random-row values of y that y exceeds; the K classes permuted, then reversed
+   with probability 1/2;
+6. x scaled by max_features / F and zero-padded;
+7. train rows (< split) and test rows must hold the same class set with at least 2 classes: the
+   rows are rearranged at random up to `compatibility_tries` - 1 times, else the dataset is invalid;
+8. labels compacted to 0..K' - 1 and rotated by a random shift.
+
+Rows of a raw dataset are exchangeable, so a "reshuffle" only decides which rows are training rows;
+the arrangement that passes is applied to x and y at the end.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from priors import distributions as D
+from priors import missing, rng
+from priors.config import PriorConfig
+
+_STD_EPS = 1e-6
+_CLIP = 100.0
+
+
+class Adapted(NamedTuple):
+    x: jax.Array  # (rows, max_features) float32
+    y: jax.Array  # (rows,) int32 in 0..max_classes-1
+    valid: jax.Array  # bool
+    n_classes: jax.Array  # int32
+    categorical: jax.Array  # (max_features,) bool
+
+
+def _masked_mean_std(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Column mean and unbiased std over the rows where mask holds (torch_masked_mean / _std), in one
+    pass over moments shifted by a row of the data (stable when |mean| >> std)."""
+    shift = jnp.where(jnp.isnan(x[0]), 0.0, x[0])
+    d = jnp.where(mask, x - shift, 0.0)
+    count = jnp.sum(mask, axis=0).astype(jnp.float32)
+    total = jnp.sum(d, axis=0)
+    mean_d = total / count
+    var = jnp.maximum(jnp.sum(d * d, axis=0) - total * mean_d, 0.0) / (count - 1.0)
+    return shift + mean_d, jnp.sqrt(var)
+
+
+def _sort_columns(values: jax.Array) -> jax.Array:
+    """values (L, F) sorted along axis 0 by pairwise ranks (L^2 F compares; XLA's CPU sort is slow)."""
+    index = jnp.arange(values.shape[0])
+    a, b = values[:, None, :], values[None, :, :]
+    before = (b < a) | ((b == a) & (index[None, :, None] < index[:, None, None]))
+    rank = jnp.sum(before, axis=1)
+    columns = jnp.arange(values.shape[1])[None, :]
+    return jnp.zeros_like(values).at[rank, columns].set(values)
+
+
+def _below(sorted_values: jax.Array, x: jax.Array) -> jax.Array:
+    """Per column, the number of entries of `sorted_values` (L, F; ascending, +inf padded, L a power
+    of two) strictly below each x (rows, F): a branch-free binary search."""
+    count = jnp.zeros(x.shape, jnp.int32)
+    step = sorted_values.shape[0] // 2
+    while step:
+        probe = jnp.take_along_axis(sorted_values, count + step - 1, axis=0)
+        count = jnp.where(probe < x, count + step, count)
+        step //= 2
+    last = jnp.take_along_axis(sorted_values, count, axis=0)  # count < L: the last entry is +inf
+    return jnp.where(last < x, count + 1, count)
+
+
+def _categorical(stream, x, n_features, config: PriorConfig):
+    """Turn a random subset of the used columns into rank codes; returns (x, categorical mask)."""
+    rows, f_max = x.shape
+    levels_max = config.max_category_levels
+    streams = rng.split(stream, 10)
+    has_categorical = rng.bernoulli(streams[0], config.categorical_probability)
+    p = rng.uniform(streams[1])
+    columns = jnp.arange(f_max)
+    chosen = has_categorical & (columns < n_features) & rng.bernoulli(streams[5], p, (f_max,))
+
+    def encode(x):
+        levels = jnp.round(rng.gamma(streams[2], 1.0, (f_max,)) * config.category_levels_scale)
+        levels = jnp.maximum(levels, 2.0)
+        many = jnp.round(rng.uniform(streams[3], (f_max,), 2.0, levels))
+        two = rng.bernoulli(streams[4], config.category_two_levels_probability, (f_max,))
+        n_codes = jnp.minimum(jnp.where(two, 2.0, many), levels_max).astype(jnp.int32)
+        # code = number of the K - 1 boundary values strictly below x (the reference's (x > b).sum())
+        table = 1 << (levels_max - 1).bit_length()  # power of two >= levels_max
+        boundary_rows = rng.randint(streams[6], 0, rows, (table, f_max))
+        boundaries = jnp.take_along_axis(x, boundary_rows, axis=0)
+        slots = jnp.arange(table)[:, None]
+        boundaries = jnp.where((slots < n_codes[None, :] - 1) & ~jnp.isnan(boundaries), boundaries, jnp.inf)
+        boundaries = _sort_columns(boundaries)
+        code = jnp.where(jnp.isnan(x), 0, _below(boundaries, x))
+        perms = jax.vmap(lambda s, n: rng.permutation(s, levels_max, n), out_axes=1)(
+            rng.split(streams[7], f_max), n_codes
+        )
+        keep_order = rng.bernoulli(streams[8], config.category_ordered_probability, (f_max,))
+        code = jnp.where(keep_order, code, jnp.take_along_axis(perms, code, axis=0))
+        reverse = rng.bernoulli(streams[9], config.category_reversed_probability, (f_max,))
+        code = jnp.where(reverse, n_codes - 1 - code, code)
+        return jnp.where(chosen, code.astype(jnp.float32), x)
+
+    return lax.cond(jnp.any(chosen), encode, lambda x: x, x), chosen
+
+
+def _remove_outliers(x, categorical, sigma):
+    mean, std = _masked_mean_std(x, ~jnp.isnan(x))
+    lower, upper = mean - sigma * std, mean + sigma * std
+    kept = (x <= upper) & (x >= lower)
+    mean, std = _masked_mean_std(x, kept)
+    lower, upper = mean - sigma * std, mean + sigma * std
+    soft = jnp.log1p(jnp.abs(x))
+    clipped = jnp.minimum(soft + upper, jnp.maximum(lower - soft, x))
+    return jnp.where(categorical, x, clipped)
+
+
+def _standardise(x):
+    mean, std = _masked_mean_std(x, ~jnp.isnan(x))
+    return jnp.clip((x - mean) / (std + _STD_EPS), -_CLIP, _CLIP)
+
+
+def _assign_classes(stream, y, config: PriorConfig):
+    k_k0, k_two, k_k, k_rows, k_ordered, k_perm, k_reverse = rng.split(stream, 7)
+    n_max = config.max_classes
+    k0 = D.uniform_int(k_k0, 2, n_max)
+    two = rng.bernoulli(k_two, config.two_class_probability)
+    n_classes = jnp.where(two, 2, D.uniform_int(k_k, 2.0, k0.astype(jnp.float32)))
+    boundaries = y[rng.randint(k_rows, 0, y.shape[0], (n_max - 1,))]
+    boundaries = jnp.where(jnp.arange(n_max - 1) < n_classes - 1, boundaries, jnp.inf)
+    classes = jnp.sum(y[:, None] > boundaries[None, :], axis=1).astype(jnp.int32)
+    perm = rng.permutation(k_perm, n_max, n_classes)
+    ordered = rng.bernoulli(k_ordered, config.ordered_classes_probability)
+    classes = jnp.where(ordered, classes, perm[classes])
+    reverse = rng.bernoulli(k_reverse, config.reversed_classes_probability)
+    return jnp.where(reverse, n_classes - 1 - classes, classes)
+
+
+def _random_subsets(stream, n_subsets: int, rows: int, size) -> jax.Array:
+    """(n_subsets, rows) bool, each row a uniformly random subset of exactly `size` rows: the rows
+    whose random key is among the `size` smallest, the cut found by bisection (no sort)."""
+    index_bits = max(1, (rows - 1).bit_length())
+    if index_bits > 16:
+        raise ValueError(f"n_rows = {rows} is too large for the train/test reshuffle")
+    random_part = rng.bits(stream, (n_subsets, rows)) & jnp.uint32(~((1 << index_bits) - 1) & 0xFFFFFFFF)
+    keys = random_part | lax.broadcasted_iota(jnp.uint32, (n_subsets, rows), 1)  # distinct keys
+
+    def bisect(bit, cut):
+        candidate = cut | (jnp.uint32(1) << (31 - bit).astype(jnp.uint32))
+        below = jnp.sum(keys < candidate[:, None], axis=1)
+        return jnp.where(below < size, candidate, cut)
+
+    cut = lax.fori_loop(0, 32, bisect, jnp.zeros((n_subsets,), jnp.uint32))
+    return (keys <= cut[:, None]) & (size > 0)
+
+
+def _compatible_arrangement(stream, classes, split, config: PriorConfig):
+    """The first of `compatibility_tries` arrangements (the given order, then random ones) whose
+    training rows (< split) and test rows hold the same class set of >= 2 classes.
+
+    Returns (train, found): train (rows,) bool marks the rows that go to the training part."""
+    rows = classes.shape[0]
+    position = jnp.arange(rows)
+    train = (position < split)[None, :]
+    if config.compatibility_tries > 1:
+        subsets = _random_subsets(stream, config.compatibility_tries - 1, rows, split)
+        train = jnp.concatenate([train, subsets])
+    one_hot = (classes[:, None] == jnp.arange(config.max_classes)[None, :]).astype(jnp.float32)
+    in_train = train.astype(jnp.float32) @ one_hot  # (tries, K) class counts
+    in_test = jnp.sum(one_hot, axis=0)[None, :] - in_train
+    ok = jnp.all((in_train > 0) == (in_test > 0), axis=1) & (jnp.sum(in_train > 0, axis=1) > 1)
+    first = jnp.argmax(ok)
+    return train[first], ok[first]
+
+
+def _arrange(train: jax.Array) -> jax.Array:
+    """A row order that puts the `train` rows first, each part in its original order."""
+    n_train = jnp.sum(train)
+    position = jnp.where(train, jnp.cumsum(train) - 1, n_train + jnp.cumsum(~train) - 1)
+    return jnp.zeros_like(position).at[position].set(jnp.arange(train.shape[0], dtype=position.dtype))
+
+
+def adapt(
+    stream: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    n_features: jax.Array,
+    raw_ok: jax.Array,
+    split: jax.Array,
+    config: PriorConfig,
+) -> Adapted:
+    """x: (rows, max_features) raw features, zero beyond `n_features`; y: (rows,) raw target."""
+    k_missing, k_categorical, k_classes, k_arrange, k_shift = rng.split(stream, 5)
+    f_max = config.max_features
+    used = jnp.arange(f_max) < n_features
+    raw_ok = raw_ok & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
+    x = jnp.where(raw_ok, x, 0.0)
+    y = jnp.where(raw_ok, y, 0.0)
+
+    if config.missing_values:
+        x = missing.inject(k_missing, x, n_features, config)
+        injected = jnp.isnan(x)
+    x, categorical = _categorical(k_categorical, x, n_features, config)
+    x = _remove_outliers(x, categorical, config.outlier_sigma)
+    x = _standardise(x)
+    classes = _assign_classes(k_classes, _standardise(y[:, None])[:, 0], config)
+    x = x * (f_max / n_features.astype(jnp.float32))
+    x = jnp.where(used, x, 0.0)
+
+    train, compatible = _compatible_arrangement(k_arrange, classes, split, config)
+    order = _arrange(train)
+    x, classes = x[order], classes[order]
+
+    present = jnp.any(classes[:, None] == jnp.arange(config.max_classes)[None, :], axis=0)
+    rank = jnp.cumsum(present) - 1
+    n_classes = jnp.sum(present).astype(jnp.int32)
+    shift = rng.randint(k_shift, 0, n_classes)
+    labels = ((rank[classes] + shift) % n_classes).astype(jnp.int32)
+
+    finite = jnp.isfinite(x) | injected[order] if config.missing_values else jnp.isfinite(x)
+    finite = jnp.all(finite)
+    x = jnp.where(finite, x, 0.0)
+    valid = raw_ok & finite & compatible
+    labels = jnp.where(valid, labels, 0)
+    return Adapted(
+        x=x,
+        y=labels,
+        valid=valid,
+        n_classes=jnp.where(valid, n_classes, 1),
+        categorical=categorical,
+    )

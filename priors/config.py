@@ -1,0 +1,280 @@
+"""Prior configuration: one frozen, keyword-only dataclass, its distribution records and presets.
+
+`PriorConfig` holds the static maxima that fix every array shape of a sampled task (rows, features,
+classes, MLP depth and width, causes, category levels) and every probability and distribution
+parameter of the MotherNet training prior, with the reference values (`microsoft/ticl`,
+`mothernet/model_configs.py`, 2024 default) as defaults. It is hashable, so it is a static argument
+of `jax.jit`, and it round-trips through JSON next to a checkpoint.
+
+Presets (`preset(name)`):
+
+- ``paper``: 1152 rows, 100 features, 10 classes, exactly the reference prior.
+- ``tiny``: the same prior on 128 rows, for tests and CPU smoke runs (same feature and class layout
+  as the ``tiny`` model, so the two plug together).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaGamma:
+    """`lower_bound + round(Gamma(shape e^a, scale s / e^a))`, a ~ U(0, ln max_alpha), s ~ U(0, max_scale)."""
+
+    max_alpha: float
+    max_scale: float
+    lower_bound: int
+
+    def validate(self, name: str) -> None:
+        if not self.max_alpha >= 1.0:
+            raise ValueError(f"PriorConfig.{name}.max_alpha must be >= 1, got {self.max_alpha!r}")
+        if not self.max_scale >= 0.0:
+            raise ValueError(f"PriorConfig.{name}.max_scale must be >= 0, got {self.max_scale!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaBeta:
+    """`scale * Beta(b, k)` with b, k ~ U(low, high)."""
+
+    scale: float
+    low: float
+    high: float
+
+    def validate(self, name: str) -> None:
+        if not 0.0 < self.low <= self.high:
+            raise ValueError(f"PriorConfig.{name} needs 0 < low <= high, got {self.low!r}, {self.high!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogUniform:
+    """`exp(U(ln low, ln high))`."""
+
+    low: float
+    high: float
+
+    def validate(self, name: str) -> None:
+        if not 0.0 < self.low <= self.high:
+            raise ValueError(f"PriorConfig.{name} needs 0 < low <= high, got {self.low!r}, {self.high!r}")
+
+
+_RECORDS = {"MetaGamma": MetaGamma, "MetaBeta": MetaBeta, "LogUniform": LogUniform}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PriorConfig:
+    """Static maxima and distribution parameters of the MotherNet training prior."""
+
+    # -- static shapes ---------------------------------------------------------------------------
+    n_rows: int = 1152  # rows per dataset (training and test rows together)
+    max_features: int = 100  # x is zero-padded to this many columns
+    max_classes: int = 10  # labels lie in 0..max_classes-1
+    max_layers: int = 10  # MLP layers incl. the first linear; clips 0.75% of depth draws
+    max_hidden: int = 256  # MLP width; clips 0.92% of width draws; must be >= 2*max_features+1
+    max_causes: int = 32  # causes of a causal SCM; clips 0.05% of draws
+    max_category_levels: int = 64  # levels of a categorical column; clips 0.01% of columns
+    # Static widths the MLP is computed at (each network runs at the smallest one that holds it);
+    # a speed setting, not part of the distribution. The last must equal max_hidden.
+    width_buckets: tuple[int, ...] = (32, 64, 96, 128, 160, 192, 256)
+
+    # -- prior bag -------------------------------------------------------------------------------
+    gp_probability: float = 0.039  # MLP/SCM prior otherwise (0.961)
+
+    # -- MLP / SCM prior -------------------------------------------------------------------------
+    layers: MetaGamma = MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=2)
+    hidden: MetaGamma = MetaGamma(max_alpha=3.0, max_scale=100.0, lower_bound=4)
+    causes: MetaGamma = MetaGamma(max_alpha=3.0, max_scale=7.0, lower_bound=2)
+    dropout: MetaBeta = MetaBeta(scale=0.6, low=0.1, high=5.0)
+    init_std: LogUniform = LogUniform(low=1e-2, high=12.0)
+    noise_std: LogUniform = LogUniform(low=1e-4, high=0.5)
+    # meta_choice: logits [1, w_2, .., w_n], w ~ U(low, high); booleans list [True, False]
+    choice_weight_low: float = -3.0
+    choice_weight_high: float = 5.0
+    max_dropout: float = 0.99  # the reference caps the element-wise dropout probability
+
+    # -- GP prior --------------------------------------------------------------------------------
+    gp_outputscale: LogUniform = LogUniform(low=1e-5, high=8.0)
+    gp_lengthscale: LogUniform = LogUniform(low=1e-5, high=8.0)
+    gp_noise_values: tuple[float, ...] = (1e-5, 1e-4, 1e-2)  # drawn with meta_choice
+    gp_jitter: float = 1e-5  # relative diagonal jitter (x outputscale) added for float32 Cholesky
+
+    # -- classification adapter ------------------------------------------------------------------
+    two_class_probability: float = 0.5  # else K = round(U(2, K0)), K0 = round(U(2, max_classes))
+    ordered_classes_probability: float = 0.0  # class order kept (not permuted)
+    reversed_classes_probability: float = 0.5
+    categorical_probability: float = 0.2  # a dataset gets categorical columns
+    category_levels_scale: float = 10.0  # levels n = max(round(Gamma(1, scale)), 2)
+    category_two_levels_probability: float = 0.5  # else round(U(2, n)) levels
+    category_ordered_probability: float = 0.3  # codes kept in order (not permuted)
+    category_reversed_probability: float = 0.5
+    outlier_sigma: float = 4.0
+    compatibility_tries: int = 10  # arrangements tried for train/test class compatibility
+
+    # -- missing values (off by default, as in the reference) -----------------------------------
+    nan_prob_no_reason: float = 0.0
+    nan_prob_a_reason: float = 0.0
+    nan_prob_unknown_reason: float = 0.0
+    nan_prob_unknown_reason_reason_prior: float = 0.5
+    set_value_to_nan: float = 0.9  # else one of -999, 0, 1, 999
+
+    def __post_init__(self):
+        def integer(name, minimum):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"PriorConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+        integer("n_rows", 2)
+        integer("max_features", 1)
+        integer("max_classes", 2)
+        integer("max_layers", 2)
+        integer("max_hidden", 1)
+        integer("max_causes", 1)
+        integer("max_category_levels", 2)
+        integer("compatibility_tries", 1)
+        for name in ("layers", "hidden", "causes"):
+            getattr(self, name).validate(name)
+        for name in ("dropout", "init_std", "noise_std", "gp_outputscale", "gp_lengthscale"):
+            getattr(self, name).validate(name)
+        if self.max_layers < self.layers.lower_bound:
+            raise ValueError(
+                f"PriorConfig.max_layers ({self.max_layers}) is below layers.lower_bound "
+                f"({self.layers.lower_bound})"
+            )
+        if self.layers.lower_bound < 2:
+            raise ValueError(f"PriorConfig.layers.lower_bound must be >= 2, got {self.layers.lower_bound}")
+        if self.max_hidden < max(self.hidden.lower_bound, 1):
+            raise ValueError(
+                f"PriorConfig.max_hidden ({self.max_hidden}) is below hidden.lower_bound "
+                f"({self.hidden.lower_bound})"
+            )
+        if self.max_hidden < 2 * self.max_features + 1:
+            raise ValueError(
+                f"PriorConfig.max_hidden ({self.max_hidden}) must be >= 2 * max_features + 1 "
+                f"({2 * self.max_features + 1}): a causal network reads its features from distinct nodes"
+            )
+        if self.max_causes < self.causes.lower_bound:
+            raise ValueError(
+                f"PriorConfig.max_causes ({self.max_causes}) is below causes.lower_bound "
+                f"({self.causes.lower_bound})"
+            )
+        buckets = self.width_buckets
+        if (
+            not isinstance(buckets, tuple)
+            or not buckets
+            or any(not isinstance(w, int) or w < 1 for w in buckets)
+            or list(buckets) != sorted(set(buckets))
+            or buckets[-1] != self.max_hidden
+        ):
+            raise ValueError(
+                "PriorConfig.width_buckets must be a strictly increasing tuple of positive integers "
+                f"ending at max_hidden ({self.max_hidden}), got {buckets!r}"
+            )
+        for name in (
+            "gp_probability",
+            "max_dropout",
+            "two_class_probability",
+            "ordered_classes_probability",
+            "reversed_classes_probability",
+            "categorical_probability",
+            "category_two_levels_probability",
+            "category_ordered_probability",
+            "category_reversed_probability",
+            "nan_prob_no_reason",
+            "nan_prob_a_reason",
+            "nan_prob_unknown_reason",
+            "nan_prob_unknown_reason_reason_prior",
+            "set_value_to_nan",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"PriorConfig.{name} is a probability in [0, 1], got {value!r}")
+        if not self.choice_weight_low <= self.choice_weight_high:
+            raise ValueError("PriorConfig.choice_weight_low must be <= choice_weight_high")
+        if not self.gp_noise_values or any(not v > 0 for v in self.gp_noise_values):
+            raise ValueError(f"PriorConfig.gp_noise_values must be positive, got {self.gp_noise_values!r}")
+        if not self.gp_jitter >= 0:
+            raise ValueError(f"PriorConfig.gp_jitter must be >= 0, got {self.gp_jitter!r}")
+        if not self.category_levels_scale > 0:
+            raise ValueError("PriorConfig.category_levels_scale must be positive")
+        if not (self.outlier_sigma > 0 and math.isfinite(self.outlier_sigma)):
+            raise ValueError("PriorConfig.outlier_sigma must be positive and finite")
+
+    # -- derived ---------------------------------------------------------------------------------
+
+    @property
+    def max_blocks(self) -> int:
+        """Hidden blocks [activation, Linear(H, H), noise] after the first linear layer."""
+        return self.max_layers - 1
+
+    @property
+    def missing_values(self) -> bool:
+        return self.nan_prob_no_reason + self.nan_prob_a_reason + self.nan_prob_unknown_reason > 0
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> PriorConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if dataclasses.is_dataclass(value):
+                value = {"kind": type(value).__name__, **dataclasses.asdict(value)}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PriorConfig fields: {unknown}")
+        values = {}
+        for name, value in data.items():
+            if isinstance(value, dict):
+                value = dict(value)
+                value = _RECORDS[value.pop("kind")](**value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> PriorConfig:
+        return cls.from_dict(json.loads(text))
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+def paper() -> PriorConfig:
+    """The reference prior at the paper shapes: 1152 rows, 100 features, 10 classes.
+    `python -m priors.compare_reference --n 2400` compares it with the reference statistics
+    (about 1 minute of sampling on a 2-core CPU plus the scikit-learn statistics)."""
+    return PriorConfig()
+
+
+def tiny() -> PriorConfig:
+    """The same prior on 128 rows (100 features, 10 classes, like the ``tiny`` model), for tests
+    and CPU smoke runs; a batch of 64 samples in well under a second on a 2-core CPU."""
+    return PriorConfig(n_rows=128)
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str) -> PriorConfig:
+    """The named `PriorConfig`; one of `PRESETS`."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown prior preset {name!r}; choose one of {sorted(PRESETS)}") from None

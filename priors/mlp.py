@@ -1,0 +1,259 @@
+"""The MLP / structural-causal-model prior (TabPFN's "MLP prior"), computed at a static width.
+
+Per dataset: `sample_hyper` draws the network's hyperparameters, `sample_causes` its inputs,
+`select_nodes` (causal networks) the nodes behind x and y, and `run_network` the network itself at a
+static `width` (a bucket >= the drawn width; units beyond the drawn width stay exact zeros) for a
+dynamic number of hidden blocks, shared by the datasets that run together (a dataset with fewer
+blocks keeps its last state). `assemble` returns the raw (x, y). Reference (`mothernet/priors/mlp.py`):
+
+- causes: per cause mean ~ N(0, 1), std = |N(0, 1) * mean|; each row N(mean, std^2).
+- Linear(C -> H), then (layers - 1) blocks [activation, Linear(H -> H), + Gaussian noise]; the
+  non-causal network adds [activation, Linear(H -> 1), noise] whose output is y, and x = the causes
+  (C = F).
+- causal: H >= 2F + 1; x and y are read from the post-noise block outputs (the first linear output
+  excluded): y = the last node if `y_is_effect`; `in_clique` takes a contiguous window of F + 1
+  nodes in random order, else a random permutation of all nodes but the last; `sort_features` orders
+  the feature nodes by index.
+- weights N(0, (init_std / (1 - sqrt(p)))^2) masked by Bernoulli(1 - p), p capped at 0.99, never on
+  the first layer; or, with block-wise dropout, n ~ randint(1, ceil(sqrt(min(out, in)))) diagonal
+  blocks (out // n) x (in // n) of std init_std / sqrt(kept fraction). Biases U(+-1/sqrt(fan_in)).
+- noise std per unit |N(0, noise_std^2)| if `pre_sample_weights`, else noise_std.
+- the feature columns are rotated by a random shift (non-causal: done by rotating the rows of the
+  first weight matrix, the same thing since the causes are i.i.d. columns).
+
+Clipped heavy tails (mass moved to the maximum, reference defaults): depth above `max_layers` = 10
+for about 0.75% of draws; width above `max_hidden` = 256 for about 0.92%; causes above `max_causes`
+= 32 for about 0.05%.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from priors import distributions as D
+from priors import rng
+from priors.config import PriorConfig
+
+
+class MLPHyper(NamedTuple):
+    """Per-dataset hyperparameters of one MLP/SCM network (all scalars)."""
+
+    n_features: jax.Array  # int32, F in 1..max_features
+    is_causal: jax.Array  # bool
+    hidden: jax.Array  # int32, width H (>= 2F + 1 when causal)
+    n_causes: jax.Array  # int32, C (= F when not causal)
+    n_blocks: jax.Array  # int32, layers - 1 >= 1
+    dropout: jax.Array  # float32, element-wise dropout probability
+    init_std: jax.Array  # float32
+    noise_std: jax.Array  # float32
+    pre_sample_weights: jax.Array  # bool: per-unit noise std
+    y_is_effect: jax.Array  # bool
+    block_wise_dropout: jax.Array  # bool
+    sort_features: jax.Array  # bool
+    in_clique: jax.Array  # bool
+    activation: jax.Array  # int32: 0 tanh, 1 identity, 2 relu (the reference's order)
+
+
+def sample_hyper(stream: jax.Array, config: PriorConfig, n_features: jax.Array) -> MLPHyper:
+    """Draw the hyperparameters of one network for a dataset of `n_features` features."""
+    streams = rng.split(stream, 5)
+    low, high = config.choice_weight_low, config.choice_weight_high
+    hidden, causes, layers = D.meta_gamma(streams[0], (config.hidden, config.causes, config.layers))
+    is_causal, pre_sample_weights, y_is_effect, block_wise, sort_features, in_clique = D.meta_bool(
+        streams[1], 6, low, high
+    )
+    init_std, noise_std = D.log_uniform(streams[2], (config.init_std, config.noise_std))
+    hidden = jnp.where(is_causal, jnp.maximum(hidden, 2 * n_features + 1), hidden)
+    return MLPHyper(
+        n_features=n_features,
+        is_causal=is_causal,
+        hidden=jnp.minimum(hidden, config.max_hidden),
+        n_causes=jnp.where(is_causal, jnp.minimum(causes, config.max_causes), n_features),
+        n_blocks=jnp.minimum(layers, config.max_layers) - 1,
+        dropout=D.meta_beta(streams[3], config.dropout),
+        init_std=init_std,
+        noise_std=noise_std,
+        pre_sample_weights=pre_sample_weights,
+        y_is_effect=y_is_effect,
+        block_wise_dropout=block_wise,
+        sort_features=sort_features,
+        in_clique=in_clique,
+        activation=D.meta_choice(streams[4], 3, low, high),
+    )
+
+
+def width_bucket(config: PriorConfig, hidden: jax.Array) -> jax.Array:
+    """Index of the smallest `config.width_buckets` entry that holds `hidden` units."""
+    return jnp.searchsorted(jnp.asarray(config.width_buckets), hidden, side="left").astype(jnp.int32)
+
+
+def causes_width(config: PriorConfig) -> int:
+    return max(config.max_causes, config.max_features)
+
+
+# -- inputs and node selection (width-independent) ------------------------------------------------
+
+
+def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> jax.Array:
+    """The causes, (n_rows, causes_width) float32, zero beyond `n_causes`; generated at the smallest
+    quarter of the padded width that holds them."""
+    rows, padded = config.n_rows, causes_width(config)
+    k_mean, k_std, k_rows = rng.split(stream, 3)
+    mean = rng.normal(k_mean, (padded,))
+    std = jnp.abs(rng.normal(k_std, (padded,)) * mean)
+    buckets = sorted({math.ceil(padded * q / 4) for q in (1, 2, 3, 4)})
+
+    def generate(width):
+        def branch():
+            causes = mean[:width] + std[:width] * rng.normal(k_rows, (rows, width))
+            causes = jnp.where(jnp.arange(width) < hyper.n_causes, causes, 0.0)
+            return jnp.pad(causes, ((0, 0), (0, padded - width)))
+
+        return branch
+
+    index = jnp.searchsorted(jnp.asarray(buckets), hyper.n_causes, side="left")
+    return lax.switch(index, [generate(width) for width in buckets])
+
+
+def select_nodes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> tuple[jax.Array, jax.Array]:
+    """Layer and unit of the node behind y (slot 0) and behind each feature column (slots 1..F) of a
+    causal network, (max_features + 1,) int32 each; layer -1 marks an unused slot. Nodes are numbered
+    layer * H + unit over the post-noise outputs of the hidden blocks."""
+    k_perm, k_start, k_clique, k_rotate = rng.split(stream, 4)
+    f, n_slots = hyper.n_features, config.max_features
+    n_nodes = hyper.n_blocks * hyper.hidden
+    n_pick = n_slots + 1
+    # a random permutation of all nodes but the last: its first n_pick entries
+    scores = rng.uniform(k_perm, (config.max_blocks * config.max_hidden,))
+    scores = jnp.where(jnp.arange(scores.shape[0]) < n_nodes - 1, scores, -1.0)
+    spread = lax.top_k(scores, n_pick)[1].astype(jnp.int32)
+    # in_clique: a window of F + 1 consecutive nodes, in random order
+    start = rng.randint(k_start, 0, n_nodes - f)
+    clique = start + rng.permutation(k_clique, n_pick, f + 1)
+    picked = jnp.where(hyper.in_clique, clique, spread)
+    y_node = jnp.where(hyper.y_is_effect, n_nodes - 1, picked[0])
+    slot = jnp.arange(n_slots)
+    x_nodes = jnp.where(slot < f, picked[1:], jnp.iinfo(jnp.int32).max)
+    x_nodes = jnp.where(hyper.sort_features, jnp.sort(x_nodes), x_nodes)
+    shift = rng.randint(k_rotate, 0, f)
+    x_nodes = x_nodes[(slot + shift) % jnp.maximum(f, 1)]
+    nodes = jnp.concatenate([y_node[None], x_nodes])
+    used = jnp.concatenate([jnp.ones((1,), bool), slot < f])
+    return jnp.where(used, nodes // hyper.hidden, -1), jnp.where(used, nodes % hyper.hidden, 0)
+
+
+# -- the network at a static width ----------------------------------------------------------------
+
+
+def _activate(h: jax.Array, activation: jax.Array) -> jax.Array:
+    return lax.switch(activation, (jnp.tanh, lambda v: v, jax.nn.relu), h)
+
+
+def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, fan_in=None):
+    """Weights in (fan_in, fan_out) layout (torch's transposed), zero outside [:n_in, :n_out].
+
+    `fan_in` (shape[0],) optionally renames the rows: row i holds what row fan_in[i] would (its
+    random values and its place in the dropout blocks), a row permutation without a gather."""
+    k_normal, k_keep, k_blocks = rng.split(stream, 3)
+    if fan_in is None:
+        fan_in = lax.broadcasted_iota(jnp.int32, shape, 0)
+    else:
+        fan_in = jnp.broadcast_to(fan_in[:, None], shape)
+    fan_out = lax.broadcasted_iota(jnp.int32, shape, 1)
+    counter = fan_in * shape[1] + fan_out
+    # element-wise dropout, std scaled by 1 / (1 - sqrt(p)) (prior_mlp_scale_weights_sqrt)
+    p = jnp.minimum(dropout, config.max_dropout)
+    keep_elementwise = rng.uniform_at(k_keep, counter) < 1.0 - p
+    std_elementwise = hyper.init_std / (1.0 - jnp.sqrt(p))
+    # block-wise dropout: n diagonal blocks of (out // n) x (in // n)
+    smaller = jnp.minimum(n_in, n_out).astype(jnp.float32)
+    n_blocks = rng.randint(k_blocks, 1, jnp.ceil(jnp.sqrt(smaller)).astype(jnp.int32) + 1)
+    block_out, block_in = n_out // n_blocks, n_in // n_blocks
+    keep_blockwise = (fan_out // block_out == fan_in // block_in) & (fan_out < n_blocks * block_out)
+    kept = (n_blocks * block_out * block_in).astype(jnp.float32) / (n_out * n_in).astype(jnp.float32)
+    std_blockwise = hyper.init_std * lax.rsqrt(kept)
+    keep = jnp.where(hyper.block_wise_dropout, keep_blockwise, keep_elementwise)
+    std = jnp.where(hyper.block_wise_dropout, std_blockwise, std_elementwise)
+    keep = keep & (fan_in < n_in) & (fan_out < n_out)
+    return jnp.where(keep, rng.normal_at(k_normal, counter) * std, 0.0)
+
+
+def _bias(stream, width: int, n_in, n_out) -> jax.Array:
+    bias = rng.uniform(stream, (width,), -1.0, 1.0) * lax.rsqrt(n_in.astype(jnp.float32))
+    return jnp.where(jnp.arange(width) < n_out, bias, 0.0)
+
+
+def _noise_scale(stream, hyper: MLPHyper, width: int, n_out) -> jax.Array:
+    per_unit = jnp.abs(rng.normal(stream, (width,))) * hyper.noise_std
+    scale = jnp.where(hyper.pre_sample_weights, per_unit, hyper.noise_std)
+    return jnp.where(jnp.arange(width) < n_out, scale, 0.0)
+
+
+def run_network(
+    stream: jax.Array,
+    hyper: MLPHyper,
+    causes: jax.Array,
+    nodes: tuple[jax.Array, jax.Array],
+    config: PriorConfig,
+    *,
+    width: int,
+    n_blocks_run: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Run one network at static `width` >= hyper.hidden for `n_blocks_run` >= hyper.n_blocks blocks.
+
+    Returns (read, y_out): read (n_rows, max_features + 1), the values of the `nodes` of a causal
+    network (slot 0: y); y_out (n_rows,), the output of a non-causal network.
+    """
+    rows, f_max = config.n_rows, config.max_features
+    k_w0, k_b0, k_blocks, k_out, k_rotate = rng.split(stream, 5)
+    hidden, f = hyper.hidden, hyper.n_features
+    # non-causal: x = the causes rotated by `shift`, i.e. the network reads column j as input j + shift
+    slot = jnp.arange(causes.shape[1])
+    shift = jnp.where(hyper.is_causal, 0, rng.randint(k_rotate, 0, f))
+    fan_in = jnp.where(slot < f, (slot + shift) % jnp.maximum(f, 1), slot)
+    w0 = _weights(k_w0, hyper, config, (causes.shape[1], width), hyper.n_causes, hidden, jnp.float32(0.0), fan_in)
+    h = causes @ w0 + _bias(k_b0, width, hyper.n_causes, hidden)
+    node_layer, node_unit = nodes
+
+    def block(layer, h):
+        k_w, k_b, k_scale, k_noise = rng.split(rng.fold(k_blocks, layer), 4)
+        w = _weights(k_w, hyper, config, (width, width), hidden, hidden, hyper.dropout)
+        noise = rng.normal(k_noise, (rows, width)) * _noise_scale(k_scale, hyper, width, hidden)
+        return _activate(h, hyper.activation) @ w + _bias(k_b, width, hidden, hidden) + noise
+
+    # Blocks unrolled, each under a cond: XLA's CPU backend runs this body about 2.5x slower inside
+    # a while loop (fori_loop with a dynamic bound). Nodes are read from the cond's output, a
+    # materialised buffer (a gather fused with its producer would recompute it).
+    read = jnp.zeros((rows, f_max + 1), jnp.float32)
+    for layer in range(config.max_blocks):
+        active = layer < jnp.minimum(n_blocks_run, hyper.n_blocks)
+        h = lax.cond(active, block, lambda _, h: h, layer, h)
+        read = lax.cond(
+            active & hyper.is_causal,
+            lambda h, read, layer=layer: jnp.where(node_layer == layer, jnp.take(h, node_unit, axis=1), read),
+            lambda h, read: read,
+            h,
+            read,
+        )
+
+    def output_layer():
+        k_w, k_b, k_scale, k_noise = rng.split(k_out, 4)
+        one = jnp.int32(1)
+        w_out = _weights(k_w, hyper, config, (width, 1), hidden, one, hyper.dropout)
+        noise = rng.normal(k_noise, (rows,)) * _noise_scale(k_scale, hyper, 1, one)
+        return (_activate(h, hyper.activation) @ w_out)[:, 0] + _bias(k_b, 1, hidden, one) + noise
+
+    y_out = lax.cond(hyper.is_causal, lambda: jnp.zeros((rows,), jnp.float32), output_layer)
+    return read, y_out
+
+
+def assemble(hyper: MLPHyper, causes: jax.Array, read: jax.Array, y_out: jax.Array, config: PriorConfig):
+    """Raw x (n_rows, max_features), zero beyond F, and y (n_rows,) of a network."""
+    x = jnp.where(hyper.is_causal, read[:, 1:], causes[:, : config.max_features])
+    y = jnp.where(hyper.is_causal, read[:, 0], y_out)
+    return x, y
