@@ -257,7 +257,7 @@ def device_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss_sum * scale,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
         "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),
     }

@@ -1,0 +1,78 @@
+"""Data parallelism: 8 devices == 1 device, pmap == mesh, and 2 processes x 2 devices == 4 devices."""
+
+import jax
+import numpy as np
+import pytest
+from train_helpers import assert_trees_close, free_port, make_config, start_python
+
+from mothernet_jax.train import PmapTrainStep, TrainConfig, make_mesh, train
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+    assert jax.device_count() == 8, "tests/conftest.py forces 8 CPU devices"
+    return train(make_config(steps=STEPS), None, mesh=make_mesh(), progress=False)
+
+
+def test_eight_devices_train_like_one_device_with_the_same_global_batch(eight_devices):
+    one = train(make_config(steps=STEPS), None, mesh=make_mesh(jax.devices()[:1]), progress=False)
+    assert one.step == eight_devices.step == STEPS
+    np.testing.assert_allclose(one.losses, eight_devices.losses, rtol=1e-5)
+    assert_trees_close(one.params, eight_devices.params, atol=1e-5)
+
+
+def test_the_same_step_under_pmap_gives_the_same_parameters(eight_devices):
+    stepper = PmapTrainStep(make_config(steps=STEPS), jax.devices())
+    state = stepper.init()
+    losses = []
+    for step in range(STEPS):
+        state, metrics = stepper(state, step)
+        losses.append(float(metrics["loss"][0]))
+    params = jax.device_get(stepper.unreplicate(state.params))
+    np.testing.assert_allclose(losses, eight_devices.losses, rtol=1e-5)
+    assert_trees_close(params, eight_devices.params, atol=1e-5)
+
+
+MULTIHOST = """
+import sys
+import numpy as np
+from mothernet_jax.train import TrainConfig, initialize_distributed, train
+import jax
+
+port, process, config_path, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+initialize_distributed(f"localhost:{port}", num_processes=2, process_id=process)
+assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
+result = train(TrainConfig.from_json(open(config_path).read()), None, progress=False)
+np.savez(out, *jax.tree.leaves(result.params), losses=np.asarray(result.losses))
+"""
+
+
+def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
+    config = make_config(steps=STEPS)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.to_json())
+    port = str(free_port())
+    processes = [
+        start_python(
+            MULTIHOST,
+            port,
+            str(i),
+            str(config_path),
+            str(tmp_path / f"params{i}.npz"),
+            device_count=2,
+            log=tmp_path / f"process{i}.log",
+        )
+        for i in range(2)
+    ]
+    four = train(config, None, mesh=make_mesh(jax.devices()[:4]), progress=False)
+    for i, process in enumerate(processes):
+        assert process.wait(timeout=600) == 0, (tmp_path / f"process{i}.log").read_text()[-3000:]
+    results = [np.load(tmp_path / f"params{i}.npz") for i in range(2)]
+    leaves = [[r[f"arr_{j}"] for j in range(len(r.files) - 1)] for r in results]
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(a, b)  # every process holds the same parameters
+    np.testing.assert_allclose(results[0]["losses"], four.losses, rtol=1e-5)
+    assert_trees_close(leaves[0], jax.tree.leaves(four.params), atol=1e-5)
+    assert isinstance(TrainConfig.from_json(config_path.read_text()), TrainConfig)

@@ -1,0 +1,89 @@
+"""The train step: the masked child loss, split buckets, and one compilation per bucket."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_helpers import make_config
+
+import priors
+from mothernet_jax.config import preset as model_preset
+from mothernet_jax.model.mothernet import init_params
+from mothernet_jax.train.mesh import make_mesh
+from mothernet_jax.train.step import TrainStep, split_bucket, task_losses
+
+MODEL = model_preset("tiny")
+
+
+def _task(key, batch=3, rows=256, classes=4):
+    kx, ky = jax.random.split(key)
+    x = jax.random.normal(kx, (batch, rows, 20))  # a prior may emit fewer features than the model reads
+    y = jax.random.randint(ky, (batch, rows), 0, classes)
+    return priors.Task(
+        x=x,
+        y=y,
+        valid=jnp.ones((batch,), bool),
+        n_features=jnp.full((batch,), 20),
+        n_classes=jnp.full((batch,), classes),
+        categorical=jnp.zeros((batch, 20), bool),
+    )
+
+
+def _mean_loss(params, task, split, bucket, floor=0):
+    losses, valid = task_losses(params, task, split, model=MODEL, bucket=bucket, floor=floor)
+    return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.sum(valid)
+
+
+def test_invalid_and_non_finite_datasets_do_not_touch_the_loss_or_gradient(getkey):
+    params = init_params(getkey(), MODEL)
+    task = _task(getkey())
+    garbage = task._replace(
+        x=task.x.at[1].set(jnp.nan).at[1, 0, 0].set(jnp.inf),
+        y=task.y.at[1].set(10_000),
+        valid=task.valid.at[1].set(False),
+    )
+    kept = jax.tree.map(lambda a: a[jnp.array([0, 2])], task)
+    grad = jax.jit(jax.value_and_grad(_mean_loss), static_argnums=(3, 4))
+    loss, grads = grad(params, garbage, jnp.int32(100), 128)
+    loss_kept, grads_kept = grad(params, kept, jnp.int32(100), 128)
+    assert np.isfinite(loss) and loss == pytest.approx(float(loss_kept), rel=1e-6)
+    for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_kept), strict=True):
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-7)
+
+
+def test_padding_the_training_rows_to_a_larger_bucket_changes_nothing(getkey):
+    params = init_params(getkey(), MODEL)
+    task = _task(getkey())
+    split = jnp.int32(100)
+    losses = jax.jit(task_losses, static_argnames=("model", "bucket", "floor"))
+    tight, _ = losses(params, task, split, model=MODEL, bucket=128, floor=0)
+    padded, _ = losses(params, task, split, model=MODEL, bucket=256, floor=0)
+    np.testing.assert_allclose(tight, padded, rtol=2e-5)
+    # the cross-entropy is over all max_classes logits, so a fresh model scores about ln(10)
+    assert np.all(np.abs(np.asarray(tight) - np.log(10)) < 1.0)
+
+
+def test_split_positions_are_deterministic_uniform_and_bucketed():
+    config = make_config(prior=priors.preset("tiny").replace(n_rows=256), seed=3)
+    first, second = TrainStep(config, make_mesh(jax.devices()[:1])), TrainStep(config, make_mesh())
+    splits = [first.split(s) for s in range(3000)]
+    assert splits == [second.split(s) for s in range(3000)]
+    assert min(splits) == 2 and max(splits) == 255
+    assert abs(np.mean(splits) - 128.5) < 5
+    assert first.buckets() == (128, 256)
+    assert [split_bucket(s, 256, 128) for s in (2, 128, 129, 255)] == [128, 128, 256, 256]
+    assert split_bucket(290, 300, 128) == 300
+
+
+def test_the_step_compiles_once_per_split_bucket():
+    config = make_config(prior=priors.preset("tiny").replace(n_rows=256), batch_size=2, steps=8)
+    stepper = TrainStep(config, make_mesh(jax.devices()[:1]))
+    buckets = [stepper.bucket(stepper.split(s)) for s in range(config.steps)]
+    assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps
+    state = stepper.init()
+    for step in range(config.steps):
+        state, metrics = stepper(state, step)
+        assert np.isfinite(float(metrics["loss"]))
+    assert int(state.step) == config.steps
+    assert stepper.traces == {(128, 1): 1, (256, 1): 1}

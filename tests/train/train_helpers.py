@@ -1,0 +1,105 @@
+"""Shared pieces of the training tests: the test config, tree comparison, subprocesses.
+
+Every in-process test trains `make_config()` on the default mesh (the 8 forced CPU devices), so the
+jitted step compiles once per pytest process (`TrainStep` caches it across `train` calls; the
+learning-rate schedule is an argument, so `steps` and `learning_rate` may differ freely).
+Subprocesses share a persistent compilation cache, so only the first one compiles.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import priors
+from mothernet_jax.train import config as train_config
+
+REPO = Path(__file__).resolve().parents[2]
+COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"mothernet-jax-train-tests-{os.getuid()}"
+
+
+# The real prior at 128 rows (one split bucket), narrowed so that the step compiles faster: 10
+# features (padded to the model's 100 by the step), one static MLP width, at most 4 layers.
+TEST_PRIOR = priors.preset("tiny").replace(max_features=10, max_hidden=32, width_buckets=(32,), max_layers=4)
+
+
+def make_config(**changes) -> train_config.TrainConfig:
+    """The tiny preset on `TEST_PRIOR`: 8 datasets a step, six steps, a checkpoint every two."""
+    defaults = dict(prior=TEST_PRIOR, steps=6, checkpoint_every=2, log_every=1)
+    defaults.update(changes)
+    return train_config.tiny().replace(**defaults)
+
+
+def max_difference(a, b) -> float:
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+def assert_trees_close(a, b, atol: float) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    difference = max_difference(a, b)
+    assert difference <= atol, f"max |a - b| = {difference:.3g} > {atol:.3g}"
+
+
+def subprocess_env(device_count: int = 8) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_COMPILATION_CACHE_DIR"] = str(COMPILATION_CACHE)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def start_python(code: str, *args: str, device_count: int = 8, log: Path | None = None) -> subprocess.Popen:
+    """`python -c code args...` in the repository, stdout and stderr to `log` (or a pipe)."""
+    out = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=subprocess_env(device_count),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, poll=0.02):
+    """Poll `predicate` until true; fail after `timeout` seconds or if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process exited ({process.returncode}) before {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def committed_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def temporary_checkpoints(workdir: Path) -> list[str]:
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return [p.name for p in folder.iterdir() if "tmp" in p.name]
