@@ -30,7 +30,9 @@ def pyplot():
 def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
     """Mean AUC of each method against its median predict (left) and fit (right) seconds, log x."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^v<>p"
     for ax, times, label in [
         (axes[0], summary.predict_seconds, "median predict seconds per split"),
         (axes[1], summary.fit_seconds, "median fit seconds per split"),
@@ -39,13 +41,20 @@ def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
             seconds = times[method]
             if not np.isfinite(seconds):
                 continue
-            auc = summary.scores[:, j].mean()
-            ax.scatter(seconds, auc, s=40, zorder=3)
-            ax.annotate(method, (seconds, auc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.scatter(
+                seconds,
+                summary.scores[:, j].mean(),
+                s=50,
+                zorder=3,
+                label=method,
+                color=colours[j % len(colours)],
+                marker=markers[j // len(colours) % len(markers)],
+            )
         ax.set_xscale("log")
         ax.margins(x=0.2, y=0.1)
         ax.set_xlabel(label + " (log scale)")
         ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     axes[0].set_ylabel(f"mean ROC AUC over {len(summary.datasets)} datasets")
     fig.suptitle("AUC against time")
     fig.tight_layout()
@@ -66,13 +75,13 @@ def plot_ranks(summary: Summary, path: str | Path) -> None:
         marker="D",
         color="black",
         zorder=3,
-        label="mean rank",
     )
     ax.set_yticks(range(1, len(order) + 1), [summary.methods[j] for j in order])
-    ax.set_xlabel(f"rank per dataset over {len(summary.datasets)} datasets (1 is best)")
+    ax.set_xlabel(
+        f"rank per dataset over {len(summary.datasets)} datasets (1 is best)\nbox: quartiles, diamond: mean"
+    )
     ax.set_xlim(0.5, len(order) + 0.5)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Mean rank by ROC AUC, with the spread over datasets")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
