@@ -127,7 +127,9 @@ def factored_logits(layers, z, xp=None):
 
 def _numpy_layers(layers) -> tuple:
     def weight(w):
-        return tuple(np.asarray(f, np.float32) for f in w) if isinstance(w, tuple) else np.asarray(w, np.float32)
+        return (
+            tuple(np.asarray(f, np.float32) for f in w) if isinstance(w, tuple) else np.asarray(w, np.float32)
+        )
 
     return tuple((weight(w), np.asarray(b, np.float32)) for w, b in layers)
 
@@ -165,10 +167,16 @@ class Predictor:
         self.temperature = float(temperature)
         self.encoder = encoder
         width = [c.mean.shape[-1] for c in self.children]
-        self.columns = [np.arange(w) for w in width] if columns is None else [np.asarray(c, np.int64) for c in columns]
+        self.columns = (
+            [np.arange(w) for w in width] if columns is None else [np.asarray(c, np.int64) for c in columns]
+        )
         outputs = [c.layers[-1][1].shape[-1] for c in self.children]
         k = outputs[0] if groups is None else len(groups[0])
-        self.groups = [np.arange(k) for _ in self.children] if groups is None else [np.asarray(g, np.int64) for g in groups]
+        self.groups = (
+            [np.arange(k) for _ in self.children]
+            if groups is None
+            else [np.asarray(g, np.int64) for g in groups]
+        )
         self.classes = np.arange(k) if classes is None else np.asarray(classes)
         if encoder is not None:
             self.n_features = int(encoder.n_features)
@@ -179,7 +187,9 @@ class Predictor:
             if len(cols) != width[m] or len(grp) != len(self.classes) or (len(grp) and grp.max() >= out):
                 raise ValueError(f"member {m}: columns, groups and child do not fit each other")
         # the probability of a group is shared evenly by its classes
-        self._shares = [1.0 / np.bincount(g, minlength=out)[g] for g, out in zip(self.groups, outputs, strict=True)]
+        self._shares = [
+            1.0 / np.bincount(g, minlength=out)[g] for g, out in zip(self.groups, outputs, strict=True)
+        ]
         if encoder is not None:
             kinds = encoder.layout()[0]
             self._kinds = {int(k) for c in self.columns for k in kinds[c]}
@@ -189,9 +199,13 @@ class Predictor:
     def _table(self, X) -> np.ndarray:
         if hasattr(X, "columns") and hasattr(X, "iloc"):  # a pandas DataFrame, without importing pandas
             names = [str(c) for c in X.columns]
-            if self.feature_names is not None and set(self.feature_names) <= set(names) and names != self.feature_names:
+            if (
+                self.feature_names is not None
+                and set(self.feature_names) <= set(names)
+                and names != self.feature_names
+            ):
                 X = X[[X.columns[names.index(n)] for n in self.feature_names]]
-            X = X.to_numpy() if len({str(d) for d in X.dtypes}) > 1 else np.asarray(X)
+            X = X.to_numpy()
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}; this predictor expects (n, {self.n_features}) features")

@@ -285,7 +285,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         layers, mean, std = jax.device_get((layers, mean, std))
         children = []
         for m, plan in enumerate(plans):
-            member = [jax.tree_util.tree_map(lambda a, m=m: np.asarray(a[m], np.float32), layer) for layer in layers]
+            member = [
+                jax.tree_util.tree_map(lambda a, m=m: np.asarray(a[m], np.float32), layer) for layer in layers
+            ]
             d, g = n_features[m], plan.n_groups
             weight, bias = member[0]  # drop the zero rows of the padding columns
             member[0] = ((weight[0][:d], weight[1]) if isinstance(weight, tuple) else weight[:d], bias)
@@ -339,7 +341,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         spec = np.asarray(spec)
         if spec.dtype == bool:
             if spec.shape != (n_features,):
-                raise ValueError(f"the categorical_features mask has shape {spec.shape}; X has {n_features} features")
+                raise ValueError(
+                    f"the categorical_features mask has shape {spec.shape}; X has {n_features} features"
+                )
             return spec.copy()
         if spec.dtype.kind in "USO":
             names = list(getattr(self, "feature_names_in_", []))
@@ -347,8 +351,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             if missing:
                 raise ValueError(f"categorical_features names {missing} are not columns of X")
             spec = np.array([names.index(s) for s in spec.tolist()], np.int64)
-        if spec.size and (spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features):
-            raise ValueError(f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}")
+        if spec.size and (
+            spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features
+        ):
+            raise ValueError(
+                f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}"
+            )
         mask = np.zeros(n_features, bool)
         mask[spec.astype(np.int64)] = True
         return mask

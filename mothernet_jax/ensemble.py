@@ -114,7 +114,9 @@ def stratified_rows(y: np.ndarray, n_rows: int, rng: np.random.Generator) -> np.
         if excess <= 0:
             break
         quota[c] -= min(excess, quota[c] - 1)
-    rows = [rng.choice(np.flatnonzero(y == cls), q, replace=False) for cls, q in zip(classes, quota, strict=True)]
+    rows = [
+        rng.choice(np.flatnonzero(y == cls), q, replace=False) for cls, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(rows))
 
 

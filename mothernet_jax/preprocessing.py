@@ -91,7 +91,9 @@ def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
                 f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
             ) from error
     if np.isinf(values).any():
-        raise ValueError(f"X contains infinite values in column {index} (NaN is accepted as missing, inf is not)")
+        raise ValueError(
+            f"X contains infinite values in column {index} (NaN is accepted as missing, inf is not)"
+        )
     return values
 
 
@@ -207,7 +209,9 @@ class FeatureEncoder:
             missing = missing_mask(X[:, j])
             keys = _level_keys(X[~missing, j], _numeric_levels(X[:, j], missing))
             if keys.dtype.kind == "f" and np.isinf(keys).any():
-                raise ValueError(f"X contains infinite values in column {j} (NaN is accepted as missing, inf is not)")
+                raise ValueError(
+                    f"X contains infinite values in column {j} (NaN is accepted as missing, inf is not)"
+                )
             levels.append(np.unique(keys))
             level_missing.append(bool(missing.any()))
         encoder = cls(
@@ -217,7 +221,9 @@ class FeatureEncoder:
             quantiles=quantiles,
             levels=levels,
             level_missing=np.array(level_missing, bool),
-            onehot=np.array([len(lv) + m <= MAX_ONEHOT_LEVELS for lv, m in zip(levels, level_missing, strict=True)], bool),
+            onehot=np.array(
+                [len(lv) + m <= MAX_ONEHOT_LEVELS for lv, m in zip(levels, level_missing, strict=True)], bool
+            ),
             indicator=indicator,
             fill=np.zeros(0),
         )

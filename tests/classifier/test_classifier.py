@@ -65,7 +65,9 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
     X[2, :, 30:] = 0.0
     with jax.default_matmul_precision("highest"):
         layers, mean, std = classifier.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
-        expected = jax.jit(generate_batch, static_argnames="config")(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        expected = jax.jit(generate_batch, static_argnames="config")(
+            PARAMS, X, y, n_rows, n_features, config=CONFIG
+        )
     for (weight, bias), (w_ref, b_ref) in zip(layers, expected.layers, strict=True):
         np.testing.assert_allclose(dense(weight), w_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(bias, b_ref, rtol=1e-5, atol=1e-6)
