@@ -229,3 +229,25 @@ def test_clear_errors():
             MotherNetClassifier(weights=WEIGHTS, **bad_parameter).fit(X, y)
     with pytest.raises(ValueError, match="weights"):
         MotherNetClassifier(weights=42).fit(X, y)
+
+
+def test_predictor_still_reads_version_1_files(tmp_path):
+    import json
+
+    from mothernet_jax.child import Child, Predictor, atomic_savez
+
+    rng = np.random.default_rng(0)
+    layers = ((rng.normal(size=(4, 8)).astype(np.float32), np.zeros(8, np.float32)),
+              (rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32)))  # fmt: skip
+    child = Child(layers, np.zeros(4, np.float32), np.ones(4, np.float32))
+    header = {"format": "mothernet-jax-predictor", "version": 1, "n_members": 1, "n_layers": [2],
+              "temperature": 0.8, "n_features": 4}  # fmt: skip
+    arrays = {"header": np.array(json.dumps(header)), "classes": np.array(["a", "b", "c"])}
+    arrays.update({"member0/mean": child.mean, "member0/std": child.std})
+    for j, (w, b) in enumerate(layers):
+        arrays[f"member0/layer{j}/weight"], arrays[f"member0/layer{j}/bias"] = w, b
+    atomic_savez(tmp_path / "v1.npz", arrays)
+    X = rng.normal(size=(5, 4))
+    X[0, 1] = np.nan
+    expected = Predictor([child], classes=np.array(["a", "b", "c"])).predict_proba(X)
+    np.testing.assert_allclose(load_predictor(tmp_path / "v1.npz").predict_proba(X), expected)
