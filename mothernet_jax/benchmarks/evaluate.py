@@ -72,6 +72,7 @@ def evaluate(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    load_before = _load_average()
     start = time.perf_counter()
     records = []
     total = len(paths) * len(factories) * splits
@@ -92,8 +93,13 @@ def evaluate(
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
         "MotherNet weights": (weights or "shipped") if "mothernet" in factories else "not run",
-        "threads": f"{threads} per method (--threads)" if threads else "library defaults (all cores)",
+        "threads": (
+            f"{threads} per method (--threads; XLA's pool, used by MotherNet, is not capped)"
+            if threads
+            else "library defaults (all cores)"
+        ),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "load average (1 min)": f"{load_before} at the start, {_load_average()} at the end",
         "commit": _git_commit(),
         "wall time": f"{elapsed:.0f} s" + (" (with an untimed warm-up fit per dataset)" if warmup else ""),
     }
@@ -135,6 +141,14 @@ def _thread_limit(threads: int | None):
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     return threadpool_limits(limits=threads)
+
+
+def _load_average() -> str:
+    # Other work on the machine slows multi-threaded methods most: say how busy it was.
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 def _git_commit() -> str:

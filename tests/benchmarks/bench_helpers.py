@@ -6,6 +6,7 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATASETS = SHARED / "datasets"
+FIXTURES = SHARED / "fixtures"
 
 
 def write_dataset(folder: Path, name: str, x: np.ndarray, y: np.ndarray, categorical: np.ndarray) -> Path:
