@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import make_config
+from train_helpers import TEST_PRIOR, make_config
 
 import priors
 from mothernet_jax.config import preset as model_preset
@@ -31,23 +31,22 @@ def _task(key, batch=3, rows=256, classes=4):
 
 def _mean_loss(params, task, split, bucket, floor=0):
     losses, valid = task_losses(params, task, split, model=MODEL, bucket=bucket, floor=floor)
-    return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.sum(valid)
+    return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.sum(valid), losses
 
 
 def test_invalid_and_non_finite_datasets_do_not_touch_the_loss_or_gradient(getkey):
     params = init_params(getkey(), MODEL)
     task = _task(getkey())
-    garbage = task._replace(
-        x=task.x.at[1].set(jnp.nan).at[1, 0, 0].set(jnp.inf),
-        y=task.y.at[1].set(10_000),
-        valid=task.valid.at[1].set(False),
+    invalid = task._replace(valid=task.valid.at[1].set(False))
+    garbage = invalid._replace(
+        x=task.x.at[1].set(jnp.nan).at[1, 0, 0].set(jnp.inf), y=task.y.at[1].set(10_000)
     )
-    kept = jax.tree.map(lambda a: a[jnp.array([0, 2])], task)
-    grad = jax.jit(jax.value_and_grad(_mean_loss), static_argnums=(3, 4))
-    loss, grads = grad(params, garbage, jnp.int32(100), 128)
-    loss_kept, grads_kept = grad(params, kept, jnp.int32(100), 128)
-    assert np.isfinite(loss) and loss == pytest.approx(float(loss_kept), rel=1e-6)
-    for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_kept), strict=True):
+    grad = jax.jit(jax.value_and_grad(_mean_loss, has_aux=True), static_argnums=(3, 4))
+    (loss, _), grads = grad(params, garbage, jnp.int32(100), 128)
+    (clean_loss, per_dataset), clean_grads = grad(params, invalid, jnp.int32(100), 128)
+    assert np.isfinite(loss) and float(loss) == pytest.approx(float(clean_loss), rel=1e-6)
+    assert float(loss) == pytest.approx(float(per_dataset[0] + per_dataset[2]) / 2, rel=1e-6)
+    for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(clean_grads), strict=True):
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-7)
 
@@ -65,7 +64,7 @@ def test_padding_the_training_rows_to_a_larger_bucket_changes_nothing(getkey):
 
 
 def test_split_positions_are_deterministic_uniform_and_bucketed():
-    config = make_config(prior=priors.preset("tiny").replace(n_rows=256), seed=3)
+    config = make_config(prior=TEST_PRIOR.replace(n_rows=256), seed=3)
     first, second = TrainStep(config, make_mesh(jax.devices()[:1])), TrainStep(config, make_mesh())
     splits = [first.split(s) for s in range(3000)]
     assert splits == [second.split(s) for s in range(3000)]
@@ -77,7 +76,7 @@ def test_split_positions_are_deterministic_uniform_and_bucketed():
 
 
 def test_the_step_compiles_once_per_split_bucket():
-    config = make_config(prior=priors.preset("tiny").replace(n_rows=256), batch_size=2, steps=8)
+    config = make_config(prior=TEST_PRIOR.replace(n_rows=256), batch_size=2, steps=8)
     stepper = TrainStep(config, make_mesh(jax.devices()[:1]))
     buckets = [stepper.bucket(stepper.split(s)) for s in range(config.steps)]
     assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps

@@ -1,0 +1,133 @@
+"""Checkpoints: resume == straight run, keep N, signals, a kill while saving, a non-finite loss."""
+
+import json
+import os
+import re
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+from train_helpers import (
+    assert_trees_close,
+    committed_steps,
+    make_config,
+    start_python,
+    temporary_checkpoints,
+    wait_for,
+)
+
+from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics, train
+from mothernet_jax.train import config as train_config
+from mothernet_jax.train.loop import _StopSignals
+
+
+@pytest.fixture(scope="module")
+def straight():
+    return train(make_config(), None, progress=False)
+
+
+def test_stopping_and_resuming_equals_a_straight_run(tmp_path, straight):
+    config = make_config()
+    first = train(config, tmp_path, stop_at=3, progress=False)
+    assert (first.step, first.stop_reason) == (3, "stop_at")
+    assert committed_steps(tmp_path) == [2, 3]
+    second = train(config, tmp_path, progress=False)
+    assert (second.first_step, second.step, second.stop_reason) == (3, 6, "completed")
+    assert_trees_close(second.params, straight.params, atol=1e-6)
+    np.testing.assert_allclose(first.losses + second.losses, straight.losses, rtol=1e-6)
+    assert committed_steps(tmp_path) == [3, 4, 6]  # the latest keep_checkpoints = 3
+    checkpoints = Checkpoints(tmp_path)
+    try:
+        assert checkpoints.config() == config  # saved beside the weights
+    finally:
+        checkpoints.close()
+    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
+    assert [line["step"] for line in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    # a finished run resumes to nothing; another model config is refused
+    again = train(config, tmp_path, progress=False)
+    assert again.step == 6 and again.losses == []
+    with pytest.raises(ValueError, match="another model config"):
+        train(config.replace(model=config.model.replace(n_layers=1)), tmp_path, progress=False)
+
+
+def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = make_config(learning_rate=1e30, warmup_steps=0, checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \w+ \(\S+\) at step (\d+)") as info:
+        train(config, tmp_path, progress=False)
+    failed = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+    saved = committed_steps(tmp_path)
+    assert saved and max(saved) <= failed
+    assert f"last good checkpoint is step {max(saved)}" in str(info.value)
+    checkpoints = Checkpoints(tmp_path)
+    try:
+        from mothernet_jax.train.step import TrainStep
+
+        state = checkpoints.restore(TrainStep(config).abstract_state())
+    finally:
+        checkpoints.close()
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_sigint_and_sigterm_ask_the_loop_to_stop():
+    previous = signal.getsignal(signal.SIGINT)
+    with _StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert signals.received == "SIGTERM"
+    with _StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert signals.received == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+CLI = "import sys; from mothernet_jax.cli import main; sys.exit(main(sys.argv[1:]))"
+
+# Orbax commits a checkpoint by renaming its temporary folder; block just before that, so that the
+# test kills the process while a save is in progress (deterministically, not by luck).
+KILL_WHILE_SAVING = """
+import sys, time
+from orbax.checkpoint._src.path import atomicity
+
+async def finalize(self):
+    print("saving: blocked before the commit", flush=True)
+    time.sleep(600)
+
+atomicity.AtomicRenameTemporaryPath.finalize = finalize
+from mothernet_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable(tmp_path):
+    workdir = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--workdir", str(workdir), "--steps", "400", "--no-progress"]
+    args += ["--set", "checkpoint_every=5", "--set", "log_every=5"]
+    # 1. SIGTERM once the first checkpoint is written: a checkpoint, a message, exit code 0
+    process = start_python(CLI, *args, log=tmp_path / "sigterm.log")
+    wait_for(lambda: committed_steps(workdir), 600, "the first checkpoint", process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, (tmp_path / "sigterm.log").read_text()[-3000:]
+    log = (tmp_path / "sigterm.log").read_text()
+    assert "SIGTERM received" in log and "stopped at step" in log
+    stopped = max(committed_steps(workdir))
+    assert 5 <= stopped < 400
+    assert read_metrics(workdir)[-1]["step"] <= stopped
+    # 2. resume, then SIGKILL while the next checkpoint is being written
+    log = tmp_path / "sigkill.log"
+    process = start_python(KILL_WHILE_SAVING, *args, log=log)
+    wait_for(lambda: "blocked before the commit" in log.read_text(), 600, "a checkpoint being saved", process)
+    process.kill()
+    process.wait(timeout=60)
+    assert temporary_checkpoints(workdir) and max(committed_steps(workdir)) == stopped
+    # 3. the last committed checkpoint resumes, and training continues exactly as without stops
+    config = train_config.tiny().replace(steps=400, checkpoint_every=5, log_every=5)
+    end = stopped + 3
+    resumed = train(config, workdir, stop_at=end, progress=False)
+    assert (resumed.first_step, resumed.step) == (stopped, end)
+    assert not temporary_checkpoints(workdir)  # the half-written folder is cleaned up
+    reference = train(config, None, stop_at=end, progress=False)
+    assert_trees_close(resumed.params, reference.params, atol=1e-6)
+    np.testing.assert_allclose(resumed.losses, reference.losses[stopped:], rtol=1e-6)
