@@ -1,0 +1,229 @@
+"""Training speed: datasets/s end to end (the prior included), step time, compile time and MFU.
+
+    python -m mothernet_jax.benchmarks.train --preset paper          # on a GPU: batch 64, as the reference
+    python -m mothernet_jax.benchmarks.train                         # GPU: paper and small; CPU: tiny and small
+
+Each preset runs the real training step (`TrainStep`: prior on device -> generate -> child loss ->
+AdamW) on every device. It first compiles the step for every split bucket the run will visit (the
+compile time printed), then times `--steps` steps with the training schedule's random split
+positions (or a fixed `--split`), blocking only at the end. MFU counts model FLOPs at the drawn
+split positions (no padding), forward + backward = 3 x forward, against the bf16 dense peak of the
+device (H100: 989 TFLOP/s); it is not reported on CPU. The prior alone is timed too, for scale.
+
+Reference (DESIGN.md section 5, one H100): 262 datasets/s for the reference's bare step at batch 64,
+65 datasets/s for its default loop; the goal here is at least 1,300 datasets/s end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+
+from mothernet_jax.model.mothernet import count_params
+from mothernet_jax.train import config as train_config
+from mothernet_jax.train.mesh import make_mesh
+from mothernet_jax.train.step import TrainStep, flops_per_dataset, learning_rate
+
+# bf16 dense peak FLOP/s per chip, matched as substrings of `device.device_kind`
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "TPU v6": 918e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 197e12,  # v5e ("TPU v5 lite")
+    "TPU v4": 275e12,
+}
+
+# benchmark batch sizes (global) per backend; the reference's bare step was timed at batch 64
+BATCH = {"gpu": {"paper": 64, "small": 512, "tiny": 512}, "cpu": {"paper": 8, "small": 8, "tiny": 8}}
+STEPS = {"gpu": 50, "cpu": 10}
+
+
+def peak_flops(device: jax.Device) -> float | None:
+    if device.platform == "cpu":
+        return None
+    for name, peak in PEAK_BF16.items():
+        if name.lower() in device.device_kind.lower():
+            return peak
+    return None
+
+
+def bench_config(name: str, backend: str, batch_size: int | None) -> train_config.TrainConfig:
+    config = train_config.preset(name)
+    batch = batch_size or BATCH["gpu" if backend != "cpu" else "cpu"][name]
+    prior_batch = min(config.prior_batch, batch)
+    while batch % prior_batch:
+        prior_batch -= 1
+    return config.replace(batch_size=batch, prior_batch=prior_batch, accumulation=((0, 1),))
+
+
+def time_prior(config, split: int, repeats: int = 3) -> float:
+    """Datasets/s of `priors.sample_batch` alone (one device, the whole batch in one call)."""
+    import priors
+
+    sample = jax.jit(lambda key: priors.sample_batch(key, config.prior, config.batch_size, split))
+    jax.block_until_ready(sample(jax.random.key(0)))
+    began = time.perf_counter()
+    for i in range(repeats):
+        jax.block_until_ready(sample(jax.random.key(i + 1)))
+    return repeats * config.batch_size / (time.perf_counter() - began)
+
+
+def run(
+    name: str,
+    *,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    split: int | None = None,
+    devices: int | None = None,
+    attention: str | None = None,
+    prior: bool = True,
+) -> dict:
+    mesh = make_mesh(jax.devices()[:devices] if devices else None)
+    device = mesh.devices.flat[0]
+    backend = device.platform
+    config = bench_config(name, backend, batch_size)
+    if attention:
+        config = config.replace(attention=attention)
+    steps = steps or STEPS["gpu" if backend != "cpu" else "cpu"]
+    stepper = TrainStep(config, mesh)
+    rows = stepper.shapes.rows
+    splits = [split] * steps if split else [stepper.split(s) for s in range(steps)]
+    buckets = sorted({stepper.bucket(s) for s in splits})
+    info = {
+        "preset": name,
+        "backend": backend,
+        "device": device.device_kind,
+        "devices": mesh.size,
+        "jax": jax.__version__,
+        "params": count_params(config.model),
+        "dtype": config.model.dtype,
+        "attention": stepper.attention or "xla (default)",
+        "batch_size": config.batch_size,
+        "rows": rows,
+        "steps": steps,
+        "split": split or "random",
+        "buckets": buckets,
+    }
+    print(
+        f"\n{name}: {info['params']:,} parameters, {config.model.dtype}, attention {info['attention']}, "
+        f"batch {config.batch_size} on {mesh.size} x {device.device_kind}, {rows} rows, "
+        f"splits {'fixed at ' + str(split) if split else 'random'} ({len(buckets)} buckets)",
+        flush=True,
+    )
+    state = stepper.init()
+    lr = np.float32(learning_rate(config, config.warmup_steps))
+    # -- compile every bucket the timed steps visit (first call = compile + one step) -----------
+    compile_seconds = {}
+    for bucket in buckets:
+        some_split = next(s for s in splits if stepper.bucket(s) == bucket)
+        began = time.perf_counter()
+        state, metrics = stepper.function(bucket, 1)(state, np.int32(some_split), lr)
+        jax.block_until_ready(metrics)
+        compile_seconds[bucket] = time.perf_counter() - began
+        print(f"  compiled bucket {bucket}: {compile_seconds[bucket]:.1f} s", flush=True)
+    # -- the timed steps: the training path, blocking only at the end ------------------------------
+    if split:
+        step_fn = stepper.function(stepper.bucket(split), 1)
+        call = lambda state, s: step_fn(state, np.int32(split), lr)
+    else:
+        call = stepper
+    began = time.perf_counter()
+    for s in range(steps):
+        state, metrics = call(state, s)
+    jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - began
+    datasets_per_s = steps * config.batch_size / seconds
+    flops = float(np.mean([flops_per_dataset(config.model, s, rows) for s in splits]))
+    peak = peak_flops(device)
+    mfu = datasets_per_s * flops / (peak * mesh.size) if peak else None
+    info.update(
+        compile_seconds=sum(compile_seconds.values()),
+        compile_seconds_per_bucket=compile_seconds,
+        step_seconds=seconds / steps,
+        datasets_per_s=datasets_per_s,
+        model_flops_per_dataset=flops,
+        mfu=mfu,
+        peak_flops=peak,
+        final_loss=float(np.asarray(jax.device_get(metrics["loss"]))),
+    )
+    per_bucket = ", ".join(f"{b}: {t:.1f}" for b, t in compile_seconds.items())
+    print(f"  compile: {info['compile_seconds']:.1f} s in total ({per_bucket})")
+    print(f"  step: {1e3 * info['step_seconds']:.1f} ms  ->  {datasets_per_s:,.1f} datasets/s end to end")
+    mfu_text = (
+        f"{100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s x {mesh.size}" if mfu else "n/a on this backend"
+    )
+    print(f"  model FLOPs per dataset: {flops:.3g}; MFU {mfu_text}")
+    if prior:
+        info["prior_datasets_per_s"] = time_prior(config, splits[0])
+        print(
+            f"  prior alone (one device, batch {config.batch_size}): {info['prior_datasets_per_s']:,.1f} datasets/s"
+        )
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset",
+        action="append",
+        choices=sorted(train_config.PRESETS),
+        help="preset(s) to time (default: paper and small on accelerators, tiny and small on CPU)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="global datasets per step (default: per preset and backend)"
+    )
+    parser.add_argument("--steps", type=int, help="timed steps (default: 50 on accelerators, 10 on CPU)")
+    parser.add_argument(
+        "--split",
+        type=int,
+        help="fix the split position (one bucket, one compile); default: random as training",
+    )
+    parser.add_argument("--devices", type=int, help="use the first N devices (default: all)")
+    parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), help="override the attention path")
+    parser.add_argument("--no-prior", action="store_true", help="skip timing the prior alone")
+    parser.add_argument("--compilation-cache", metavar="DIR", help="JAX persistent compilation cache folder")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    backend = jax.default_backend()
+    presets = args.preset or (["tiny", "small"] if backend == "cpu" else ["paper", "small"])
+    print(f"backend {backend}: {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    if backend == "cpu" and args.split is None and args.steps is None:
+        print("CPU: splits fixed at the mean position (one compile per preset); --split changes it")
+    results = []
+    for name in presets:
+        split = args.split
+        if split is None and backend == "cpu":
+            split = train_config.preset(name).prior.n_rows // 2
+        results.append(
+            run(
+                name,
+                batch_size=args.batch_size,
+                steps=args.steps,
+                split=split,
+                devices=args.devices,
+                attention=args.attention,
+                prior=not args.no_prior,
+            )
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
