@@ -57,25 +57,25 @@ def peak_flops(device: jax.Device) -> float | None:
     return None
 
 
-def bench_config(name: str, backend: str, batch_size: int | None) -> train_config.TrainConfig:
+def bench_config(name: str, backend: str, batch_size: int | None, devices: int) -> train_config.TrainConfig:
+    """The preset at the benchmark batch, with one prior call per device (the prior's best speed)."""
     config = train_config.preset(name)
     batch = batch_size or BATCH["gpu" if backend != "cpu" else "cpu"][name]
-    prior_batch = min(config.prior_batch, batch)
-    while batch % prior_batch:
-        prior_batch -= 1
-    return config.replace(batch_size=batch, prior_batch=prior_batch, accumulation=((0, 1),))
+    if batch % devices:
+        raise ValueError(f"batch {batch} does not split over {devices} devices")
+    return config.replace(batch_size=batch, prior_batch=batch // devices, accumulation=((0, 1),))
 
 
 def time_prior(config, split: int, repeats: int = 3) -> float:
-    """Datasets/s of `priors.sample_batch` alone (one device, the whole batch in one call)."""
+    """Datasets/s of `priors.sample_batch` alone (one device, one call of `prior_batch`)."""
     import priors
 
-    sample = jax.jit(lambda key: priors.sample_batch(key, config.prior, config.batch_size, split))
+    sample = jax.jit(lambda key: priors.sample_batch(key, config.prior, config.prior_batch, split))
     jax.block_until_ready(sample(jax.random.key(0)))
     began = time.perf_counter()
     for i in range(repeats):
         jax.block_until_ready(sample(jax.random.key(i + 1)))
-    return repeats * config.batch_size / (time.perf_counter() - began)
+    return repeats * config.prior_batch / (time.perf_counter() - began)
 
 
 def run(
@@ -86,14 +86,19 @@ def run(
     split: int | None = None,
     devices: int | None = None,
     attention: str | None = None,
+    dtype: str | None = None,
     prior: bool = True,
 ) -> dict:
     mesh = make_mesh(jax.devices()[:devices] if devices else None)
     device = mesh.devices.flat[0]
     backend = device.platform
-    config = bench_config(name, backend, batch_size)
+    config = bench_config(name, backend, batch_size, mesh.size)
     if attention:
         config = config.replace(attention=attention)
+    if dtype is None and backend == "cpu":
+        dtype = "float32"  # bf16 matmuls are emulated (slow) on CPU; nobody trains that way
+    if dtype:
+        config = config.replace(model=config.model.replace(dtype=dtype))
     steps = steps or STEPS["gpu" if backend != "cpu" else "cpu"]
     stepper = TrainStep(config, mesh)
     rows = stepper.shapes.rows
@@ -192,6 +197,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--devices", type=int, help="use the first N devices (default: all)")
     parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), help="override the attention path")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        help="compute dtype (default: the preset's; float32 on CPU)",
+    )
     parser.add_argument("--no-prior", action="store_true", help="skip timing the prior alone")
     parser.add_argument("--compilation-cache", metavar="DIR", help="JAX persistent compilation cache folder")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -216,6 +226,7 @@ def main(argv=None) -> int:
                 split=split,
                 devices=args.devices,
                 attention=args.attention,
+                dtype=args.dtype,
                 prior=not args.no_prior,
             )
         )

@@ -40,7 +40,8 @@ class TrainConfig:
     seed: int = 0  # every random draw (init, tasks, splits) derives from it
     # -- batch -----------------------------------------------------------------------------------
     batch_size: int = 8  # datasets per micro-batch, over all devices and hosts together
-    prior_batch: int = 8  # datasets per `priors.sample_batch` call; batch_size is a multiple
+    prior_batch: int = 8  # datasets per `priors.sample_batch` call (fixed, so that the tasks do not
+    # depend on the device count); batch_size / prior_batch must be a multiple of the devices
     accumulation: tuple[tuple[int, int], ...] = ((0, 1),)  # (first step, micro-batches per step)
     # -- optimiser: AdamW, global-norm clipping, linear warm-up then cosine decay to a floor -------
     learning_rate: float = 3e-5  # peak learning rate
@@ -266,7 +267,8 @@ def small() -> TrainConfig:
     30,000 steps = 15.4 M datasets; at the ~5,000 datasets/s targeted end to end on one H100 that is
     about 50 minutes (`--steps` shortens the schedule to fit a budget; `--time-limit` stops cleanly
     at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
-    reference's 3e-5, and a large batch needs fewer, larger steps.
+    reference's 3e-5, and a large batch needs fewer, larger steps. `prior_batch` 512 draws the
+    whole batch in one prior call (its best GPU throughput); on n devices set it to 512 / n.
     """
     import priors
 
@@ -275,7 +277,7 @@ def small() -> TrainConfig:
         prior=priors.preset("paper"),
         steps=30_000,
         batch_size=512,
-        prior_batch=64,
+        prior_batch=512,
         learning_rate=3e-4,
         warmup_steps=500,
         min_learning_rate=1e-6,
@@ -289,10 +291,12 @@ def paper() -> TrainConfig:
     lr 3e-5 (betas 0.9/0.999, no weight decay, clip 1.0), warm-up then cosine to 1e-8, batch 8
     growing to 64 by gradient accumulation (x2 at 12.5%, 25% and 50% of the steps).
 
-    `mothernet-jax train --preset paper --workdir runs/paper`: 2 M steps, ~105 M datasets. The
-    reference needed ~60 GPU-days for 262 M; at the 1,300 datasets/s targeted on one H100 this is
-    about 22 hours (multi-GPU and multi-host: run the same command on every host with
-    `--distributed`; `batch_size` stays global).
+    `mothernet-jax train --preset paper --workdir runs/paper`: 2 M steps, 86 M datasets (the
+    reference drew 262 M in ~60 GPU-days). On one H100 expect days, not hours: micro-batches of 8
+    leave the GPU mostly idle (`python -m mothernet_jax.benchmarks.train --preset paper --batch-size 8`
+    measures it); for throughput raise `batch_size` and shorten `steps` to the same datasets.
+    Several GPUs or hosts: the same command on every host with `--distributed`; `batch_size` is
+    global and `batch_size / prior_batch` must be a multiple of the device count.
     """
     import priors
 

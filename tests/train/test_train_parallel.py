@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from train_helpers import assert_trees_close, free_port, make_config, start_python
 
-from mothernet_jax.train import PmapTrainStep, TrainConfig, make_mesh, train
+from mothernet_jax.train import PmapTrainStep, make_mesh, train
 
 STEPS = 3
 
@@ -41,15 +41,19 @@ import numpy as np
 from mothernet_jax.train import TrainConfig, initialize_distributed, train
 import jax
 
-port, process, config_path, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, process, config_path, workdir, out = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 initialize_distributed(f"localhost:{port}", num_processes=2, process_id=process)
 assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
-result = train(TrainConfig.from_json(open(config_path).read()), None, progress=False)
-np.savez(out, *jax.tree.leaves(result.params), losses=np.asarray(result.losses))
+config = TrainConfig.from_json(open(config_path).read())
+first = train(config, workdir, stop_at=2, progress=False)  # both processes checkpoint together
+result = train(config, workdir, progress=False)  # and resume together
+assert (first.step, result.first_step, result.step) == (2, 2, config.steps)
+np.savez(out, *jax.tree.leaves(result.params), losses=np.asarray(first.losses + result.losses))
 """
 
 
 def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
+    """The two processes also checkpoint after 2 steps and resume from it (orbax across hosts)."""
     config = make_config(steps=STEPS)
     config_path = tmp_path / "config.json"
     config_path.write_text(config.to_json())
@@ -60,6 +64,7 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
             port,
             str(i),
             str(config_path),
+            str(tmp_path / "run"),
             str(tmp_path / f"params{i}.npz"),
             device_count=2,
             log=tmp_path / f"process{i}.log",
@@ -75,4 +80,4 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
         np.testing.assert_array_equal(a, b)  # every process holds the same parameters
     np.testing.assert_allclose(results[0]["losses"], four.losses, rtol=1e-5)
     assert_trees_close(leaves[0], jax.tree.leaves(four.params), atol=1e-5)
-    assert isinstance(TrainConfig.from_json(config_path.read_text()), TrainConfig)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "3"]
