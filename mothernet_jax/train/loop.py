@@ -69,9 +69,9 @@ def host_values(tree):
     def get(leaf):
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return np.asarray(leaf.addressable_data(0))
-        return np.asarray(leaf)
+        return leaf
 
-    return jax.tree.map(get, tree)
+    return jax.device_get(jax.tree.map(get, tree))
 
 
 def train(

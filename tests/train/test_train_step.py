@@ -86,3 +86,37 @@ def test_the_step_compiles_once_per_split_bucket():
         assert np.isfinite(float(metrics["loss"]))
     assert int(state.step) == config.steps
     assert stepper.traces == {(128, 1): 1, (256, 1): 1}
+
+
+def _same_tasks(key, prior, batch_size, split):
+    """A sampler that ignores its key: every call returns the same tasks."""
+    del key, split
+    kx, kw = jax.random.split(jax.random.key(42))
+    x = jax.random.normal(kx, (batch_size, 128, 10))
+    y = jnp.argmax(x @ jax.random.normal(kw, (10, 3)), axis=-1).astype(jnp.int32)
+    return priors.Task(
+        x=x,
+        y=y,
+        valid=jnp.arange(batch_size) != 1,  # one invalid dataset per call
+        n_features=jnp.full((batch_size,), 10),
+        n_classes=jnp.full((batch_size,), 3),
+        categorical=jnp.zeros((batch_size, 10), bool),
+    )
+
+
+def test_gradient_accumulation_averages_over_the_micro_batches():
+    """Two micro-batches of the same 4 tasks give the step of one micro-batch of them."""
+    mesh = make_mesh(jax.devices()[:1])
+    results = []
+    for micro_batches in (1, 2):
+        config = make_config(batch_size=4, prior_batch=4, accumulation=((0, micro_batches),), warmup_steps=0)
+        stepper = TrainStep(config, mesh, sample_fn=_same_tasks)
+        state = stepper.init()
+        for step in range(2):
+            state, metrics = stepper(state, step)
+        assert stepper.traces == {(128, micro_batches): 1}
+        assert float(metrics["valid_fraction"]) == pytest.approx(0.75)
+        results.append((float(metrics["loss"]), jax.device_get(state.params)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
