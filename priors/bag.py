@@ -63,12 +63,13 @@ def _draw(key: jax.Array, config: PriorConfig) -> _Draw:
 def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorConfig) -> Task:
     """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run` and
     `run_gp` are shared by a group (unbatched under vmap)."""
-    k_causes, k_nodes, k_network, k_gp, k_adapt = rng.split(draw.stream, 5)
+    k_causes, k_nodes, k_layers, k_network, k_gp, k_adapt = rng.split(draw.stream, 6)
     hyper = draw.hyper
     rows, f_max = config.n_rows, config.max_features
 
     def network():
         causes = mlp.sample_causes(k_causes, hyper, config)
+        layers = mlp.sample_layers(k_layers, hyper, config)
         nodes = lax.cond(
             hyper.is_causal,
             lambda: mlp.select_nodes(k_nodes, hyper, config),
@@ -77,7 +78,7 @@ def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorCon
 
         def at_width(width):
             return lambda: mlp.run_network(
-                k_network, hyper, causes, nodes, config, width=width, n_blocks_run=n_blocks_run
+                k_network, hyper, layers, causes, nodes, config, width=width, n_blocks_run=n_blocks_run
             )
 
         def nothing():

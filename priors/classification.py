@@ -210,19 +210,21 @@ def adapt(
     x = jnp.where(raw_ok, x, 0.0)
     y = jnp.where(raw_ok, y, 0.0)
 
+    # Classes first: they depend on y alone (its standardisation is monotone, so ranks are taken on
+    # the raw values), and so does the arrangement; the rows are then arranged while x is still a
+    # materialised input (a gather fused with the steps below would recompute them per row).
+    classes = _assign_classes(k_classes, y, config)
+    train, compatible = _compatible_arrangement(k_arrange, classes, split, config)
+    order = _arrange(train)
+    x, classes = x[order], classes[order]
+
     if config.missing_values:
         x = missing.inject(k_missing, x, n_features, config)
         injected = jnp.isnan(x)
     x, categorical = _categorical(k_categorical, x, n_features, config)
     x = _remove_outliers(x, categorical, config.outlier_sigma)
     x = _standardise(x)
-    classes = _assign_classes(k_classes, _standardise(y[:, None])[:, 0], config)
-    x = x * (f_max / n_features.astype(jnp.float32))
-    x = jnp.where(used, x, 0.0)
-
-    train, compatible = _compatible_arrangement(k_arrange, classes, split, config)
-    order = _arrange(train)
-    x, classes = x[order], classes[order]
+    x = jnp.where(used, x * (f_max / n_features.astype(jnp.float32)), 0.0)
 
     present = jnp.any(classes[:, None] == jnp.arange(config.max_classes)[None, :], axis=0)
     rank = jnp.cumsum(present) - 1
@@ -230,7 +232,7 @@ def adapt(
     shift = rng.randint(k_shift, 0, n_classes)
     labels = ((rank[classes] + shift) % n_classes).astype(jnp.int32)
 
-    finite = jnp.isfinite(x) | injected[order] if config.missing_values else jnp.isfinite(x)
+    finite = jnp.isfinite(x) | injected if config.missing_values else jnp.isfinite(x)
     finite = jnp.all(finite)
     x = jnp.where(finite, x, 0.0)
     valid = raw_ok & finite & compatible

@@ -100,24 +100,28 @@ def causes_width(config: PriorConfig) -> int:
 
 
 def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> jax.Array:
-    """The causes, (n_rows, causes_width) float32, zero beyond `n_causes`; generated at the smallest
+    """The causes, (n_rows, causes_width) float32, zero beyond `n_causes`; drawn at the smallest
     quarter of the padded width that holds them."""
     rows, padded = config.n_rows, causes_width(config)
     k_mean, k_std, k_rows = rng.split(stream, 3)
     mean = rng.normal(k_mean, (padded,))
     std = jnp.abs(rng.normal(k_std, (padded,)) * mean)
+    mean, std = (jnp.where(jnp.arange(padded) < hyper.n_causes, v, 0.0) for v in (mean, std))
     buckets = sorted({math.ceil(padded * q / 4) for q in (1, 2, 3, 4)})
 
-    def generate(width):
-        def branch():
+    def draw(width):
+        def branch(mean, std):
             causes = mean[:width] + std[:width] * rng.normal(k_rows, (rows, width))
-            causes = jnp.where(jnp.arange(width) < hyper.n_causes, causes, 0.0)
-            return jnp.pad(causes, ((0, 0), (0, padded - width)))
+            if width == padded:
+                return causes
+            # widen by a product with [I 0]: XLA's CPU backend pads or concatenates a freshly
+            # drawn array several times slower (it recomputes the draw inside the copy)
+            return causes @ jnp.eye(width, padded, dtype=jnp.float32)
 
         return branch
 
     index = jnp.searchsorted(jnp.asarray(buckets), hyper.n_causes, side="left")
-    return lax.switch(index, [generate(width) for width in buckets])
+    return lax.switch(index, [draw(width) for width in buckets], mean, std)
 
 
 def select_nodes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> tuple[jax.Array, jax.Array]:
@@ -154,12 +158,45 @@ def _activate(h: jax.Array, activation: jax.Array) -> jax.Array:
     return lax.switch(activation, (jnp.tanh, lambda v: v, jax.nn.relu), h)
 
 
-def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, fan_in=None):
+class Layers(NamedTuple):
+    """Per-layer draws of a network at `max_hidden` width, made outside the width switch and passed
+    in: XLA would otherwise fuse a small random vector into every element of the (rows, width)
+    array it is broadcast into and recompute it per row. Row 0 is the first layer, rows
+    1..max_blocks the hidden blocks, the last row the output layer of a non-causal network."""
+
+    bias: jax.Array  # (max_blocks + 2, max_hidden) float32, zero beyond the layer's outputs
+    noise_scale: jax.Array  # (max_blocks + 2, max_hidden) float32 (row 0 unused: no noise there)
+    diagonal_blocks: jax.Array  # (max_blocks + 2,) int32: blocks of block-wise dropout
+    shift: jax.Array  # int32: feature rotation of a non-causal network
+
+
+def sample_layers(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> Layers:
+    k_bias, k_scale, k_blocks, k_shift = rng.split(stream, 4)
+    n_layers, width = config.max_blocks + 2, config.max_hidden
+    layer = jnp.arange(n_layers)[:, None]
+    unit = jnp.arange(width)[None, :]
+    fan_in = jnp.where(layer == 0, hyper.n_causes, hyper.hidden).astype(jnp.float32)
+    fan_out = jnp.where(layer == n_layers - 1, 1, hyper.hidden)
+    outputs = unit < fan_out
+    bias = rng.uniform(k_bias, (n_layers, width), -1.0, 1.0) * lax.rsqrt(fan_in)
+    per_unit = jnp.abs(rng.normal(k_scale, (n_layers, width))) * hyper.noise_std
+    noise_scale = jnp.where(hyper.pre_sample_weights, per_unit, hyper.noise_std)
+    smaller = jnp.minimum(fan_in[:, 0], fan_out[:, 0].astype(jnp.float32))
+    diagonal_blocks = rng.randint(k_blocks, 1, jnp.ceil(jnp.sqrt(smaller)).astype(jnp.int32) + 1, (n_layers,))
+    return Layers(
+        bias=jnp.where(outputs, bias, 0.0),
+        noise_scale=jnp.where(outputs & (layer > 0), noise_scale, 0.0),
+        diagonal_blocks=diagonal_blocks,
+        shift=jnp.where(hyper.is_causal, 0, rng.randint(k_shift, 0, hyper.n_features)),
+    )
+
+
+def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, n_diagonal, fan_in=None):
     """Weights in (fan_in, fan_out) layout (torch's transposed), zero outside [:n_in, :n_out].
 
     `fan_in` (shape[0],) optionally renames the rows: row i holds what row fan_in[i] would (its
     random values and its place in the dropout blocks), a row permutation without a gather."""
-    k_normal, k_keep, k_blocks = rng.split(stream, 3)
+    k_normal, k_keep = rng.split(stream, 2)
     if fan_in is None:
         fan_in = lax.broadcasted_iota(jnp.int32, shape, 0)
     else:
@@ -171,11 +208,9 @@ def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, d
     keep_elementwise = rng.uniform_at(k_keep, counter) < 1.0 - p
     std_elementwise = hyper.init_std / (1.0 - jnp.sqrt(p))
     # block-wise dropout: n diagonal blocks of (out // n) x (in // n)
-    smaller = jnp.minimum(n_in, n_out).astype(jnp.float32)
-    n_blocks = rng.randint(k_blocks, 1, jnp.ceil(jnp.sqrt(smaller)).astype(jnp.int32) + 1)
-    block_out, block_in = n_out // n_blocks, n_in // n_blocks
-    keep_blockwise = (fan_out // block_out == fan_in // block_in) & (fan_out < n_blocks * block_out)
-    kept = (n_blocks * block_out * block_in).astype(jnp.float32) / (n_out * n_in).astype(jnp.float32)
+    block_out, block_in = n_out // n_diagonal, n_in // n_diagonal
+    keep_blockwise = (fan_out // block_out == fan_in // block_in) & (fan_out < n_diagonal * block_out)
+    kept = (n_diagonal * block_out * block_in).astype(jnp.float32) / (n_out * n_in).astype(jnp.float32)
     std_blockwise = hyper.init_std * lax.rsqrt(kept)
     keep = jnp.where(hyper.block_wise_dropout, keep_blockwise, keep_elementwise)
     std = jnp.where(hyper.block_wise_dropout, std_blockwise, std_elementwise)
@@ -183,20 +218,10 @@ def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, d
     return jnp.where(keep, rng.normal_at(k_normal, counter) * std, 0.0)
 
 
-def _bias(stream, width: int, n_in, n_out) -> jax.Array:
-    bias = rng.uniform(stream, (width,), -1.0, 1.0) * lax.rsqrt(n_in.astype(jnp.float32))
-    return jnp.where(jnp.arange(width) < n_out, bias, 0.0)
-
-
-def _noise_scale(stream, hyper: MLPHyper, width: int, n_out) -> jax.Array:
-    per_unit = jnp.abs(rng.normal(stream, (width,))) * hyper.noise_std
-    scale = jnp.where(hyper.pre_sample_weights, per_unit, hyper.noise_std)
-    return jnp.where(jnp.arange(width) < n_out, scale, 0.0)
-
-
 def run_network(
     stream: jax.Array,
     hyper: MLPHyper,
+    layers: Layers,
     causes: jax.Array,
     nodes: tuple[jax.Array, jax.Array],
     config: PriorConfig,
@@ -209,30 +234,35 @@ def run_network(
     Returns (read, y_out): read (n_rows, max_features + 1), the values of the `nodes` of a causal
     network (slot 0: y); y_out (n_rows,), the output of a non-causal network.
     """
-    rows, f_max = config.n_rows, config.max_features
-    k_w0, k_b0, k_blocks, k_out, k_rotate = rng.split(stream, 5)
+    rows, f_max, n_layers = config.n_rows, config.max_features, config.max_blocks + 2
+    k_first, k_blocks, k_noise, k_out = rng.split(stream, 4)
     hidden, f = hyper.hidden, hyper.n_features
+    bias, noise_scale = layers.bias[:, :width], layers.noise_scale[:, :width]
     # non-causal: x = the causes rotated by `shift`, i.e. the network reads column j as input j + shift
     slot = jnp.arange(causes.shape[1])
-    shift = jnp.where(hyper.is_causal, 0, rng.randint(k_rotate, 0, f))
-    fan_in = jnp.where(slot < f, (slot + shift) % jnp.maximum(f, 1), slot)
-    w0 = _weights(k_w0, hyper, config, (causes.shape[1], width), hyper.n_causes, hidden, jnp.float32(0.0), fan_in)
-    h = causes @ w0 + _bias(k_b0, width, hyper.n_causes, hidden)
+    fan_in = jnp.where(slot < f, (slot + layers.shift) % jnp.maximum(f, 1), slot)
+    w0 = _weights(
+        k_first, hyper, config, (causes.shape[1], width), hyper.n_causes, hidden, jnp.float32(0.0),
+        layers.diagonal_blocks[0], fan_in,
+    )
+    h = causes @ w0 + bias[0]
     node_layer, node_unit = nodes
 
-    def block(layer, h):
-        k_w, k_b, k_scale, k_noise = rng.split(rng.fold(k_blocks, layer), 4)
-        w = _weights(k_w, hyper, config, (width, width), hidden, hidden, hyper.dropout)
-        noise = rng.normal(k_noise, (rows, width)) * _noise_scale(k_scale, hyper, width, hidden)
-        return _activate(h, hyper.activation) @ w + _bias(k_b, width, hidden, hidden) + noise
+    def block(layer, h, bias, noise_scale):
+        w = _weights(
+            rng.fold(k_blocks, layer), hyper, config, (width, width), hidden, hidden, hyper.dropout,
+            layers.diagonal_blocks[1 + layer],
+        )
+        noise = rng.normal(rng.fold(k_noise, layer), (rows, width)) * noise_scale
+        return _activate(h, hyper.activation) @ w + bias + noise
 
-    # Blocks unrolled, each under a cond: XLA's CPU backend runs this body about 2.5x slower inside
-    # a while loop (fori_loop with a dynamic bound). Nodes are read from the cond's output, a
-    # materialised buffer (a gather fused with its producer would recompute it).
+    # Blocks unrolled, each under a cond: XLA's CPU backend runs this body much slower inside a
+    # while loop. Nodes are read from the cond's output, a materialised buffer (a gather fused with
+    # its producer would recompute it).
     read = jnp.zeros((rows, f_max + 1), jnp.float32)
     for layer in range(config.max_blocks):
         active = layer < jnp.minimum(n_blocks_run, hyper.n_blocks)
-        h = lax.cond(active, block, lambda _, h: h, layer, h)
+        h = lax.cond(active, block, lambda _, h, *__: h, layer, h, bias[1 + layer], noise_scale[1 + layer])
         read = lax.cond(
             active & hyper.is_causal,
             lambda h, read, layer=layer: jnp.where(node_layer == layer, jnp.take(h, node_unit, axis=1), read),
@@ -241,14 +271,22 @@ def run_network(
             read,
         )
 
-    def output_layer():
-        k_w, k_b, k_scale, k_noise = rng.split(k_out, 4)
+    def output_layer(h, bias, noise_scale):
         one = jnp.int32(1)
-        w_out = _weights(k_w, hyper, config, (width, 1), hidden, one, hyper.dropout)
-        noise = rng.normal(k_noise, (rows,)) * _noise_scale(k_scale, hyper, 1, one)
-        return (_activate(h, hyper.activation) @ w_out)[:, 0] + _bias(k_b, 1, hidden, one) + noise
+        w_out = _weights(
+            k_out, hyper, config, (width, 1), hidden, one, hyper.dropout, layers.diagonal_blocks[-1]
+        )
+        noise = rng.normal(rng.fold(k_noise, n_layers), (rows,)) * noise_scale
+        return (_activate(h, hyper.activation) @ w_out)[:, 0] + bias + noise
 
-    y_out = lax.cond(hyper.is_causal, lambda: jnp.zeros((rows,), jnp.float32), output_layer)
+    y_out = lax.cond(
+        hyper.is_causal,
+        lambda *_: jnp.zeros((rows,), jnp.float32),
+        output_layer,
+        h,
+        layers.bias[-1, 0],
+        layers.noise_scale[-1, 0],
+    )
     return read, y_out
 
 
