@@ -17,6 +17,7 @@ examples:
   mothernet-jax train --preset tiny --workdir runs/tiny --steps 2000 --set learning_rate=3e-4
   mothernet-jax train --preset small --workdir runs/small --time-limit 3300 --export small.msgpack
   mothernet-jax train --workdir runs/small            # resume with the saved config
+  mothernet-jax train --config runs/small/config.json --workdir runs/small2 --set seed=1
 
 Rerunning a command resumes from the latest checkpoint in the work directory. The work directory
 holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
@@ -49,6 +50,11 @@ def add_train(subparsers) -> None:
         choices=sorted(PRESETS),
         help="the training recipe to start from: tiny (CPU), small (the shipped model, one GPU), "
         "paper (the reference). Optional when resuming: the saved config is used.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="start from a TrainConfig JSON file instead of a preset (e.g. another run's config.json)",
     )
     parser.add_argument(
         "--workdir", required=True, help="directory for checkpoints, config.json and metrics.jsonl"
@@ -105,15 +111,23 @@ def add_train(subparsers) -> None:
 
 def train_config(args: argparse.Namespace):
     """The TrainConfig a `train` command line asks for."""
-    from mothernet_jax.train.checkpoint import latest_config
-    from mothernet_jax.train.config import preset
+    from pathlib import Path
 
+    from mothernet_jax.train.checkpoint import latest_config
+    from mothernet_jax.train.config import TrainConfig, preset
+
+    if args.preset is not None and args.config is not None:
+        raise SystemExit("mothernet-jax train: give --preset or --config, not both")
     if args.preset is not None:
         config = preset(args.preset)
+    elif args.config is not None:
+        config = TrainConfig.from_json(Path(args.config).read_text())
     else:
         config = latest_config(args.workdir)
         if config is None:
-            raise SystemExit(f"mothernet-jax train: {args.workdir} holds no checkpoint; give --preset")
+            raise SystemExit(
+                f"mothernet-jax train: {args.workdir} holds no checkpoint; give --preset or --config"
+            )
     if args.steps is not None:
         config = config.replace(steps=args.steps)
     if args.init_weights is not None:

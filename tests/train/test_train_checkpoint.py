@@ -19,7 +19,6 @@ from train_helpers import (
 )
 
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics, train
-from mothernet_jax.train import config as train_config
 from mothernet_jax.train.loop import _StopSignals
 
 
@@ -103,8 +102,9 @@ sys.exit(main(sys.argv[1:]))
 
 def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable(tmp_path):
     workdir = tmp_path / "run"
-    args = ["train", "--preset", "tiny", "--workdir", str(workdir), "--steps", "400", "--no-progress"]
-    args += ["--set", "checkpoint_every=5", "--set", "log_every=5"]
+    config = make_config(steps=400, checkpoint_every=5, log_every=5)
+    (tmp_path / "config.json").write_text(config.to_json())
+    args = ["train", "--config", str(tmp_path / "config.json"), "--workdir", str(workdir), "--no-progress"]
     # 1. SIGTERM once the first checkpoint is written: a checkpoint, a message, exit code 0
     process = start_python(CLI, *args, log=tmp_path / "sigterm.log")
     wait_for(lambda: committed_steps(workdir), 600, "the first checkpoint", process)
@@ -123,7 +123,6 @@ def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable
     process.wait(timeout=60)
     assert temporary_checkpoints(workdir) and max(committed_steps(workdir)) == stopped
     # 3. the last committed checkpoint resumes, and training continues exactly as without stops
-    config = train_config.tiny().replace(steps=400, checkpoint_every=5, log_every=5)
     end = stopped + 3
     resumed = train(config, workdir, stop_at=end, progress=False)
     assert (resumed.first_step, resumed.step) == (stopped, end)

@@ -124,3 +124,7 @@ def test_cli_resolves_preset_steps_and_overrides(tmp_path, capsys):
     )
     with pytest.raises(SystemExit, match="give --preset"):
         cli.main(["train", "--workdir", str(tmp_path / "empty"), "--print-config"])
+    saved = tmp_path / "config.json"
+    saved.write_text(config.to_json())
+    assert cli.main(["train", "--config", str(saved), "--workdir", str(tmp_path), "--print-config"]) == 0
+    assert TrainConfig.from_json(capsys.readouterr().out) == config
