@@ -45,6 +45,9 @@ _SUBMODULES = (
     "benchmarks",
     "pretrained",
     "classifier",
+    "ensemble",
+    "preprocessing",
+    "demo",
 )
 
 __all__ = sorted(_EXPORTS)
