@@ -120,14 +120,19 @@ def _group(draws: _Draw, split, config: PriorConfig) -> Task:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def sample_task(key: jax.Array, config: PriorConfig, split) -> Task:
     """One dataset from the prior bag. `split` (int, may be traced): rows < split are training rows.
 
     Returns a `Task` with x: (n_rows, max_features), y: (n_rows,), scalar valid / n_features /
-    n_classes, categorical: (max_features,).
+    n_classes, categorical: (max_features,). Jitted, static in `config` (a Python int or an int32
+    array for `split` share one compilation).
     """
-    return _alone(_draw(key, config), jnp.asarray(split, jnp.int32), config)
+    return _sample_task(key, config, jnp.asarray(split, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _sample_task(key, config, split):
+    return _alone(_draw(key, config), split, config)
 
 
 def default_group_size(batch_size: int) -> int:
@@ -137,22 +142,29 @@ def default_group_size(batch_size: int) -> int:
     return min(batch_size, max(8, batch_size // 8))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size"))
 def sample_batch(
     key: jax.Array, config: PriorConfig, batch_size: int, split, group_size: int | None = None
 ) -> Task:
     """`batch_size` independent datasets from the prior bag: a `Task` with a leading batch axis.
 
     `split`: int or (batch_size,) ints, may be traced: rows < split are the training rows.
-    `group_size` (static): datasets whose networks run together; default `default_group_size`.
+    `group_size`: datasets whose networks run together; default `default_group_size`. Jitted, static
+    in `config`, `batch_size` and `group_size`: one compilation per configuration (a Python int or
+    an int32 array for `split` share it).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    group = group_size or default_group_size(batch_size)
+    group_size = group_size or default_group_size(batch_size)
+    return _sample_batch(key, config, batch_size, jnp.asarray(split, jnp.int32), group_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size"))
+def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: int) -> Task:
+    group = group_size
     n_groups = -(-batch_size // group)
     total = n_groups * group
     draws = jax.vmap(functools.partial(_draw, config=config))(jax.random.split(key, total))
-    split = jnp.broadcast_to(jnp.asarray(split, jnp.int32), (batch_size,))
+    split = jnp.broadcast_to(split, (batch_size,))
     split = jnp.concatenate([split, jnp.full((total - batch_size,), config.n_rows // 2, jnp.int32)])
 
     if group == 1:

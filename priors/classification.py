@@ -50,7 +50,7 @@ def _masked_mean_std(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Arra
     """Column mean and unbiased std over the rows where mask holds (torch_masked_mean / _std), in one
     pass over moments shifted by a row of the data (stable when |mean| >> std)."""
     shift = jnp.where(jnp.isnan(x[0]), 0.0, x[0])
-    d = jnp.where(mask, x - shift, 0.0)
+    d = jnp.where(mask, x - shift[None, :], 0.0)
     count = jnp.sum(mask, axis=0).astype(jnp.float32)
     total = jnp.sum(d, axis=0)
     mean_d = total / count
@@ -92,7 +92,8 @@ def _categorical(stream, x, n_features, config: PriorConfig):
     chosen = has_categorical & (columns < n_features) & rng.bernoulli(streams[5], p, (f_max,))
 
     def encode(x):
-        levels = jnp.round(rng.gamma(streams[2], 1.0, (f_max,)) * config.category_levels_scale)
+        # Gamma(1, scale) is exponential
+        levels = jnp.round(-jnp.log1p(-rng.uniform(streams[2], (f_max,))) * config.category_levels_scale)
         levels = jnp.maximum(levels, 2.0)
         many = jnp.round(rng.uniform(streams[3], (f_max,), 2.0, levels))
         two = rng.bernoulli(streams[4], config.category_two_levels_probability, (f_max,))
@@ -109,28 +110,28 @@ def _categorical(stream, x, n_features, config: PriorConfig):
             rng.split(streams[7], f_max), n_codes
         )
         keep_order = rng.bernoulli(streams[8], config.category_ordered_probability, (f_max,))
-        code = jnp.where(keep_order, code, jnp.take_along_axis(perms, code, axis=0))
+        code = jnp.where(keep_order[None, :], code, jnp.take_along_axis(perms, code, axis=0))
         reverse = rng.bernoulli(streams[9], config.category_reversed_probability, (f_max,))
-        code = jnp.where(reverse, n_codes - 1 - code, code)
-        return jnp.where(chosen, code.astype(jnp.float32), x)
+        code = jnp.where(reverse[None, :], n_codes[None, :] - 1 - code, code)
+        return jnp.where(chosen[None, :], code.astype(jnp.float32), x)
 
     return lax.cond(jnp.any(chosen), encode, lambda x: x, x), chosen
 
 
 def _remove_outliers(x, categorical, sigma):
     mean, std = _masked_mean_std(x, ~jnp.isnan(x))
-    lower, upper = mean - sigma * std, mean + sigma * std
+    lower, upper = (mean - sigma * std)[None, :], (mean + sigma * std)[None, :]
     kept = (x <= upper) & (x >= lower)
     mean, std = _masked_mean_std(x, kept)
-    lower, upper = mean - sigma * std, mean + sigma * std
+    lower, upper = (mean - sigma * std)[None, :], (mean + sigma * std)[None, :]
     soft = jnp.log1p(jnp.abs(x))
     clipped = jnp.minimum(soft + upper, jnp.maximum(lower - soft, x))
-    return jnp.where(categorical, x, clipped)
+    return jnp.where(categorical[None, :], x, clipped)
 
 
 def _standardise(x):
     mean, std = _masked_mean_std(x, ~jnp.isnan(x))
-    return jnp.clip((x - mean) / (std + _STD_EPS), -_CLIP, _CLIP)
+    return jnp.clip((x - mean[None, :]) / (std[None, :] + _STD_EPS), -_CLIP, _CLIP)
 
 
 def _assign_classes(stream, y, config: PriorConfig):

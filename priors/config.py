@@ -78,7 +78,7 @@ class PriorConfig:
     max_category_levels: int = 64  # levels of a categorical column; clips 0.01% of columns
     # Static widths the MLP is computed at (each network runs at the smallest one that holds it);
     # a speed setting, not part of the distribution. The last must equal max_hidden.
-    width_buckets: tuple[int, ...] = (32, 64, 96, 128, 160, 192, 256)
+    width_buckets: tuple[int, ...] = (32, 64, 128, 192, 256)
 
     # -- prior bag -------------------------------------------------------------------------------
     gp_probability: float = 0.039  # MLP/SCM prior otherwise (0.961)

@@ -50,7 +50,7 @@ def inject(stream: jax.Array, x: jax.Array, n_features: jax.Array, config: Prior
     active = rng.bernoulli(streams[0], 0.5)
 
     def apply(x, mask, value_stream):
-        return jnp.where(mask & used, _missing_value(value_stream, config), x)
+        return jnp.where(mask & used[None, :], _missing_value(value_stream, config), x)
 
     no_reason = active & rng.bernoulli(streams[1], config.nan_prob_no_reason)
     x = apply(x, no_reason & _for_no_reason(streams[2], x.shape, config), streams[3])

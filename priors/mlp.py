@@ -39,6 +39,8 @@ from priors import distributions as D
 from priors import rng
 from priors.config import PriorConfig
 
+TANH, IDENTITY, RELU = 0, 1, 2  # the reference's order of activations
+
 
 class MLPHyper(NamedTuple):
     """Per-dataset hyperparameters of one MLP/SCM network (all scalars)."""
@@ -111,7 +113,7 @@ def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> ja
 
     def draw(width):
         def branch(mean, std):
-            causes = mean[:width] + std[:width] * rng.normal(k_rows, (rows, width))
+            causes = mean[None, :width] + std[None, :width] * rng.normal(k_rows, (rows, width))
             if width == padded:
                 return causes
             # widen by a product with [I 0]: XLA's CPU backend pads or concatenates a freshly
@@ -155,40 +157,23 @@ def select_nodes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> tup
 
 
 def _activate(h: jax.Array, activation: jax.Array) -> jax.Array:
-    return lax.switch(activation, (jnp.tanh, lambda v: v, jax.nn.relu), h)
+    h = jnp.where(activation == RELU, jax.nn.relu(h), h)
+    return lax.cond(activation == TANH, jnp.tanh, lambda v: v, h)  # skips the tanh where not drawn
 
 
 class Layers(NamedTuple):
-    """Per-layer draws of a network at `max_hidden` width, made outside the width switch and passed
-    in: XLA would otherwise fuse a small random vector into every element of the (rows, width)
-    array it is broadcast into and recompute it per row. Row 0 is the first layer, rows
-    1..max_blocks the hidden blocks, the last row the output layer of a non-causal network."""
+    """What a network draws outside its width switch, at `max_hidden` width: the first and the
+    output layer, and per-layer vectors. Made once instead of once per width bucket (compile time),
+    and passed in materialised: XLA would otherwise fuse a small random vector into every element
+    of the (rows, width) array it is broadcast into and recompute it per row. Rows of `bias` and
+    `noise_scale`: 0 the first layer, 1..max_blocks the hidden blocks, the last the output layer."""
 
-    bias: jax.Array  # (max_blocks + 2, max_hidden) float32, zero beyond the layer's outputs
-    noise_scale: jax.Array  # (max_blocks + 2, max_hidden) float32 (row 0 unused: no noise there)
-    diagonal_blocks: jax.Array  # (max_blocks + 2,) int32: blocks of block-wise dropout
-    shift: jax.Array  # int32: feature rotation of a non-causal network
-
-
-def sample_layers(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> Layers:
-    k_bias, k_scale, k_blocks, k_shift = rng.split(stream, 4)
-    n_layers, width = config.max_blocks + 2, config.max_hidden
-    layer = jnp.arange(n_layers)[:, None]
-    unit = jnp.arange(width)[None, :]
-    fan_in = jnp.where(layer == 0, hyper.n_causes, hyper.hidden).astype(jnp.float32)
-    fan_out = jnp.where(layer == n_layers - 1, 1, hyper.hidden)
-    outputs = unit < fan_out
-    bias = rng.uniform(k_bias, (n_layers, width), -1.0, 1.0) * lax.rsqrt(fan_in)
-    per_unit = jnp.abs(rng.normal(k_scale, (n_layers, width))) * hyper.noise_std
-    noise_scale = jnp.where(hyper.pre_sample_weights, per_unit, hyper.noise_std)
-    smaller = jnp.minimum(fan_in[:, 0], fan_out[:, 0].astype(jnp.float32))
-    diagonal_blocks = rng.randint(k_blocks, 1, jnp.ceil(jnp.sqrt(smaller)).astype(jnp.int32) + 1, (n_layers,))
-    return Layers(
-        bias=jnp.where(outputs, bias, 0.0),
-        noise_scale=jnp.where(outputs & (layer > 0), noise_scale, 0.0),
-        diagonal_blocks=diagonal_blocks,
-        shift=jnp.where(hyper.is_causal, 0, rng.randint(k_shift, 0, hyper.n_features)),
-    )
+    first: jax.Array  # (causes_width, max_hidden): weights of Linear(C -> H), rows rotated (see below)
+    bias: jax.Array  # (max_blocks + 2, max_hidden), zero beyond the layer's outputs
+    noise_scale: jax.Array  # (max_blocks + 2, max_hidden) (row 0 unused: no noise after the first layer)
+    diagonal_blocks: jax.Array  # (max_blocks + 2,) int32: blocks of block-wise dropout per layer
+    output: jax.Array  # (max_hidden,): weights of the output Linear(H -> 1) of a non-causal network
+    output_noise: jax.Array  # (n_rows,): its noise
 
 
 def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, n_diagonal, fan_in=None):
@@ -218,6 +203,39 @@ def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, d
     return jnp.where(keep, rng.normal_at(k_normal, counter) * std, 0.0)
 
 
+def sample_layers(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> Layers:
+    k_bias, k_scale, k_blocks, k_shift, k_first, k_output, k_noise = rng.split(stream, 7)
+    n_layers, width, padded = config.max_blocks + 2, config.max_hidden, causes_width(config)
+    hidden, n_causes, f = hyper.hidden, hyper.n_causes, hyper.n_features
+    layer = jnp.arange(n_layers)[:, None]
+    unit = jnp.arange(width)[None, :]
+    fan_in = jnp.where(layer == 0, n_causes, hidden)
+    fan_out = jnp.where(layer == n_layers - 1, 1, hidden)
+    outputs = unit < fan_out
+    bias = rng.uniform(k_bias, (n_layers, width), -1.0, 1.0) * lax.rsqrt(fan_in.astype(jnp.float32))
+    per_unit = jnp.abs(rng.normal(k_scale, (n_layers, width))) * hyper.noise_std
+    noise_scale = jnp.where(hyper.pre_sample_weights, per_unit, hyper.noise_std)
+    smaller = jnp.minimum(fan_in[:, 0], fan_out[:, 0]).astype(jnp.float32)
+    diagonal_blocks = rng.randint(k_blocks, 1, jnp.ceil(jnp.sqrt(smaller)).astype(jnp.int32) + 1, (n_layers,))
+    # non-causal: x = the causes rotated by `shift`, i.e. the network reads column j as input j + shift
+    shift = jnp.where(hyper.is_causal, 0, rng.randint(k_shift, 0, f))
+    slot = jnp.arange(padded)
+    rotated = jnp.where(slot < f, (slot + shift) % jnp.maximum(f, 1), slot)
+    first = _weights(
+        k_first, hyper, config, (padded, width), n_causes, hidden, jnp.float32(0.0), diagonal_blocks[0], rotated
+    )
+    one = jnp.int32(1)
+    output = _weights(k_output, hyper, config, (width, 1), hidden, one, hyper.dropout, diagonal_blocks[-1])
+    return Layers(
+        first=first,
+        bias=jnp.where(outputs, bias, 0.0),
+        noise_scale=jnp.where(outputs & (layer > 0), noise_scale, 0.0),
+        diagonal_blocks=diagonal_blocks,
+        output=output[:, 0],
+        output_noise=rng.normal(k_noise, (config.n_rows,)) * noise_scale[-1, 0],
+    )
+
+
 def run_network(
     stream: jax.Array,
     hyper: MLPHyper,
@@ -229,64 +247,33 @@ def run_network(
     width: int,
     n_blocks_run: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """Run one network at static `width` >= hyper.hidden for `n_blocks_run` >= hyper.n_blocks blocks.
+    """Run one network at static `width` >= hyper.hidden for min(n_blocks_run, hyper.n_blocks) blocks.
 
     Returns (read, y_out): read (n_rows, max_features + 1), the values of the `nodes` of a causal
     network (slot 0: y); y_out (n_rows,), the output of a non-causal network.
     """
-    rows, f_max, n_layers = config.n_rows, config.max_features, config.max_blocks + 2
-    k_first, k_blocks, k_noise, k_out = rng.split(stream, 4)
-    hidden, f = hyper.hidden, hyper.n_features
+    rows, f_max = config.n_rows, config.max_features
+    k_blocks, k_noise = rng.split(stream, 2)
+    hidden = hyper.hidden
     bias, noise_scale = layers.bias[:, :width], layers.noise_scale[:, :width]
-    # non-causal: x = the causes rotated by `shift`, i.e. the network reads column j as input j + shift
-    slot = jnp.arange(causes.shape[1])
-    fan_in = jnp.where(slot < f, (slot + layers.shift) % jnp.maximum(f, 1), slot)
-    w0 = _weights(
-        k_first, hyper, config, (causes.shape[1], width), hyper.n_causes, hidden, jnp.float32(0.0),
-        layers.diagonal_blocks[0], fan_in,
-    )
-    h = causes @ w0 + bias[0]
+    h = causes @ layers.first[:, :width] + bias[0][None, :]
     node_layer, node_unit = nodes
 
-    def block(layer, h, bias, noise_scale):
+    def block(layer, carry):
+        h, read = carry
         w = _weights(
             rng.fold(k_blocks, layer), hyper, config, (width, width), hidden, hidden, hyper.dropout,
             layers.diagonal_blocks[1 + layer],
         )
-        noise = rng.normal(rng.fold(k_noise, layer), (rows, width)) * noise_scale
-        return _activate(h, hyper.activation) @ w + bias + noise
+        noise = rng.normal(rng.fold(k_noise, layer), (rows, width)) * noise_scale[1 + layer][None, :]
+        h = _activate(h, hyper.activation) @ w + bias[1 + layer][None, :] + noise
+        return h, jnp.where((node_layer == layer)[None, :], jnp.take(h, node_unit, axis=1), read)
 
-    # Blocks unrolled, each under a cond: XLA's CPU backend runs this body much slower inside a
-    # while loop. Nodes are read from the cond's output, a materialised buffer (a gather fused with
-    # its producer would recompute it).
+    # (the per-layer vectors come in materialised: fused into this loop body, a random vector
+    # would be recomputed for every row, which made the loop several times slower)
     read = jnp.zeros((rows, f_max + 1), jnp.float32)
-    for layer in range(config.max_blocks):
-        active = layer < jnp.minimum(n_blocks_run, hyper.n_blocks)
-        h = lax.cond(active, block, lambda _, h, *__: h, layer, h, bias[1 + layer], noise_scale[1 + layer])
-        read = lax.cond(
-            active & hyper.is_causal,
-            lambda h, read, layer=layer: jnp.where(node_layer == layer, jnp.take(h, node_unit, axis=1), read),
-            lambda h, read: read,
-            h,
-            read,
-        )
-
-    def output_layer(h, bias, noise_scale):
-        one = jnp.int32(1)
-        w_out = _weights(
-            k_out, hyper, config, (width, 1), hidden, one, hyper.dropout, layers.diagonal_blocks[-1]
-        )
-        noise = rng.normal(rng.fold(k_noise, n_layers), (rows,)) * noise_scale
-        return (_activate(h, hyper.activation) @ w_out)[:, 0] + bias + noise
-
-    y_out = lax.cond(
-        hyper.is_causal,
-        lambda *_: jnp.zeros((rows,), jnp.float32),
-        output_layer,
-        h,
-        layers.bias[-1, 0],
-        layers.noise_scale[-1, 0],
-    )
+    h, read = lax.fori_loop(0, jnp.minimum(n_blocks_run, hyper.n_blocks), block, (h, read))
+    y_out = _activate(h, hyper.activation) @ layers.output[:width] + layers.bias[-1, 0] + layers.output_noise
     return read, y_out
 
 

@@ -118,9 +118,9 @@ def log_gamma(stream: jax.Array, alpha, shape: tuple[int, ...] = ()) -> jax.Arra
     c = lax.rsqrt(9.0 * d)
     z = normal(fold(stream, 0), (_GAMMA_CANDIDATES, *shape))
     u = uniform(fold(stream, 1), (_GAMMA_CANDIDATES, *shape))
-    v = (1.0 + c * z) ** 3
+    v = (1.0 + c[None] * z) ** 3
     safe_v = jnp.where(v > 0, v, 1.0)
-    accept = (v > 0) & (jnp.log1p(-u) < 0.5 * z * z + d - d * safe_v + d * jnp.log(safe_v))
+    accept = (v > 0) & (jnp.log1p(-u) < 0.5 * z * z + d[None] - d[None] * safe_v + d[None] * jnp.log(safe_v))
     chosen = safe_v[-1]
     for i in reversed(range(_GAMMA_CANDIDATES - 1)):
         chosen = jnp.where(accept[i], safe_v[i], chosen)
