@@ -132,13 +132,14 @@ def run(
     for bucket in buckets:
         some_split = next(s for s in splits if stepper.bucket(s) == bucket)
         began = time.perf_counter()
-        state, metrics = stepper.function(bucket, 1)(state, np.int32(some_split), lr)
+        args = (np.int32(some_split), lr)
+        state, metrics = stepper.function(bucket, 1, state, *args)(state, *args)
         jax.block_until_ready(metrics)
         compile_seconds[bucket] = time.perf_counter() - began
         print(f"  compiled bucket {bucket}: {compile_seconds[bucket]:.1f} s", flush=True)
     # -- the timed steps: the training path, blocking only at the end ------------------------------
     if split:
-        step_fn = stepper.function(stepper.bucket(split), 1)
+        step_fn = stepper.function(stepper.bucket(split), 1, state, np.int32(split), lr)
         call = lambda state, s: step_fn(state, np.int32(split), lr)
     else:
         call = stepper

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (o
 MAX_CACHED_FUNCTIONS = 32  # jitted steps kept across TrainStep instances (least recently used go)
 _FUNCTIONS: collections.OrderedDict = collections.OrderedDict()
 TRACES: collections.Counter = collections.Counter()  # traces per cache key (see TrainStep.traces)
+_COMPILATIONS = itertools.count()  # names the barriers after each compilation (same order everywhere)
 
 
 class TrainState(NamedTuple):
@@ -267,6 +269,22 @@ def device_step(
 # -- the host-side driver: split positions, buckets, one compiled function each ---------------------
 
 
+def wait_for_all_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """A barrier over every JAX process (the coordination service's, not a collective); a no-op
+    in a single process."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is not None and hasattr(client, "wait_at_barrier"):
+        client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+    else:  # pragma: no cover - older or newer JAX without the client barrier
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 @functools.partial(jax.jit, static_argnames=("low", "high"))
 def _split_block(key, first, *, low, high):
     steps = first + jnp.arange(SPLIT_BLOCK)
@@ -396,19 +414,27 @@ class TrainStep:
             micro_batches,
         )
 
-    def function(self, bucket: int, micro_batches: int) -> Callable:
-        """The jitted `(state, split, learning_rate) -> (state, metrics)` for one bucket, shared by every
-        `TrainStep` of the same config and devices (so that a resumed `train` call in the same
-        process does not compile again)."""
+    def function(self, bucket: int, micro_batches: int, *example) -> Callable:
+        """The compiled `(state, split, learning_rate) -> (state, metrics)` for one bucket, compiled
+        ahead of time for the `example` arguments, and shared by every `TrainStep` of the same
+        config and devices (a resumed `train` call in the same process does not compile again).
+
+        With several processes, all of them finish compiling before any runs the step: the first
+        collective must not wait for a slower compiler (gloo gives up after 30 s)."""
         key = self._cache_key(bucket, micro_batches)
         self._keys[(bucket, micro_batches)] = key
         if key in _FUNCTIONS:
             _FUNCTIONS.move_to_end(key)
         else:
-            _FUNCTIONS[key] = self._build(bucket, micro_batches, key)
+            _FUNCTIONS[key] = self._compile(self._build(bucket, micro_batches, key), example)
             while len(_FUNCTIONS) > MAX_CACHED_FUNCTIONS:
                 _FUNCTIONS.popitem(last=False)
         return _FUNCTIONS[key]
+
+    def _compile(self, function: Callable, example: tuple) -> Callable:
+        compiled = function.lower(*example).compile()
+        wait_for_all_processes(f"mothernet-jax train step compiled #{next(_COMPILATIONS)}")
+        return compiled
 
     @property
     def traces(self) -> collections.Counter:
@@ -421,7 +447,7 @@ class TrainStep:
         args = (np.int32(split), np.float32(learning_rate(self.config, step)))
         first = (bucket, micro_batches) not in self._keys
         try:
-            return self.function(bucket, micro_batches)(state, *args)
+            return self.function(bucket, micro_batches, state, *args)(state, *args)
         except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
             if not (first and self._auto_cudnn):
                 raise
@@ -430,7 +456,7 @@ class TrainStep:
             )
             self.attention, self._auto_cudnn = None, False
             self._keys.clear()
-            return self.function(bucket, micro_batches)(state, *args)
+            return self.function(bucket, micro_batches, state, *args)(state, *args)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -475,6 +501,9 @@ class PmapTrainStep(TrainStep):
             devices=self.devices,
             donate_argnums=0,
         )
+
+    def _compile(self, function: Callable, example: tuple) -> Callable:
+        return function  # pmap compiles on its first call (one process: nothing to wait for)
 
     def replicate(self, tree):
         n = self.n_devices
