@@ -149,13 +149,14 @@ def sample_batch(
 
     `split`: int or (batch_size,) ints, may be traced: rows < split are the training rows.
     `group_size`: datasets whose networks run together; default `default_group_size`. Jitted, static
-    in `config`, `batch_size` and `group_size`: one compilation per configuration (a Python int or
-    an int32 array for `split` share it).
+    in `config`, `batch_size` and `group_size`: one compilation per configuration, whatever the
+    key and the split (a Python int, a traced scalar or a (batch_size,) array).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     group_size = group_size or default_group_size(batch_size)
-    return _sample_batch(key, config, batch_size, jnp.asarray(split, jnp.int32), group_size)
+    split = jnp.broadcast_to(jnp.asarray(split, jnp.int32), (batch_size,))  # one signature for all
+    return _sample_batch(key, config, batch_size, split, group_size)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size"))
@@ -164,7 +165,6 @@ def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: 
     n_groups = -(-batch_size // group)
     total = n_groups * group
     draws = jax.vmap(functools.partial(_draw, config=config))(jax.random.split(key, total))
-    split = jnp.broadcast_to(split, (batch_size,))
     split = jnp.concatenate([split, jnp.full((total - batch_size,), config.n_rows // 2, jnp.int32)])
 
     if group == 1:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import priors
@@ -35,10 +34,9 @@ def sample_statistics(n: int, seed: int = 0, config: priors.PriorConfig | None =
     n_batches = -(-n // BATCH)
     key_split, key = jax.random.split(jax.random.key(seed))
     splits = np.asarray(jax.random.randint(key_split, (n_batches,), 2, config.n_rows))
-    sample = jax.jit(lambda k, s: priors.sample_batch(k, config, BATCH, s))
     parts = []
     for i in range(n_batches):
-        task = sample(jax.random.fold_in(key, i), jnp.int32(splits[i]))
+        task = priors.sample_batch(jax.random.fold_in(key, i), config, BATCH, int(splits[i]))
         parts.append(stats.batch_statistics(jax.device_get(task)))
     return {name: np.concatenate([p[name] for p in parts])[:n] for name in stats.STATISTICS}
 

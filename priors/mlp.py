@@ -113,7 +113,10 @@ def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> ja
 
     def draw(width):
         def branch(mean, std):
-            causes = mean[None, :width] + std[None, :width] * rng.normal(k_rows, (rows, width))
+            # counters of the full width: the same causes whichever bucket draws them
+            counter = lax.broadcasted_iota(jnp.int32, (rows, width), 0) * padded
+            counter = counter + lax.broadcasted_iota(jnp.int32, (rows, width), 1)
+            causes = mean[None, :width] + std[None, :width] * rng.normal_at(k_rows, counter)
             if width == padded:
                 return causes
             # widen by a product with [I 0]: XLA's CPU backend pads or concatenates a freshly
@@ -177,7 +180,9 @@ class Layers(NamedTuple):
 
 
 def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, n_diagonal, fan_in=None):
-    """Weights in (fan_in, fan_out) layout (torch's transposed), zero outside [:n_in, :n_out].
+    """Weights in (fan_in, fan_out) layout (torch's transposed), zero outside [:n_in, :n_out]; the
+    same values at any width (counters run over `max_hidden` columns), so a dataset does not
+    depend on the bucket it runs in.
 
     `fan_in` (shape[0],) optionally renames the rows: row i holds what row fan_in[i] would (its
     random values and its place in the dropout blocks), a row permutation without a gather."""
@@ -187,7 +192,7 @@ def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, d
     else:
         fan_in = jnp.broadcast_to(fan_in[:, None], shape)
     fan_out = lax.broadcasted_iota(jnp.int32, shape, 1)
-    counter = fan_in * shape[1] + fan_out
+    counter = fan_in * config.max_hidden + fan_out
     # element-wise dropout, std scaled by 1 / (1 - sqrt(p)) (prior_mlp_scale_weights_sqrt)
     p = jnp.minimum(dropout, config.max_dropout)
     keep_elementwise = rng.uniform_at(k_keep, counter) < 1.0 - p
@@ -258,6 +263,8 @@ def run_network(
     bias, noise_scale = layers.bias[:, :width], layers.noise_scale[:, :width]
     h = causes @ layers.first[:, :width] + bias[0][None, :]
     node_layer, node_unit = nodes
+    unit_counter = lax.broadcasted_iota(jnp.int32, (rows, width), 0) * config.max_hidden
+    unit_counter = unit_counter + lax.broadcasted_iota(jnp.int32, (rows, width), 1)
 
     def block(layer, carry):
         h, read = carry
@@ -265,7 +272,7 @@ def run_network(
             rng.fold(k_blocks, layer), hyper, config, (width, width), hidden, hidden, hyper.dropout,
             layers.diagonal_blocks[1 + layer],
         )
-        noise = rng.normal(rng.fold(k_noise, layer), (rows, width)) * noise_scale[1 + layer][None, :]
+        noise = rng.normal_at(rng.fold(k_noise, layer), unit_counter) * noise_scale[1 + layer][None, :]
         h = _activate(h, hyper.activation) @ w + bias[1 + layer][None, :] + noise
         return h, jnp.where((node_layer == layer)[None, :], jnp.take(h, node_unit, axis=1), read)
 
