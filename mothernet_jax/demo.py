@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         seen = info.get("datasets_seen")
         seen = f"{seen:,}" if isinstance(seen, int) else "?"
         print(
-            f"shipped weights: preset {info.get('preset', '?')}, {seen} datasets seen, sha256 {info['sha256'][:12]}"
+            f"shipped weights: {info.get('steps', '?')} optimiser steps, {seen} datasets seen, sha256 {info['sha256'][:12]}"
         )
 
     methods = {
