@@ -70,52 +70,81 @@ def _sort_columns(values: jax.Array) -> jax.Array:
 
 def _below(sorted_values: jax.Array, x: jax.Array) -> jax.Array:
     """Per column, the number of entries of `sorted_values` (L, F; ascending, +inf padded, L a power
-    of two) strictly below each x (rows, F): a branch-free binary search."""
+    of two) strictly below each x (rows, F): a branch-free binary search over the flattened table."""
+    length, n_columns = sorted_values.shape
+    table = sorted_values.T.reshape(-1)
+    base = (jnp.arange(n_columns) * length)[None, :]
     count = jnp.zeros(x.shape, jnp.int32)
-    step = sorted_values.shape[0] // 2
+    step = length // 2
     while step:
-        probe = jnp.take_along_axis(sorted_values, count + step - 1, axis=0)
+        probe = jnp.take(table, base + count + step - 1, mode="clip")
         count = jnp.where(probe < x, count + step, count)
         step //= 2
-    last = jnp.take_along_axis(sorted_values, count, axis=0)  # count < L: the last entry is +inf
+    last = jnp.take(table, base + count, mode="clip")  # count < L and the last entry is +inf
     return jnp.where(last < x, count + 1, count)
 
 
 def _categorical(stream, x, n_features, config: PriorConfig):
-    """Turn a random subset of the used columns into rank codes; returns (x, categorical mask)."""
+    """Turn a random subset of the used columns into rank codes; returns (x, categorical mask).
+
+    The work runs in three conds on the same predicate (skipped when no column is categorical):
+    their outputs are materialised, where one fused computation would recompute the random
+    boundaries for every comparison that reads them."""
     rows, f_max = x.shape
     levels_max = config.max_category_levels
+    table = 1 << (levels_max - 1).bit_length()  # power of two >= levels_max
     streams = rng.split(stream, 10)
     has_categorical = rng.bernoulli(streams[0], config.categorical_probability)
-    p = rng.uniform(streams[1])
     columns = jnp.arange(f_max)
-    chosen = has_categorical & (columns < n_features) & rng.bernoulli(streams[5], p, (f_max,))
+    chosen = (
+        has_categorical
+        & (columns < n_features)
+        & rng.bernoulli(streams[5], rng.uniform(streams[1]), (f_max,))
+    )
+    any_chosen = jnp.any(chosen)
+    # levels n = max(round(Gamma(1, scale)), 2) (Gamma(1) is exponential); K = 2 or round(U(2, n))
+    levels = jnp.round(-jnp.log1p(-rng.uniform(streams[2], (f_max,))) * config.category_levels_scale)
+    levels = jnp.maximum(levels, 2.0)
+    many = jnp.round(rng.uniform(streams[3], (f_max,), 2.0, levels))
+    two = rng.bernoulli(streams[4], config.category_two_levels_probability, (f_max,))
+    n_codes = jnp.minimum(jnp.where(two, 2.0, many), levels_max).astype(jnp.int32)
+    boundary_rows = rng.randint(streams[6], 0, rows, (table, f_max))
+    keep_order = rng.bernoulli(streams[8], config.category_ordered_probability, (f_max,))
+    reverse = rng.bernoulli(streams[9], config.category_reversed_probability, (f_max,))
 
-    def encode(x):
-        # Gamma(1, scale) is exponential
-        levels = jnp.round(-jnp.log1p(-rng.uniform(streams[2], (f_max,))) * config.category_levels_scale)
-        levels = jnp.maximum(levels, 2.0)
-        many = jnp.round(rng.uniform(streams[3], (f_max,), 2.0, levels))
-        two = rng.bernoulli(streams[4], config.category_two_levels_probability, (f_max,))
-        n_codes = jnp.minimum(jnp.where(two, 2.0, many), levels_max).astype(jnp.int32)
-        # code = number of the K - 1 boundary values strictly below x (the reference's (x > b).sum())
-        table = 1 << (levels_max - 1).bit_length()  # power of two >= levels_max
-        boundary_rows = rng.randint(streams[6], 0, rows, (table, f_max))
-        boundaries = jnp.take_along_axis(x, boundary_rows, axis=0)
+    def boundaries(x, boundary_rows, n_codes):
+        # the K - 1 boundary values of a column, +inf beyond
+        values = jnp.take_along_axis(x, boundary_rows, axis=0)
         slots = jnp.arange(table)[:, None]
-        boundaries = jnp.where((slots < n_codes[None, :] - 1) & ~jnp.isnan(boundaries), boundaries, jnp.inf)
-        boundaries = _sort_columns(boundaries)
-        code = jnp.where(jnp.isnan(x), 0, _below(boundaries, x))
+        return jnp.where((slots < n_codes[None, :] - 1) & ~jnp.isnan(values), values, jnp.inf)
+
+    def sort_and_permutations(values, n_codes):
         perms = jax.vmap(lambda s, n: rng.permutation(s, levels_max, n), out_axes=1)(
             rng.split(streams[7], f_max), n_codes
         )
-        keep_order = rng.bernoulli(streams[8], config.category_ordered_probability, (f_max,))
+        return _sort_columns(values), perms
+
+    def encode(x, sorted_values, perms, n_codes, keep_order, reverse, chosen):
+        # code = number of boundary values strictly below x (the reference's (x > b).sum())
+        code = jnp.where(jnp.isnan(x), 0, _below(sorted_values, x))
         code = jnp.where(keep_order[None, :], code, jnp.take_along_axis(perms, code, axis=0))
-        reverse = rng.bernoulli(streams[9], config.category_reversed_probability, (f_max,))
         code = jnp.where(reverse[None, :], n_codes[None, :] - 1 - code, code)
         return jnp.where(chosen[None, :], code.astype(jnp.float32), x)
 
-    return lax.cond(jnp.any(chosen), encode, lambda x: x, x), chosen
+    values = lax.cond(
+        any_chosen, boundaries, lambda *_: jnp.zeros((table, f_max), x.dtype), x, boundary_rows, n_codes
+    )
+    sorted_values, perms = lax.cond(
+        any_chosen,
+        sort_and_permutations,
+        lambda *_: (jnp.zeros((table, f_max), x.dtype), jnp.zeros((levels_max, f_max), jnp.int32)),
+        values,
+        n_codes,
+    )
+    x = lax.cond(
+        any_chosen, encode, lambda x, *_: x, x, sorted_values, perms, n_codes, keep_order, reverse, chosen
+    )
+    return x, chosen
 
 
 def _remove_outliers(x, categorical, sigma):
@@ -168,23 +197,34 @@ def _random_subsets(stream, n_subsets: int, rows: int, size) -> jax.Array:
     return (keys <= cut[:, None]) & (size > 0)
 
 
+def _compatible(train, one_hot):
+    """train (tries, rows) bool, one_hot (rows, K) -> (tries,) bool: the same class set on both
+    sides of the split, at least two classes."""
+    in_train = train.astype(jnp.float32) @ one_hot  # class counts
+    in_test = jnp.sum(one_hot, axis=0)[None, :] - in_train
+    return jnp.all((in_train > 0) == (in_test > 0), axis=1) & (jnp.sum(in_train > 0, axis=1) > 1)
+
+
 def _compatible_arrangement(stream, classes, split, config: PriorConfig):
     """The first of `compatibility_tries` arrangements (the given order, then random ones) whose
     training rows (< split) and test rows hold the same class set of >= 2 classes.
 
-    Returns (train, found): train (rows,) bool marks the rows that go to the training part."""
+    Returns (train, found, index): train (rows,) bool marks the rows that go to the training part;
+    index 0 is the given order. The random arrangements are only drawn when the given one fails."""
     rows = classes.shape[0]
-    position = jnp.arange(rows)
-    train = (position < split)[None, :]
-    if config.compatibility_tries > 1:
-        subsets = _random_subsets(stream, config.compatibility_tries - 1, rows, split)
-        train = jnp.concatenate([train, subsets])
+    given = jnp.arange(rows) < split
     one_hot = (classes[:, None] == jnp.arange(config.max_classes)[None, :]).astype(jnp.float32)
-    in_train = train.astype(jnp.float32) @ one_hot  # (tries, K) class counts
-    in_test = jnp.sum(one_hot, axis=0)[None, :] - in_train
-    ok = jnp.all((in_train > 0) == (in_test > 0), axis=1) & (jnp.sum(in_train > 0, axis=1) > 1)
-    first = jnp.argmax(ok)
-    return train[first], ok[first]
+    given_ok = _compatible(given[None, :], one_hot)[0]
+    if config.compatibility_tries == 1:
+        return given, given_ok, jnp.int32(0)
+
+    def reshuffle(_):
+        subsets = _random_subsets(stream, config.compatibility_tries - 1, rows, split)
+        ok = _compatible(subsets, one_hot)
+        first = jnp.argmax(ok)
+        return subsets[first], ok[first], (first + 1).astype(jnp.int32)
+
+    return lax.cond(given_ok, lambda _: (given, given_ok, jnp.int32(0)), reshuffle, None)
 
 
 def _arrange(train: jax.Array) -> jax.Array:
@@ -215,9 +255,10 @@ def adapt(
     # the raw values), and so does the arrangement; the rows are then arranged while x is still a
     # materialised input (a gather fused with the steps below would recompute them per row).
     classes = _assign_classes(k_classes, y, config)
-    train, compatible = _compatible_arrangement(k_arrange, classes, split, config)
-    order = _arrange(train)
-    x, classes = x[order], classes[order]
+    train, compatible, first = _compatible_arrangement(k_arrange, classes, split, config)
+    x, classes = lax.cond(
+        first > 0, lambda x, c: (x[_arrange(train)], c[_arrange(train)]), lambda x, c: (x, c), x, classes
+    )
 
     if config.missing_values:
         x = missing.inject(k_missing, x, n_features, config)

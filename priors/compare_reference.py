@@ -28,7 +28,9 @@ def load_reference(path: Path | str = REFERENCE) -> dict[str, np.ndarray]:
         return {name: np.asarray(data[name], np.float64) for name in stats.STATISTICS}
 
 
-def sample_statistics(n: int, seed: int = 0, config: priors.PriorConfig | None = None) -> dict[str, np.ndarray]:
+def sample_statistics(
+    n: int, seed: int = 0, config: priors.PriorConfig | None = None
+) -> dict[str, np.ndarray]:
     """Statistics of n datasets (rounded up to whole batches of 8), one split position per batch."""
     config = config or priors.preset("paper")
     n_batches = -(-n // BATCH)
@@ -41,12 +43,20 @@ def sample_statistics(n: int, seed: int = 0, config: priors.PriorConfig | None =
     return {name: np.concatenate([p[name] for p in parts])[:n] for name in stats.STATISTICS}
 
 
-def compare(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> list[tuple[str, float, float, float]]:
+def compare(
+    ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+) -> list[tuple[str, float, float, float]]:
     """[(statistic, reference median, our median, KS distance)]."""
     rows = []
     for name in stats.STATISTICS:
-        rows.append((name, float(np.nanmedian(reference[name])), float(np.nanmedian(ours[name])),
-                     stats.ks_distance(ours[name], reference[name])))
+        rows.append(
+            (
+                name,
+                float(np.nanmedian(reference[name])),
+                float(np.nanmedian(ours[name])),
+                stats.ks_distance(ours[name], reference[name]),
+            )
+        )
     return rows
 
 
@@ -54,9 +64,10 @@ def format_table(rows, ours, reference) -> str:
     lines = [f"{'statistic':<32}{'reference median':>17}{'ours median':>13}{'KS':>8}"]
     for name, ref_median, our_median, ks in rows:
         lines.append(f"{name:<32}{ref_median:>17.3f}{our_median:>13.3f}{ks:>8.3f}")
+    ref_ignored, our_ignored = np.mean(reference["ignored"]), np.mean(ours["ignored"])
     lines.append(
-        f"(reference: {reference['ignored'].size} datasets, mean ignored {np.mean(reference['ignored']):.3f}; "
-        f"ours: {ours['ignored'].size}, mean ignored {np.mean(ours['ignored']):.3f})"
+        f"(reference: {reference['ignored'].size} datasets, {ref_ignored:.3f} ignored; "
+        f"ours: {ours['ignored'].size}, {our_ignored:.3f} ignored)"
     )
     return "\n".join(lines)
 
@@ -77,7 +88,8 @@ def main(argv=None) -> None:
     rows = compare(ours, reference)
     print(format_table(rows, ours, reference))
     worst = max(ks for *_, ks in rows)
-    print(f"max KS {worst:.3f} over {len(rows)} statistics; {time.perf_counter() - start:.0f} s on {jax.default_backend()}")
+    seconds = time.perf_counter() - start
+    print(f"max KS {worst:.3f} over {len(rows)} statistics; {seconds:.0f} s on {jax.default_backend()}")
 
 
 if __name__ == "__main__":

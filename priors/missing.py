@@ -59,6 +59,8 @@ def inject(stream: jax.Array, x: jax.Array, n_features: jax.Array, config: Prior
         x = apply(x, a_reason & _for_a_reason(streams[5], x, config), streams[6])
     if config.nan_prob_unknown_reason > 0:
         as_no_reason = rng.bernoulli(streams[7], config.nan_prob_unknown_reason_reason_prior)
-        mask = jnp.where(as_no_reason, _for_no_reason(streams[8], x.shape, config), _for_a_reason(streams[8], x, config))
+        mask = jnp.where(
+            as_no_reason, _for_no_reason(streams[8], x.shape, config), _for_a_reason(streams[8], x, config)
+        )
         x = apply(x, active & mask, streams[9])
     return x

@@ -179,7 +179,9 @@ class Layers(NamedTuple):
     output_noise: jax.Array  # (n_rows,): its noise
 
 
-def _weights(stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, n_diagonal, fan_in=None):
+def _weights(
+    stream, hyper: MLPHyper, config: PriorConfig, shape, n_in, n_out, dropout, n_diagonal, fan_in=None
+):
     """Weights in (fan_in, fan_out) layout (torch's transposed), zero outside [:n_in, :n_out]; the
     same values at any width (counters run over `max_hidden` columns), so a dataset does not
     depend on the bucket it runs in.
@@ -227,7 +229,15 @@ def sample_layers(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> La
     slot = jnp.arange(padded)
     rotated = jnp.where(slot < f, (slot + shift) % jnp.maximum(f, 1), slot)
     first = _weights(
-        k_first, hyper, config, (padded, width), n_causes, hidden, jnp.float32(0.0), diagonal_blocks[0], rotated
+        k_first,
+        hyper,
+        config,
+        (padded, width),
+        n_causes,
+        hidden,
+        jnp.float32(0.0),
+        diagonal_blocks[0],
+        rotated,
     )
     one = jnp.int32(1)
     output = _weights(k_output, hyper, config, (width, 1), hidden, one, hyper.dropout, diagonal_blocks[-1])
@@ -269,12 +279,27 @@ def run_network(
     def block(layer, carry):
         h, read = carry
         w = _weights(
-            rng.fold(k_blocks, layer), hyper, config, (width, width), hidden, hidden, hyper.dropout,
+            rng.fold(k_blocks, layer),
+            hyper,
+            config,
+            (width, width),
+            hidden,
+            hidden,
+            hyper.dropout,
             layers.diagonal_blocks[1 + layer],
         )
         noise = rng.normal_at(rng.fold(k_noise, layer), unit_counter) * noise_scale[1 + layer][None, :]
         h = _activate(h, hyper.activation) @ w + bias[1 + layer][None, :] + noise
-        return h, jnp.where((node_layer == layer)[None, :], jnp.take(h, node_unit, axis=1), read)
+        # a cond, also for a causal network: its operand h is then a materialised buffer (a gather
+        # fused with the block would recompute the noise of every node it reads)
+        read = lax.cond(
+            hyper.is_causal,
+            lambda h, read: jnp.where((node_layer == layer)[None, :], jnp.take(h, node_unit, axis=1), read),
+            lambda h, read: read,
+            h,
+            read,
+        )
+        return h, read
 
     # (the per-layer vectors come in materialised: fused into this loop body, a random vector
     # would be recomputed for every row, which made the loop several times slower)

@@ -14,7 +14,9 @@ import pytest
 
 from priors import compare_reference, stats
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "prior_reference" / "reference_prior_stats.npz"
+REFERENCE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "prior_reference" / "reference_prior_stats.npz"
+)
 
 pytestmark = pytest.mark.skipif(not REFERENCE.exists(), reason="shared/prior_reference is not present")
 
