@@ -84,6 +84,7 @@ def train(
     mesh: Mesh | None = None,
     progress: bool = True,
     sample_fn=None,
+    compiler_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Meta-train (or resume) until `config.steps`; see the module docstring.
 
@@ -92,11 +93,13 @@ def train(
     stop_at: stop (and checkpoint) after this many steps, keeping the schedule of `config.steps`.
     export: write the final parameters with `mothernet_jax.pretrained.save_pretrained`.
     mesh: the data-parallel mesh (default: every device of every process).
+    sample_fn: the task sampler (default `priors.sample_batch`); compiler_options: XLA options for
+    the step's compilation (see `TrainStep`).
     """
     started = time.monotonic()
     workdir = None if workdir is None else Path(workdir)
     main = is_main_process()
-    stepper = TrainStep(config, mesh, sample_fn=sample_fn)
+    stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
     checkpoints = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)

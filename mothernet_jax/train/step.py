@@ -299,13 +299,23 @@ class TrainStep:
     over `mesh` (`init` builds one); metrics are replicated scalars.
     """
 
-    def __init__(self, config: TrainConfig, mesh: Mesh | None = None, *, sample_fn: Callable | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        mesh: Mesh | None = None,
+        *,
+        sample_fn: Callable | None = None,
+        compiler_options: dict[str, Any] | None = None,
+    ):
         if sample_fn is None:
             import priors
 
             sample_fn = priors.sample_batch
         self.config = config
         self.sample_fn = sample_fn
+        # XLA options for every compilation, e.g. {"xla_backend_optimization_level": 0}: faster
+        # compiles, slower steps (the tests use it)
+        self.compiler_options = dict(compiler_options or {})
         self.shapes = prior_shapes(config.prior, sample_fn)
         self._setup_devices(mesh)
         self._check()
@@ -404,7 +414,9 @@ class TrainStep:
 
     def _cache_key(self, bucket: int, micro_batches: int) -> tuple:
         placement = self.mesh if self.mesh is not None else tuple(self.devices)
+        options = tuple(sorted(self.compiler_options.items()))
         return (
+            options,
             type(self).__name__,
             self._step_config,
             self.sample_fn,
@@ -432,7 +444,7 @@ class TrainStep:
         return _FUNCTIONS[key]
 
     def _compile(self, function: Callable, example: tuple) -> Callable:
-        compiled = function.lower(*example).compile()
+        compiled = function.lower(*example).compile(compiler_options=self.compiler_options or None)
         wait_for_all_processes(f"mothernet-jax train step compiled #{next(_COMPILATIONS)}")
         return compiled
 
@@ -485,9 +497,10 @@ class PmapTrainStep(TrainStep):
         devices: Sequence[jax.Device] | None = None,
         *,
         sample_fn: Callable | None = None,
+        compiler_options: dict[str, Any] | None = None,
     ):
         self.devices = list(jax.local_devices() if devices is None else devices)
-        super().__init__(config, None, sample_fn=sample_fn)
+        super().__init__(config, None, sample_fn=sample_fn, compiler_options=compiler_options)
 
     def _setup_devices(self, mesh):
         self.mesh = None
@@ -503,7 +516,9 @@ class PmapTrainStep(TrainStep):
         )
 
     def _compile(self, function: Callable, example: tuple) -> Callable:
-        return function  # pmap compiles on its first call (one process: nothing to wait for)
+        if not self.compiler_options:
+            return function  # pmap compiles on its first call (one process: nothing to wait for)
+        return function.lower(*example).compile(compiler_options=self.compiler_options)
 
     def replicate(self, tree):
         n = self.n_devices

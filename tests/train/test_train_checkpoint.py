@@ -10,29 +10,31 @@ import jax
 import numpy as np
 import pytest
 from train_helpers import (
+    FAST_COMPILE,
     assert_trees_close,
     committed_steps,
+    fast_train,
     make_config,
     start_python,
     temporary_checkpoints,
     wait_for,
 )
 
-from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics, train
+from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
 from mothernet_jax.train.loop import _StopSignals
 
 
 @pytest.fixture(scope="module")
 def straight():
-    return train(make_config(), None, progress=False)
+    return fast_train(make_config(), None)
 
 
 def test_stopping_and_resuming_equals_a_straight_run(tmp_path, straight):
     config = make_config()
-    first = train(config, tmp_path, stop_at=3, progress=False)
+    first = fast_train(config, tmp_path, stop_at=3)
     assert (first.step, first.stop_reason) == (3, "stop_at")
     assert committed_steps(tmp_path) == [2, 3]
-    second = train(config, tmp_path, progress=False)
+    second = fast_train(config, tmp_path)
     assert (second.first_step, second.step, second.stop_reason) == (3, 6, "completed")
     assert_trees_close(second.params, straight.params, atol=1e-6)
     np.testing.assert_allclose(first.losses + second.losses, straight.losses, rtol=1e-6)
@@ -45,16 +47,16 @@ def test_stopping_and_resuming_equals_a_straight_run(tmp_path, straight):
     assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
     assert [line["step"] for line in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
     # a finished run resumes to nothing; another model config is refused
-    again = train(config, tmp_path, progress=False)
+    again = fast_train(config, tmp_path)
     assert again.step == 6 and again.losses == []
     with pytest.raises(ValueError, match="another model config"):
-        train(config.replace(model=config.model.replace(n_layers=1)), tmp_path, progress=False)
+        fast_train(config.replace(model=config.model.replace(n_layers=1)), tmp_path)
 
 
 def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     config = make_config(learning_rate=1e30, warmup_steps=0, checkpoint_every=1)
     with pytest.raises(NonFiniteLossError, match=r"non-finite \w+ \(\S+\) at step (\d+)") as info:
-        train(config, tmp_path, progress=False)
+        fast_train(config, tmp_path)
     failed = int(re.search(r"at step (\d+)", str(info.value)).group(1))
     saved = committed_steps(tmp_path)
     assert saved and max(saved) <= failed
@@ -63,7 +65,7 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     try:
         from mothernet_jax.train.step import TrainStep
 
-        state = checkpoints.restore(TrainStep(config).abstract_state())
+        state = checkpoints.restore(TrainStep(config, compiler_options=FAST_COMPILE).abstract_state())
     finally:
         checkpoints.close()
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state.params)))
@@ -124,9 +126,9 @@ def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable
     assert temporary_checkpoints(workdir) and max(committed_steps(workdir)) == stopped
     # 3. the last committed checkpoint resumes, and training continues exactly as without stops
     end = stopped + 3
-    resumed = train(config, workdir, stop_at=end, progress=False)
+    resumed = fast_train(config, workdir, stop_at=end)
     assert (resumed.first_step, resumed.step) == (stopped, end)
     assert not temporary_checkpoints(workdir)  # the half-written folder is cleaned up
-    reference = train(config, None, stop_at=end, progress=False)
+    reference = fast_train(config, None, stop_at=end)
     assert_trees_close(resumed.params, reference.params, atol=1e-6)
     np.testing.assert_allclose(resumed.losses, reference.losses[stopped:], rtol=1e-6)

@@ -3,7 +3,7 @@ and the loss falls."""
 
 import numpy as np
 import pytest
-from train_helpers import assert_trees_close, committed_steps, make_config
+from train_helpers import assert_trees_close, committed_steps, fast_train, make_config
 
 from mothernet_jax import cli
 from mothernet_jax.train import config as train_config
@@ -29,7 +29,7 @@ def test_cli_trains_resumes_by_itself_and_logs(tmp_path, capsys):
 
 
 def test_a_time_limit_stops_cleanly_with_a_checkpoint(tmp_path):
-    result = train(make_config(steps=1000), tmp_path, time_limit=1e-3, progress=False)
+    result = fast_train(make_config(steps=1000), tmp_path, time_limit=1e-3)
     assert result.stop_reason == "time_limit" and result.step == 1
     assert committed_steps(tmp_path) == [1]
 
@@ -38,17 +38,17 @@ def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
     from mothernet_jax.pretrained import load_pretrained
 
     exported = tmp_path / "weights.msgpack"
-    result = train(make_config(steps=2), tmp_path / "a", export=exported, progress=False)
+    result = fast_train(make_config(steps=2), tmp_path / "a", export=exported)
     params, model = load_pretrained(exported)
     assert model == result.config.model
     assert_trees_close(params, result.params, atol=1e-2)  # stored as bfloat16
     config = make_config(steps=2, init_weights=str(exported))
-    start = train(config, tmp_path / "b", stop_at=0, progress=False)
+    start = fast_train(config, tmp_path / "b", stop_at=0)
     assert start.step == 0 and committed_steps(tmp_path / "b") == [0]
     assert_trees_close(start.params, params, atol=0.0)
     other = config.replace(model=config.model.replace(n_layers=1))
     with pytest.raises(ValueError, match="model config differs"):
-        train(other, tmp_path / "c", progress=False)
+        fast_train(other, tmp_path / "c")
 
 
 def test_the_loss_falls_on_the_tiny_preset():

@@ -3,9 +3,9 @@
 import jax
 import numpy as np
 import pytest
-from train_helpers import assert_trees_close, free_port, make_config, start_python
+from train_helpers import FAST_COMPILE, assert_trees_close, fast_train, free_port, make_config, start_python
 
-from mothernet_jax.train import PmapTrainStep, make_mesh, train
+from mothernet_jax.train import PmapTrainStep, make_mesh
 
 STEPS = 3
 
@@ -13,18 +13,18 @@ STEPS = 3
 @pytest.fixture(scope="module")
 def eight_devices():
     assert jax.device_count() == 8, "tests/conftest.py forces 8 CPU devices"
-    return train(make_config(steps=STEPS), None, mesh=make_mesh(), progress=False)
+    return fast_train(make_config(steps=STEPS), None, mesh=make_mesh())
 
 
 def test_eight_devices_train_like_one_device_with_the_same_global_batch(eight_devices):
-    one = train(make_config(steps=STEPS), None, mesh=make_mesh(jax.devices()[:1]), progress=False)
+    one = fast_train(make_config(steps=STEPS), None, mesh=make_mesh(jax.devices()[:1]))
     assert one.step == eight_devices.step == STEPS
     np.testing.assert_allclose(one.losses, eight_devices.losses, rtol=1e-5)
     assert_trees_close(one.params, eight_devices.params, atol=1e-5)
 
 
 def test_the_same_step_under_pmap_gives_the_same_parameters(eight_devices):
-    stepper = PmapTrainStep(make_config(steps=STEPS), jax.devices())
+    stepper = PmapTrainStep(make_config(steps=STEPS), jax.devices(), compiler_options=FAST_COMPILE)
     state = stepper.init()
     losses = []
     for step in range(STEPS):
@@ -71,7 +71,7 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
         )
         for i in range(2)
     ]
-    four = train(config, None, mesh=make_mesh(jax.devices()[:4]), progress=False)
+    four = fast_train(config, None, mesh=make_mesh(jax.devices()[:4]))
     for i, process in enumerate(processes):
         assert process.wait(timeout=600) == 0, (tmp_path / f"process{i}.log").read_text()[-3000:]
     results = [np.load(tmp_path / f"params{i}.npz") for i in range(2)]

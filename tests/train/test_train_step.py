@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import TEST_PRIOR, make_config
+from train_helpers import FAST_COMPILE, TEST_PRIOR, make_config
 
 import priors
 from mothernet_jax.config import preset as model_preset
@@ -41,9 +41,10 @@ def test_invalid_and_non_finite_datasets_do_not_touch_the_loss_or_gradient(getke
     garbage = invalid._replace(
         x=task.x.at[1].set(jnp.nan).at[1, 0, 0].set(jnp.inf), y=task.y.at[1].set(10_000)
     )
-    grad = jax.jit(jax.value_and_grad(_mean_loss, has_aux=True), static_argnums=(3, 4))
-    (loss, _), grads = grad(params, garbage, jnp.int32(100), 128)
-    (clean_loss, per_dataset), clean_grads = grad(params, invalid, jnp.int32(100), 128)
+    grad = jax.jit(jax.value_and_grad(_mean_loss, has_aux=True), static_argnums=(3,))
+    grad = grad.lower(params, garbage, jnp.int32(100), 128).compile(compiler_options=FAST_COMPILE)
+    (loss, _), grads = grad(params, garbage, jnp.int32(100))
+    (clean_loss, per_dataset), clean_grads = grad(params, invalid, jnp.int32(100))
     assert np.isfinite(loss) and float(loss) == pytest.approx(float(clean_loss), rel=1e-6)
     assert float(loss) == pytest.approx(float(per_dataset[0] + per_dataset[2]) / 2, rel=1e-6)
     for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(clean_grads), strict=True):
@@ -77,7 +78,7 @@ def test_split_positions_are_deterministic_uniform_and_bucketed():
 
 def test_the_step_compiles_once_per_split_bucket():
     config = make_config(prior=TEST_PRIOR.replace(n_rows=256), batch_size=2, steps=8)
-    stepper = TrainStep(config, make_mesh(jax.devices()[:1]))
+    stepper = TrainStep(config, make_mesh(jax.devices()[:1]), compiler_options=FAST_COMPILE)
     buckets = [stepper.bucket(stepper.split(s)) for s in range(config.steps)]
     assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps
     state = stepper.init()
@@ -110,7 +111,7 @@ def test_gradient_accumulation_averages_over_the_micro_batches():
     results = []
     for micro_batches in (1, 2):
         config = make_config(batch_size=4, prior_batch=4, accumulation=((0, micro_batches),), warmup_steps=0)
-        stepper = TrainStep(config, mesh, sample_fn=_same_tasks)
+        stepper = TrainStep(config, mesh, sample_fn=_same_tasks, compiler_options=FAST_COMPILE)
         state = stepper.init()
         for step in range(2):
             state, metrics = stepper(state, step)

@@ -1,8 +1,8 @@
 """Shared pieces of the training tests: the test config, tree comparison, subprocesses.
 
-Every in-process test trains `make_config()` on the default mesh (the 8 forced CPU devices), so the
-jitted step compiles once per pytest process (`TrainStep` caches it across `train` calls; the
-learning-rate schedule is an argument, so `steps` and `learning_rate` may differ freely).
+Most in-process tests train `make_config()` on the default mesh (the 8 forced CPU devices) with
+`fast_train`, so the step compiles once per pytest process (`TrainStep` caches it across `train`
+calls; the learning-rate schedule is an argument, so `steps` and `learning_rate` may differ freely).
 Subprocesses share a persistent compilation cache, so only the first one compiles.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 
 import priors
 from mothernet_jax.train import config as train_config
+from mothernet_jax.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"mothernet-jax-train-tests-{os.getuid()}"
@@ -29,6 +30,16 @@ COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"mothernet-jax-train-tests-{o
 # The real prior at 128 rows (one split bucket), narrowed so that the step compiles faster: 10
 # features (padded to the model's 100 by the step), one static MLP width, at most 4 layers.
 TEST_PRIOR = priors.preset("tiny").replace(max_features=10, max_hidden=32, width_buckets=(32,), max_layers=4)
+
+
+# Compile at XLA's lowest backend optimisation: about half the compile time, slower steps. Tests
+# that run few steps use it; subprocesses get the same flag, so their programs are the same.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def fast_train(config, workdir=None, **options):
+    """`train` without a progress bar, compiled with FAST_COMPILE."""
+    return train(config, workdir, progress=False, compiler_options=FAST_COMPILE, **options)
 
 
 def make_config(**changes) -> train_config.TrainConfig:
@@ -51,7 +62,9 @@ def assert_trees_close(a, b, atol: float) -> None:
 
 def subprocess_env(device_count: int = 8) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={device_count} --xla_backend_optimization_level=0"
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_COMPILATION_CACHE_DIR"] = str(COMPILATION_CACHE)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
