@@ -124,15 +124,10 @@ def sample_task(key: jax.Array, config: PriorConfig, split) -> Task:
     """One dataset from the prior bag. `split` (int, may be traced): rows < split are training rows.
 
     Returns a `Task` with x: (n_rows, max_features), y: (n_rows,), scalar valid / n_features /
-    n_classes, categorical: (max_features,). Jitted, static in `config` (a Python int or an int32
-    array for `split` share one compilation).
+    n_classes, categorical: (max_features,). The first dataset of `sample_batch(key, config, 1,
+    split)`, and the same compiled program.
     """
-    return _sample_task(key, config, jnp.asarray(split, jnp.int32))
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _sample_task(key, config, split):
-    return _alone(_draw(key, config), split, config)
+    return jax.tree.map(lambda a: a[0], sample_batch(key, config, 1, split))
 
 
 def default_group_size(batch_size: int) -> int:

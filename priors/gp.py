@@ -71,18 +71,17 @@ def sample_raw(stream: jax.Array, config: PriorConfig, n_features: jax.Array) ->
     sq_dist = jnp.where(eye, 0.0, sq_dist)  # exact zeros: the diagonal must stay s for tiny l
     kernel = outputscale * jnp.exp(-sq_dist / (2.0 * lengthscale**2))
 
-    def attempt(tries):
-        jitter = noise + config.gp_jitter * outputscale * 10.0 ** tries.astype(jnp.float32)
-        return cholesky(jnp.where(eye, kernel + jitter, kernel))
-
-    def retry(state):
+    def attempt(state):
         tries, _ = state
-        return tries + 1, attempt(tries)
+        jitter = noise + config.gp_jitter * outputscale * 10.0 ** tries.astype(jnp.float32)
+        return tries + 1, cholesky(jnp.where(eye, kernel + jitter, kernel))
 
     def failed(state):
         tries, factor = state
-        return (tries < _RETRIES) & ~jnp.all(jnp.isfinite(jnp.diagonal(factor)))
+        return (tries == 0) | ((tries < _RETRIES) & ~jnp.all(jnp.isfinite(jnp.diagonal(factor))))
 
-    _, factor = lax.while_loop(failed, retry, (jnp.int32(1), attempt(jnp.int32(0))))
+    # one copy of the factorisation in the program (compile time): the first try runs in the loop
+    nan = jnp.full((rows, rows), jnp.nan, jnp.float32)
+    _, factor = lax.while_loop(failed, attempt, (jnp.int32(0), nan))
     y = jnp.matmul(factor, rng.normal(k_y, (rows,)), precision=lax.Precision.HIGHEST)
     return x, y
