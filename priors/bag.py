@@ -159,7 +159,9 @@ def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: 
     group = group_size
     n_groups = -(-batch_size // group)
     total = n_groups * group
-    draws = jax.vmap(functools.partial(_draw, config=config))(jax.random.split(key, total))
+    # dataset i draws from fold_in(key, i): the same datasets whatever the batch size or grouping
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(total, dtype=jnp.uint32))
+    draws = jax.vmap(functools.partial(_draw, config=config))(keys)
     split = jnp.concatenate([split, jnp.full((total - batch_size,), config.n_rows // 2, jnp.int32)])
 
     if group == 1:

@@ -9,7 +9,8 @@ Follows `ClassificationAdapter` (`mothernet/priors/classification_adapter.py`), 
    0.01% of categorical columns); codes permuted with probability 0.7, reversed with probability 0.5;
 3. outliers: per non-categorical column mean +- 4 sigma, recomputed on the kept values, then the soft
    clip x <- max(x, lo - log(1 + |x|)), min(x, hi + log(1 + |x|));
-4. x and y standardised over all rows (unbiased std + 1e-6), clipped to +-100;
+4. x and y standardised over all rows (unbiased std + 1e-6), clipped to +-100 (y's standardisation
+   is strictly increasing and, on 1152 rows, never reaches the clip, so classes are taken on raw y);
 5. classes: K0 = round(U(2, max_classes)); K = 2 with probability 1/2 else round(U(2, K0)); class =
    the number of K - 1 random-row values of y that y exceeds; the K classes permuted, then reversed
    with probability 1/2;
@@ -18,8 +19,11 @@ Follows `ClassificationAdapter` (`mothernet/priors/classification_adapter.py`), 
    rows are rearranged at random up to `compatibility_tries` - 1 times, else the dataset is invalid;
 8. labels compacted to 0..K' - 1 and rotated by a random shift.
 
-Rows of a raw dataset are exchangeable, so a "reshuffle" only decides which rows are training rows;
-the arrangement that passes is applied to x and y at the end.
+Rows of a raw dataset are exchangeable, so a "reshuffle" only decides which rows are training rows,
+and steps 5 and 7, which read y alone, run first: the arrangement is applied to the raw rows, and
+the column-wise steps 1-4 and 6 follow (the same distribution, fewer passes over x). An invalid
+dataset (no compatible arrangement, or a non-finite value: the reference's -100 labels) keeps its x
+(zeros if not finite) and gets labels 0.
 """
 
 from __future__ import annotations
@@ -243,7 +247,9 @@ def adapt(
     split: jax.Array,
     config: PriorConfig,
 ) -> Adapted:
-    """x: (rows, max_features) raw features, zero beyond `n_features`; y: (rows,) raw target."""
+    """Turn a raw dataset into a task. x: (rows, max_features) raw features, zero beyond
+    `n_features`; y: (rows,) raw target; raw_ok: False marks a raw dataset already known to be bad;
+    split: rows < split are training rows."""
     k_missing, k_categorical, k_classes, k_arrange, k_shift = rng.split(stream, 5)
     f_max = config.max_features
     used = jnp.arange(f_max) < n_features
@@ -256,9 +262,12 @@ def adapt(
     # materialised input (a gather fused with the steps below would recompute them per row).
     classes = _assign_classes(k_classes, y, config)
     train, compatible, first = _compatible_arrangement(k_arrange, classes, split, config)
-    x, classes = lax.cond(
-        first > 0, lambda x, c: (x[_arrange(train)], c[_arrange(train)]), lambda x, c: (x, c), x, classes
-    )
+
+    def rearrange(x, classes):
+        order = _arrange(train)
+        return x[order], classes[order]
+
+    x, classes = lax.cond(first > 0, rearrange, lambda x, classes: (x, classes), x, classes)
 
     if config.missing_values:
         x = missing.inject(k_missing, x, n_features, config)
@@ -266,7 +275,7 @@ def adapt(
     x, categorical = _categorical(k_categorical, x, n_features, config)
     x = _remove_outliers(x, categorical, config.outlier_sigma)
     x = _standardise(x)
-    x = jnp.where(used, x * (f_max / n_features.astype(jnp.float32)), 0.0)
+    x = jnp.where(used[None, :], x * (f_max / n_features.astype(jnp.float32)), 0.0)
 
     present = jnp.any(classes[:, None] == jnp.arange(config.max_classes)[None, :], axis=0)
     rank = jnp.cumsum(present) - 1

@@ -107,6 +107,8 @@ def test_sample_task(getkey):
     check_task(jax.tree.map(lambda a: np.asarray(a)[None], task), PAPER, 1)
     again = jax.device_get(priors.sample_task(key, PAPER, 576))
     np.testing.assert_array_equal(task.x, again.x)
+    # dataset i of a batch depends on (key, i) alone: the task is the first dataset of any batch
+    np.testing.assert_array_equal(task.x, sample(key).x[0])
 
 
 def test_tiny_preset_shapes():
