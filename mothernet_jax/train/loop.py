@@ -159,7 +159,7 @@ def _initial_state(
         from mothernet_jax.pretrained import load_pretrained
 
         params, model = load_pretrained(config.init_weights)
-        if model != config.model:
+        if model.replace(dtype=config.model.dtype) != config.model:  # compute dtype may differ
             raise ValueError(
                 f"init_weights {config.init_weights}: its model config differs from the training config in "
                 f"{_differences(model.to_dict(), config.model.to_dict())}"
