@@ -448,6 +448,10 @@ class TrainStep:
         wait_for_all_processes(f"mothernet-jax train step compiled #{next(_COMPILATIONS)}")
         return compiled
 
+    def trace_count(self, bucket: int, micro_batches: int = 1) -> int:
+        """How often any `TrainStep` of this config and devices traced the step for this bucket."""
+        return TRACES[self._cache_key(bucket, micro_batches)]
+
     @property
     def traces(self) -> collections.Counter:
         """How often the step was traced (= compiled) per (bucket, micro-batches), for this config."""

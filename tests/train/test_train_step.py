@@ -76,24 +76,11 @@ def test_split_positions_are_deterministic_uniform_and_bucketed():
     assert split_bucket(290, 300, 128) == 300
 
 
-def test_the_step_compiles_once_per_split_bucket():
-    config = make_config(prior=TEST_PRIOR.replace(n_rows=256), batch_size=2, steps=8)
-    stepper = TrainStep(config, make_mesh(jax.devices()[:1]), compiler_options=FAST_COMPILE)
-    buckets = [stepper.bucket(stepper.split(s)) for s in range(config.steps)]
-    assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps
-    state = stepper.init()
-    for step in range(config.steps):
-        state, metrics = stepper(state, step)
-        assert np.isfinite(float(metrics["loss"]))
-    assert int(state.step) == config.steps
-    assert stepper.traces == {(128, 1): 1, (256, 1): 1}
-
-
 def _same_tasks(key, prior, batch_size, split):
     """A sampler that ignores its key: every call returns the same tasks."""
     del key, split
     kx, kw = jax.random.split(jax.random.key(42))
-    x = jax.random.normal(kx, (batch_size, 128, 10))
+    x = jax.random.normal(kx, (batch_size, 256, 10))
     y = jnp.argmax(x @ jax.random.normal(kw, (10, 3)), axis=-1).astype(jnp.int32)
     return priors.Task(
         x=x,
@@ -105,17 +92,39 @@ def _same_tasks(key, prior, batch_size, split):
     )
 
 
+# The two tests below check the step's own arithmetic and shapes; a sampler that returns the same
+# tasks from every key isolates them from the prior (and compiles faster). The real prior runs in
+# every other step test; test_train_checkpoint checks that it, too, compiles once for its bucket.
+STUB = make_config(
+    prior=TEST_PRIOR.replace(n_rows=256), batch_size=4, prior_batch=4, warmup_steps=0, steps=8, seed=1
+)
+
+
+def test_the_step_compiles_once_per_split_bucket():
+    stepper = TrainStep(
+        STUB, make_mesh(jax.devices()[:1]), sample_fn=_same_tasks, compiler_options=FAST_COMPILE
+    )
+    buckets = [stepper.bucket(stepper.split(s)) for s in range(STUB.steps)]
+    assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps
+    state = stepper.init()
+    for step in range(STUB.steps):
+        state, metrics = stepper(state, step)
+        assert np.isfinite(float(metrics["loss"]))
+    assert int(state.step) == STUB.steps
+    assert stepper.traces == {(128, 1): 1, (256, 1): 1}
+
+
 def test_gradient_accumulation_averages_over_the_micro_batches():
     """Two micro-batches of the same 4 tasks give the step of one micro-batch of them."""
     mesh = make_mesh(jax.devices()[:1])
     results = []
     for micro_batches in (1, 2):
-        config = make_config(batch_size=4, prior_batch=4, accumulation=((0, micro_batches),), warmup_steps=0)
+        config = STUB.replace(accumulation=((0, micro_batches),))
         stepper = TrainStep(config, mesh, sample_fn=_same_tasks, compiler_options=FAST_COMPILE)
         state = stepper.init()
         for step in range(2):
             state, metrics = stepper(state, step)
-        assert stepper.traces == {(128, micro_batches): 1}
+        assert stepper.traces == {(256, micro_batches): 1}  # steps 0 and 1 share a bucket (seed 1)
         assert float(metrics["valid_fraction"]) == pytest.approx(0.75)
         results.append((float(metrics["loss"]), jax.device_get(state.params)))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
