@@ -204,7 +204,7 @@ def _random_subsets(stream, n_subsets: int, rows: int, size) -> jax.Array:
 def _compatible(train, one_hot):
     """train (tries, rows) bool, one_hot (rows, K) -> (tries,) bool: the same class set on both
     sides of the split, at least two classes."""
-    in_train = train.astype(jnp.float32) @ one_hot  # class counts
+    in_train = rng.matmul(train.astype(jnp.float32), one_hot)  # class counts
     in_test = jnp.sum(one_hot, axis=0)[None, :] - in_train
     return jnp.all((in_train > 0) == (in_test > 0), axis=1) & (jnp.sum(in_train > 0, axis=1) > 1)
 

@@ -34,7 +34,7 @@ def _triangular_inverse(lower: jax.Array) -> jax.Array:
         return jax.scipy.linalg.solve_triangular(lower, jnp.eye(n, dtype=lower.dtype), lower=True)
     h = n // 2
     top, bottom = _triangular_inverse(lower[:h, :h]), _triangular_inverse(lower[h:, h:])
-    corner = -(bottom @ (lower[h:, :h] @ top))
+    corner = -rng.matmul(bottom, rng.matmul(lower[h:, :h], top))
     return jnp.block([[top, jnp.zeros((h, n - h), lower.dtype)], [corner, bottom]])
 
 
@@ -47,8 +47,8 @@ def cholesky(a: jax.Array) -> jax.Array:
         return jnp.linalg.cholesky(a)
     h = n // 2
     top = cholesky(a[:h, :h])
-    left = a[h:, :h] @ _triangular_inverse(top).T
-    bottom = cholesky(a[h:, h:] - left @ left.T)
+    left = rng.matmul(a[h:, :h], _triangular_inverse(top).T)
+    bottom = cholesky(a[h:, h:] - rng.matmul(left, left.T))
     return jnp.block([[top, jnp.zeros((h, n - h), a.dtype)], [left, bottom]])
 
 
@@ -65,7 +65,7 @@ def sample_raw(stream: jax.Array, config: PriorConfig, n_features: jax.Array) ->
     noise = jnp.asarray(config.gp_noise_values, jnp.float32)[noise_index]
 
     sq_norm = jnp.sum(x * x, axis=1)
-    gram = jnp.matmul(x, x.T, precision=lax.Precision.HIGHEST)
+    gram = rng.matmul(x, x.T)
     sq_dist = jnp.maximum(sq_norm[:, None] + sq_norm[None, :] - 2.0 * gram, 0.0)
     eye = jnp.eye(rows, dtype=bool)
     sq_dist = jnp.where(eye, 0.0, sq_dist)  # exact zeros: the diagonal must stay s for tiny l
@@ -83,5 +83,5 @@ def sample_raw(stream: jax.Array, config: PriorConfig, n_features: jax.Array) ->
     # one copy of the factorisation in the program (compile time): the first try runs in the loop
     nan = jnp.full((rows, rows), jnp.nan, jnp.float32)
     _, factor = lax.while_loop(failed, attempt, (jnp.int32(0), nan))
-    y = jnp.matmul(factor, rng.normal(k_y, (rows,)), precision=lax.Precision.HIGHEST)
+    y = rng.matmul(factor, rng.normal(k_y, (rows,)))
     return x, y

@@ -121,7 +121,7 @@ def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> ja
                 return causes
             # widen by a product with [I 0]: XLA's CPU backend pads or concatenates a freshly
             # drawn array several times slower (it recomputes the draw inside the copy)
-            return causes @ jnp.eye(width, padded, dtype=jnp.float32)
+            return rng.matmul(causes, jnp.eye(width, padded, dtype=jnp.float32))
 
         return branch
 
@@ -271,7 +271,7 @@ def run_network(
     k_blocks, k_noise = rng.split(stream, 2)
     hidden = hyper.hidden
     bias, noise_scale = layers.bias[:, :width], layers.noise_scale[:, :width]
-    h = causes @ layers.first[:, :width] + bias[0][None, :]
+    h = rng.matmul(causes, layers.first[:, :width]) + bias[0][None, :]
     node_layer, node_unit = nodes
     unit_counter = lax.broadcasted_iota(jnp.int32, (rows, width), 0) * config.max_hidden
     unit_counter = unit_counter + lax.broadcasted_iota(jnp.int32, (rows, width), 1)
@@ -289,7 +289,7 @@ def run_network(
             layers.diagonal_blocks[1 + layer],
         )
         noise = rng.normal_at(rng.fold(k_noise, layer), unit_counter) * noise_scale[1 + layer][None, :]
-        h = _activate(h, hyper.activation) @ w + bias[1 + layer][None, :] + noise
+        h = rng.matmul(_activate(h, hyper.activation), w) + bias[1 + layer][None, :] + noise
         # a cond, also for a causal network: its operand h is then a materialised buffer (a gather
         # fused with the block would recompute the noise of every node it reads)
         read = lax.cond(
@@ -305,7 +305,8 @@ def run_network(
     # would be recomputed for every row, which made the loop several times slower)
     read = jnp.zeros((rows, f_max + 1), jnp.float32)
     h, read = lax.fori_loop(0, jnp.minimum(n_blocks_run, hyper.n_blocks), block, (h, read))
-    y_out = _activate(h, hyper.activation) @ layers.output[:width] + layers.bias[-1, 0] + layers.output_noise
+    y_out = rng.matmul(_activate(h, hyper.activation), layers.output[:width])
+    y_out = y_out + layers.bias[-1, 0] + layers.output_noise
     return read, y_out
 
 

@@ -24,6 +24,12 @@ _CHILD = 0x80000000  # counters at and above this derive sub-streams
 _GAMMA_CANDIDATES = 6  # Marsaglia-Tsang proposals; all rejected with probability < 1e-8
 
 
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """float32 matrix product at full precision: on GPUs the default would round the operands to
+    TF32 (10 mantissa bits), which would quantise features and break the GP's Cholesky factor."""
+    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+
+
 def _fmix32(h: jax.Array) -> jax.Array:
     h = h ^ (h >> 16)
     h = h * jnp.uint32(0x85EBCA6B)
