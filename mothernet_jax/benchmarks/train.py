@@ -24,10 +24,12 @@ import time
 import jax
 import numpy as np
 
+from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.mothernet import count_params
 from mothernet_jax.train import config as train_config
+from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.mesh import make_mesh
-from mothernet_jax.train.step import TrainStep, flops_per_dataset, learning_rate
+from mothernet_jax.train.step import learning_rate
 
 # bf16 dense peak FLOP/s per chip, matched as substrings of `device.device_kind`
 PEAK_BF16 = {
@@ -46,6 +48,26 @@ PEAK_BF16 = {
 # benchmark batch sizes (global) per backend; the reference's bare step was timed at batch 64
 BATCH = {"gpu": {"paper": 64, "small": 512, "tiny": 512}, "cpu": {"paper": 8, "small": 8, "tiny": 8}}
 STEPS = {"gpu": 50, "cpu": 10}
+
+
+def flops_per_dataset(model: ModelConfig, split: int, rows: int) -> float:
+    """Model FLOPs of one training step per dataset: 3 x forward (forward + backward), counting the
+    transformer on the s training rows (no padding), the encoders, pooling, the weight head and the
+    child on the rows - s test rows."""
+    d, t, f, k = model.embed_dim, split, model.max_features, model.max_classes
+    encoders = 2 * t * (f + k) * d
+    layer = 2 * t * (4 * d * d + 2 * d * model.ffn_dim) + 4 * t * t * d
+    h = model.head_hidden_size
+    head = 2 * (model.pooled_size * h + model.head_extra_layers * h * h + h * model.n_generated)
+    if model.pooling == "output_attention":
+        e = model.pooling_embed_dim
+        head += 2 * (e * e + 2 * t * d * e + 2 * t * e + e * e)
+    p, n_test = model.child_hidden_size, rows - split
+    widths = [f] + [p] * model.child_hidden_layers + [k]
+    child = 2 * n_test * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    if model.low_rank:  # W_l = A_l S_l, per dataset
+        child += 2 * model.rank * p * sum(widths[:-2])
+    return 3.0 * (encoders + model.n_layers * layer + head + child)
 
 
 def peak_flops(device: jax.Device) -> float | None:

@@ -33,8 +33,9 @@ from jax.sharding import Mesh
 from mothernet_jax.progress import Progress
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import TrainConfig
+from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.mesh import is_main_process
-from mothernet_jax.train.step import TrainState, TrainStep
+from mothernet_jax.train.step import TrainState
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"

@@ -22,8 +22,8 @@ from train_helpers import (
 )
 
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
+from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.loop import _StopSignals
-from mothernet_jax.train.step import TrainStep
 
 
 @pytest.fixture(scope="module")
