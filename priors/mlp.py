@@ -28,7 +28,6 @@ for about 0.75% of draws; width above `max_hidden` = 256 for about 0.92%; causes
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -102,14 +101,14 @@ def causes_width(config: PriorConfig) -> int:
 
 
 def sample_causes(stream: jax.Array, hyper: MLPHyper, config: PriorConfig) -> jax.Array:
-    """The causes, (n_rows, causes_width) float32, zero beyond `n_causes`; drawn at the smallest
-    quarter of the padded width that holds them."""
+    """The causes, (n_rows, causes_width) float32, zero beyond `n_causes`; drawn at width
+    `max_causes` where they fit (every causal network), else at the padded width."""
     rows, padded = config.n_rows, causes_width(config)
     k_mean, k_std, k_rows = rng.split(stream, 3)
     mean = rng.normal(k_mean, (padded,))
     std = jnp.abs(rng.normal(k_std, (padded,)) * mean)
     mean, std = (jnp.where(jnp.arange(padded) < hyper.n_causes, v, 0.0) for v in (mean, std))
-    buckets = sorted({math.ceil(padded * q / 4) for q in (1, 2, 3, 4)})
+    buckets = sorted({min(config.max_causes, padded), padded})
 
     def draw(width):
         def branch(mean, std):
