@@ -37,6 +37,7 @@ from mothernet_jax.preprocessing import FeatureEncoder, infer_categorical
 
 DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
 FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
+MULTICLASS = ("auto", "native", "one_vs_rest")
 TRACES: collections.Counter = collections.Counter()  # how often each jitted function was traced
 
 
@@ -135,6 +136,15 @@ def resolve_weights(weights) -> tuple[object, ModelConfig]:
     )
 
 
+def weights_info(weights) -> dict:
+    """The manifest of a weight file (None: the shipped weights); {} for a (params, config) pair."""
+    if weights is None or isinstance(weights, str | os.PathLike):
+        from mothernet_jax.pretrained import load_info
+
+        return load_info(weights)
+    return {}
+
+
 def _keep_factors(layer) -> tuple:
     """A layer as the cheaper of its two forms: (A, S) costs r (in + out) per row, W in x out."""
     weight, bias = layer
@@ -174,6 +184,15 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         string array; columns of an object array holding any non-number). Levels are encoded as
         ordinal codes, or one-hot (columns of at most 10 levels) in the one-hot members. A level not
         seen in training is treated as missing.
+    multiclass : "auto", "native" or "one_vs_rest", default "auto"
+        How a task with k > 2 classes is put to the model. "native": every member sees all k
+        classes (the reference). "one_vs_rest": k binary tasks, each class against the others,
+        ``n_estimators`` members per class (k times the members, so fit and predict cost k times
+        as much); a class's probability is its members' "this class" probability plus the share
+        of the other members' "other classes" probability. "auto": what the weight file
+        recommends in its manifest (``"multiclass"``), else "native". The shipped ``small`` weights
+        recommend one-vs-rest: they have seen few tasks with many classes and tell two classes
+        apart much better (see MODEL_CARD.md).
     finetune_steps : int, default 0
         After generation, this many full-batch Adam steps (learning rate 1e-3) on each child's
         cross-entropy over its training rows ("MotherNet + gradient descent"), all members in one
@@ -196,7 +215,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       values are a level of their own. Infinite values raise ValueError.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
-    (bool mask), ensemble_ (one dict per member: what it reads), predictor_ (the
+    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), ensemble_ (one dict per member: what it reads), predictor_ (the
     `child.Predictor` that predict_proba runs and `export` writes).
     """
 
@@ -209,6 +228,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         temperature: float = 0.8,
         max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
         categorical_features="auto",
+        multiclass: str = "auto",
         finetune_steps: int = 0,
     ):
         self.weights = weights
@@ -217,6 +237,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.max_train_rows = max_train_rows
         self.categorical_features = categorical_features
+        self.multiclass = multiclass
         self.finetune_steps = finetune_steps
 
     def __sklearn_tags__(self):
@@ -241,6 +262,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         encoder = FeatureEncoder.fit(X, mask)
         encoded = encoder.transform(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        strategy = self._multiclass_strategy() if len(classes) > 2 else "native"
         plans = plan_ensemble(
             encoder,
             encoded,
@@ -251,10 +273,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             max_features=config.max_features,
             max_classes=config.max_classes,
             rng=np.random.default_rng(seed),
+            one_vs_rest=strategy == "one_vs_rest",
         )
         children = self._generate(params, config, encoded, y_codes, plans)
         self.classes_ = classes
         self.categorical_features_ = mask
+        self.multiclass_ = strategy
         self.ensemble_ = [_describe(p) for p in plans]
         self.predictor_ = Predictor(
             children,
@@ -329,8 +353,16 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         integer("n_estimators", 1)
         integer("max_train_rows", 1, allow_none=True)
         integer("finetune_steps", 0)
+        if self.multiclass not in MULTICLASS:
+            raise ValueError(f"multiclass must be one of {', '.join(MULTICLASS)}; got {self.multiclass!r}")
         if not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+
+    def _multiclass_strategy(self) -> str:
+        """ "native" or "one_vs_rest": `multiclass`, with "auto" resolved by the weight file."""
+        if self.multiclass != "auto":
+            return self.multiclass
+        return weights_info(self.weights).get("multiclass", "native")
 
     def _categorical_mask(self, n_features: int) -> np.ndarray:
         spec = self.categorical_features

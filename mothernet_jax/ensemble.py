@@ -8,6 +8,8 @@ plus what the reference refuses to do:
 - more than `max_features` encoded columns: the member keeps the `max_features // 2` columns with the
   highest univariate ANOVA F-score, and fills the rest with a random draw from the others;
 - more than `max_classes` classes: the member sees class *groups* (`class_groupings`);
+- one-vs-rest (`one_vs_rest=True`, k > 2): every member sees a binary task, one class against the
+  others, `n_estimators` members per class;
 - more than `max_train_rows` rows: the member reads a stratified subsample.
 """
 
@@ -88,8 +90,16 @@ def draw_shifts(n_features: int, n_classes: int, taken: set, rng: np.random.Gene
     return pair
 
 
-def n_members_needed(n_classes: int, n_estimators: int, max_classes: int) -> int:
-    """n_estimators, raised to one complete round of class groupings when k > max_classes."""
+def one_vs_rest_groups(n_classes: int, positive: int) -> np.ndarray:
+    """(k,) groups of a one-vs-rest member: 1 for the class `positive`, 0 for every other class."""
+    return (np.arange(n_classes) == positive).astype(np.int64)
+
+
+def n_members_needed(n_classes: int, n_estimators: int, max_classes: int, one_vs_rest: bool = False) -> int:
+    """n_estimators (per class for one-vs-rest), raised to one complete round of class groupings
+    when k > max_classes."""
+    if one_vs_rest and n_classes > 2:
+        return n_estimators * n_classes
     if n_classes <= max_classes:
         return n_estimators
     return max(n_estimators, len(group_moduli(n_classes, max_classes)))
@@ -173,6 +183,7 @@ def plan_ensemble(
     max_features: int,
     max_classes: int,
     rng: np.random.Generator,
+    one_vs_rest: bool = False,
 ) -> list[MemberPlan]:
     """The members of an ensemble over the encoded training table (n, n_columns) and labels y (n,)
     in 0..n_classes-1.
@@ -181,18 +192,25 @@ def plan_ensemble(
     ordinal categorical codes. Members 1, 2, ... cycle through (quantile, one-hot) x (on, off)
     (one-hot only where some column has a one-hot block) and draw a feature rotation and a label
     shift (mod k), a pair that no earlier member of the same variant has while pairs remain. Rows, columns and classes are then cut to the model's limits as the module says.
+
+    one_vs_rest (k > 2): member m is binary, class m % k against the others; the members of round
+    m // k (one per class) share a variant, round 0 being the reference configuration, and each
+    member of a later round draws its own rotation and label flip.
     """
+    one_vs_rest = one_vs_rest and n_classes > 2
     has_onehot = bool(encoder.onehot.any())
     variants = [(q, o) for q in (True, False) for o in ((True, False) if has_onehot else (False,))]
-    n_members = n_members_needed(n_classes, n_estimators, max_classes)
-    grouped = n_classes > max_classes
+    n_members = n_members_needed(n_classes, n_estimators, max_classes, one_vs_rest)
+    grouped = n_classes > max_classes and not one_vs_rest
+    n_labels = 2 if one_vs_rest else 1 if grouped else n_classes  # what a label shift cycles over
     groupings = class_groupings(n_classes, n_members, max_classes, rng) if grouped else None
     kinds, sources = encoder.layout()
     scores = None
-    taken: dict[tuple[bool, bool], set] = {(False, False): {(0, 0)}}  # shifts per variant
+    taken: dict[tuple, set] = {}  # (rotation, label shift) pairs per variant (and class)
     members = []
     for m in range(n_members):
-        quantile, onehot = (False, False) if m == 0 else variants[(m - 1) % len(variants)]
+        round_ = m // n_classes if one_vs_rest else m
+        quantile, onehot = (False, False) if round_ == 0 else variants[(round_ - 1) % len(variants)]
         columns = candidate_columns(encoder, quantile=quantile, onehot=onehot)
         if len(columns) > max_features:
             scores = f_scores(encoded, y) if scores is None else scores
@@ -202,13 +220,16 @@ def plan_ensemble(
         indicators = np.flatnonzero((kinds == INDICATOR) & np.isin(sources, used_numeric))[:room]
         columns = np.concatenate([columns, indicators])
         shift, label_shift = (0, 0)
-        if m > 0:
-            pool = taken.setdefault((quantile, onehot), set())
-            shift, label_shift = draw_shifts(len(columns), 1 if grouped else n_classes, pool, rng)
+        if round_ > 0:
+            key = (quantile, onehot, m % n_classes if one_vs_rest else 0)
+            pool = taken.setdefault(key, set() if quantile or onehot else {(0, 0)})  # round 0 took (0, 0)
+            shift, label_shift = draw_shifts(len(columns), n_labels, pool, rng)
         rows = np.arange(len(y))
         if max_train_rows is not None and len(y) > max_train_rows:
             rows = stratified_rows(y, max_train_rows, rng)
-        if grouped:
+        if one_vs_rest:
+            groups, n_groups = (one_vs_rest_groups(n_classes, m % n_classes) + label_shift) % 2, 2
+        elif grouped:
             groups, n_groups = groupings[m]
         else:
             groups, n_groups = (np.arange(n_classes) + label_shift) % n_classes, n_classes

@@ -32,6 +32,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_NAME = "small"
 
 
+MANIFEST_KEYS = ("file", "sha256", "bytes", "storage_dtype", "config")  # written by save_pretrained
+
+
 class WeightFileError(ValueError):
     """A weight file that is missing, corrupted, truncated or does not fit its config."""
 
@@ -145,6 +148,22 @@ def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest beside a weight file: SHA-256, config, steps, datasets seen, ..."""
     path = _default_path() if path is None else Path(path)
     return json.loads(path.with_suffix(".json").read_text())
+
+
+def update_info(
+    path: str | os.PathLike, changes: dict[str, Any], *, dest: str | os.PathLike | None = None
+) -> str:
+    """Rewrite the weight file at `path` (to `dest`, default in place) with its info updated by
+    `changes` (a value of None removes the key): e.g. the classifier's recommended
+    ``{"multiclass": "one_vs_rest"}``. The arrays keep their stored dtype and every bit; both
+    writes are atomic. Returns the new SHA-256."""
+    path = Path(path)
+    params, config = load_pretrained(path)
+    info = {k: v for k, v in load_info(path).items() if k not in MANIFEST_KEYS}
+    info.update(changes)
+    info = {k: v for k, v in info.items() if v is not None}
+    storage = load_info(path).get("storage_dtype", "bfloat16")
+    return save_pretrained(path if dest is None else dest, params, config, info=info, dtype=storage)
 
 
 def _check_params(stored, config: ModelConfig, path: Path):

@@ -251,3 +251,48 @@ def test_predictor_still_reads_version_1_files(tmp_path):
     X[0, 1] = np.nan
     expected = Predictor([child], classes=np.array(["a", "b", "c"])).predict_proba(X)
     np.testing.assert_allclose(load_predictor(tmp_path / "v1.npz").predict_proba(X), expected)
+
+
+# -- one-vs-rest ------------------------------------------------------------------------------------
+
+
+def test_one_vs_rest_members_and_probabilities(tmp_path):
+    X, y = blobs(240, 5, 4)
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, multiclass="one_vs_rest")
+    clf.fit(X, y)
+    assert clf.multiclass_ == "one_vs_rest"
+    assert len(clf.ensemble_) == 8 and all(m["n_groups"] == 2 for m in clf.ensemble_)
+    groups = np.stack(clf.predictor_.groups)  # (members, classes)
+    alone = (groups[:, :, None] == groups[:, None, :]).sum(axis=2) == 1  # class alone in its group
+    assert alone.sum(axis=0).tolist() == [2, 2, 2, 2] and alone.sum(axis=1).tolist() == [1] * 8
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    path = tmp_path / "ovr.npz"
+    clf.export(path)
+    np.testing.assert_allclose(load_predictor(path).predict_proba(X), proba, atol=1e-7)
+    # binary tasks are never split; native keeps one member per estimator
+    binary = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, multiclass="one_vs_rest").fit(X, y % 2)
+    assert binary.multiclass_ == "native" and len(binary.ensemble_) == 2
+    native = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, multiclass="native").fit(X, y)
+    assert len(native.ensemble_) == 2 and native.ensemble_[0]["n_groups"] == 4
+
+
+def test_auto_multiclass_follows_the_weight_file(tmp_path):
+    from mothernet_jax.pretrained import save_pretrained, update_info
+
+    X, y = blobs(120, 3, 3)
+    path = tmp_path / "tiny.msgpack"
+    save_pretrained(path, PARAMS, CONFIG, info={"steps": 1}, dtype="float32")
+    assert MotherNetClassifier(weights=path, n_estimators=1).fit(X, y).multiclass_ == "native"
+    update_info(path, {"multiclass": "one_vs_rest"})
+    clf = MotherNetClassifier(weights=path, n_estimators=1).fit(X, y)
+    assert clf.multiclass_ == "one_vs_rest" and len(clf.ensemble_) == 3
+    assert (
+        MotherNetClassifier(weights=path, n_estimators=1, multiclass="native").fit(X, y).multiclass_
+        == "native"
+    )
+    assert (
+        MotherNetClassifier(weights=WEIGHTS, n_estimators=1).fit(X, y).multiclass_ == "native"
+    )  # no manifest
+    with pytest.raises(ValueError, match="multiclass must be one of"):
+        MotherNetClassifier(weights=WEIGHTS, multiclass="ovr").fit(X, y)

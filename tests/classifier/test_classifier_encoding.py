@@ -186,3 +186,41 @@ def test_label_shift_and_rotation_pairs_do_not_repeat():
         assert plan.groups.tolist() == [(c + label_shift) % 2 for c in range(2)]
         assert plan.columns.tolist() == np.roll(np.arange(2) + (2 if q else 0), -shift).tolist()
     assert list(itertools.islice(pairs, 1)) == [(False, 0, 0)]
+
+
+def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    X = rng.normal(size=(90, 4))
+    encoder = FeatureEncoder.fit(X, np.zeros(4, bool))
+    plans = plan_ensemble(
+        encoder, encoder.transform(X), y, n_classes=3, n_estimators=4, max_train_rows=None,
+        max_features=100, max_classes=10, rng=np.random.default_rng(0), one_vs_rest=True,
+    )  # fmt: skip
+    assert len(plans) == 12 and all(p.n_groups == 2 for p in plans)
+    for m, plan in enumerate(plans):
+        alone = [c for c in range(3) if np.sum(plan.groups == plan.groups[c]) == 1]
+        assert alone == [m % 3]  # member m: class m % 3 against the other two
+        assert plan.groups.tolist() == [int((c == m % 3) + plan.label_shift) % 2 for c in range(3)]
+    assert all(not p.quantile and p.feature_shift == p.label_shift == 0 for p in plans[:3])  # round 0
+    assert [p.quantile for p in plans[3:]] == [True] * 3 + [False] * 3 + [True] * 3
+    for c in range(3):  # one class's later members never repeat a (variant, rotation, flip)
+        pairs = [(p.quantile, p.feature_shift, p.label_shift) for p in plans[c::3]]
+        assert len(set(pairs)) == 4
+    # a binary task is the same plan with or without one_vs_rest
+    binary = [
+        plan_ensemble(
+            encoder,
+            encoder.transform(X),
+            y % 2,
+            n_classes=2,
+            n_estimators=4,
+            max_train_rows=None,
+            max_features=100,
+            max_classes=10,
+            rng=np.random.default_rng(0),
+            one_vs_rest=flag,
+        )  # fmt: skip
+        for flag in (False, True)
+    ]
+    assert [p.groups.tolist() for p in binary[0]] == [p.groups.tolist() for p in binary[1]]

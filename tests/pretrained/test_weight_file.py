@@ -82,3 +82,24 @@ def test_manifest_records_the_hash(saved):
     path = saved[0]
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert len(manifest["sha256"]) == 64 and manifest["file"] == path.name
+
+
+def test_update_info_keeps_every_bit_and_writes_atomically(tmp_path, saved):
+    from mothernet_jax.pretrained import update_info
+
+    path, params, config = saved
+    before = path.read_bytes()
+    copy = tmp_path / "copy.msgpack"
+    update_info(path, {"multiclass": "one_vs_rest", "steps": None}, dest=copy)
+    assert path.read_bytes() == before  # the source is untouched
+    info = load_info(copy)
+    assert info["multiclass"] == "one_vs_rest" and "steps" not in info
+    loaded, loaded_config = load_pretrained(copy)
+    assert loaded_config == config
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, jax.tree_util.tree_map(np.asarray, params))
+    bf16 = tmp_path / "bf16.msgpack"
+    save_pretrained(bf16, params, config)
+    rounded = load_pretrained(bf16)[0]
+    update_info(bf16, {"note": "x"})  # bfloat16 storage stays bfloat16, bit for bit
+    assert load_info(bf16)["storage_dtype"] == "bfloat16" and load_info(bf16)["note"] == "x"
+    jax.tree_util.tree_map(np.testing.assert_array_equal, load_pretrained(bf16)[0], rounded)

@@ -1,0 +1,55 @@
+"""The weights that ship with the package: offline, checked, and good enough to classify."""
+
+import json
+import subprocess
+import sys
+
+from mothernet_jax.pretrained import _default_path as shipped_path
+from mothernet_jax.pretrained import load_info, load_pretrained, sha256_of
+
+# Runs in a fresh interpreter whose sockets refuse to connect: the shipped weights must need no
+# network. Two datasets that ship inside scikit-learn (no download).
+OFFLINE_SCRIPT = """
+import json, socket
+
+def refuse(*args, **kwargs):
+    raise OSError("network access attempted")
+
+socket.socket.connect = refuse
+socket.create_connection = refuse
+
+from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.model_selection import train_test_split
+from mothernet_jax import MotherNetClassifier
+
+out = {}
+for name, loader in (("breast_cancer", load_breast_cancer), ("wine", load_wine)):
+    X, y = loader(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
+    clf = MotherNetClassifier(random_state=0).fit(X_train, y_train)
+    predicted = clf.predict(X_test)
+    out[name] = {"accuracy": float((predicted == y_test).mean()), "multiclass": clf.multiclass_,
+                 "labels": sorted(set(predicted.tolist()))}
+print(json.dumps(out))
+"""
+
+
+def test_shipped_weights_classify_offline():
+    done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["breast_cancer"]["accuracy"] >= 0.9 and out["breast_cancer"]["labels"] == [0, 1]
+    assert out["wine"]["accuracy"] >= 0.85 and out["wine"]["multiclass"] == "one_vs_rest"
+
+
+def test_shipped_file_matches_its_manifest_and_size_budget():
+    info = load_info()
+    path = shipped_path()
+    assert sha256_of(path) == info["sha256"] and path.stat().st_size == info["bytes"]
+    assert path.stat().st_size <= 12 * 2**20 and info["storage_dtype"] == "bfloat16"
+    assert info["multiclass"] in ("native", "one_vs_rest")
+    assert info["steps"] > 0 and info["datasets_seen"] == info["steps"] * info["train_config"]["batch_size"]
+    params, config = load_pretrained()
+    import mothernet_jax as mn
+
+    assert config == mn.preset("small") and mn.count_params(config) <= 5_100_000
