@@ -39,6 +39,7 @@ from mothernet_jax.train.step import TrainState
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+LINEAGE = "lineage.json"  # what the init weights carried in (see `_lineage`)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -107,8 +108,11 @@ def train(
         checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     try:
         state, first = _initial_state(config, stepper, checkpoints)
+        lineage = _lineage(config, workdir, fresh=first == 0)
         if workdir is not None and main:
             (workdir / CONFIG).write_text(config.to_json() + "\n")
+            if lineage:
+                (workdir / LINEAGE).write_text(json.dumps(lineage, indent=1) + "\n")
         end = config.steps if stop_at is None else min(config.steps, stop_at)
         run = _Run(config, stepper, checkpoints, workdir, first, end, time_limit, started, progress and main)
         with _StopSignals() as signals:
@@ -122,6 +126,7 @@ def train(
                 "loss_last_50": float(np.mean(run.losses[-50:])) if run.losses else None,
                 "train_config": config.to_dict(),
             }
+            info.update(_exported_lineage(lineage, info))
             save_pretrained(export, host_values(state.params), config.model, info=info)
             _say(f"exported the parameters to {export}")
     finally:
@@ -137,6 +142,41 @@ def train(
         workdir=workdir,
         seconds=time.monotonic() - started,
     )
+
+
+def _lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[str, Any]:
+    """What `config.init_weights` carries into this run's export: its training history (a list of
+    phases, each {steps, datasets_seen, train_config}) and the classifier's "multiclass"
+    recommendation. Read from the weight file when the run starts fresh, then kept in the work
+    directory, so that a resumed run still knows it after the export has replaced the init file."""
+    saved = None if workdir is None else workdir / LINEAGE
+    if saved is not None and saved.exists() and not fresh:
+        return json.loads(saved.read_text())
+    if not config.init_weights:
+        return {}
+    from mothernet_jax.pretrained import load_info
+
+    try:
+        info = load_info(config.init_weights)
+    except FileNotFoundError:  # a weight file without its manifest: no history to carry
+        return {}
+    history = info.get("history") or [
+        {key: info[key] for key in ("steps", "datasets_seen", "train_config") if key in info}
+    ]
+    lineage = {"history": history}
+    if "multiclass" in info:
+        lineage["multiclass"] = info["multiclass"]
+    return lineage
+
+
+def _exported_lineage(lineage: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """History (earlier phases plus this run) and its totals, for the export's info."""
+    phases = [*lineage.get("history", []), {k: info[k] for k in ("steps", "datasets_seen", "train_config")}]
+    out = {k: v for k, v in lineage.items() if k != "history"}
+    out["history"] = phases
+    out["total_steps"] = sum(int(p.get("steps", 0)) for p in phases)
+    out["total_datasets_seen"] = sum(int(p.get("datasets_seen", 0)) for p in phases)
+    return out
 
 
 def _say(message: str) -> None:

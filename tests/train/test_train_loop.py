@@ -59,3 +59,21 @@ def test_the_loss_falls_on_the_tiny_preset():
     assert len(losses) == 300 and np.all(np.isfinite(losses))
     first, last = losses[:50].mean(), losses[-50:].mean()
     assert last <= 0.85 * first, (first, last)
+
+
+def test_exports_carry_the_history_and_recommendation_of_their_init_weights(tmp_path):
+    from mothernet_jax.pretrained import load_info, update_info
+
+    first = tmp_path / "first.msgpack"
+    fast_train(make_config(steps=2), tmp_path / "a", export=first)
+    update_info(first, {"multiclass": "one_vs_rest"})
+    # phase 2 starts from phase 1 and exports over its own init file, as the model card's command
+    # does; stopping and resuming must not count phase 1 twice
+    config = make_config(steps=3, init_weights=str(first))
+    fast_train(config, tmp_path / "b", stop_at=1, export=first)
+    fast_train(config, tmp_path / "b", export=first)
+    info = load_info(first)
+    assert [phase["steps"] for phase in info["history"]] == [2, 3]
+    assert info["total_steps"] == 5 and info["total_datasets_seen"] == 5 * 8
+    assert info["multiclass"] == "one_vs_rest" and info["steps"] == 3
+    assert info["history"][1]["train_config"]["init_weights"] == str(first)
