@@ -1,4 +1,4 @@
-"""The meta-training loss curve of a work directory (or several, one after the other), as a PNG.
+"""The meta-training loss curve of a work directory (or several, each continuing the one before), as a PNG.
 
     python -m mothernet_jax.benchmarks.loss_curve --workdir runs/small-cpu --out docs/small_loss_curve.png
 
@@ -44,19 +44,24 @@ def summarise(metrics: list[dict]) -> dict:
 
 
 def plot(runs: list[dict], path: str | Path, window: int = 20) -> Path:
+    """Loss against datasets seen; each run starts where the one before it ended (a later run
+    continues from the earlier one's weights)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
+    offset = 0
     for run in runs:
         steps = np.array([m["step"] for m in run["metrics"]])
         loss = np.array([m["loss"] for m in run["metrics"]])
-        datasets = steps * run["metrics"][-1].get("datasets_per_step", 1)
-        ax.plot(datasets, loss, alpha=0.3, lw=0.8)
+        datasets = offset + steps * run["metrics"][-1].get("datasets_per_step", 1)
+        offset = int(datasets[-1])
+        (raw,) = ax.plot(datasets, loss, alpha=0.3, lw=0.8)
         if len(loss) >= window:
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             ax.plot(
                 datasets[window - 1 :],
                 smooth,
                 lw=2,
+                color=raw.get_color(),
                 label=f"{Path(run['workdir']).name} (mean of {window} logs)",
             )
     ax.set_xlabel("synthetic datasets seen")
@@ -80,10 +85,17 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench_out/loss_curve.png", help="PNG path")
     args = parser.parse_args(argv)
     runs = read_runs(args.workdir)
+    totals = {"steps": 0, "datasets_seen": 0, "wall_hours": 0.0}
     for run in runs:
         s = summarise(run["metrics"])
+        totals = {k: totals[k] + s[k] for k in totals}
         print(
             f"{run['workdir']}: {s['steps']:,} steps, {s['datasets_seen']:,} datasets, {s['wall_hours']:.2f} h wall"
+        )
+    if len(runs) > 1:
+        print(
+            f"total: {totals['steps']:,} steps, {totals['datasets_seen']:,} datasets, "
+            f"{totals['wall_hours']:.2f} h wall"
         )
     print(f"wrote {plot(runs, args.out)}")
 
