@@ -43,14 +43,16 @@ def generate_layers(
     *,
     config: ModelConfig,
     attention: str | None = None,
+    factored: bool = False,
 ) -> list[Layer]:
     """The child's layers for preprocessed, padded datasets.
 
     x: (B, T, max_features) float, y: (B, T) int, n_rows: (B,) int (rows >= n_rows are padding).
-    Returns [(W1 (B, F, P), b1 (B, P)), ..., (W_out (B, P, K), b_out (B, K))], float32.
+    Returns [(W1 (B, F, P), b1 (B, P)), ..., (W_out (B, P, K), b_out (B, K))], float32; with
+    factored=True a low-rank weight is its factors (A (B, in, r), S (B, r, P)) (`child_layers`).
     """
     out = MotherNet(config, attention).apply({"params": params}, x, y, n_rows)
-    return child_layers(out.generated, out.shared, config)
+    return child_layers(out.generated, out.shared, config, factored=factored)
 
 
 def standardise(
@@ -90,24 +92,31 @@ def generate_batch(
     *,
     config: ModelConfig,
     attention: str | None = None,
+    factored: bool = False,
 ) -> Child:
     """Children for many raw datasets in one call (pure; jit and vmap it freely).
 
     X: (B, T, F) raw features, F <= max_features, padded with anything beyond n_rows / n_features;
     y: (B, T) int labels in 0..max_classes-1; n_rows, n_features: (B,) int.
     Returns a batched `Child`: W1 (B, F, P) (rows beyond n_features are zero), ..., W_out (B, P, K)
-    over all max_classes outputs; mean, std (B, F).
+    over all max_classes outputs; mean, std (B, F). factored=True keeps each low-rank weight as
+    its factors (A, S) (W1's A (B, F, r) carries the zero rows and the 100 / d scaling), for
+    `child.factored_logits`: cheaper per row when r (in + P) < in x P.
     """
     X = X.astype(jnp.float32)
     z, mean, std = standardise(X, n_rows, n_features, config)
     row_mask = jnp.arange(X.shape[1])[None, :] < n_rows[:, None]
     y = jnp.where(row_mask, jnp.clip(y, 0, config.max_classes - 1), 0).astype(jnp.int32)
-    layers = generate_layers(params, z, y, n_rows, config=config, attention=attention)
+    layers = generate_layers(params, z, y, n_rows, config=config, attention=attention, factored=factored)
     (w1, b1), rest = layers[0], layers[1:]
     features = X.shape[2]
     feature_mask = jnp.arange(features)[None, :] < n_features[:, None]
     scale = (config.max_features / jnp.maximum(n_features, 1)).astype(jnp.float32)
-    w1 = w1[:, :features] * jnp.where(feature_mask, scale[:, None], 0.0)[..., None]
+    rows = jnp.where(feature_mask, scale[:, None], 0.0)[..., None]  # (B, F, 1): zero rows, 100 / d
+    if isinstance(w1, tuple):
+        w1 = (w1[0][:, :features] * rows, w1[1])
+    else:
+        w1 = w1[:, :features] * rows
     mean = jnp.where(feature_mask, mean, 0.0)
     std = jnp.where(feature_mask, std, 1.0)
     return Child(((w1, b1), *map(tuple, rest)), mean, std)

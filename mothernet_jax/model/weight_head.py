@@ -75,12 +75,21 @@ def split_generated(flat: jax.Array, config: ModelConfig) -> list[Layer]:
     return hidden + [out_layer]
 
 
-def child_layers(flat: jax.Array, shared: tuple[jax.Array, ...], config: ModelConfig) -> list[Layer]:
+def child_layers(
+    flat: jax.Array, shared: tuple[jax.Array, ...], config: ModelConfig, *, factored: bool = False
+) -> list[Layer]:
     """The child's dense layers in the padded input space: W_l = A_l S_l with low rank.
 
-    Returns [(W1 (..., F, P), b1), ..., (W_out (..., P, K), b_out)].
+    Returns [(W1 (..., F, P), b1), ..., (W_out (..., P, K), b_out)]. factored=True keeps a low-rank
+    weight as its factors (A_l (..., in, r), S_l (..., r, P)), S_l broadcast to A_l's leading
+    dimensions, as `child.factored_logits` applies them (r (in + P) per row instead of in x P).
     """
     layers = split_generated(flat, config)
+    if config.low_rank and factored:
+        return [
+            ((a, jnp.broadcast_to(s, (*a.shape[:-2], *s.shape))), b)
+            for (a, b), s in zip(layers[:-1], shared, strict=True)
+        ] + layers[-1:]
     if config.low_rank:
         layers = [
             (jnp.einsum("...ir,ro->...io", a, s), b) for (a, b), s in zip(layers[:-1], shared, strict=True)

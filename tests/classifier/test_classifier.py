@@ -68,6 +68,7 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
         expected = jax.jit(generate_batch, static_argnames="config")(
             PARAMS, X, y, n_rows, n_features, config=CONFIG
         )
+    assert CONFIG.low_rank and all(isinstance(weight, tuple) for weight, _ in layers[:-1])  # factors kept
     for (weight, bias), (w_ref, b_ref) in zip(layers, expected.layers, strict=True):
         np.testing.assert_allclose(dense(weight), w_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(bias, b_ref, rtol=1e-5, atol=1e-6)
