@@ -43,6 +43,7 @@ def evaluate(
     datasets: Sequence[str] | None = None,
     methods: Sequence[str] | Mapping[str, Callable[[np.ndarray, int], object]] | None = None,
     weights: str | None = None,
+    multiclass: str = "auto",
     splits: int = 5,
     seed: int = 0,
     threads: int | None = None,
@@ -55,6 +56,7 @@ def evaluate(
 
     methods: registered names (None: all that import), or {name: factory} to run other methods.
     weights: MotherNet's weight file; None for the shipped weights.
+    multiclass: MotherNet's `multiclass` ("auto": what the weight file recommends).
     threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, and a cap
       on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl.
       None: each library's default, all cores. XLA's own pool (MotherNet on CPU) is not capped.
@@ -64,7 +66,9 @@ def evaluate(
     if isinstance(methods, Mapping):
         factories = dict(methods)
     else:
-        factories, skipped = resolve_methods(methods, weights=weights, n_jobs=threads or -1)
+        factories, skipped = resolve_methods(
+            methods, weights=weights, multiclass=multiclass, n_jobs=threads or -1
+        )
     for name, reason in skipped.items():
         print(f"skipping method {name}: {reason}", file=sys.stderr)
     if not factories:
@@ -92,7 +96,9 @@ def evaluate(
         **(header or {}),
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
-        "MotherNet weights": (weights or "shipped") if "mothernet" in factories else "not run",
+        "MotherNet weights": (
+            f"{weights or 'shipped'}, multiclass={multiclass}" if "mothernet" in factories else "not run"
+        ),
         "threads": (
             f"{threads} per method (--threads; XLA's pool, used by MotherNet, is not capped)"
             if threads
@@ -196,6 +202,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"default: all that import; choose from {', '.join(METHODS)}",
     )
     parser.add_argument("--weights", help="MotherNet weight file (default: the shipped weights)")
+    parser.add_argument(
+        "--multiclass",
+        choices=("auto", "native", "one_vs_rest"),
+        default="auto",
+        help="MotherNet's multiclass strategy (default auto: what the weight file recommends)",
+    )
     parser.add_argument("--splits", type=int, default=5, help="random splits per dataset (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the methods")
     parser.add_argument("--out", default="bench_out/evaluate", help="output folder (default %(default)s)")
@@ -229,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             datasets=args.datasets,
             methods=args.methods,
             weights=args.weights,
+            multiclass=args.multiclass,
             splits=args.splits,
             seed=args.seed,
             threads=args.threads,

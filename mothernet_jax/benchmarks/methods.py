@@ -114,11 +114,14 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 
 
-def _mothernet(categorical_mask, seed, *, weights=None, **_):
+def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", **_):
     from mothernet_jax.classifier import MotherNetClassifier
 
     return MotherNetClassifier(
-        weights=weights, random_state=seed, categorical_features=np.asarray(categorical_mask, dtype=bool)
+        weights=weights,
+        random_state=seed,
+        categorical_features=np.asarray(categorical_mask, dtype=bool),
+        multiclass=multiclass,
     )
 
 

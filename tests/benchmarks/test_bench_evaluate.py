@@ -133,7 +133,8 @@ def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
     model = METHODS["mothernet"].build(np.array([False, True]), 7, weights="some/path.msgpack")
     params = model.get_params()
     assert params["weights"] == "some/path.msgpack"
-    assert params["random_state"] == 7
+    assert params["random_state"] == 7 and params["multiclass"] == "auto"
+    assert METHODS["mothernet"].build(np.zeros(2, bool), 7, multiclass="native").multiclass == "native"
     np.testing.assert_array_equal(params["categorical_features"], [False, True])
 
 
@@ -163,6 +164,7 @@ def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
     two_datasets(data)
     out = tmp_path / "run"
     argv = ["--data", str(data), "--methods", "mothernet", "logistic_regression", "--weights", str(weights)]
+    argv += ["--multiclass", "one_vs_rest"]
     assert (
         evaluate.main([*argv, "--datasets", "tiny-binary", "--splits", "2", "--out", str(out), "--quiet"])
         == 0
@@ -170,4 +172,4 @@ def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
     records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
     mothernet = [r for r in records if r["method"] == "mothernet"]
     assert len(mothernet) == 2 and {r["status"] for r in mothernet} == {"ok"}, mothernet
-    assert f"MotherNet weights: {weights}" in (out / "summary.md").read_text()
+    assert f"MotherNet weights: {weights}, multiclass=one_vs_rest" in (out / "summary.md").read_text()
