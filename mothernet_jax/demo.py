@@ -57,11 +57,10 @@ def main(argv=None) -> None:
     print(f"backend={jax.default_backend()} device={jax.devices()[0].device_kind}")
     if args.weights is None:
         info = load_info()
-        seen = info.get("datasets_seen")
-        seen = f"{seen:,}" if isinstance(seen, int) else "?"
-        print(
-            f"shipped weights: {info.get('steps', '?')} optimiser steps, {seen} datasets seen, sha256 {info['sha256'][:12]}"
-        )
+        steps = info.get("total_steps", info.get("steps"))  # all training phases, where recorded
+        seen = info.get("total_datasets_seen", info.get("datasets_seen"))
+        steps, seen = (f"{v:,}" if isinstance(v, int) else "?" for v in (steps, seen))
+        print(f"shipped weights: {steps} optimiser steps, {seen} datasets seen, sha256 {info['sha256'][:12]}")
 
     methods = {
         "MotherNet": MotherNetClassifier(

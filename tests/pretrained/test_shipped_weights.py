@@ -53,3 +53,17 @@ def test_shipped_file_matches_its_manifest_and_size_budget():
     import mothernet_jax as mn
 
     assert config == mn.preset("small") and mn.count_params(config) <= 5_100_000
+
+
+def test_the_demo_runs_on_the_shipped_weights():
+    """README's first command: `python -m mothernet_jax.demo` (here on wine, 3 classes)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mothernet_jax.demo", "--dataset", "wine", "--n-estimators", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert "shipped" in lines and f"{load_info()['sha256'][:12]}" in lines["shipped"]
+    auc, accuracy = float(lines["MotherNet"][1]), float(lines["MotherNet"][2])
+    assert auc >= 0.9 and accuracy >= 0.8, done.stdout
+    assert "HistGradientBoosting" in lines
