@@ -7,8 +7,8 @@ MotherNet with n_estimators 1 and 8, for the `paper` preset (random weights: spe
 on their values) and the shipped weights (where they are not installed: the reason, and the same
 `small` architecture with random weights in their place), and the gradient-boosting baseline with
 its defaults, all in this run. Where the shipped weights' manifest recommends one-vs-rest, which
-`MotherNetClassifier()` then uses (k times the members), both multiclass strategies are timed. Fit is timed warm: the first fit (which compiles for this shape) is
-printed apart. Every figure is the median of --repeats; ratios are MotherNet's time over the
+`MotherNetClassifier()` then uses (k times the members), both multiclass strategies are timed.
+Fit is timed warm: the first fit (which compiles for this shape) is printed apart. Every figure is the median of --repeats; ratios are MotherNet's time over the
 baseline's (below 1: faster). Prediction is timed on the wall clock and in process CPU time ("cpu",
 all threads), which other processes disturb less. Accuracy on the test rows is printed for context
 only (random weights are near chance). The load average is printed with the device: on a busy

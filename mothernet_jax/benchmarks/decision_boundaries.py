@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from mothernet_jax.benchmarks.figures import pyplot
+from mothernet_jax.benchmarks.figures import pyplot, save
 from mothernet_jax.benchmarks.methods import METHODS, resolve_methods
 
 DEFAULT_METHODS = ("mothernet", "mlp", "random_forest", "hist_gradient_boosting")
@@ -107,11 +107,7 @@ def draw_decision_boundaries(
             if col == 0:
                 ax.set_ylabel(name)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

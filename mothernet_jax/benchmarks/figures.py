@@ -27,6 +27,15 @@ def pyplot():
     return plt
 
 
+def save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write `fig` to `path` (making its folder) and close it; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
     """Mean AUC of each method against its median predict (left) and fit (right) seconds, log x."""
     plt = pyplot()
@@ -58,8 +67,7 @@ def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
     axes[0].set_ylabel(f"mean ROC AUC over {len(summary.datasets)} datasets")
     fig.suptitle("AUC against time")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def plot_ranks(summary: Summary, path: str | Path) -> None:
@@ -84,5 +92,4 @@ def plot_ranks(summary: Summary, path: str | Path) -> None:
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title("Mean rank by ROC AUC, with the spread over datasets")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)

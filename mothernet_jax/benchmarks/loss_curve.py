@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mothernet_jax.benchmarks.figures import pyplot
+from mothernet_jax.benchmarks.figures import pyplot, save
 
 
 def read_runs(workdirs: list[str]) -> list[dict]:
@@ -70,11 +70,7 @@ def plot(runs: list[dict], path: str | Path, window: int = 20) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv=None) -> None:
