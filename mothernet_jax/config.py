@@ -26,6 +26,7 @@ Activation = Literal["gelu", "relu"]
 POOLINGS = ("class_average", "output_attention", "average")
 ACTIVATIONS = ("gelu", "relu")
 DTYPES = ("float32", "bfloat16")
+NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,11 @@ class ModelConfig:
     max_features: int = 100  # features are zero-padded to this width
     max_classes: int = 10  # labels are one-hot over this many classes
     dtype: str = "float32"  # compute dtype of the hypernetwork; parameters stay float32
+    # -- extras the reference does not have (off by default: `paper` is the reference exactly) ----
+    thinking_rows: int = 0  # learned rows (m x d) put before every training set's rows: m * d params
+    norm: str = "layernorm"  # "rmsnorm": no bias, so n_layers * 2 * d fewer parameters (post-norm)
+    norm_first: bool = False  # pre-norm blocks h + f(N(h)), and one final norm (d or 2 d parameters)
+    residual_scale: float = 1.0  # layer i's attention and FFN outputs are scaled by residual_scale**i
 
     def __post_init__(self):
         def positive(name):
@@ -91,6 +97,14 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.max_classes must be at least 2, got {self.max_classes}")
         if self.dtype not in DTYPES:
             raise ValueError(f"ModelConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.thinking_rows, int) or isinstance(self.thinking_rows, bool) or self.thinking_rows < 0:
+            raise ValueError(f"ModelConfig.thinking_rows must be a non-negative integer, got {self.thinking_rows!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"ModelConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.norm_first, bool):
+            raise ValueError(f"ModelConfig.norm_first must be true or false, got {self.norm_first!r}")
+        if not isinstance(self.residual_scale, int | float) or not 0 < self.residual_scale <= 1:
+            raise ValueError(f"ModelConfig.residual_scale must lie in (0, 1], got {self.residual_scale!r}")
 
     # -- derived sizes ------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ class MotherNet(nn.Module):
 
     x: (B, T, max_features) preprocessed features (NaN counts as 0), y: (B, T) int labels in
     0..max_classes-1, n_rows: (B,) int. Test rows never enter.
+
+    With `config.thinking_rows = m`, m learned tokens (shared by every dataset) go before the
+    training rows: every row attends to them, and they are left out of the pooling.
     """
 
     config: ModelConfig
@@ -37,7 +40,10 @@ class MotherNet(nn.Module):
         cfg = self.config
         row_mask = jnp.arange(x.shape[1])[None, :] < n_rows[:, None]
         tokens = XEncoder(cfg, name="x_encoder")(x) + YEncoder(cfg, name="y_encoder")(y, row_mask)
-        outputs = Transformer(cfg, self.attention, name="transformer")(tokens, n_rows)
+        if cfg.thinking_rows:
+            outputs = self._with_thinking_rows(tokens, n_rows)
+        else:
+            outputs = Transformer(cfg, self.attention, name="transformer")(tokens, n_rows)
         if cfg.pooling == "class_average":
             pooled = pooling.class_average(outputs, y, row_mask, cfg.max_classes)
         elif cfg.pooling == "output_attention":
@@ -46,6 +52,21 @@ class MotherNet(nn.Module):
             pooled = pooling.average(outputs, row_mask)
         generated, shared = WeightHead(cfg, name="weight_head")(pooled.astype(cfg.dtype))
         return Intermediates(outputs, pooled, generated, shared)
+
+    def _with_thinking_rows(self, tokens: jax.Array, n_rows: jax.Array) -> jax.Array:
+        """tokens: (B, T, d) -> the transformer outputs of the T data rows, (B, T, d)."""
+        cfg = self.config
+        batch, rows, width = tokens.shape
+        m = cfg.thinking_rows
+        thinking = self.param("thinking_rows", nn.initializers.normal(1.0), (m, width))
+        thinking = jnp.broadcast_to(thinking.astype(tokens.dtype), (batch, m, width))
+        # the real rows must come first and stay contiguous (key_value_seq_lengths); fused cuDNN
+        # attention wants lengths in multiples of 128
+        total = m + rows
+        pad = -total % 128 if self.attention == "cudnn" else 0
+        h = jnp.concatenate([thinking, tokens, jnp.zeros((batch, pad, width), tokens.dtype)], axis=1)
+        outputs = Transformer(cfg, self.attention, name="transformer")(h, n_rows + m)
+        return outputs[:, m : m + rows]
 
 
 def init_params(key: jax.Array, config: ModelConfig) -> dict:

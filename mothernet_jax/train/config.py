@@ -22,6 +22,7 @@ from mothernet_jax import config as model_config
 from mothernet_jax.config import ModelConfig
 
 ATTENTION = ("auto", "xla", "cudnn")
+OPTIMIZERS = ("adamw", "muon", "schedule_free_adamw")
 
 
 def _default_prior():
@@ -43,7 +44,10 @@ class TrainConfig:
     prior_batch: int = 8  # datasets per `priors.sample_batch` call (fixed, so that the tasks do not
     # depend on the device count); batch_size / prior_batch must be a multiple of the devices
     accumulation: tuple[tuple[int, int], ...] = ((0, 1),)  # (first step, micro-batches per step)
-    # -- optimiser: AdamW, global-norm clipping, linear warm-up then cosine decay to a floor -------
+    # -- optimiser: global-norm clipping, then AdamW (or Muon, or schedule-free AdamW) ------------
+    # linear warm-up, then cosine decay to a floor
+    optimizer: str = "adamw"  # "muon": Muon on the transformer's 2-D weights, Adam elsewhere;
+    # "schedule_free_adamw": schedule-free AdamW (evaluated at its averaged weights)
     learning_rate: float = 3e-5  # peak learning rate
     warmup_steps: int = 1_000  # linear warm-up from 0
     min_learning_rate: float = 1e-8  # the cosine decays to this at `steps`
@@ -52,8 +56,13 @@ class TrainConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled, on weight matrices only (ndim >= 2)
     grad_clip: float = 1.0  # global-norm clipping; 0 disables
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum (optimizer="muon")
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights, which is what
+    # validation and export use (decay min(ema_decay, (1 + t) / (10 + t)) at step t)
     # -- split position: s ~ U{min_split .. rows - 1}; training rows padded to a bucket ----------
     min_split: int = 2
+    max_split: int | None = None  # s <= max_split (None: rows - 1); fewer training rows, more test
+    # rows per dataset: the test rows only pass through the child, so they are almost free
     split_bucket: int = 128  # training rows are padded to a multiple of this (one compile each)
     attention: str = "auto"  # "auto": fused cuDNN on GPU with bf16, XLA elsewhere; "xla"; "cudnn"
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -98,6 +107,19 @@ class TrainConfig:
             raise ValueError("TrainConfig.adam_b1 and adam_b2 must lie in [0, 1)")
         if self.min_split < 1:
             raise ValueError(f"TrainConfig.min_split must be at least 1, got {self.min_split}")
+        if self.max_split is not None and (
+            not isinstance(self.max_split, int) or isinstance(self.max_split, bool) or self.max_split < self.min_split
+        ):
+            raise ValueError(
+                f"TrainConfig.max_split must be None or an integer >= min_split ({self.min_split}), "
+                f"got {self.max_split!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"TrainConfig.muon_momentum must lie in [0, 1), got {self.muon_momentum!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if self.attention not in ATTENTION:
             raise ValueError(f"TrainConfig.attention must be one of {ATTENTION}, got {self.attention!r}")
 
@@ -110,6 +132,12 @@ class TrainConfig:
             if step >= start:
                 count = k
         return count
+
+    def split_range(self, rows: int) -> range:
+        """The split positions a step may draw for tasks of `rows` rows: min_split .. max_split
+        (rows - 1 where max_split is None or larger)."""
+        high = rows - 1 if self.max_split is None else min(self.max_split, rows - 1)
+        return range(self.min_split, high + 1)
 
     def datasets_per_step(self, step: int) -> int:
         """The effective batch of optimiser step `step`."""

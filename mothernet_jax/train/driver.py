@@ -101,6 +101,7 @@ class TrainStep:
             warmup_steps=0,
             min_learning_rate=0.0,
             accumulation=((0, 1),),
+            max_split=None,
             checkpoint_every=0,
             keep_checkpoints=1,
             log_every=1,
@@ -137,7 +138,7 @@ class TrainStep:
     # -- split positions ---------------------------------------------------------------------------
 
     def split(self, step: int) -> int:
-        """The split position of optimiser step `step`: U{min_split .. rows - 1} from
+        """The split position of optimiser step `step`: U(config.split_range(rows)) from
         `fold_in(split_key(seed), step)`; the same on every host and on resume."""
         block, values = self._splits
         if step // SPLIT_BLOCK != block:
@@ -146,8 +147,8 @@ class TrainStep:
                 _split_block(
                     split_key(self.config.seed),
                     block * SPLIT_BLOCK,
-                    low=self.config.min_split,
-                    high=self.shapes.rows,
+                    low=self.config.split_range(self.shapes.rows).start,
+                    high=self.config.split_range(self.shapes.rows).stop,
                 )
             )
             self._splits = (block, values)
@@ -158,7 +159,7 @@ class TrainStep:
 
     def buckets(self) -> tuple[int, ...]:
         """Every bucket a split can fall in (one compiled step each)."""
-        return tuple(sorted({self.bucket(s) for s in range(self.config.min_split, self.shapes.rows)}))
+        return tuple(sorted({self.bucket(s) for s in self.config.split_range(self.shapes.rows)}))
 
     # -- compiled functions ------------------------------------------------------------------------
 

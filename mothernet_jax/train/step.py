@@ -11,7 +11,9 @@ One optimiser step, all on device:
 3. `generate_layers` on the padded training rows (padding masked as keys), the child's logits on
    the test rows (rows >= s), cross-entropy over all max_classes logits, mean per dataset, then mean
    over the valid datasets of the whole (global, accumulated) batch.
-4. gradients summed over micro-batches (`lax.scan`) and devices (`psum`), then clipping + AdamW.
+4. gradients summed over micro-batches (`lax.scan`) and devices (`psum`), then clipping and the
+   optimiser (`make_optimizer`: AdamW, Muon or schedule-free AdamW), and the moving average of
+   the weights where `ema_decay` is on.
 
 The per-device function runs under `jax.shard_map` over a one-axis mesh (`TrainStep`) or under
 `jax.pmap` (`PmapTrainStep`) with the same axis name; both give the same numbers. The host-side
@@ -41,7 +43,8 @@ class TrainState(NamedTuple):
 
     step: jax.Array  # () int32, optimiser steps taken
     params: Any  # the MotherNet parameters, float32
-    opt_state: Any  # optax state (clip + AdamW)
+    opt_state: Any  # optax state (clip + the optimiser)
+    ema: Any = None  # moving average of params (TrainConfig.ema_decay > 0), else None
 
 
 # -- keys -----------------------------------------------------------------------------------------------
@@ -78,18 +81,105 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW without its learning rate (Adam moments, decoupled weight
-    decay on weight matrices): the step scales the update by the step's rate, an argument, so that
-    the schedule (peak, warm-up, floor, length) never recompiles the step."""
+def _partition(transforms: dict, labels) -> optax.GradientTransformation:
+    partition = getattr(optax, "partition", None) or optax.multi_transform  # older optax
+    return partition(transforms, labels)
+
+
+def _muon_labels(params) -> Any:
+    """ "muon" for the transformer's 2-D weights (its hidden layers), "adam" for the rest: biases,
+    norms, the encoders and the weight head, as Muon is usually applied."""
+
+    def label(path, leaf):
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        return "muon" if leaf.ndim == 2 and "transformer" in names else "adam"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _matrix_dimensions(updates) -> Any:
+    """Muon's dimension numbers for its part of the tree (every leaf a plain 2-D matrix); the
+    leaves `partition` masked out for Adam stay masked."""
+    masked = lambda leaf: isinstance(leaf, optax.MaskedNode)
+    return jax.tree.map(
+        lambda u: u if masked(u) else optax.contrib.MuonDimensionNumbers(), updates, is_leaf=masked
+    )
+
+
+def _scale_to_adam_rms(rms: float = 0.2) -> optax.GradientTransformation:
+    """Scale each orthogonalised Muon update to the RMS of a typical Adam update (0.2), so that
+    one learning rate serves the Muon and the Adam parameters (Moonshot's "consistent RMS")."""
+
+    def scale(updates, params=None):
+        del params
+        masked = lambda leaf: isinstance(leaf, optax.MaskedNode)
+        return jax.tree.map(
+            lambda u: u if masked(u) else u * (rms * math.sqrt(max(u.shape))), updates, is_leaf=masked
+        )
+
+    return optax.stateless(scale)
+
+
+def make_optimizer(config: TrainConfig, learning_rate: Any = 0.0) -> optax.GradientTransformation:
+    """Global-norm clipping, then `config.optimizer` at `learning_rate` (an argument of the step,
+    so that the schedule never recompiles it; its value does not change the state's structure).
+    The updates it returns are added to the parameters.
+
+    - "adamw": Adam moments, decoupled weight decay on weight matrices (ndim >= 2).
+    - "muon": Muon (orthogonalised Nesterov momentum) on the transformer's 2-D weights, scaled to
+      Adam's update RMS; Adam on the other parameters; the same weight decay.
+    - "schedule_free_adamw": schedule-free AdamW (`optax.contrib.schedule_free_adamw`); evaluate it
+      at `eval_params`, the averaged weights.
+    """
     parts = []
     if config.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
-    parts.append(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
+    matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    if config.optimizer == "schedule_free_adamw":
+        parts.append(
+            optax.contrib.schedule_free_adamw(
+                learning_rate,
+                b1=config.adam_b1,
+                b2=config.adam_b2,
+                eps=config.adam_eps,
+                weight_decay=config.weight_decay,
+            )
+        )
+        return optax.chain(*parts)
+    adam = optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    if config.optimizer == "muon":
+        muon = optax.chain(
+            optax.contrib.scale_by_muon(
+                beta=config.muon_momentum, nesterov=True, weight_dimension_numbers=_matrix_dimensions
+            ),
+            _scale_to_adam_rms(),
+        )
+        parts.append(_partition({"muon": muon, "adam": adam}, _muon_labels))
+    else:
+        parts.append(adam)
     if config.weight_decay:
-        mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask))
+        parts.append(optax.add_decayed_weights(config.weight_decay, matrices))
+    parts.append(optax.scale_by_learning_rate(learning_rate, flip_sign=True))
     return optax.chain(*parts)
+
+
+def ema_rate(config: TrainConfig, step: jax.Array) -> jax.Array:
+    """The EMA decay at optimiser step `step`: min(ema_decay, (1 + t) / (10 + t)), so that early
+    averages are not dominated by the initial weights."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(config.ema_decay, (1.0 + t) / (10.0 + t))
+
+
+def eval_params(state: TrainState, config: TrainConfig) -> Any:
+    """The weights to validate and export: the moving average where `ema_decay` is on, else the
+    schedule-free average for "schedule_free_adamw", else the parameters."""
+    if state.ema is not None:
+        return state.ema
+    if config.optimizer == "schedule_free_adamw":
+        for part in state.opt_state:
+            if hasattr(part, "z") and hasattr(part, "b1"):
+                return optax.contrib.schedule_free_eval_params(part, state.params)
+    return state.params
 
 
 def init_state(config: TrainConfig, params=None) -> TrainState:
@@ -97,7 +187,8 @@ def init_state(config: TrainConfig, params=None) -> TrainState:
     parameters from `init_key(config.seed)` unless given."""
     if params is None:
         params = init_params(init_key(config.seed), config.model)
-    return TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config).init(params))
+    ema = jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else None
+    return TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config).init(params), ema)
 
 
 # -- shapes and buckets -----------------------------------------------------------------------------
@@ -241,14 +332,17 @@ def device_step(
     grads, loss_sum, count = jax.lax.psum(totals, axis_name)
     scale = 1.0 / jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g * scale, grads)
-    optimizer = make_optimizer(config)
+    optimizer = make_optimizer(config, learning_rate)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u: -learning_rate * u, updates)
     params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if ema is not None:
+        rate = ema_rate(config, state.step)
+        ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
     metrics = {
         "loss": loss_sum * scale,
         "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
         "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),
     }
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return TrainState(state.step + 1, params, opt_state, ema), metrics

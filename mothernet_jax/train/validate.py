@@ -1,0 +1,192 @@
+"""Validation during meta-training: the current weights as a classifier on real datasets.
+
+`Validator(data_dir, model_config)(params)` fits `MotherNetClassifier` with the given parameters on
+fixed splits of real datasets and returns their mean ROC AUC (`val_auc`). The datasets are the
+ones that are NOT TabPFN-test datasets: a folder's `MANIFEST.tsv` rows whose `tabpfn_split` is
+`test` are left out, and so is every name in `TABPFN_TEST` (the 30 test datasets of the TabPFN
+paper) whatever the manifest says, so that choosing a recipe on `val_auc` never looks at the
+datasets the final benchmark reports.
+
+The protocol (`ValidationConfig`) is fixed and cheap: 2 splits per dataset, 2 ensemble members,
+at most 512 training and 1,000 test rows, one-vs-rest for more than 2 classes. Splits and member
+seeds depend only on the dataset and the split index, so two runs, or two points of one run, are
+compared on the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mothernet_jax.benchmarks.protocol import (
+    Dataset,
+    load_dataset,
+    make_split,
+    proba_by_label,
+    read_manifest,
+    roc_auc,
+)
+from mothernet_jax.config import ModelConfig
+
+# The 30 OpenML-CC18 datasets the TabPFN paper tested on (its "test" list), by their OpenML names.
+TABPFN_TEST = frozenset(
+    {
+        "analcatdata_authorship",
+        "analcatdata_dmft",
+        "balance-scale",
+        "banknote-authentication",
+        "blood-transfusion-service-center",
+        "breast-w",
+        "car",
+        "climate-model-simulation-crashes",
+        "cmc",
+        "credit-approval",
+        "credit-g",
+        "cylinder-bands",
+        "diabetes",
+        "dresses-sales",
+        "eucalyptus",
+        "ilpd",
+        "kc2",
+        "mfeat-fourier",
+        "mfeat-karhunen",
+        "mfeat-morphological",
+        "mfeat-zernike",
+        "MiceProtein",
+        "pc1",
+        "pc3",
+        "pc4",
+        "qsar-biodeg",
+        "steel-plates-fault",
+        "tic-tac-toe",
+        "vehicle",
+        "wdbc",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ValidationConfig:
+    """The fixed protocol of `val_auc`."""
+
+    splits: int = 2  # random splits per dataset (protocol.make_split, seeded by name and index)
+    n_estimators: int = 2  # ensemble members per class group (MotherNetClassifier)
+    max_train_rows: int = 512  # training rows per split (fewer where the dataset is small)
+    max_test_rows: int = 1_000  # test rows per split
+    multiclass: str = "one_vs_rest"  # how k > 2 classes are put to the model
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("splits", "n_estimators", "max_train_rows", "max_test_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ValidationConfig.{name} must be a positive integer, got {value!r}")
+        if self.multiclass not in ("native", "one_vs_rest"):
+            raise ValueError(
+                f"ValidationConfig.multiclass must be 'native' or 'one_vs_rest', got {self.multiclass!r}"
+            )
+
+
+def validation_paths(data_dir: str | Path) -> list[Path]:
+    """The `.npz` datasets of `data_dir` that validation may read, sorted by name: every file but
+    the manifest's `tabpfn_split == "test"` rows and the names in `TABPFN_TEST`."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"validation data folder {data_dir} does not exist")
+    excluded = set(TABPFN_TEST)
+    excluded.update(row["name"] for row in read_manifest(data_dir) if row.get("tabpfn_split") == "test")
+    paths = [p for p in sorted(data_dir.glob("*.npz")) if p.stem not in excluded]
+    if not paths:
+        raise FileNotFoundError(
+            f"no validation datasets in {data_dir}: it holds no .npz file outside the TabPFN test set"
+        )
+    return paths
+
+
+def default_data_dir() -> Path | None:
+    """`../shared/datasets` beside a source checkout of the repository, where it exists."""
+    candidate = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    return candidate if candidate.is_dir() else None
+
+
+class Validator:
+    """`validator(params) -> {"val_auc", "val_auc_categorical", "val_seconds", "val_datasets"}`.
+
+    data_dir: a folder of `.npz` datasets (see `validation_paths` for which are read).
+    val_auc is the mean over datasets of the mean ROC AUC over splits (macro one-vs-rest for
+    multiclass); val_auc_categorical the same over the datasets with categorical columns (None
+    where there is none); val_datasets the per-dataset AUCs.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        model_config: ModelConfig,
+        protocol: ValidationConfig | None = None,
+    ):
+        self.protocol = protocol or ValidationConfig()
+        self.model_config = model_config
+        self.paths = validation_paths(data_dir)
+        self.datasets: list[Dataset] = [load_dataset(p) for p in self.paths]
+        self.splits = {
+            d.name: [
+                make_split(
+                    d.y,
+                    seed=self.protocol.seed,
+                    dataset=d.name,
+                    index=i,
+                    max_train_rows=self.protocol.max_train_rows,
+                    max_test_rows=self.protocol.max_test_rows,
+                )
+                for i in range(self.protocol.splits)
+            ]
+            for d in self.datasets
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        from mothernet_jax.classifier import MotherNetClassifier
+
+        started = time.perf_counter()
+        weights = (jax.device_put(jax.device_get(params)), self.model_config)
+        per_dataset: dict[str, float] = {}
+        for dataset in self.datasets:
+            aucs = []
+            for split in self.splits[dataset.name]:
+                classifier = MotherNetClassifier(
+                    weights,
+                    n_estimators=self.protocol.n_estimators,
+                    random_state=split.seed,
+                    max_train_rows=self.protocol.max_train_rows,
+                    categorical_features=dataset.categorical,
+                    multiclass=self.protocol.multiclass,
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    classifier.fit(dataset.x[split.train], dataset.y[split.train])
+                    proba = classifier.predict_proba(dataset.x[split.test])
+                proba = proba_by_label(proba, classifier.classes_, dataset.n_classes)
+                auc = roc_auc(dataset.y[split.test], proba)
+                if not math.isnan(auc):
+                    aucs.append(auc)
+            per_dataset[dataset.name] = float(np.mean(aucs)) if aucs else math.nan
+        categorical = [
+            per_dataset[d.name] for d in self.datasets if d.categorical.any() and not math.isnan(per_dataset[d.name])
+        ]
+        scored = [v for v in per_dataset.values() if not math.isnan(v)]
+        return {
+            "val_auc": float(np.mean(scored)) if scored else math.nan,
+            "val_auc_categorical": float(np.mean(categorical)) if categorical else None,
+            "val_seconds": time.perf_counter() - started,
+            "val_datasets": per_dataset,
+        }
