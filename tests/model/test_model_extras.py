@@ -1,0 +1,95 @@
+"""Model extras the reference does not have (thinking rows, RMSNorm, pre-norm, residual scale):
+off by default with the reference's parameter tree, on with the documented parameter counts, and
+still a set function of the training rows."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mothernet_jax as mn
+from mothernet_jax.model.mothernet import MotherNet, count_params
+
+EXTRAS = {
+    "thinking_rows": dict(thinking_rows=4),
+    "rmsnorm": dict(norm="rmsnorm"),
+    "pre_norm": dict(norm_first=True),
+    "pre_rmsnorm": dict(norm_first=True, norm="rmsnorm"),
+    "residual_scale": dict(residual_scale=0.9),
+    "all": dict(thinking_rows=4, norm="rmsnorm", norm_first=True, residual_scale=0.9),
+}
+
+
+def documented_extra_parameters(config) -> int:
+    """What `ModelConfig`'s field comments say each extra adds (or removes)."""
+    d, layers = config.embed_dim, config.n_layers
+    extra = config.thinking_rows * d
+    if config.norm == "rmsnorm":
+        extra -= layers * 2 * d  # two norms a layer, no bias
+    if config.norm_first:
+        extra += d if config.norm == "rmsnorm" else 2 * d  # the final norm
+    return extra
+
+
+def test_extras_are_off_by_default_and_the_parameter_tree_is_the_reference():
+    for name in ("paper", "paper_2023", "small", "tiny"):
+        config = mn.preset(name)
+        assert (config.thinking_rows, config.norm, config.norm_first, config.residual_scale) == (
+            0,
+            "layernorm",
+            False,
+            1.0,
+        )
+    params = mn.init_params(jax.random.key(0), mn.preset("tiny"))
+    assert set(params) == {"x_encoder", "y_encoder", "transformer", "weight_head"}
+    assert set(params["transformer"]) == {"layer_0", "layer_1"}
+    assert set(params["transformer"]["layer_0"]["norm1"]) == {"scale", "bias"}
+
+
+@pytest.mark.parametrize("name", sorted(EXTRAS))
+def test_parameter_count_of_each_extra_is_the_documented_one(name):
+    base = mn.preset("small")
+    config = base.replace(**EXTRAS[name])
+    assert count_params(config) - count_params(base) == documented_extra_parameters(config)
+
+
+@pytest.mark.parametrize("name", ["thinking_rows", "all"])
+def test_with_extras_the_model_stays_a_set_function_of_the_real_rows(name, getkey):
+    config = mn.preset("tiny").replace(**EXTRAS[name])
+    params = mn.init_params(getkey(), config)
+    # the output projections start at zero, which would hide attention (and the thinking rows)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, p: jax.random.normal(jax.random.key(len(path)), p.shape) * 0.1
+        if "out" in str(path) and "attention" in str(path)
+        else p,
+        params,
+    )
+    if config.thinking_rows:
+        assert params["thinking_rows"].shape == (config.thinking_rows, config.embed_dim)
+    x = jax.random.normal(getkey(), (1, 24, config.max_features))
+    y = jax.random.randint(getkey(), (1, 24), 0, 3)
+    n = jnp.array([20])
+    apply = lambda x, y, n: MotherNet(config).apply({"params": params}, x, y, n).generated
+    reference = apply(x, y, n)
+    order = jnp.concatenate([jax.random.permutation(getkey(), 20), jnp.arange(20, 24)])
+    np.testing.assert_allclose(apply(x[:, order], y[:, order], n), reference, rtol=1e-4, atol=1e-5)
+    # padding rows beyond n_rows are masked: their content changes nothing
+    noise = x.at[:, 20:].set(jax.random.normal(getkey(), (1, 4, config.max_features)))
+    np.testing.assert_allclose(apply(noise, y, n), reference, rtol=1e-4, atol=1e-5)
+    # the thinking rows take part: a different value changes the output
+    if config.thinking_rows:
+        moved = dict(params, thinking_rows=params["thinking_rows"] + 1.0)
+        other = MotherNet(config).apply({"params": moved}, x, y, n).generated
+        assert float(jnp.max(jnp.abs(other - reference))) > 1e-4
+
+
+def test_bad_extra_values_name_the_field():
+    for change, field in [
+        (dict(thinking_rows=-1), "thinking_rows"),
+        (dict(norm="batchnorm"), "norm"),
+        (dict(norm_first="yes"), "norm_first"),
+        (dict(residual_scale=0.0), "residual_scale"),
+        (dict(residual_scale=1.5), "residual_scale"),
+    ]:
+        with pytest.raises(ValueError, match=f"ModelConfig.{field}"):
+            mn.preset("tiny").replace(**change)

@@ -1,0 +1,130 @@
+"""Recipe levers: the optimisers (AdamW, Muon, schedule-free AdamW), the moving average of the
+weights (what validation and export read), and the split range."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
+
+import priors
+from mothernet_jax.model.mothernet import init_params
+from mothernet_jax.train.driver import TrainStep
+from mothernet_jax.train.step import _muon_labels, eval_params, init_state, make_optimizer, task_losses
+
+OPTIMIZERS = ["adamw", "muon", "schedule_free_adamw"]
+
+
+@pytest.fixture(scope="module")
+def fixed_tasks():
+    """16 tasks of the test prior, split at row 64 (one 128-row bucket)."""
+    sample = jax.jit(lambda key: priors.sample_batch(key, TEST_PRIOR, 16, 64))
+    return sample(jax.random.key(3))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimiser_lowers_the_loss_of_the_tiny_model(name, fixed_tasks):
+    config = make_config(optimizer=name, learning_rate=3e-3)
+    model = config.model
+
+    def loss(params):
+        per_dataset, valid = task_losses(params, fixed_tasks, jnp.int32(64), model=model, bucket=128, floor=0)
+        return jnp.sum(jnp.where(valid, per_dataset, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+    def step(state, learning_rate):
+        value, grads = jax.value_and_grad(loss)(state.params)
+        updates, opt_state = make_optimizer(config, learning_rate).update(grads, state.opt_state, state.params)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), value
+
+    state = init_state(config, init_params(jax.random.key(0), model))
+    compiled = jax.jit(step).lower(state, jnp.float32(0)).compile(compiler_options=FAST_COMPILE)
+    losses = []
+    for t in range(30):
+        state, value = compiled(state, jnp.float32(3e-3 * min(1.0, (t + 1) / 5)))
+        losses.append(float(value))
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    final = float(loss(eval_params(state, config)))
+    assert final < 0.8 * np.mean(losses[:5])  # schedule-free: its averaged weights fit too
+
+
+def test_muon_takes_the_transformer_matrices_and_adam_the_rest():
+    params = init_params(jax.random.key(0), make_config().model)
+    labels = _muon_labels(params)
+    flat = {jax.tree_util.keystr(path): label for path, label in jax.tree_util.tree_leaves_with_path(labels)}
+    muon = sorted(k for k, v in flat.items() if v == "muon")
+    assert muon and all("transformer" in k and "kernel" in k for k in muon)
+    assert flat["['transformer']['layer_0']['norm1']['scale']"] == "adam"
+    assert flat["['weight_head']['output']['kernel']"] == "adam"
+    assert flat["['x_encoder']['linear']['kernel']"] == "adam"
+
+
+def test_the_moving_average_is_what_is_exported(tmp_path):
+    from mothernet_jax.pretrained import load_pretrained
+    from mothernet_jax.train.step import ema_rate
+
+    export = tmp_path / "w.msgpack"
+    config = make_config(steps=4, ema_decay=0.5, optimizer="muon", warmup_steps=0)
+    # stop after every step (resuming is exact), keeping each step's parameters
+    states = [fast_train(config, tmp_path / "run", stop_at=k).state for k in range(4)]
+    states.append(fast_train(config, tmp_path / "run", export=export).state)
+    expected = states[0].params
+    for t in range(4):
+        rate = float(ema_rate(config, jnp.int32(t)))
+        expected = jax.tree.map(lambda e, p, r=rate: r * e + (1 - r) * p, expected, states[t + 1].params)
+    final = states[-1]
+    for a, b in zip(jax.tree.leaves(final.ema), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    gap = lambda a, b: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+        jax.tree.leaves(a), jax.tree.leaves(b), strict=True))  # fmt: skip
+    assert gap(final.ema, final.params) > 1e-4  # an average, not the last weights
+    params, _ = load_pretrained(export)
+    assert gap(params, final.ema) < gap(params, final.params)  # the file holds the average
+
+
+def test_schedule_free_exports_its_averaged_weights(tmp_path):
+    from mothernet_jax.pretrained import load_pretrained
+
+    export = tmp_path / "w.msgpack"
+    config = make_config(steps=3, optimizer="schedule_free_adamw", learning_rate=1e-2)
+    result = fast_train(config, None, export=export)
+    params, _ = load_pretrained(export)
+    averaged = eval_params(result.state, config)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(averaged), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), atol=1e-2)
+
+
+def test_max_split_bounds_the_training_rows():
+    config = make_config(max_split=40)
+    stepper = TrainStep(config, compiler_options=FAST_COMPILE)
+    splits = [stepper.split(s) for s in range(300)]
+    assert min(splits) >= config.min_split and max(splits) <= 40 and len(set(splits)) > 20
+    assert stepper.buckets() == (128,)
+    assert config.split_range(128) == range(2, 41)
+    assert make_config().split_range(128) == range(2, 128)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (dict(optimizer="sgd"), "optimizer"),
+        (dict(ema_decay=1.0), "ema_decay"),
+        (dict(ema_decay=-0.1), "ema_decay"),
+        (dict(muon_momentum=1.0), "muon_momentum"),
+        (dict(max_split=1), "max_split"),
+    ],
+)
+def test_bad_recipe_values_name_the_field(change, field):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        make_config(**change)
+
+
+def test_the_average_warms_up_from_the_first_steps():
+    from mothernet_jax.train.step import ema_rate
+
+    config = make_config(ema_decay=0.999)
+    rates = [float(ema_rate(config, jnp.int32(t))) for t in (0, 10, 100, 100_000)]
+    assert rates[0] == pytest.approx(0.1) and rates[1] == pytest.approx(11 / 20)
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(0.999)
+
