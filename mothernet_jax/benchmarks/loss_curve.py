@@ -1,10 +1,15 @@
 """The meta-training loss curve of a work directory (or several, each continuing the one before), as a PNG.
 
     python -m mothernet_jax.benchmarks.loss_curve --workdir runs/small-cpu --out docs/small_loss_curve.png
+    python -m mothernet_jax.benchmarks.loss_curve --compare --workdir runs/a runs/b --out bench_out/ab.png
 
-Reads `metrics.jsonl` (one JSON line per logged step) and draws the loss against optimiser steps and
-against datasets seen, with a running mean. Prints steps, datasets seen and wall time per work
-directory, the figures the model card records.
+Reads `metrics.jsonl` (one JSON line per logged step) and draws the loss against datasets seen, with a
+running mean. Where the runs validated (`--validate-every`: lines with `val_auc`), it also draws
+`val_auc` against datasets seen and against training wall seconds, one line per work directory,
+to `<out stem>_val.png`. By default each work directory continues the one before (a later phase
+starts from the earlier one's weights, so its datasets are offset); `--compare` draws independent
+runs from zero, to compare recipes in one figure. Prints steps, datasets seen and wall time per
+work directory, and the last `val_auc`: the figures the model card records.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ def read_runs(workdirs: list[str]) -> list[dict]:
 
     runs = []
     for workdir in workdirs:
-        metrics = read_metrics(workdir)
+        lines = read_metrics(workdir)
+        metrics = [m for m in lines if "loss" in m]
         if not metrics:
             raise ValueError(f"{workdir} holds no metrics.jsonl lines")
-        runs.append({"workdir": workdir, "metrics": metrics})
+        validation = [m for m in lines if m.get("val_auc") is not None]
+        runs.append({"workdir": workdir, "metrics": metrics, "validation": validation})
     return runs
 
 
@@ -43,17 +50,26 @@ def summarise(metrics: list[dict]) -> dict:
     return {"steps": steps, "datasets_seen": steps * per_step, "wall_hours": wall / 3600}
 
 
-def plot(runs: list[dict], path: str | Path, window: int = 20) -> Path:
+def offsets(runs: list[dict], compare: bool) -> list[int]:
+    """Datasets seen before each run: 0 for all with `compare`, else the totals of the runs before."""
+    if compare:
+        return [0] * len(runs)
+    out, total = [], 0
+    for run in runs:
+        out.append(total)
+        total += summarise(run["metrics"])["datasets_seen"]
+    return out
+
+
+def plot(runs: list[dict], path: str | Path, window: int = 20, compare: bool = False) -> Path:
     """Loss against datasets seen; each run starts where the one before it ended (a later run
-    continues from the earlier one's weights)."""
+    continues from the earlier one's weights), or at zero with `compare`."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    offset = 0
-    for run in runs:
+    for run, offset in zip(runs, offsets(runs, compare), strict=True):
         steps = np.array([m["step"] for m in run["metrics"]])
         loss = np.array([m["loss"] for m in run["metrics"]])
         datasets = offset + steps * run["metrics"][-1].get("datasets_per_step", 1)
-        offset = int(datasets[-1])
         (raw,) = ax.plot(datasets, loss, alpha=0.3, lw=0.8)
         if len(loss) >= window:
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
@@ -73,27 +89,62 @@ def plot(runs: list[dict], path: str | Path, window: int = 20) -> Path:
     return save(fig, path)
 
 
+def plot_validation(runs: list[dict], path: str | Path, compare: bool = False) -> Path:
+    """val_auc against datasets seen and against training wall seconds, one line per run."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    seconds_offset = 0.0
+    for run, offset in zip(runs, offsets(runs, compare), strict=True):
+        validation = run["validation"]
+        if not validation:
+            continue
+        auc = [m["val_auc"] for m in validation]
+        label = Path(run["workdir"]).name
+        axes[0].plot([offset + m["datasets"] for m in validation], auc, marker="o", ms=3, label=label)
+        seconds = [(0.0 if compare else seconds_offset) + m["seconds"] for m in validation]
+        axes[1].plot(seconds, auc, marker="o", ms=3, label=label)
+        if not compare:
+            seconds_offset = seconds[-1]
+    axes[0].set_xlabel("synthetic datasets seen")
+    axes[1].set_xlabel("training wall seconds")
+    axes[0].set_ylabel("val_auc (non-test datasets)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("MotherNet validation during meta-training")
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workdir", nargs="+", required=True, help="training work directories")
     parser.add_argument("--out", default="bench_out/loss_curve.png", help="PNG path")
+    parser.add_argument(
+        "--compare", action="store_true", help="independent runs (all from zero), not phases of one"
+    )
     args = parser.parse_args(argv)
     runs = read_runs(args.workdir)
     totals = {"steps": 0, "datasets_seen": 0, "wall_hours": 0.0}
     for run in runs:
         s = summarise(run["metrics"])
         totals = {k: totals[k] + s[k] for k in totals}
+        last = run["validation"][-1]["val_auc"] if run["validation"] else None
         print(
             f"{run['workdir']}: {s['steps']:,} steps, {s['datasets_seen']:,} datasets, {s['wall_hours']:.2f} h wall"
+            + ("" if last is None else f", last val_auc {last:.4f}")
         )
-    if len(runs) > 1:
+    if len(runs) > 1 and not args.compare:
         print(
             f"total: {totals['steps']:,} steps, {totals['datasets_seen']:,} datasets, "
             f"{totals['wall_hours']:.2f} h wall"
         )
-    print(f"wrote {plot(runs, args.out)}")
+    print(f"wrote {plot(runs, args.out, compare=args.compare)}")
+    if any(run["validation"] for run in runs):
+        out = Path(args.out)
+        print(f"wrote {plot_validation(runs, out.with_name(out.stem + '_val.png'), compare=args.compare)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Validation during training: which datasets it may read, what it measures, and its cost."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mothernet_jax.train.validate import TABPFN_TEST, ValidationConfig, Validator, validation_paths
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+DATASETS = SHARED / "datasets"
+
+
+def _write(folder: Path, name: str, rows: int = 60, classes: int = 2, categorical: bool = False, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) if classes == 2 else rng.integers(0, classes, rows)
+    y[:classes] = np.arange(classes)
+    cat = np.array([categorical, False, False])
+    if categorical:
+        x[:, 0] = (x[:, 0] > 0).astype(np.float32)
+    np.savez(folder / f"{name}.npz", X=x, y=y, categorical=cat)
+
+
+def test_validation_never_reads_a_tabpfn_test_dataset():
+    """On the shared datasets: exactly the manifest's rows whose tabpfn_split is not `test`."""
+    paths = validation_paths(DATASETS)
+    manifest = [line.split("\t") for line in (DATASETS / "MANIFEST.tsv").read_text().splitlines()]
+    header, rows = manifest[0], manifest[1:]
+    split = header.index("tabpfn_split")
+    expected = sorted(r[0] for r in rows if r[split] != "test")
+    assert sorted(p.stem for p in paths) == expected and len(expected) == 18
+    assert not {p.stem for p in paths} & TABPFN_TEST
+
+
+def test_a_folder_without_manifest_still_leaves_out_the_tabpfn_test_names(tmp_path):
+    for name in ("credit-g", "tic-tac-toe", "mine", "other"):
+        _write(tmp_path, name)
+    assert [p.stem for p in validation_paths(tmp_path)] == ["mine", "other"]
+    (tmp_path / "MANIFEST.tsv").write_text("name\ttabpfn_split\nmine\ttest\nother\t-\n")
+    assert [p.stem for p in validation_paths(tmp_path)] == ["other"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _write(empty, "credit-g")
+    with pytest.raises(FileNotFoundError, match="outside the TabPFN test set"):
+        validation_paths(empty)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validation_paths(tmp_path / "nowhere")
+
+
+def test_the_validator_scores_the_weights_it_is_given(tmp_path):
+    import mothernet_jax as mn
+
+    _write(tmp_path, "easy", seed=1)
+    _write(tmp_path, "cats", categorical=True, seed=2)
+    params, config = mn.load_pretrained()
+    validator = Validator(tmp_path, config, ValidationConfig(splits=1, n_estimators=1))
+    scores = validator(params)
+    assert set(scores["val_datasets"]) == {"easy", "cats"}
+    assert scores["val_datasets"]["easy"] > 0.9  # x0 > 0 decides the class
+    assert scores["val_auc"] == pytest.approx(np.mean(list(scores["val_datasets"].values())))
+    assert scores["val_auc_categorical"] == pytest.approx(scores["val_datasets"]["cats"])
+    json.dumps(scores)
+    # other weights, other score: the validator measures the parameters, not a cached model
+    noisy = mn.init_params(__import__("jax").random.key(0), config)
+    assert not math.isclose(validator(noisy)["val_auc"], scores["val_auc"])
+
+
+def test_bad_protocol_values_name_the_field():
+    with pytest.raises(ValueError, match="ValidationConfig.splits"):
+        ValidationConfig(splits=0)
+    with pytest.raises(ValueError, match="ValidationConfig.multiclass"):
+        ValidationConfig(multiclass="auto")
