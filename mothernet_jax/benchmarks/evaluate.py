@@ -44,6 +44,7 @@ def evaluate(
     methods: Sequence[str] | Mapping[str, Callable[[np.ndarray, int], object]] | None = None,
     weights: str | None = None,
     multiclass: str = "auto",
+    finetune_steps: int = 0,
     splits: int = 5,
     seed: int = 0,
     threads: int | None = None,
@@ -57,6 +58,7 @@ def evaluate(
     methods: registered names (None: all that import), or {name: factory} to run other methods.
     weights: MotherNet's weight file; None for the shipped weights.
     multiclass: MotherNet's `multiclass` ("auto": what the weight file recommends).
+    finetune_steps: MotherNet's `finetune_steps` (Adam steps on each generated child).
     threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, and a cap
       on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl.
       None: each library's default, all cores. XLA's own pool (MotherNet on CPU) is not capped.
@@ -67,7 +69,11 @@ def evaluate(
         factories = dict(methods)
     else:
         factories, skipped = resolve_methods(
-            methods, weights=weights, multiclass=multiclass, n_jobs=threads or -1
+            methods,
+            weights=weights,
+            multiclass=multiclass,
+            finetune_steps=finetune_steps,
+            n_jobs=threads or -1,
         )
     for name, reason in skipped.items():
         print(f"skipping method {name}: {reason}", file=sys.stderr)
@@ -97,7 +103,9 @@ def evaluate(
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
         "MotherNet weights": (
-            f"{weights or 'shipped'}, multiclass={multiclass}" if "mothernet" in factories else "not run"
+            f"{weights or 'shipped'}, multiclass={multiclass}, finetune_steps={finetune_steps}"
+            if "mothernet" in factories
+            else "not run"
         ),
         "threads": (
             f"{threads} per method (--threads; XLA's pool, used by MotherNet, is not capped)"
@@ -190,7 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--datasets",
         nargs="+",
         help="dataset names, 'all' (default), or a group: tabpfn-test (the 20 TabPFN test datasets), "
-        "tabpfn-valid",
+        "tabpfn-valid, non-test (every dataset but the TabPFN test ones: choose settings on these)",
     )
     parser.add_argument("--tabpfn-test", action="store_true", help="shortcut for --datasets tabpfn-test")
     parser.add_argument("--max-datasets", type=int, help="only the first N datasets, by name")
@@ -207,6 +215,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("auto", "native", "one_vs_rest"),
         default="auto",
         help="MotherNet's multiclass strategy (default auto: what the weight file recommends)",
+    )
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=0,
+        help="MotherNet's finetune_steps: Adam steps on each generated child (default 0)",
     )
     parser.add_argument("--splits", type=int, default=5, help="random splits per dataset (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the methods")
@@ -242,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods=args.methods,
             weights=args.weights,
             multiclass=args.multiclass,
+            finetune_steps=args.finetune_steps,
             splits=args.splits,
             seed=args.seed,
             threads=args.threads,

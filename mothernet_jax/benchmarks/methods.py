@@ -114,7 +114,7 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 
 
-def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", **_):
+def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", finetune_steps=0, **_):
     from mothernet_jax.classifier import MotherNetClassifier
 
     return MotherNetClassifier(
@@ -122,6 +122,7 @@ def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", **_):
         random_state=seed,
         categorical_features=np.asarray(categorical_mask, dtype=bool),
         multiclass=multiclass,
+        finetune_steps=finetune_steps,
     )
 
 

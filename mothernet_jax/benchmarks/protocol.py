@@ -25,8 +25,9 @@ from sklearn.metrics import roc_auc_score
 MAX_TRAIN_ROWS = 1000
 MAX_TEST_ROWS = 2000
 
-# Groups of datasets named by the `tabpfn_split` column of MANIFEST.tsv.
-DATASET_GROUPS = {"tabpfn-test": "test", "tabpfn-valid": "valid"}
+# Groups of datasets named by the `tabpfn_split` column of MANIFEST.tsv; "non-test" is every row
+# whose split is not "test" (what recipes and settings are chosen on).
+DATASET_GROUPS = {"tabpfn-test": "test", "tabpfn-valid": "valid", "non-test": "!test"}
 
 MethodFactory = Callable[[np.ndarray, int], object]
 
@@ -94,7 +95,8 @@ def dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> l
     """The `.npz` files to run on, sorted by name.
 
     names: dataset names, `all`, or a group (`tabpfn-test`: the 20 rows of MANIFEST.tsv whose
-    `tabpfn_split` is `test`; `tabpfn-valid`). None means all.
+    `tabpfn_split` is `test`; `tabpfn-valid`; `non-test`: the rows that are not `test`). None
+    means all.
     """
     data_dir = Path(data_dir)
     available = {p.stem: p for p in sorted(data_dir.glob("*.npz"))}
@@ -108,7 +110,11 @@ def dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> l
             rows = read_manifest(data_dir)
             if not rows:
                 raise FileNotFoundError(f"group {name!r} needs {data_dir / 'MANIFEST.tsv'}")
-            members = [r["name"] for r in rows if r.get("tabpfn_split") == DATASET_GROUPS[name]]
+            wanted = DATASET_GROUPS[name]
+            if wanted.startswith("!"):
+                members = [r["name"] for r in rows if r.get("tabpfn_split") != wanted[1:]]
+            else:
+                members = [r["name"] for r in rows if r.get("tabpfn_split") == wanted]
             missing = [m for m in members if m not in available]
             if missing:
                 raise FileNotFoundError(f"group {name!r}: no file for {', '.join(missing)}")

@@ -189,6 +189,7 @@ def test_dataset_names_and_groups(tmp_path):
     assert [p.stem for p in dataset_paths(tmp_path, ["tabpfn-test"])] == ["tiny-binary", "tiny-multiclass"]
     assert [p.stem for p in dataset_paths(tmp_path)] == ["other", "tiny-binary", "tiny-multiclass"]
     assert [p.stem for p in dataset_paths(tmp_path, ["other"])] == ["other"]
+    assert [p.stem for p in dataset_paths(tmp_path, ["non-test"])] == ["other"]
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         dataset_paths(tmp_path, ["nope"])
 
