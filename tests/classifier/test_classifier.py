@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax import classifier
+from mothernet_jax import members
 from mothernet_jax.child import factored_logits, load_predictor
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.convert import from_reference
@@ -64,7 +64,7 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
     X[1, :, 7:] = 0.0
     X[2, :, 30:] = 0.0
     with jax.default_matmul_precision("highest"):
-        layers, mean, std = classifier.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        layers, mean, std = members.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
         expected = jax.jit(generate_batch, static_argnames="config")(
             PARAMS, X, y, n_rows, n_features, config=CONFIG
         )
@@ -88,7 +88,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return classifier._generate_members(*args, **kwargs)
+        return members._generate_members(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
@@ -96,7 +96,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
         counts["calls"] += 1
         return jitted(*args, **kwargs)
 
-    monkeypatch.setattr(classifier, "generate_members", call)
+    monkeypatch.setattr(members, "generate_members", call)
     X, y = blobs(150, 6, 3, seed=0)
     first = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
     assert counts == {"traces": 1, "calls": 1}
