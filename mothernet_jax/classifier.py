@@ -29,7 +29,7 @@ from mothernet_jax.child import Predictor
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.ensemble import MemberPlan, plan_ensemble
 from mothernet_jax.members import generate_children
-from mothernet_jax.preprocessing import FeatureEncoder, infer_categorical
+from mothernet_jax.preprocessing import FeatureEncoder, datetimes_as_objects, infer_categorical
 
 DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
 MULTICLASS = ("auto", "native", "one_vs_rest")
@@ -176,6 +176,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
+        X = datetimes_as_objects(X)
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
         check_classification_targets(y)
         classes, y_codes = np.unique(y, return_inverse=True)
@@ -224,7 +225,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n, n_classes) probabilities (in the order of classes_)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)
+        X = validate_data(self, datetimes_as_objects(X), reset=False, dtype=None, ensure_all_finite=False)
         return self.predictor_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:

@@ -25,7 +25,7 @@ def check_export_path(path: str | os.PathLike) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"exported classifier {path} does not exist")
     with open(path, "rb") as f:
-        head = f.read(256)
+        head = f.read(1 << 16)  # a weight file names its format after its config (sorted keys)
     if head.startswith(ZIP_MAGIC):
         return
     if b"mothernet-jax-weights" in head:

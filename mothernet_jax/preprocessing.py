@@ -149,6 +149,20 @@ def infer_categorical(X) -> np.ndarray:
     return np.array([not all_numbers(X[:, j]) for j in range(X.shape[1])], bool)
 
 
+def datetimes_as_objects(X):
+    """A pandas DataFrame whose datetime64 / timedelta64 columns are cast to object (Timestamps),
+    which scikit-learn's validation cannot mix with numeric columns; anything else unchanged."""
+    if not (hasattr(X, "dtypes") and hasattr(X, "columns")):
+        return X
+    columns = [j for j, dtype in enumerate(X.dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "mM"]
+    if not columns or len(columns) == X.shape[1]:  # all datetimes: one datetime64 array is fine
+        return X
+    X = X.copy()
+    for j in columns:
+        X.isetitem(j, X.iloc[:, j].astype(object))
+    return X
+
+
 def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
     """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text or
     infinite values."""
