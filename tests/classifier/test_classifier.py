@@ -346,12 +346,12 @@ def test_exported_predictor_checks_column_names_as_the_estimator(tmp_path):
     expected = clf.predict_proba(frame)
     np.testing.assert_allclose(predictor.predict_proba(frame), expected, atol=1e-7)
     np.testing.assert_allclose(predictor.predict_proba(X), expected, atol=1e-7)  # positional NumPy
-    bad = {
-        "reordered": (frame[["b", "a", "c"]], "same order"),
-        "renamed": (frame.rename(columns={"b": "B"}), r"unseen at fit time: \['B'\].*missing: \['b'\]"),
-        "extra": (frame.assign(d=1.0), r"unseen at fit time: \['d'\]"),
-    }
-    for name, (other, detail) in bad.items():
+    bad = [
+        (frame[["b", "a", "c"]], "same order"),  # reordered
+        (frame.rename(columns={"b": "B"}), r"unseen at fit time: \['B'\].*missing: \['b'\]"),  # renamed
+        (frame.assign(d=1.0), r"unseen at fit time: \['d'\]"),  # one more
+    ]
+    for other, detail in bad:
         for model in (clf, predictor):
             with pytest.raises(ValueError, match="The feature names should match those that were passed"):
                 model.predict_proba(other)
