@@ -99,7 +99,7 @@ def to_numbers(column: np.ndarray) -> np.ndarray:
     if column.dtype.kind in "mM":
         return _seconds(column)
     if column.dtype.kind != "O" or not any(
-        isinstance(v, np.datetime64 | np.timedelta64) for v in column
+        issubclass(t, np.datetime64 | np.timedelta64) for t in set(map(type, column))
     ):  # numpy would read these as counts of their unit
         try:
             return column.astype(np.float64)

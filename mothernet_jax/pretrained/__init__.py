@@ -40,8 +40,9 @@ class WeightFileError(ValueError):
     """A weight file that is missing, corrupted, truncated or does not fit its config."""
 
 
-class MissingManifestError(WeightFileError, FileNotFoundError):
-    """A weight file without the manifest (NAME.json) beside it; also a FileNotFoundError."""
+class MissingWeightFileError(WeightFileError, FileNotFoundError):
+    """A weight file, or the manifest (NAME.json) beside it, that does not exist; also a
+    FileNotFoundError."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -125,7 +126,7 @@ def load_pretrained(
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
     if check_hash:
         if manifest is None:
-            raise WeightFileError(f"{manifest_path} is missing: cannot check the SHA-256 of {path}")
+            raise MissingWeightFileError(f"{manifest_path} is missing: cannot check the SHA-256 of {path}")
         actual = sha256_of(path)
         if actual != manifest.get("sha256"):
             raise WeightFileError(
@@ -152,7 +153,7 @@ def _check_weight_path(path: Path) -> None:
         raise WeightFileError(f"{path} is a folder, not a weight file: give the .msgpack file inside it")
     if not path.exists():
         hint = " (the package was installed without its weights)" if path == _default_path() else ""
-        raise WeightFileError(f"weight file {path} does not exist{hint}")
+        raise MissingWeightFileError(f"weight file {path} does not exist{hint}")
     with open(path, "rb") as f:
         head = f.read(4)
     if head == ZIP_MAGIC or path.suffix == ".npz":
@@ -170,7 +171,7 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
-        raise MissingManifestError(
+        raise MissingWeightFileError(
             f"{manifest_path} is missing: a weight file's manifest sits beside it"
         ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
