@@ -8,7 +8,9 @@ of `jax.jit`, and it round-trips through JSON next to a checkpoint.
 
 Presets (`preset(name)`):
 
-- ``paper``: 1152 rows, 100 features, 10 classes, exactly the reference prior.
+- ``paper``: 1152 rows, 100 features, 10 classes, exactly the reference prior (the tree prior of
+  `priors.tree` is off: ``tree_probability`` 0; ``preset("paper").replace(tree_probability=0.3)``
+  mixes it in).
 - ``tiny``: the same prior on 128 rows, for tests and CPU smoke runs (same feature and class layout
   as the ``tiny`` model, so the two plug together).
 """
@@ -106,12 +108,13 @@ class PriorConfig:
     tree_network_features_probability: float = 0.5  # its x from the MLP/SCM network, else independent
     tree_effect_probability: float = 0.5  # the SCM form: some columns are trees of the others
     tree_max_effect_share: float = 0.5  # in the SCM form a column is an effect with p ~ U(0, this)
-    # depth of a tree and trees summed for the target (the effects are single trees), each
-    # lower_bound + round(Gamma) like the MLP's depth: depth median 2, 90% <= 6; trees median 1, 90% <= 4
+    # depth of every tree of a dataset (drawn once for the target's, once for the effects'):
+    # 2 + round(Gamma), median 3, 90% <= 7, 7.5% clipped to max_tree_depth
     tree_depth: MetaGamma = MetaGamma(max_alpha=2.0, max_scale=4.0, lower_bound=2)
+    # trees summed for the target: 1 + round(Gamma), median 2, 90% <= 5, 2.3% clipped to max_trees
     tree_count: MetaGamma = MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=1)
-    max_tree_depth: int = 8  # static: clips depth draws (leaf tables of 2^8)
-    max_trees: int = 8  # clips tree-count draws
+    max_tree_depth: int = 8  # static: a tree's split-feature table holds 2^depth - 1 nodes
+    max_trees: int = 8
     tree_noise_std: LogUniform = LogUniform(low=1e-3, high=0.3)  # input noise, in column stds
 
     # -- classification adapter ------------------------------------------------------------------
@@ -151,7 +154,7 @@ class PriorConfig:
         integer("max_trees", 1)
         if self.max_tree_depth > 12:
             raise ValueError(
-                f"PriorConfig.max_tree_depth must be <= 12 (leaf tables of 2^depth), got {self.max_tree_depth}"
+                f"PriorConfig.max_tree_depth must be <= 12 (node tables of 2^depth), got {self.max_tree_depth}"
             )
         for field in dataclasses.fields(self):
             kind = _RECORDS.get(str(field.type))

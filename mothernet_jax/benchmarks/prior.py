@@ -9,8 +9,10 @@ every dataset in Python with fresh PyTorch modules: 266 datasets/s on an H100 wh
 
 `--set tree_probability=0.3` (repeatable, any `PriorConfig` field; `tree_depth.max_scale=3`
 reaches into a distribution record) times a variant of the preset next to the preset itself:
-the two alternate, `--repeats` rounds of `--seconds` each, so that load on a shared machine hits
-both alike, and the table gives the median datasets/s of each and the ratio variant / preset.
+their calls alternate one by one on the same keys and splits (so the load of a shared machine
+falls on both alike, and datasets the variant leaves unchanged cost the same in both), in
+`--repeats` rounds of `--seconds` per configuration; the table gives the median datasets/s of
+each, the variant / preset ratio of the medians and the range of the per-round ratios.
 
 Options: `--batches 8 64 512`, `--seconds 10` (timing per batch size and round), `--preset paper`,
 `--group-size N` (datasets per network group; default: `priors.default_group_size`), `--set
@@ -54,6 +56,40 @@ def measure(config: priors.PriorConfig, batch_size: int, seconds: float, group_s
     jax.block_until_ready(task)
     elapsed = time.perf_counter() - start
     return compile_s, calls * batch_size / elapsed, group
+
+
+def measure_alternating(
+    configs: list[priors.PriorConfig], batch_size: int, seconds: float, group_size: int | None, rounds: int
+) -> tuple[list[float], list[list[float]], int]:
+    """Time several configurations call by call in turn, on the same keys and splits, so that the
+    load of a shared machine falls on all alike. Returns (compile seconds per config, datasets/s per
+    config and round, group size); a round lasts until every config has run `seconds`."""
+    key = jax.random.key(0)
+    group = group_size or priors.default_group_size(batch_size)
+    compile_s = []
+    for config in configs:
+        start = time.perf_counter()
+        jax.block_until_ready(priors.sample_batch(key, config, batch_size, 576, group))
+        compile_s.append(time.perf_counter() - start)
+    splits = np.random.default_rng(1).integers(2, configs[0].n_rows, 1000)
+    rates = [[] for _ in configs]
+    step = 0
+    for _ in range(rounds):
+        elapsed, calls = [0.0] * len(configs), 0
+        while min(elapsed) < seconds or calls < 2:
+            for i, config in enumerate(configs):
+                start = time.perf_counter()
+                jax.block_until_ready(
+                    priors.sample_batch(
+                        jax.random.fold_in(key, step), config, batch_size, int(splits[step % 1000]), group
+                    )
+                )
+                elapsed[i] += time.perf_counter() - start
+            step += 1
+            calls += 1
+        for i in range(len(configs)):
+            rates[i].append(calls * batch_size / elapsed[i])
+    return compile_s, rates, group
 
 
 def with_settings(config: priors.PriorConfig, assignments: list[str]) -> priors.PriorConfig:
@@ -117,25 +153,22 @@ def main(argv=None) -> None:
             print(f"{batch_size:>6} {group:>6} {compile_s:>10.1f} {rate:>11.0f}", flush=True)
         return
     label = " ".join(args.settings)
-    print(f"variant: {label}; {args.repeats} alternating rounds of {args.seconds:g} s each, medians")
     print(
-        f"{'batch':>6} {'group':>6} {'compile s':>10} {'preset/s':>9} {'variant/s':>10} {'ratio':>6} "
-        f"{'ratio range':>12}"
+        f"variant: {label}; calls alternate with the preset's on the same keys, {args.repeats} rounds "
+        f"of {args.seconds:g} s each; medians over rounds"
+    )
+    print(
+        f"{'batch':>6} {'group':>6} {'compile s':>10} {'preset/s':>9} {'variant/s':>10} {'ratio':>6} {'rounds':>10}"
     )
     for batch_size in args.batches:
-        rates = {"preset": [], "variant": []}
-        compile_s = {}
-        for _ in range(args.repeats):
-            for name, which in (("preset", config), ("variant", variant)):
-                seconds, rate, group = measure(which, batch_size, args.seconds, args.group_size)
-                compile_s.setdefault(name, seconds)
-                rates[name].append(rate)
-        ratios = [v / p for p, v in zip(rates["preset"], rates["variant"], strict=True)]
-        preset_rate, variant_rate = statistics.median(rates["preset"]), statistics.median(rates["variant"])
+        compile_s, (preset_rates, variant_rates), group = measure_alternating(
+            [config, variant], batch_size, args.seconds, args.group_size, args.repeats
+        )
+        ratios = [v / p for p, v in zip(preset_rates, variant_rates, strict=True)]
+        preset_rate, variant_rate = statistics.median(preset_rates), statistics.median(variant_rates)
         print(
-            f"{batch_size:>6} {group:>6} {compile_s['preset']:>4.0f}/{compile_s['variant']:<5.0f} "
-            f"{preset_rate:>9.0f} {variant_rate:>10.0f} {variant_rate / preset_rate:>6.2f} "
-            f"{min(ratios):>5.2f}-{max(ratios):<6.2f}",
+            f"{batch_size:>6} {group:>6} {compile_s[0]:>4.0f}/{compile_s[1]:<5.0f} {preset_rate:>9.0f} "
+            f"{variant_rate:>10.0f} {variant_rate / preset_rate:>6.2f} {min(ratios):>4.2f}-{max(ratios):<5.2f}",
             flush=True,
         )
 

@@ -61,7 +61,7 @@ def test_a_tree_is_a_function_of_the_row_that_cuts_the_data(getkey, depth):
     stream = rng.from_key(getkey())
     half = rng.normal(stream, (rows // 2, f_max))
     x = jnp.concatenate([half, half])  # every row twice
-    inputs = tree._Inputs(x=x, noise_scale=jnp.zeros((f_max,)), noise=rng.fold(stream, 1))
+    inputs = tree.TreeInputs(x=x, noise_scale=jnp.zeros((f_max,)), noise=rng.fold(stream, 1))
     grow = jax.jit(lambda s, d: tree.grow(s, inputs, jnp.arange(f_max, dtype=jnp.int32), 5, d, SMALL))
     leaves = np.asarray(grow(rng.fold(stream, 2), depth))
     assert leaves.dtype == np.int32 and leaves.min() >= 0 and leaves.max() < 2**depth
