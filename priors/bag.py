@@ -100,10 +100,19 @@ def _kind(draw: _Draw) -> jax.Array:
     return kind if draw.is_tree is None else jnp.where(draw.is_tree, TREE, kind)
 
 
-def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, run_tree, config: PriorConfig) -> Task:
+def _one(
+    draw: _Draw,
+    split,
+    width_index,
+    n_blocks_run,
+    run_gp,
+    run_tree,
+    config: PriorConfig,
+    grouped: bool = False,
+) -> Task:
     """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run`,
     `run_gp` and `run_tree` (None without tree datasets) are shared by a group (unbatched under
-    vmap)."""
+    vmap); `grouped` (static): the dataset runs vmapped in a group, its trees vectorised."""
     k_causes, k_nodes, k_layers, k_network, k_gp, k_adapt = rng.split(draw.stream, 6)
     hyper = draw.hyper
     rows, f_max = config.n_rows, config.max_features
@@ -135,7 +144,11 @@ def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, run_tree, config
     x_gp, y_gp = lax.cond(run_gp, lambda: gp.sample_raw(k_gp, config, hyper.n_features), zeros)
     if run_tree is not None:
         x_tree, y_tree = lax.cond(
-            run_tree, lambda: tree.sample_raw(draw.tree_stream, draw.tree, x, hyper.n_features, config), zeros
+            run_tree,
+            lambda: tree.sample_raw(
+                draw.tree_stream, draw.tree, x, hyper.n_features, config, vectorised=grouped
+            ),
+            zeros,
         )
     x = jnp.where(_is_gp(draw), x_gp, x)
     y = jnp.where(_is_gp(draw), y_gp, y)
@@ -163,7 +176,7 @@ def _group(draws: _Draw, split, config: PriorConfig) -> Task:
     width_index = jnp.where(jnp.any(network), 1 + jnp.max(jnp.where(network, draws.bucket, 0)), 0)
     n_blocks_run = jnp.max(jnp.where(network, draws.hyper.n_blocks, 0))
     run_tree = None if draws.is_tree is None else jnp.any(draws.is_tree)
-    one = functools.partial(_one, config=config)
+    one = functools.partial(_one, config=config, grouped=True)
     return jax.vmap(one, in_axes=(0, 0, None, None, None, None))(
         draws, split, width_index, n_blocks_run, jnp.any(_is_gp(draws)), run_tree
     )

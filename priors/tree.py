@@ -30,8 +30,9 @@ leaf at random (and a target of a few levels would often give one class: an inva
 
 Cost: a tree of depth d on R rows is a loop of d levels, each a few gathers and one segment max
 over the rows, O(R d) and no sort; the target's trees and the effects' trees run in loops of
-dynamic length (the number drawn), so a tree dataset costs about a millisecond on a CPU core
-besides its features.
+dynamic length (the number drawn), so a tree dataset costs a few milliseconds on a CPU core
+besides its features. Datasets that run vmapped in groups (accelerators, `priors.bag`) use the
+`vectorised` form instead: every tree at its static maximum, all at once, no sequential loop.
 """
 
 from __future__ import annotations
@@ -108,11 +109,14 @@ def grow(
     n_candidates: jax.Array | int,
     depth: jax.Array | int,
     config: PriorConfig,
+    *,
+    vectorised: bool = False,
 ) -> jax.Array:
     """Grow one random tree on the data and return the leaf of every row, (n_rows,) int32 in
     0..2^depth - 1 (leaf = the path's left/right bits, first split highest). Split features are
     drawn from `candidates[:n_candidates]` ((max_features,) int32 column indices); `depth` (at most
-    `config.max_tree_depth`) may be traced: a loop of that many levels."""
+    `config.max_tree_depth`) may be traced: a loop of that many levels, or with `vectorised` all
+    `max_tree_depth` levels unrolled, those past `depth` without effect (the same leaves)."""
     rows, f_max = inputs.x.shape
     k_features, k_rows = rng.split(stream, 2)
     n_internal = (1 << config.max_tree_depth) - 1
@@ -140,7 +144,12 @@ def grow(
         value = flat_x[cell] + inputs.noise_scale[feature] * rng.normal_at(inputs.noise, cell)
         return 2 * node + (value > threshold).astype(jnp.int32)
 
-    return lax.fori_loop(0, depth, level, jnp.zeros((rows,), jnp.int32))
+    node = jnp.zeros((rows,), jnp.int32)
+    if not vectorised:
+        return lax.fori_loop(0, depth, level, node)
+    for depth_index in range(config.max_tree_depth):
+        node = jnp.where(depth_index < depth, level(depth_index, node), node)
+    return node
 
 
 def _compact(mask: jax.Array) -> jax.Array:
@@ -150,9 +159,12 @@ def _compact(mask: jax.Array) -> jax.Array:
     return jnp.zeros_like(index).at[slot].set(index, mode="drop")
 
 
-def _effects(stream: jax.Array, hyper: TreeHyper, inputs: TreeInputs, n_features, config: PriorConfig):
+def _effects(
+    stream: jax.Array, hyper: TreeHyper, inputs: TreeInputs, n_features, config: PriorConfig, vectorised: bool
+):
     """The SCM form: random used columns (all but a root) replaced by the leaf value of one tree over
-    the root columns; one tree per effect column, in a loop of dynamic length."""
+    the root columns; one tree per effect column, in a loop of dynamic length, or `vectorised`: a
+    tree for every column at once, the unused ones discarded."""
     rows, f_max = inputs.x.shape
     k_root, k_chosen, k_trees, k_leaves = rng.split(stream, 4)
     column = jnp.arange(f_max)
@@ -162,10 +174,24 @@ def _effects(stream: jax.Array, hyper: TreeHyper, inputs: TreeInputs, n_features
     is_root = used & ~effect
     roots, effects = _compact(is_root), _compact(effect)
 
+    def effect_values(j):
+        leaves = grow(
+            rng.fold(k_trees, j),
+            inputs,
+            roots,
+            jnp.sum(is_root),
+            hyper.effect_depth,
+            config,
+            vectorised=vectorised,
+        )
+        return rng.normal_at(rng.fold(k_leaves, j), leaves)
+
+    if vectorised:
+        values = jax.vmap(effect_values)(column)  # (f_max, rows): row j is column j
+        return jnp.where(effect[None, :], values.T, inputs.x)
+
     def add_effect(i, values):
-        j = effects[i]
-        leaves = grow(rng.fold(k_trees, j), inputs, roots, jnp.sum(is_root), hyper.effect_depth, config)
-        return lax.dynamic_update_slice(values, rng.normal_at(rng.fold(k_leaves, j), leaves)[None, :], (i, 0))
+        return lax.dynamic_update_slice(values, effect_values(effects[i])[None, :], (i, 0))
 
     # values (f_max, rows): row i is effect column effects[i]; then read back per column
     values = lax.fori_loop(0, jnp.sum(effect), add_effect, jnp.zeros((f_max, rows), jnp.float32))
@@ -174,11 +200,22 @@ def _effects(stream: jax.Array, hyper: TreeHyper, inputs: TreeInputs, n_features
 
 
 def sample_raw(
-    stream: jax.Array, hyper: TreeHyper, network_x: jax.Array, n_features: jax.Array, config: PriorConfig
+    stream: jax.Array,
+    hyper: TreeHyper,
+    network_x: jax.Array,
+    n_features: jax.Array,
+    config: PriorConfig,
+    *,
+    vectorised: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """One tree dataset. `network_x` (n_rows, max_features): the network's features, used when
     `hyper.network_features`. Returns x: (n_rows, max_features) float32 (zero beyond `n_features`)
-    and the raw target y: (n_rows,) float32."""
+    and the raw target y: (n_rows,) float32.
+
+    `vectorised` (static): every tree at its static maximum size at once, the parts beyond the draw
+    discarded, instead of loops of the drawn length: more work, but no sequential loop, for datasets
+    that run vmapped in groups on an accelerator (where a loop runs to the group's longest anyway).
+    The same dataset either way."""
     rows, f_max = config.n_rows, config.max_features
     k_x, k_noise, k_effects, k_trees, k_leaves, k_order = rng.split(stream, 6)
     used = jnp.arange(f_max) < n_features
@@ -194,15 +231,21 @@ def sample_raw(
         noise_scale = jnp.where(used, hyper.noise_std * std, 0.0)
         return TreeInputs(x=x, noise_scale=noise_scale, noise=k_noise), mean, std
 
-    x = _effects(k_effects, hyper, read(x)[0], n_features, config)
+    x = _effects(k_effects, hyper, read(x)[0], n_features, config, vectorised)
     inputs, mean, std = read(x)
     all_columns = jnp.arange(f_max, dtype=jnp.int32)
 
-    def add_tree(t, y):
-        leaves = grow(rng.fold(k_trees, t), inputs, all_columns, n_features, hyper.depth, config)
-        return y + rng.normal_at(rng.fold(k_leaves, t), leaves)
+    def tree_values(t):
+        leaves = grow(
+            rng.fold(k_trees, t), inputs, all_columns, n_features, hyper.depth, config, vectorised=vectorised
+        )
+        return rng.normal_at(rng.fold(k_leaves, t), leaves)
 
-    y = lax.fori_loop(0, hyper.n_trees, add_tree, jnp.zeros((rows,), jnp.float32))
+    if vectorised:
+        trees = jnp.arange(config.max_trees)
+        y = jnp.sum(jnp.where((trees < hyper.n_trees)[:, None], jax.vmap(tree_values)(trees), 0.0), axis=0)
+    else:
+        y = lax.fori_loop(0, hyper.n_trees, lambda t, y: y + tree_values(t), jnp.zeros((rows,), jnp.float32))
     y = y * lax.rsqrt(hyper.n_trees.astype(jnp.float32))
     # order within a leaf: a tiny multiple of one standardised column, so a class boundary drawn at a
     # row of a leaf cuts it with a threshold on that column (one more split) instead of at random

@@ -104,6 +104,27 @@ def test_target_is_piecewise_constant_and_effects_are_trees_of_the_root(getkey):
     assert np.all(x[:, n_features:] == 0)
 
 
+def test_vectorised_trees_give_the_same_dataset(getkey):
+    """The accelerator form (every tree at its static maximum, no loops) against the loops."""
+    rows, f_max = SMALL.n_rows, SMALL.max_features
+    n_features = jnp.int32(7)
+
+    def both(key):
+        k_hyper, k_x, k_raw = rng.split(rng.from_key(key), 3)
+        hyper = tree.sample_hyper(k_hyper, SMALL)._replace(effect_share=jnp.float32(0.5))
+        network_x = jnp.where(jnp.arange(f_max) < n_features, rng.normal(k_x, (rows, f_max)), 0.0)
+        looped = tree.sample_raw(k_raw, hyper, network_x, n_features, SMALL)
+        vectorised = tree.sample_raw(k_raw, hyper, network_x, n_features, SMALL, vectorised=True)
+        return looped, vectorised
+
+    (x, y), (x_vectorised, y_vectorised) = jax.device_get(
+        jax.jit(jax.vmap(both))(jax.random.split(getkey(), 16))
+    )
+    np.testing.assert_array_equal(x, x_vectorised)
+    np.testing.assert_allclose(y, y_vectorised, rtol=1e-6, atol=1e-6)
+    assert len({np.round(v, 6).tobytes() for v in y}) == 16
+
+
 # -- tree datasets in the bag ----------------------------------------------------------------------
 
 
