@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
 
 CLIP = 100.0  # the reference clips standardised features to +-100
 DEFAULT_TEMPERATURE = 0.8  # predict_proba = softmax(logits / 0.8), as the reference
@@ -198,13 +199,9 @@ class Predictor:
 
     def _table(self, X) -> np.ndarray:
         if hasattr(X, "columns") and hasattr(X, "iloc"):  # a pandas DataFrame, without importing pandas
-            names = [str(c) for c in X.columns]
-            if (
-                self.feature_names is not None
-                and set(self.feature_names) <= set(names)
-                and names != self.feature_names
-            ):
-                X = X[[X.columns[names.index(n)] for n in self.feature_names]]
+            names = list(X.columns)
+            if self.feature_names is not None and names and all(isinstance(n, str) for n in names):
+                check_feature_names(names, self.feature_names)
             X = X.to_numpy()
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -291,15 +288,32 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
+        """The predictor exported to `path`; PredictorFileError (one line, naming the path) for a
+        folder, a file that is not an export (a weight file, any other file), or a damaged one."""
+        check_export_path(path)
+        try:
+            return cls._load(path)
+        except PredictorFileError:
+            raise
+        except Exception as error:  # zipfile, zlib, NumPy and KeyError: all mean a damaged file
+            reason = "it holds pickled (object) arrays" if "pickle" in str(error) else f"{error}"
+            raise PredictorFileError(
+                f"{path} is a damaged or truncated exported classifier ({type(error).__name__}: {reason})"
+            ) from None
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike) -> Predictor:
         with np.load(path, allow_pickle=False) as data:
             if "header" not in data:
-                raise ValueError(f"{path} is not a mothernet-jax predictor file (no header)")
+                raise PredictorFileError(
+                    f"{path} is a .npz archive but not an exported classifier (no header)"
+                )
             header = json.loads(str(data["header"]))
-            if header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a mothernet-jax predictor file")
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise PredictorFileError(f"{path} is a .npz archive but not an exported classifier")
             version = header.get("version")
             if version not in (1, FORMAT_VERSION):
-                raise ValueError(f"{path}: unsupported predictor format version {version}")
+                raise PredictorFileError(f"{path}: unsupported exported-classifier format version {version}")
             layer_kinds = header.get("layers") or [["dense"] * n for n in header["n_layers"]]
             children, columns, groups = [], [], []
             for m in range(header["n_members"]):
@@ -335,21 +349,23 @@ class Predictor:
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
-    """Load an exported classifier (`MotherNetClassifier.export`); needs NumPy alone."""
+    """Load an exported classifier (`MotherNetClassifier.export`); needs NumPy alone.
+    Raises PredictorFileError naming the path for anything that is not a sound export."""
     return Predictor.load(path)
 
 
-def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def check_feature_names(names: list[str], fitted: list[str]) -> None:
+    """ValueError, worded as scikit-learn's, unless a DataFrame's column names are the fitted ones
+    in the fitted order."""
+    if names == fitted:
+        return
+    unseen = [n for n in names if n not in fitted]
+    missing = [n for n in fitted if n not in names]
+    message = "The feature names should match those that were passed during fit."
+    if unseen:
+        message += f" Feature names unseen at fit time: {unseen}."
+    if missing:
+        message += f" Feature names seen at fit time, yet now missing: {missing}."
+    if not unseen and not missing:
+        message += f" Feature names must be in the same order as they were in fit: {fitted}."
+    raise ValueError(message)

@@ -5,91 +5,34 @@
     proba = clf.predict_proba(X_test)
     clf.export("model.npz")                                 # NumPy-only: child.load_predictor
 
-`fit` encodes the table (`preprocessing.FeatureEncoder`), plans the members (`ensemble`), pads every
-member's rows and columns to one array and generates all children in one jitted call, optionally
-fine-tunes them with Adam, and keeps them as NumPy arrays in a `child.Predictor`. `predict_proba`
+`fit` encodes the table (`preprocessing.FeatureEncoder`), plans the members (`ensemble`), generates
+their children in jitted calls of a fixed number of members (`members`: memory stays bounded
+whatever the number of classes), optionally fine-tunes them with Adam, and keeps them as NumPy
+arrays in a `child.Predictor`. `predict_proba`
 is that predictor: the same NumPy code runs in the estimator and in an exported file.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mothernet_jax.child import CLIP, Child, Predictor, factored_logits
+from mothernet_jax.child import Predictor
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.ensemble import MemberPlan, plan_ensemble
-from mothernet_jax.generation import bucket_rows, generate_batch
-from mothernet_jax.preprocessing import FeatureEncoder, infer_categorical
+from mothernet_jax.members import generate_children
+from mothernet_jax.preprocessing import FeatureEncoder, datetimes_as_objects, infer_categorical
 
 DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
-FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
 MULTICLASS = ("auto", "native", "one_vs_rest")
-TRACES: collections.Counter = collections.Counter()  # how often each jitted function was traced
-
-
-# -- the jitted work: all members at once -------------------------------------------------------------
-
-
-def _generate_members(params, X, y, n_rows, n_features, *, config: ModelConfig):
-    """The children of B members in one forward pass (pure; jit it with a static config).
-
-    X: (B, T, F <= max_features) encoded columns (no NaN), zero beyond n_rows / n_features;
-    y: (B, T) int output groups; n_rows, n_features: (B,) int.
-    Returns (layers, mean, std) in data space, every leaf with a leading B: layers as
-    `child.factored_logits` takes them, the low-rank factors kept apart (W_l = A_l S_l, the 100/d
-    scaling folded into A_1, rows beyond n_features zero); mean, std: (B, F). This is
-    `generation.generate_batch(factored=True)`: not multiplying the factors out makes prediction
-    with the `paper` child about four times cheaper.
-    """
-    TRACES["generate_members"] += 1
-    child = generate_batch(params, X, y, n_rows, n_features, config=config, factored=True)
-    return child.layers, child.mean, child.std
-
-
-generate_members = jax.jit(_generate_members, static_argnames=("config",))
-
-
-def _finetune_members(layers, mean, std, X, y, n_rows, n_groups, temperature, steps, learning_rate):
-    """`steps` full-batch Adam steps on every member's child (vmapped), cross-entropy of
-    softmax(logits / temperature) on the member's training rows. Shapes as `_generate_members`;
-    n_groups: (B,) outputs in use (the others are masked). Returns the tuned layers."""
-    TRACES["finetune_members"] += 1
-    optimizer = optax.adam(learning_rate)
-
-    def one(layers, mean, std, x, y, n, g):
-        z = jnp.clip((x - mean[None, :]) / std[None, :], -CLIP, CLIP)
-        z = jnp.where(jnp.isnan(z), 0.0, z)
-        row_mask = jnp.arange(x.shape[0]) < n
-
-        def loss(layers):
-            logits = factored_logits(layers, z, jnp) / temperature
-            logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] < g, logits, -1e30)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            return jnp.sum(jnp.where(row_mask, ce, 0.0)) / jnp.maximum(n, 1)
-
-        def step(_, carry):
-            layers, state = carry
-            updates, state = optimizer.update(jax.grad(loss)(layers), state, layers)
-            return optax.apply_updates(layers, updates), state
-
-        return jax.lax.fori_loop(0, steps, step, (layers, optimizer.init(layers)))[0]
-
-    return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups)
-
-
-finetune_members = jax.jit(_finetune_members)
 
 
 # -- weights --------------------------------------------------------------------------------------
@@ -128,16 +71,6 @@ def weights_info(weights) -> dict:
     return {}
 
 
-def _keep_factors(layer) -> tuple:
-    """A layer as the cheaper of its two forms: (A, S) costs r (in + out) per row, W in x out."""
-    weight, bias = layer
-    if isinstance(weight, tuple):
-        a, s = weight
-        if a.shape[1] * (a.shape[0] + s.shape[1]) >= a.shape[0] * s.shape[1]:
-            weight = a @ s
-    return weight, bias
-
-
 # -- the estimator ----------------------------------------------------------------------------------
 
 
@@ -154,7 +87,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference
         ``MotherNetClassifier`` (plus the limits below). Members 1, 2, ... cycle through quantile
         transform on/off x one-hot/ordinal categorical codes, and each draws a cyclic rotation of its
-        columns and a shift of the class labels (mod k). All members are generated in one jitted call.
+        columns and a shift of the class labels (mod k). Members are generated in jitted calls of a
+        fixed size (`members.MEMBER_ROWS_PER_CALL`: 8 members of 1,024 padded rows, 64 of 128), so
+        peak memory does not grow with the number of members or classes and fit time grows
+        linearly with them.
     random_state : int, RandomState or None
         Seeds the member draws and subsamples; the same seed gives the same classifier.
     temperature : float, default 0.8
@@ -163,10 +99,14 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         With more training rows, each member reads its own stratified subsample of this many rows
         (every class kept). None: no limit (attention memory grows with rows squared).
     categorical_features : "auto", bool mask, indices or column names
-        "auto": the non-numeric columns (pandas object, string and category dtypes; the columns of a
-        string array; columns of an object array holding any non-number). Levels are encoded as
-        ordinal codes, or one-hot (columns of at most 10 levels) in the one-hot members. A level not
-        seen in training is treated as missing.
+        "auto": the columns holding a value that is not a number, whatever their storage: numbers
+        stored as text ("3.5", as from some CSV readers) are numbers, and so are dates and times
+        (datetime dtypes or objects; seconds since 1970-01-01 UTC) and durations (seconds); the
+        pandas category dtype is categorical. Listing a datetime column here keeps its dates as
+        levels. Levels are encoded as ordinal codes, or one-hot (columns of at most 10 levels) in
+        the one-hot members. A level not seen in training is treated as missing. A categorical
+        column with nearly one level per row (an identifier, or dates stored as text) gets a
+        warning that names it: its levels cannot generalise to new rows.
     multiclass : "auto", "native" or "one_vs_rest", default "auto"
         How a task with k > 2 classes is put to the model. "native": every member sees all k
         classes (the reference). "one_vs_rest": k binary tasks, each class against the others,
@@ -178,8 +118,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         apart much better (see MODEL_CARD.md).
     finetune_steps : int, default 0
         After generation, this many full-batch Adam steps (learning rate 1e-3) on each child's
-        cross-entropy over its training rows ("MotherNet + gradient descent"), all members in one
-        jitted call.
+        cross-entropy over its training rows ("MotherNet + gradient descent"), vmapped over the
+        members of each generation call.
 
     The model's limits, handled per member:
 
@@ -198,8 +138,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       values are a level of their own. Infinite values raise ValueError.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
-    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), ensemble_ (one dict per member: what it reads), predictor_ (the
-    `child.Predictor` that predict_proba runs and `export` writes).
+    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), ensemble_ (one dict per
+    member: what it reads), predictor_ (the `child.Predictor` that predict_proba runs and `export`
+    writes).
     """
 
     def __init__(
@@ -235,6 +176,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
+        X = datetimes_as_objects(X)
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
         check_classification_targets(y)
         classes, y_codes = np.unique(y, return_inverse=True)
@@ -242,7 +184,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({classes[0]!r})")
         mask = auto_mask if auto_mask is not None else self._categorical_mask(X.shape[1])
         params, config = resolve_weights(self.weights)
-        encoder = FeatureEncoder.fit(X, mask)
+        names = getattr(self, "feature_names_in_", None)
+        encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
         encoded = encoder.transform(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         strategy = self._multiclass_strategy() if len(classes) > 2 else "native"
@@ -258,7 +201,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             rng=np.random.default_rng(seed),
             one_vs_rest=strategy == "one_vs_rest",
         )
-        children = self._generate(params, config, encoded, y_codes, plans)
+        children = generate_children(
+            params, config, encoded, y_codes, plans,
+            finetune_steps=self.finetune_steps, temperature=self.temperature,
+        )  # fmt: skip
         self.classes_ = classes
         self.categorical_features_ = mask
         self.multiclass_ = strategy
@@ -274,41 +220,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _generate(self, params, config: ModelConfig, encoded, y, plans: list[MemberPlan]) -> list[Child]:
-        n_rows = np.array([len(p.rows) for p in plans], np.int32)
-        n_features = np.array([len(p.columns) for p in plans], np.int32)
-        X = np.zeros((len(plans), bucket_rows(int(n_rows.max())), config.max_features), np.float32)
-        labels = np.zeros(X.shape[:2], np.int32)
-        for m, plan in enumerate(plans):
-            X[m, : n_rows[m], : n_features[m]] = encoded[np.ix_(plan.rows, plan.columns)]
-            labels[m, : n_rows[m]] = plan.groups[y[plan.rows]]
-        layers, mean, std = generate_members(params, X, labels, n_rows, n_features, config=config)
-        if self.finetune_steps:
-            n_groups = np.array([p.n_groups for p in plans], np.int32)
-            layers = finetune_members(
-                layers, mean, std, X, labels, n_rows, n_groups,
-                np.float32(self.temperature), np.int32(self.finetune_steps), np.float32(FINETUNE_LEARNING_RATE),
-            )  # fmt: skip
-        layers, mean, std = jax.device_get((layers, mean, std))
-        children = []
-        for m, plan in enumerate(plans):
-            member = [
-                jax.tree_util.tree_map(lambda a, m=m: np.asarray(a[m], np.float32), layer) for layer in layers
-            ]
-            d, g = n_features[m], plan.n_groups
-            weight, bias = member[0]  # drop the zero rows of the padding columns
-            member[0] = ((weight[0][:d], weight[1]) if isinstance(weight, tuple) else weight[:d], bias)
-            weight, bias = member[-1]  # keep the member's output groups (the output layer is dense)
-            member[-1] = (weight[:, :g], bias[:g])
-            children.append(Child(tuple(_keep_factors(layer) for layer in member), mean[m, :d], std[m, :d]))
-        return children
-
     # -- predict ---------------------------------------------------------------------------------
 
     def predict_proba(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n, n_classes) probabilities (in the order of classes_)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)
+        X = validate_data(self, datetimes_as_objects(X), reset=False, dtype=None, ensure_all_finite=False)
         return self.predictor_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:

@@ -4,7 +4,8 @@
 that ensemble members read. It is fitted once on the training rows and stored with an exported
 predictor, so this module imports no JAX. The encoded columns, in blocks:
 
-- ``raw``: each numeric column as a float;
+- ``raw``: each numeric column as a float (numbers stored as text parsed; dates and times as seconds
+  since 1970-01-01 UTC, durations as seconds: `to_numbers`);
 - ``quantile``: each numeric column through its training quantiles, mapped to [0, 1];
 - ``ordinal``: each categorical column as its level's index in the sorted training levels; a column
   that had missing training values gets one more level for "missing";
@@ -20,6 +21,7 @@ the encoding (so `raw` and `quantile` impute in their own scale); categorical on
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import numbers
 import warnings
@@ -29,6 +31,9 @@ import numpy as np
 
 MAX_ONEHOT_LEVELS = 10  # wider categorical columns stay ordinal in every member (as the reference)
 MAX_QUANTILES = 1000  # quantile-table size, as scikit-learn's QuantileTransformer
+NUMERIC_KINDS = "biufmM"  # dtype kinds read as numbers (datetime64 and timedelta64 as seconds)
+IDENTIFIER_LEVELS = 0.9  # a categorical column with this many levels per present value gets a warning
+IDENTIFIER_MIN_ROWS = 20  # ... once it has this many present values
 
 RAW, QUANTILE, ORDINAL, ONEHOT, INDICATOR = range(5)
 KIND_NAMES = ("raw", "quantile", "ordinal", "onehot", "indicator")
@@ -49,47 +54,124 @@ def missing_mask(column: np.ndarray) -> np.ndarray:
     """(n,) bool: which entries of a 1-D column are missing (NaN, None, pandas NA)."""
     if column.dtype.kind in "fc":
         return np.isnan(column)
+    if column.dtype.kind in "mM":
+        return np.isnat(column)
     if column.dtype.kind == "O":
         return np.fromiter((_is_missing_object(v) for v in column), bool, len(column))
     return np.zeros(len(column), bool)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real | np.bool_) or _is_missing_object(value)
+EPOCH = datetime.datetime(1970, 1, 1)  # dates and times become seconds since this instant (UTC)
+
+
+def _seconds(values: np.ndarray) -> np.ndarray:
+    """datetime64 (since the epoch) or timedelta64 values as float64 seconds; NaT -> NaN."""
+    if values.dtype.kind == "M":
+        values = values - np.datetime64(0, "s")
+    return values / np.timedelta64(1, "s")
+
+
+def _number(value) -> float:
+    """One raw value as a float: a number, text that parses as one (empty text is missing), a date
+    or time (seconds since 1970-01-01 UTC; a naive one is read as UTC), a duration (seconds); NaN
+    for missing. ValueError for anything else."""
+    if _is_missing_object(value):
+        return np.nan
+    if isinstance(value, np.datetime64 | np.timedelta64):  # before Real: timedelta64 is an integer
+        return float(_seconds(np.asarray([value])).item())
+    if isinstance(value, numbers.Real | np.bool_):
+        return float(value)
+    if isinstance(value, str):
+        return float(value) if value.strip() else np.nan
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date
+        return value.timestamp() if value.tzinfo is not None else (value - EPOCH).total_seconds()
+    if isinstance(value, datetime.date):
+        return float((value - EPOCH.date()).days * 86400)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise ValueError(f"{value!r} is not a number")
+
+
+def to_numbers(column: np.ndarray) -> np.ndarray:
+    """A 1-D raw column as float64 (NaN for missing), by `_number`'s rules whatever the storage
+    (numeric, text, object, datetime64, timedelta64). ValueError naming the first value that is
+    not a number."""
+    if column.dtype.kind in "mM":
+        return _seconds(column)
+    if column.dtype.kind != "O" or not any(
+        issubclass(t, np.datetime64 | np.timedelta64) for t in set(map(type, column))
+    ):  # numpy would read these as counts of their unit
+        try:
+            return column.astype(np.float64)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    values = np.empty(len(column))
+    for i, value in enumerate(column):
+        try:
+            values[i] = _number(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{value!r} is not a number") from None
+    return values
+
+
+def all_numbers(column: np.ndarray) -> bool:
+    """Whether every value of a 1-D raw column is a number, missing, numeric text, a date or a
+    duration (`to_numbers` succeeds)."""
+    try:
+        to_numbers(column)
+    except ValueError:
+        return False
+    return True
 
 
 def infer_categorical(X) -> np.ndarray:
-    """The "auto" rule: (d,) bool, True for the columns that are not numeric.
+    """The "auto" rule: (d,) bool, True for the columns holding a value that is not a number.
 
-    A pandas DataFrame: columns whose dtype is not numeric or boolean (object, string, category).
-    A NumPy array: none for numeric dtypes; every column for string dtypes; for object arrays, the
-    columns holding any value that is neither a number nor missing.
+    Numbers stored as text, dates, times and durations count as numbers (`to_numbers`), whatever
+    the column's storage: a pandas object or string column, a NumPy string or object array. The
+    pandas category dtype is always categorical (the user declared it).
     """
     if hasattr(X, "dtypes") and hasattr(X, "columns"):
-        return np.array([getattr(dtype, "kind", "O") not in "biuf" for dtype in X.dtypes], bool)
+        mask = []
+        for j, dtype in enumerate(X.dtypes):
+            if str(dtype) == "category":
+                mask.append(True)
+            elif getattr(dtype, "kind", "O") in NUMERIC_KINDS:
+                mask.append(False)
+            else:
+                mask.append(not all_numbers(X.iloc[:, j].to_numpy(dtype=object)))
+        return np.array(mask, bool)
     X = np.asarray(X)
     if X.ndim != 2:
         return np.zeros(X.shape[-1] if X.ndim else 0, bool)
-    if X.dtype.kind in "USa":
-        return np.ones(X.shape[1], bool)
-    if X.dtype.kind != "O":
+    if X.dtype.kind not in "USO":
         return np.zeros(X.shape[1], bool)
-    return np.array([not all(_is_number(v) for v in X[:, j]) for j in range(X.shape[1])], bool)
+    return np.array([not all_numbers(X[:, j]) for j in range(X.shape[1])], bool)
+
+
+def datetimes_as_objects(X):
+    """A pandas DataFrame whose datetime64 / timedelta64 columns are cast to object (Timestamps),
+    which scikit-learn's validation cannot mix with numeric columns; anything else unchanged."""
+    if not (hasattr(X, "dtypes") and hasattr(X, "columns")):
+        return X
+    columns = [j for j, dtype in enumerate(X.dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "mM"]
+    if not columns or len(columns) == X.shape[1]:  # all datetimes: one datetime64 array is fine
+        return X
+    X = X.copy()
+    for j in columns:
+        X.isetitem(j, X.iloc[:, j].astype(object))
+    return X
 
 
 def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
-    """A raw column as float64 with NaN for missing; ValueError for text or infinite values."""
+    """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text or
+    infinite values."""
     try:
-        values = column.astype(np.float64)
-    except (TypeError, ValueError):
-        missing = missing_mask(column)
-        values = np.full(len(column), np.nan)
-        try:
-            values[~missing] = [float(v) for v in column[~missing]]
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
-            ) from error
+        values = to_numbers(column)
+    except ValueError as error:
+        raise ValueError(
+            f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
+        ) from error
     if np.isinf(values).any():
         raise ValueError(
             f"X contains infinite values in column {index} (NaN is accepted as missing, inf is not)"
@@ -187,9 +269,10 @@ class FeatureEncoder:
     # -- fit and transform ---------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, X: np.ndarray, categorical: np.ndarray) -> FeatureEncoder:
+    def fit(cls, X: np.ndarray, categorical: np.ndarray, names: list[str] | None = None) -> FeatureEncoder:
         """Fit on the training table X (n, d) (any dtype) with the (d,) bool mask of categorical
-        columns."""
+        columns. A categorical column with nearly one level per row (an identifier, dates stored as
+        text) gets a UserWarning naming it (`names`: the column names, else its index)."""
         X = np.asarray(X)
         categorical = np.asarray(categorical, bool)
         numeric_idx, categorical_idx = np.flatnonzero(~categorical), np.flatnonzero(categorical)
@@ -214,6 +297,15 @@ class FeatureEncoder:
                 )
             levels.append(np.unique(keys))
             level_missing.append(bool(missing.any()))
+            if len(keys) >= IDENTIFIER_MIN_ROWS and len(levels[-1]) >= IDENTIFIER_LEVELS * len(keys):
+                name = f"column {names[j]!r}" if names is not None else f"column {j}"
+                warnings.warn(
+                    f"{name} has {len(levels[-1])} distinct values in {len(keys)} rows: it looks like "
+                    "an identifier or a date stored as text, and as a categorical column it cannot "
+                    "generalise to new rows; drop it, or convert dates to numbers (pandas.to_datetime)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         encoder = cls(
             n_features=X.shape[1],
             numeric=numeric_idx,

@@ -5,7 +5,8 @@ split)` many, as a `Task` padded to the static maxima of a `PriorConfig` (`prese
 rows, 100 features, 10 classes; `preset("tiny")`: 128 rows). Both are pure functions of the key,
 compile once per configuration (the split may be traced) and run inside a jitted train step on any
 device. The prior bag is the MLP/SCM prior (`priors.mlp`, 0.961) and the GP prior (`priors.gp`,
-0.039), turned into classification tasks by `priors.classification`.
+0.039), turned into classification tasks by `priors.classification`; `PriorConfig.tree_probability`
+(default 0) mixes in datasets whose target is a random decision-tree ensemble (`priors.tree`).
 
 - `python -m priors.compare_reference --n 2400`: the reference statistics, ours, and the
   Kolmogorov-Smirnov distance per statistic (`shared/prior_reference/`).
@@ -13,6 +14,7 @@ device. The prior bag is the MLP/SCM prior (`priors.mlp`, 0.961) and the GP prio
 """
 
 from priors.bag import Task as Task
+from priors.bag import dataset_kinds as dataset_kinds
 from priors.bag import default_group_size as default_group_size
 from priors.bag import sample_batch as sample_batch
 from priors.bag import sample_task as sample_task

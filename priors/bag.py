@@ -1,4 +1,5 @@
-"""The prior bag (MLP/SCM 0.961, GP 0.039) and the public samplers `sample_task` / `sample_batch`.
+"""The prior bag (MLP/SCM 0.961, GP 0.039; tree datasets with `tree_probability`, off by default)
+and the public samplers `sample_task` / `sample_batch`.
 
 Every dataset draws its own hyperparameters (the reference shares some across a batch of 8; the
 marginal distribution of a dataset is the same). The costly part, the network, runs at a static
@@ -11,6 +12,12 @@ network at its own size, and the rarely needed steps, categorical columns or the
 where not drawn); on accelerators it is an eighth of the batch (at least 8), so a batch takes 8
 sequential steps of wide work. Nothing depends on a Python branch over a random draw: one
 compilation per (config, batch_size, group_size).
+
+Tree datasets (`priors.tree`) take the fraction `tree_probability` of the bag, the MLP/SCM and GP
+priors share the rest in their proportions. Whether a dataset is a tree dataset, and everything it
+draws, comes from a sub-stream of its own (`rng.fold(stream, _TREE)`) that the MLP and GP draws
+never touch, so a non-tree dataset is the same whatever `tree_probability`; at 0 the tree code is
+not even compiled, and the sampler is the reference prior's, bit for bit.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from priors import classification, gp, mlp, rng
+from priors import classification, gp, mlp, rng, tree
 from priors.config import PriorConfig
 
 
@@ -40,29 +47,72 @@ class Task(NamedTuple):
     categorical: jax.Array  # (..., max_features) bool: categorical columns
 
 
+MLP, GP, TREE = 0, 1, 2  # dataset kinds (`dataset_kinds`)
+_TREE = 0x7EE  # fold tag of the tree sub-stream: the split in `_draw` uses tags 0..3
+
+
 class _Draw(NamedTuple):
     is_gp: jax.Array
     hyper: mlp.MLPHyper
     bucket: jax.Array
     stream: jax.Array
+    # tree datasets; None when config.tree_probability == 0 (nothing drawn, nothing compiled)
+    is_tree: jax.Array | None = None
+    tree: tree.TreeHyper | None = None
+    tree_stream: jax.Array | None = None
 
 
 def _draw(key: jax.Array, config: PriorConfig) -> _Draw:
-    k_features, k_bag, k_hyper, k_rest = rng.split(rng.from_key(key), 4)
+    stream = rng.from_key(key)
+    k_features, k_bag, k_hyper, k_rest = rng.split(stream, 4)
     # safe_randint(1, max_features): 1..max_features-1 (the reference never uses all columns)
     n_features = rng.randint(k_features, 1, config.max_features)
     hyper = mlp.sample_hyper(k_hyper, config, n_features)
-    return _Draw(
+    draw = _Draw(
         is_gp=rng.bernoulli(k_bag, config.gp_probability),
         hyper=hyper,
         bucket=mlp.width_bucket(config, hyper.hidden),
         stream=k_rest,
     )
+    if config.tree_probability == 0:
+        return draw
+    k_is_tree, k_tree_hyper, k_tree_data = rng.split(rng.fold(stream, _TREE), 3)
+    return draw._replace(
+        is_tree=rng.bernoulli(k_is_tree, config.tree_probability),
+        tree=tree.sample_hyper(k_tree_hyper, config),
+        tree_stream=k_tree_data,
+    )
 
 
-def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorConfig) -> Task:
-    """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run` and
-    `run_gp` are shared by a group (unbatched under vmap)."""
+def _runs_network(draw: _Draw) -> jax.Array:
+    """The dataset needs the MLP/SCM network: an MLP dataset, or a tree dataset on its features."""
+    if draw.is_tree is None:
+        return ~draw.is_gp
+    return jnp.where(draw.is_tree, draw.tree.network_features, ~draw.is_gp)
+
+
+def _is_gp(draw: _Draw) -> jax.Array:
+    return draw.is_gp if draw.is_tree is None else draw.is_gp & ~draw.is_tree
+
+
+def _kind(draw: _Draw) -> jax.Array:
+    kind = jnp.where(draw.is_gp, GP, MLP)
+    return kind if draw.is_tree is None else jnp.where(draw.is_tree, TREE, kind)
+
+
+def _one(
+    draw: _Draw,
+    split,
+    width_index,
+    n_blocks_run,
+    run_gp,
+    run_tree,
+    config: PriorConfig,
+    grouped: bool = False,
+) -> Task:
+    """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run`,
+    `run_gp` and `run_tree` (None without tree datasets) are shared by a group (unbatched under
+    vmap); `grouped` (static): the dataset runs vmapped in a group, its trees vectorised."""
     k_causes, k_nodes, k_layers, k_network, k_gp, k_adapt = rng.split(draw.stream, 6)
     hyper = draw.hyper
     rows, f_max = config.n_rows, config.max_features
@@ -92,8 +142,19 @@ def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorCon
 
     x, y = lax.cond(width_index > 0, network, zeros)
     x_gp, y_gp = lax.cond(run_gp, lambda: gp.sample_raw(k_gp, config, hyper.n_features), zeros)
-    x = jnp.where(draw.is_gp, x_gp, x)
-    y = jnp.where(draw.is_gp, y_gp, y)
+    if run_tree is not None:
+        x_tree, y_tree = lax.cond(
+            run_tree,
+            lambda: tree.sample_raw(
+                draw.tree_stream, draw.tree, x, hyper.n_features, config, vectorised=grouped
+            ),
+            zeros,
+        )
+    x = jnp.where(_is_gp(draw), x_gp, x)
+    y = jnp.where(_is_gp(draw), y_gp, y)
+    if run_tree is not None:
+        x = jnp.where(draw.is_tree, x_tree, x)
+        y = jnp.where(draw.is_tree, y_tree, y)
     out = classification.adapt(k_adapt, x, y, hyper.n_features, jnp.bool_(True), split, config)
     return Task(
         x=out.x,
@@ -106,17 +167,18 @@ def _one(draw: _Draw, split, width_index, n_blocks_run, run_gp, config: PriorCon
 
 
 def _alone(draw: _Draw, split, config: PriorConfig) -> Task:
-    width_index = jnp.where(draw.is_gp, 0, 1 + draw.bucket)
-    return _one(draw, split, width_index, draw.hyper.n_blocks, draw.is_gp, config)
+    width_index = jnp.where(_runs_network(draw), 1 + draw.bucket, 0)
+    return _one(draw, split, width_index, draw.hyper.n_blocks, _is_gp(draw), draw.is_tree, config)
 
 
 def _group(draws: _Draw, split, config: PriorConfig) -> Task:
-    network = ~draws.is_gp
+    network = _runs_network(draws)
     width_index = jnp.where(jnp.any(network), 1 + jnp.max(jnp.where(network, draws.bucket, 0)), 0)
     n_blocks_run = jnp.max(jnp.where(network, draws.hyper.n_blocks, 0))
-    one = functools.partial(_one, config=config)
-    return jax.vmap(one, in_axes=(0, 0, None, None, None))(
-        draws, split, width_index, n_blocks_run, jnp.any(draws.is_gp)
+    run_tree = None if draws.is_tree is None else jnp.any(draws.is_tree)
+    one = functools.partial(_one, config=config, grouped=True)
+    return jax.vmap(one, in_axes=(0, 0, None, None, None, None))(
+        draws, split, width_index, n_blocks_run, jnp.any(_is_gp(draws)), run_tree
     )
 
 
@@ -170,11 +232,28 @@ def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: 
             lax.map(lambda args: _alone(*args, config=config), (draws, split)),
         )
     n_buckets = len(config.width_buckets)
-    sort_key = (draws.is_gp.astype(jnp.int32) * n_buckets + draws.bucket) * (
-        config.max_layers + 1
-    ) + draws.hyper.n_blocks
+    if draws.is_tree is None:
+        kind = draws.is_gp.astype(jnp.int32)
+    else:  # MLP, tree on network features, tree on independent features, GP: the same work together
+        tree_kind = jnp.where(draws.tree.network_features, 1, 2)
+        kind = jnp.where(draws.is_tree, tree_kind, jnp.where(draws.is_gp, 3, 0))
+    sort_key = (kind * n_buckets + draws.bucket) * (config.max_layers + 1) + draws.hyper.n_blocks
     order = jnp.argsort(sort_key)
     grouped = jax.tree.map(lambda a: a[order].reshape(n_groups, group, *a.shape[1:]), (draws, split))
     tasks = lax.map(lambda args: _group(*args, config=config), grouped)
     inverse = jnp.argsort(order)[:batch_size]
     return jax.tree.map(lambda a: a.reshape(total, *a.shape[2:])[inverse], tasks)
+
+
+def dataset_kinds(key: jax.Array, config: PriorConfig, batch_size: int) -> jax.Array:
+    """The prior each dataset of `sample_batch(key, config, batch_size, ...)` comes from, (batch_size,)
+    int32: `MLP` (0), `GP` (1) or `TREE` (2). Draws the hyperparameters only, not the data."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return _dataset_kinds(key, config, batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch_size"))
+def _dataset_kinds(key, config: PriorConfig, batch_size: int) -> jax.Array:
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size, dtype=jnp.uint32))
+    return jax.vmap(lambda k: _kind(_draw(k, config)))(keys).astype(jnp.int32)

@@ -8,7 +8,9 @@ of `jax.jit`, and it round-trips through JSON next to a checkpoint.
 
 Presets (`preset(name)`):
 
-- ``paper``: 1152 rows, 100 features, 10 classes, exactly the reference prior.
+- ``paper``: 1152 rows, 100 features, 10 classes, exactly the reference prior (the tree prior of
+  `priors.tree` is off: ``tree_probability`` 0; ``preset("paper").replace(tree_probability=0.3)``
+  mixes it in).
 - ``tiny``: the same prior on 128 rows, for tests and CPU smoke runs (same feature and class layout
   as the ``tiny`` model, so the two plug together).
 """
@@ -101,6 +103,20 @@ class PriorConfig:
     gp_noise_values: tuple[float, ...] = (1e-5, 1e-4, 1e-2)  # drawn with meta_choice
     gp_jitter: float = 1e-5  # relative diagonal jitter (x outputscale) added for float32 Cholesky
 
+    # -- tree prior (`priors.tree`; off by default, so the bag above is the reference prior) ------
+    tree_probability: float = 0.0  # a dataset is a tree dataset; else the MLP/GP bag above
+    tree_network_features_probability: float = 0.5  # its x from the MLP/SCM network, else independent
+    tree_effect_probability: float = 0.5  # the SCM form: some columns are trees of the others
+    tree_max_effect_share: float = 0.5  # in the SCM form a column is an effect with p ~ U(0, this)
+    # depth of every tree of a dataset (drawn once for the target's, once for the effects'):
+    # 2 + round(Gamma), median 3, 90% <= 7, 7.5% clipped to max_tree_depth
+    tree_depth: MetaGamma = MetaGamma(max_alpha=2.0, max_scale=4.0, lower_bound=2)
+    # trees summed for the target: 1 + round(Gamma), median 2, 90% <= 5, 2.3% clipped to max_trees
+    tree_count: MetaGamma = MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=1)
+    max_tree_depth: int = 8  # static: a tree's split-feature table holds 2^depth - 1 nodes
+    max_trees: int = 8
+    tree_noise_std: LogUniform = LogUniform(low=1e-3, high=0.3)  # input noise, in column stds
+
     # -- classification adapter ------------------------------------------------------------------
     two_class_probability: float = 0.5  # else K = round(U(2, K0)), K0 = round(U(2, max_classes))
     ordered_classes_probability: float = 0.0  # class order kept (not permuted)
@@ -134,10 +150,36 @@ class PriorConfig:
         integer("max_causes", 1)
         integer("max_category_levels", 2)
         integer("compatibility_tries", 1)
-        for name in ("layers", "hidden", "causes"):
+        integer("max_tree_depth", 1)
+        integer("max_trees", 1)
+        if self.max_tree_depth > 12:
+            raise ValueError(
+                f"PriorConfig.max_tree_depth must be <= 12 (node tables of 2^depth), got {self.max_tree_depth}"
+            )
+        for field in dataclasses.fields(self):
+            kind = _RECORDS.get(str(field.type))
+            if kind is not None and not isinstance(getattr(self, field.name), kind):
+                raise ValueError(
+                    f"PriorConfig.{field.name} must be a {kind.__name__}, got {getattr(self, field.name)!r}"
+                )
+        for name in ("layers", "hidden", "causes", "tree_depth", "tree_count"):
             getattr(self, name).validate(name)
-        for name in ("dropout", "init_std", "noise_std", "gp_outputscale", "gp_lengthscale"):
+        for name in (
+            "dropout",
+            "init_std",
+            "noise_std",
+            "gp_outputscale",
+            "gp_lengthscale",
+            "tree_noise_std",
+        ):
             getattr(self, name).validate(name)
+        for name, maximum in (("tree_depth", "max_tree_depth"), ("tree_count", "max_trees")):
+            lower_bound = getattr(self, name).lower_bound
+            if not 1 <= lower_bound <= getattr(self, maximum):
+                raise ValueError(
+                    f"PriorConfig.{name}.lower_bound must lie in 1..{maximum} ({getattr(self, maximum)}), "
+                    f"got {lower_bound!r}"
+                )
         if self.max_layers < self.layers.lower_bound:
             raise ValueError(
                 f"PriorConfig.max_layers ({self.max_layers}) is below layers.lower_bound "
@@ -174,6 +216,10 @@ class PriorConfig:
             )
         for name in (
             "gp_probability",
+            "tree_probability",
+            "tree_network_features_probability",
+            "tree_effect_probability",
+            "tree_max_effect_share",
             "max_dropout",
             "two_class_probability",
             "ordered_classes_probability",

@@ -25,6 +25,7 @@ import numpy as np
 from flax import serialization
 
 from mothernet_jax.config import ModelConfig
+from mothernet_jax.npz import ZIP_MAGIC
 
 FORMAT = "mothernet-jax-weights"
 VERSION = 1
@@ -37,6 +38,11 @@ MANIFEST_KEYS = ("file", "sha256", "bytes", "storage_dtype", "config")  # writte
 
 class WeightFileError(ValueError):
     """A weight file that is missing, corrupted, truncated or does not fit its config."""
+
+
+class MissingWeightFileError(WeightFileError, FileNotFoundError):
+    """A weight file, or the manifest (NAME.json) beside it, that does not exist; also a
+    FileNotFoundError."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -115,16 +121,12 @@ def load_pretrained(
     does not fit the config.
     """
     path = _default_path() if path is None else Path(path)
-    if not path.exists():
-        hint = " (the package was installed without its weights)" if path == _default_path() else ""
-        raise WeightFileError(f"weight file {path} does not exist{hint}")
+    _check_weight_path(path)
     manifest_path = path.with_suffix(".json")
-    manifest = None
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
     if check_hash:
         if manifest is None:
-            raise WeightFileError(f"{manifest_path} is missing: cannot check the SHA-256 of {path}")
+            raise MissingWeightFileError(f"{manifest_path} is missing: cannot check the SHA-256 of {path}")
         actual = sha256_of(path)
         if actual != manifest.get("sha256"):
             raise WeightFileError(
@@ -144,10 +146,48 @@ def load_pretrained(
     return params, config
 
 
+def _check_weight_path(path: Path) -> None:
+    """WeightFileError, in one line naming the path, for what cannot be a weight file: nothing
+    there, a folder, an exported classifier (a .npz archive)."""
+    if path.is_dir():
+        raise WeightFileError(f"{path} is a folder, not a weight file: give the .msgpack file inside it")
+    if not path.exists():
+        hint = " (the package was installed without its weights)" if path == _default_path() else ""
+        raise MissingWeightFileError(f"weight file {path} does not exist{hint}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC or path.suffix == ".npz":
+        raise WeightFileError(
+            f"{path} is an exported classifier (a .npz archive), not a weight file: "
+            "use mothernet_jax.child.load_predictor to load it"
+        )
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """The JSON manifest beside a weight file; WeightFileError naming it if it is missing, not
+    JSON, or not a JSON object."""
+    if manifest_path.is_dir():
+        raise WeightFileError(f"{manifest_path} is a folder, not a weight file's manifest")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise MissingWeightFileError(
+            f"{manifest_path} is missing: a weight file's manifest sits beside it"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightFileError(f"{manifest_path} is not a valid manifest (not JSON: {error})") from None
+    if not isinstance(manifest, dict):
+        raise WeightFileError(f"{manifest_path} is not a valid manifest (not a JSON object)")
+    return manifest
+
+
 def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The manifest beside a weight file: SHA-256, config, steps, datasets seen, ..."""
+    """The manifest beside a weight file: SHA-256, config, steps, datasets seen, ...
+    Raises WeightFileError, naming the file, for a folder, an exported classifier, or a missing or
+    malformed manifest."""
     path = _default_path() if path is None else Path(path)
-    return json.loads(path.with_suffix(".json").read_text())
+    _check_weight_path(path)
+    return _read_manifest(path.with_suffix(".json"))
 
 
 def update_info(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax import classifier
+from mothernet_jax import members
 from mothernet_jax.child import factored_logits, load_predictor
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.convert import from_reference
@@ -64,7 +64,7 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
     X[1, :, 7:] = 0.0
     X[2, :, 30:] = 0.0
     with jax.default_matmul_precision("highest"):
-        layers, mean, std = classifier.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        layers, mean, std = members.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
         expected = jax.jit(generate_batch, static_argnames="config")(
             PARAMS, X, y, n_rows, n_features, config=CONFIG
         )
@@ -88,7 +88,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return classifier._generate_members(*args, **kwargs)
+        return members._generate_members(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
@@ -96,7 +96,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
         counts["calls"] += 1
         return jitted(*args, **kwargs)
 
-    monkeypatch.setattr(classifier, "generate_members", call)
+    monkeypatch.setattr(members, "generate_members", call)
     X, y = blobs(150, 6, 3, seed=0)
     first = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
     assert counts == {"traces": 1, "calls": 1}
@@ -297,3 +297,63 @@ def test_auto_multiclass_follows_the_weight_file(tmp_path):
     )  # no manifest
     with pytest.raises(ValueError, match="multiclass must be one of"):
         MotherNetClassifier(weights=WEIGHTS, multiclass="ovr").fit(X, y)
+
+
+# -- numbers as text, dates, column names -------------------------------------------------------------
+
+
+def test_numbers_stored_as_text_give_the_same_classifier_as_floats():
+    X, y = blobs(200, 6, 4, seed=3)
+    X[::17, 2] = np.nan
+    floats = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(X, y)
+    expected = floats.predict_proba(X)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    for stored in (X.astype(str), frame.astype(str), frame.astype("string")):
+        clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(stored, y)
+        assert not clf.categorical_features_.any()
+        np.testing.assert_allclose(clf.predict_proba(stored), expected, atol=1e-6)
+    np.testing.assert_allclose(floats.predict_proba(X.astype(str)), expected, atol=1e-6)
+
+
+def test_a_datetime_column_is_a_number_unless_listed_as_categorical(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 120
+    when = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 24, n), unit="h")
+    y = (when.month > 6).astype(int)  # the date alone decides the class
+    frame = pd.DataFrame({"when": when, "noise": rng.normal(size=n)})
+    frame.loc[5, "when"] = pd.NaT
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, finetune_steps=60)
+    clf.fit(frame, y)
+    assert clf.categorical_features_.tolist() == [False, False]
+    seconds = clf.predictor_.encoder.transform(frame.to_numpy(), kinds={0})[:3, 0]
+    np.testing.assert_allclose(seconds, (when[:3] - pd.Timestamp("1970-01-01")).total_seconds())
+    assert (clf.predict(frame) == y).mean() > 0.8
+    path = tmp_path / "dates.npz"
+    clf.export(path)
+    np.testing.assert_allclose(load_predictor(path).predict_proba(frame), clf.predict_proba(frame), atol=1e-7)
+    listed = MotherNetClassifier(weights=WEIGHTS, n_estimators=1, categorical_features=["when"])
+    with pytest.warns(UserWarning, match="'when' has"):  # one level per date: it warns
+        listed.fit(frame, y)
+    assert listed.categorical_features_.tolist() == [True, False]
+
+
+def test_exported_predictor_checks_column_names_as_the_estimator(tmp_path):
+    X, y = blobs(100, 3, 2)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0).fit(frame, y)
+    clf.export(tmp_path / "m.npz")
+    predictor = load_predictor(tmp_path / "m.npz")
+    expected = clf.predict_proba(frame)
+    np.testing.assert_allclose(predictor.predict_proba(frame), expected, atol=1e-7)
+    np.testing.assert_allclose(predictor.predict_proba(X), expected, atol=1e-7)  # positional NumPy
+    bad = [
+        (frame[["b", "a", "c"]], "same order"),  # reordered
+        (frame.rename(columns={"b": "B"}), r"unseen at fit time: \['B'\].*missing: \['b'\]"),  # renamed
+        (frame.assign(d=1.0), r"unseen at fit time: \['d'\]"),  # one more
+    ]
+    for other, detail in bad:
+        for model in (clf, predictor):
+            with pytest.raises(ValueError, match="The feature names should match those that were passed"):
+                model.predict_proba(other)
+        with pytest.raises(ValueError, match=detail):
+            predictor.predict_proba(other)

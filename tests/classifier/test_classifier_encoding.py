@@ -1,6 +1,8 @@
 """The classifier's NumPy parts: feature encoding, missing values, and the ensemble plan."""
 
+import datetime
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -90,7 +92,7 @@ def test_auto_categorical_columns():
     assert infer_categorical(frame).tolist() == [False, False, False, True, True, True, False]
     mixed = np.array([[1.0, "a", None], [2, 3.5, np.nan]], dtype=object)
     assert infer_categorical(mixed).tolist() == [False, True, False]
-    assert infer_categorical(np.array([["1", "b"]])).tolist() == [True, True]
+    assert infer_categorical(np.array([["1", "b"]])).tolist() == [False, True]  # "1" is a number
     assert infer_categorical(np.zeros((2, 3))).tolist() == [False, False, False]
 
 
@@ -224,3 +226,69 @@ def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
         for flag in (False, True)
     ]
     assert [p.groups.tolist() for p in binary[0]] == [p.groups.tolist() for p in binary[1]]
+
+
+# -- numbers stored as text, dates, identifiers ------------------------------------------------------
+
+
+def test_numbers_stored_as_text_are_numbers_whatever_their_storage():
+    from mothernet_jax.preprocessing import to_numbers
+
+    assert to_numbers(np.array(["1.5", " -2 ", "nan", "", "1e3"])).tolist()[:2] == [1.5, -2.0]
+    assert np.isnan(to_numbers(np.array(["nan", ""], dtype=object))).all()
+    X = np.array([[1.5, 2.0], [np.nan, -3.0]])
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    for stored in (
+        X.astype(str),
+        X.astype(str).astype(object),
+        frame.astype(str),
+        frame.astype("string"),
+        pd.DataFrame({"a": ["1.5", None], "b": ["2", "-3"]}),
+    ):
+        assert infer_categorical(stored).tolist() == [False, False], type(stored)
+    mixed = pd.DataFrame({"a": ["1.5", "x"], "b": pd.Categorical(["1", "2"])})
+    assert infer_categorical(mixed).tolist() == [True, True]  # text, and a declared category
+
+
+def test_datetime_columns_become_seconds_since_the_epoch():
+    from mothernet_jax.preprocessing import to_numbers
+
+    day = 86400.0
+    frame = pd.DataFrame(
+        {
+            "naive": pd.to_datetime(["1970-01-02", None, "2020-01-01"]),
+            "utc": pd.to_datetime(["1970-01-02", "1970-01-03", "1970-01-04"]).tz_localize("UTC"),
+            "paris": pd.to_datetime(["1970-01-02 01:00"] * 3).tz_localize("Europe/Paris"),
+            "duration": pd.to_timedelta([1, 2, 3], unit="h"),
+            "x": [1.0, 2.0, 3.0],
+        }
+    )
+    assert infer_categorical(frame).tolist() == [False] * 5
+    encoder = FeatureEncoder.fit(frame.to_numpy(), np.zeros(5, bool))
+    raw = block(encoder, encoder.transform(frame.to_numpy(), impute=False), RAW)
+    np.testing.assert_allclose(raw[0], [day, day, day, 3600.0, 1.0])
+    assert np.isnan(raw[1, 0]) and raw[2, 0] == 18262 * day  # NaT is missing
+    objects = np.array([datetime.date(1970, 1, 2), np.datetime64("1970-01-02T00:00:00"), None], dtype=object)
+    np.testing.assert_allclose(to_numbers(objects)[:2], [day, day])
+    np.testing.assert_allclose(to_numbers(np.array(["1970-01-02"], dtype="datetime64[D]")), [day])
+
+
+def test_identifier_or_date_like_text_columns_get_a_warning_naming_them():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i:04d}" for i in range(40)],
+            "colour": rng.choice(["red", "green"], 40),
+            "x": rng.normal(size=40),
+        }
+    )
+    with pytest.warns(UserWarning, match="'customer_id' has 40 distinct values in 40 rows") as record:
+        FeatureEncoder.fit(frame.to_numpy(), infer_categorical(frame), list(frame.columns))
+    assert len(record) == 1  # not the colour column, not the numbers
+    dates = np.array([[f"2020-01-{d:02d}"] for d in range(1, 29)], dtype=object)
+    with pytest.warns(UserWarning, match="column 0 has 28 distinct"):
+        FeatureEncoder.fit(dates, infer_categorical(dates))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FeatureEncoder.fit(dates[:10], np.array([True]))  # too few rows to tell
+        FeatureEncoder.fit(frame[["colour", "x"]].to_numpy(), np.array([True, False]))

@@ -66,4 +66,9 @@ def test_the_demo_runs_on_the_shipped_weights():
     assert "shipped" in lines and f"{load_info()['sha256'][:12]}" in lines["shipped"]
     auc, accuracy = float(lines["MotherNet"][1]), float(lines["MotherNet"][2])
     assert auc >= 0.9 and accuracy >= 0.8, done.stdout
+    # fit time is reported after a warm-up fit, and the first fit (with compilation) apart
+    assert lines["method"][4:8] == ["first", "fit", "s", "fit"], done.stdout
+    first_fit, fit = float(lines["MotherNet"][3]), float(lines["MotherNet"][4])
+    assert fit < first_fit, done.stdout
+    assert "first fit s includes JIT compilation" in done.stdout
     assert "HistGradientBoosting" in lines

@@ -103,3 +103,24 @@ def test_update_info_keeps_every_bit_and_writes_atomically(tmp_path, saved):
     update_info(bf16, {"note": "x"})  # bfloat16 storage stays bfloat16, bit for bit
     assert load_info(bf16)["storage_dtype"] == "bfloat16" and load_info(bf16)["note"] == "x"
     jax.tree_util.tree_map(np.testing.assert_array_equal, load_pretrained(bf16)[0], rounded)
+
+
+def test_bad_manifests_folders_and_exports_are_weight_file_errors_naming_the_path(tmp_path, saved):
+    path = saved[0]
+    manifest = path.with_suffix(".json")
+    manifest.write_text('{"sha256": "ab')  # cut short
+    for load in (load_pretrained, load_info):
+        with pytest.raises(WeightFileError, match=r"tiny.json is not a valid manifest \(not JSON") as error:
+            load(path)
+        assert str(manifest) in str(error.value) and "\n" not in str(error.value)
+    manifest.unlink()
+    with pytest.raises(WeightFileError, match="tiny.json is missing") as error:
+        load_info(path)
+    assert isinstance(error.value, FileNotFoundError)  # callers that catch a missing manifest still do
+    with pytest.raises(WeightFileError, match=f"{tmp_path} is a folder, not a weight file"):
+        load_pretrained(tmp_path)
+    export = tmp_path / "model.npz"
+    np.savez(export, header=np.array("{}"))
+    for load in (load_pretrained, load_info):
+        with pytest.raises(WeightFileError, match="is an exported classifier .*child.load_predictor"):
+            load(export)

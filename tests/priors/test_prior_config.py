@@ -23,6 +23,7 @@ def test_defaults_are_the_reference_prior():
     assert config.outlier_sigma == 4.0
     assert config.compatibility_tries == 10
     assert not config.missing_values  # off by default, as in the reference
+    assert config.tree_probability == 0.0  # the tree prior is off: the reference prior
 
 
 def test_presets():
@@ -34,7 +35,13 @@ def test_presets():
 
 
 def test_hashable_and_json_round_trip():
-    config = PriorConfig(nan_prob_no_reason=0.3, width_buckets=(64, 256))
+    config = PriorConfig(
+        nan_prob_no_reason=0.3,
+        width_buckets=(64, 256),
+        tree_probability=0.3,
+        tree_depth=MetaGamma(max_alpha=1.5, max_scale=2.0, lower_bound=3),
+        tree_noise_std=LogUniform(low=0.01, high=0.1),
+    )
     assert hash(config) == hash(PriorConfig.from_json(config.to_json()))
     assert PriorConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="unknown PriorConfig fields"):
@@ -62,6 +69,26 @@ def test_hashable_and_json_round_trip():
         ({"init_std": LogUniform(low=0.0, high=1.0)}, "init_std"),
         ({"gp_noise_values": ()}, "gp_noise_values"),
         ({"compatibility_tries": 0}, "compatibility_tries"),
+        ({"tree_probability": 1.5}, "tree_probability"),
+        ({"tree_probability": "0.3"}, "tree_probability"),
+        ({"tree_network_features_probability": -0.1}, "tree_network_features_probability"),
+        ({"tree_effect_probability": 2.0}, "tree_effect_probability"),
+        ({"tree_max_effect_share": -1.0}, "tree_max_effect_share"),
+        ({"max_tree_depth": 0}, "max_tree_depth"),
+        ({"max_tree_depth": 13}, "max_tree_depth"),
+        ({"max_tree_depth": 3.0}, "max_tree_depth"),
+        ({"max_trees": 0}, "max_trees"),
+        ({"tree_depth": 4}, "tree_depth"),
+        ({"tree_depth": MetaGamma(max_alpha=0.5, max_scale=3.0, lower_bound=2)}, "tree_depth"),
+        ({"tree_depth": MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=0)}, "tree_depth"),
+        (
+            {"tree_depth": MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=5), "max_tree_depth": 4},
+            "tree_depth",
+        ),
+        ({"tree_count": MetaGamma(max_alpha=2.0, max_scale=-1.0, lower_bound=1)}, "tree_count"),
+        ({"tree_count": MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=9)}, "tree_count"),
+        ({"tree_noise_std": LogUniform(low=0.0, high=0.3)}, "tree_noise_std"),
+        ({"tree_noise_std": MetaBeta(scale=1.0, low=1.0, high=2.0)}, "tree_noise_std"),
     ],
 )
 def test_bad_configuration_raises_at_construction(changes, message):

@@ -1,0 +1,172 @@
+"""The ensemble's children, generated in chunks of a fixed size so that memory stays bounded.
+
+`generate_children(params, config, encoded, y, plans)` turns the members planned by
+`ensemble.plan_ensemble` into `child.Child`ren. Members go through the hypernetwork
+`members_per_call` at a time: every call has the same shapes (the last chunk is padded with copies
+of a real member, whose outputs are dropped), so one fit compiles once, its peak memory is that of
+one chunk whatever the number of classes and members, and its time grows linearly with the
+members. The chunk holds at most `MEMBER_ROWS_PER_CALL` padded training rows (8 members of 1,024
+rows; 64 of 128): the transformer's activations, the largest buffers, grow with members x rows.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mothernet_jax.child import CLIP, Child, factored_logits
+from mothernet_jax.config import ModelConfig
+from mothernet_jax.ensemble import MemberPlan
+from mothernet_jax.generation import bucket_rows, generate_batch
+
+MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
+FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
+TRACES: collections.Counter = collections.Counter()  # how often each jitted function was traced
+
+
+# -- the jitted work: one chunk of members at once ----------------------------------------------------
+
+
+def _generate_members(params, X, y, n_rows, n_features, *, config: ModelConfig):
+    """The children of B members in one forward pass (pure; jit it with a static config).
+
+    X: (B, T, F <= max_features) encoded columns (no NaN), zero beyond n_rows / n_features;
+    y: (B, T) int output groups; n_rows, n_features: (B,) int.
+    Returns (layers, mean, std) in data space, every leaf with a leading B: layers as
+    `child.factored_logits` takes them, the low-rank factors kept apart (W_l = A_l S_l, the 100/d
+    scaling folded into A_1, rows beyond n_features zero); mean, std: (B, F). This is
+    `generation.generate_batch(factored=True)`: not multiplying the factors out makes prediction
+    with the `paper` child about four times cheaper.
+    """
+    TRACES["generate_members"] += 1
+    child = generate_batch(params, X, y, n_rows, n_features, config=config, factored=True)
+    return child.layers, child.mean, child.std
+
+
+generate_members = jax.jit(_generate_members, static_argnames=("config",))
+
+
+def _finetune_members(layers, mean, std, X, y, n_rows, n_groups, temperature, steps, learning_rate):
+    """`steps` full-batch Adam steps on every member's child (vmapped), cross-entropy of
+    softmax(logits / temperature) on the member's training rows. Shapes as `_generate_members`;
+    n_groups: (B,) outputs in use (the others are masked). Returns the tuned layers."""
+    TRACES["finetune_members"] += 1
+    optimizer = optax.adam(learning_rate)
+
+    def one(layers, mean, std, x, y, n, g):
+        z = jnp.clip((x - mean[None, :]) / std[None, :], -CLIP, CLIP)
+        z = jnp.where(jnp.isnan(z), 0.0, z)
+        row_mask = jnp.arange(x.shape[0]) < n
+
+        def loss(layers):
+            logits = factored_logits(layers, z, jnp) / temperature
+            logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] < g, logits, -1e30)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return jnp.sum(jnp.where(row_mask, ce, 0.0)) / jnp.maximum(n, 1)
+
+        def step(_, carry):
+            layers, state = carry
+            updates, state = optimizer.update(jax.grad(loss)(layers), state, layers)
+            return optax.apply_updates(layers, updates), state
+
+        return jax.lax.fori_loop(0, steps, step, (layers, optimizer.init(layers)))[0]
+
+    return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups)
+
+
+finetune_members = jax.jit(_finetune_members)
+
+
+# -- chunks ---------------------------------------------------------------------------------------
+
+
+def members_per_call(n_members: int, padded_rows: int, member_rows: int = MEMBER_ROWS_PER_CALL) -> int:
+    """How many members one jitted call generates: at most member_rows // padded_rows (at least 1),
+    balanced so that the chunks of n_members are as even as possible (the last chunk's padding is
+    smaller than the number of calls)."""
+    largest = max(1, member_rows // padded_rows)
+    calls = -(-n_members // largest)
+    return -(-n_members // calls)
+
+
+def _member_arrays(encoded, y, plans: list[MemberPlan], rows: int, width: int):
+    """The padded inputs of some members: X (B, rows, width), labels (B, rows), n_rows, n_features,
+    n_groups (B,)."""
+    X = np.zeros((len(plans), rows, width), np.float32)
+    labels = np.zeros((len(plans), rows), np.int32)
+    for m, plan in enumerate(plans):
+        X[m, : len(plan.rows), : len(plan.columns)] = encoded[np.ix_(plan.rows, plan.columns)]
+        labels[m, : len(plan.rows)] = plan.groups[y[plan.rows]]
+    n_rows = np.array([len(p.rows) for p in plans], np.int32)
+    n_features = np.array([len(p.columns) for p in plans], np.int32)
+    n_groups = np.array([p.n_groups for p in plans], np.int32)
+    return X, labels, n_rows, n_features, n_groups
+
+
+def keep_factors(layer) -> tuple:
+    """A layer as the cheaper of its two forms: (A, S) costs r (in + out) per row, W in x out."""
+    weight, bias = layer
+    if isinstance(weight, tuple):
+        a, s = weight
+        if a.shape[1] * (a.shape[0] + s.shape[1]) >= a.shape[0] * s.shape[1]:
+            weight = a @ s
+    return weight, bias
+
+
+def _children(layers, mean, std, plans: list[MemberPlan]) -> list[Child]:
+    """Slice the batched NumPy outputs of a chunk into one child per plan (padding dropped)."""
+    children = []
+    for m, plan in enumerate(plans):
+        member = [
+            jax.tree_util.tree_map(lambda a, m=m: np.asarray(a[m], np.float32), layer) for layer in layers
+        ]
+        d, g = len(plan.columns), plan.n_groups
+        weight, bias = member[0]  # drop the zero rows of the padding columns
+        member[0] = ((weight[0][:d], weight[1]) if isinstance(weight, tuple) else weight[:d], bias)
+        weight, bias = member[-1]  # keep the member's output groups (the output layer is dense)
+        member[-1] = (weight[:, :g], bias[:g])
+        children.append(Child(tuple(keep_factors(layer) for layer in member), mean[m, :d], std[m, :d]))
+    return children
+
+
+def generate_children(
+    params,
+    config: ModelConfig,
+    encoded: np.ndarray,
+    y: np.ndarray,
+    plans: list[MemberPlan],
+    *,
+    finetune_steps: int = 0,
+    temperature: float = 0.8,
+    member_rows: int = MEMBER_ROWS_PER_CALL,
+) -> list[Child]:
+    """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
+
+    encoded: (n, n_columns) the encoded training table; y: (n,) int class codes; plans: the
+    members (`ensemble.plan_ensemble`). finetune_steps > 0: that many Adam steps on each child's
+    training rows (softmax(logits / temperature)). member_rows bounds members x padded rows per
+    call. Returns the children in data space, NumPy float32, sliced to each member's columns and
+    output groups; the same (to float tolerance) whatever the chunk size.
+    """
+    rows = bucket_rows(max(len(p.rows) for p in plans))
+    chunk = members_per_call(len(plans), rows, member_rows)
+    children: list[Child] = []
+    for start in range(0, len(plans), chunk):
+        real = plans[start : start + chunk]
+        padded = real + [real[0]] * (chunk - len(real))  # same shapes in every call: one compile
+        X, labels, n_rows, n_features, n_groups = _member_arrays(
+            encoded, y, padded, rows, config.max_features
+        )
+        layers, mean, std = generate_members(params, X, labels, n_rows, n_features, config=config)
+        if finetune_steps:
+            layers = finetune_members(
+                layers, mean, std, X, labels, n_rows, n_groups,
+                np.float32(temperature), np.int32(finetune_steps), np.float32(FINETUNE_LEARNING_RATE),
+            )  # fmt: skip
+        layers, mean, std = jax.device_get((layers, mean, std))
+        children.extend(_children(layers, mean, std, real))
+    return children

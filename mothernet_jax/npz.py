@@ -1,0 +1,71 @@
+"""Pickle-free .npz files of exported classifiers, with NumPy alone: atomic writes whose errors
+name their target, and a check that refuses, naming the path, what is not such a file before
+NumPy reads it (NumPy reads an unknown file as a pickle, and its refusal suggests allow_pickle)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of a .npz archive
+
+
+class PredictorFileError(ValueError):
+    """A file that is not a sound exported classifier: a folder, a weight file, another file, or a
+    damaged or truncated export."""
+
+
+def check_export_path(path: str | os.PathLike) -> None:
+    """Refuse, naming the path, what is not an exported classifier, before NumPy reads it (NumPy
+    would read any other file as a pickle, and its refusal suggests allow_pickle)."""
+    if os.path.isdir(path):
+        raise PredictorFileError(f"{path} is a folder, not an exported classifier (.npz)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"exported classifier {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)  # a weight file names its format after its config (sorted keys)
+    if head.startswith(ZIP_MAGIC):
+        return
+    if b"mothernet-jax-weights" in head:
+        raise PredictorFileError(
+            f"{path} is a weight file, not an exported classifier: pass it as "
+            "MotherNetClassifier(weights=...), fit, then export"
+        )
+    if not head:
+        what = "empty"
+    elif head.startswith(b"\x93NUMPY"):
+        what = "a single NumPy array"
+    else:
+        what = "not a .npz archive"
+    raise PredictorFileError(f"{path} is not an exported classifier ({what})")
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file in the same folder, then rename: never a half-written file.
+    A missing folder is created; an error names `path` (never the temporary file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a folder: give a file name, such as {os.path.join(path, 'model.npz')}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise type(error)(
+            f"cannot create the folder {folder} for {path}: {error.strerror or error}"
+        ) from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the usual mode of a new file
+        os.replace(tmp, path)
+    except OSError as error:
+        raise type(error)(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
