@@ -230,6 +230,8 @@ def _count(value, name: str, upper: int) -> tuple[jax.Array | int, int | None]:
         raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
     concrete = _concrete(value)
     if concrete is None:
+        if not jnp.issubdtype(value.dtype, jnp.integer):
+            raise ValueError(f"{name} must be an integer, got dtype {value.dtype}")
         return value, None
     if not np.issubdtype(concrete.dtype, np.integer):
         raise ValueError(f"{name} must be an integer, got {concrete!r}")
@@ -289,8 +291,8 @@ def generate(
     Checks: shapes always (ValueError: X 2-D, y 1-D, same length, 1 <= d <= max_features). Values
     (infinite features, labels not integers or outside 0..max_classes-1 or beyond n_classes) raise
     ValueError when concrete; when traced they are `checkify.debug_check`s, reported by
-    `jax.experimental.checkify.checkify(f)` and otherwise skipped (labels are then clipped into
-    0..max_classes-1). From concrete X, y (and padding), rows are padded to a multiple of 128 on
+    `jax.experimental.checkify.checkify(f)` and otherwise skipped (float labels are then rounded
+    and clipped into 0..max_classes-1). From concrete X, y (and padding), rows are padded to a multiple of 128 on
     the host, so datasets of similar size share one compiled function; traced, nothing leaves the
     device.
     """
