@@ -5,13 +5,14 @@
 
 For each training-set size (rows x features) prints the median latency of
 - the jitted core with its preprocessing (`generate_batch` on one padded dataset, on device);
-- `generate()` called from NumPy (host checks, row bucketing, transfer, the core);
+- `generate()` called from NumPy without config (its recovery, host checks, row bucketing,
+  transfer, the core);
 - `jit(generate)` on device arrays, the call a JAX pipeline makes;
 - `jit(vmap(generate))` over `--batch` datasets of that size in one call, with its datasets/s next
   to that of `jit(generate)` called once per dataset;
 then the child's rows/s on 100,000 rows (jitted JAX and NumPy alone), on whatever backend runs it.
-Random weights: speed does not depend on their values. Reference on one H100: 8.7 ms for
-1000 x 100 (DESIGN.md section 5). On a shared CPU, compare figures of one run as ratios.
+Random weights: speed does not depend on their values. The reference PyTorch implementation
+takes 8.7 ms for 1000 x 100 on one H100. On a shared CPU, compare figures of one run as ratios.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main(argv=None) -> None:
             lambda: _generate_jit(params, X_dev, y_dev, n_rows, n_feat, config=config), repeats=args.repeats
         )
         row(f"generate {n} x {d}, jitted core (on device)", core)
-        full = median_seconds(lambda: mn.generate(params, X, y, config=config), repeats=args.repeats)
+        full = median_seconds(lambda: mn.generate(params, X, y), repeats=args.repeats)  # config recovered
         row(f"generate {n} x {d}, generate() from NumPy", full)
         X1, y1 = jax.device_put(X), jax.device_put(y.astype(np.int32))
         single = median_seconds(lambda: one(params, X1, y1), repeats=args.repeats)
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
             f"{'  (datasets/s of vmap / of one call per dataset)':52s} {single * args.batch / batched:10.2f} x"
         )
         if child is None:
-            child = mn.generate(params, X, y, config=config)
+            child = mn.generate(params, X, y)
 
     X_test = rng.normal(size=(args.predict_rows, child.mean.shape[0])).astype(np.float32)
     X_test_dev = jax.device_put(X_test)

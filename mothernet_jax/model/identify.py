@@ -8,17 +8,20 @@ max_classes) but not n_heads, head_activation or dtype, so `config_of` matches t
 shapes against the configs it knows:
 
 1. every config whose params were made in this process: `init_params` registers its config
-   (`register_config`), also under `jax.eval_shape`, which is how `load_pretrained`,
-   `convert.from_reference` and the train step build their params;
+   (`register_config`), also when traced, as under the `jax.eval_shape` with which
+   `load_pretrained` and `convert.from_reference` check their arrays and the train step makes its
+   params (`count_params` registers nothing);
 2. the presets (`config.PRESETS`) and the configs of the weight files shipped in
    `mothernet_jax/pretrained/` (read from their JSON manifests).
 
 The known configs whose parameter shapes equal those of `params` must agree on every field that
 changes the computation, dtype aside; `config_of` then returns the most recently registered of
 them (so the dtype is that of the latest params made in this process), or else the first preset.
-When none matches, or two architectures of identical shapes do (say `paper` and `paper` with 8
-heads, both registered), it raises `UnknownConfigError`, which asks for `config=`: it never guesses.
-Only names and shapes are read, so a traced call pays for this once, at trace time.
+When none matches, or two architectures of identical shapes do (say the `paper` preset and a
+registered `paper` with 8 heads), it raises `UnknownConfigError`, which asks for `config=`: it never
+guesses. Only names and shapes are read, so a traced call pays for this once, at trace time, and
+an eager call about as much as flattening the pytree (answers are memoised until the next
+registration).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 _QUICK = ("x_encoder/linear/kernel", "weight_head/output/kernel")  # two shapes that rule most out
 
 _registered: dict[ModelConfig, Signature] = {}  # insertion order = registration order, latest last
+_found: dict[tuple, ModelConfig] = {}  # (treedef, shapes) -> config_of's answer; emptied on register
 
 
 class UnknownConfigError(ValueError):
@@ -77,6 +81,7 @@ def register_config(config: ModelConfig, params) -> None:
     a config counts as the most recent."""
     _registered.pop(config, None)
     _registered[config] = signature(params)
+    _found.clear()
 
 
 def _architecture(config: ModelConfig) -> tuple:
@@ -112,6 +117,13 @@ def config_of(params) -> ModelConfig:
     params: a params pytree (arrays, tracers or shapes). Raises `UnknownConfigError` (a
     ValueError) when no known config has these shapes, or several that compute differently do.
     """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    try:
+        key = (treedef, tuple(tuple(leaf.shape) for leaf in leaves))
+    except AttributeError:
+        key = None  # not arrays: signature() raises the error
+    if key in _found:  # eager calls ask again and again; the flat shapes are cheap to compare
+        return _found[key]
     sig = signature(params)
     shapes = dict(sig)
     quick = tuple(shapes.get(name) for name in _QUICK)
@@ -120,10 +132,13 @@ def config_of(params) -> ModelConfig:
     builtin = [c for c in known if _quick_key(c) == quick and config_signature(c) == sig]
     matches = registered + builtin
     if not matches:
+        hint = ""
+        if isinstance(params, dict) and set(params) == {"params"}:
+            hint = " (these look like Flax variables: pass variables['params'])"
         raise UnknownConfigError(
             "cannot tell which ModelConfig these params belong to: their shapes fit no preset, no "
             "shipped weight file and no config that init_params or load_pretrained used in this "
-            "process. Pass config= (for example mn.generate(params, X, y, config=config))"
+            f"process{hint}. Pass config= (for example mn.generate(params, X, y, config=config))"
         )
     architectures = {_architecture(c) for c in matches}
     if len(architectures) > 1:
@@ -134,6 +149,7 @@ def config_of(params) -> ModelConfig:
             f"differ in {', '.join(differing)}, which the shapes do not show). Pass config= (for "
             "example mn.generate(params, X, y, config=config))"
         )
+    _found[key] = matches[0]
     return matches[0]
 
 

@@ -55,6 +55,7 @@ def registry():
     yield
     identify._registered.clear()
     identify._registered.update(saved)
+    identify._found.clear()
 
 
 # -- no config ----------------------------------------------------------------------------------
