@@ -28,7 +28,6 @@ import operator
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
 from mothernet_jax.child import CLIP, Child
 from mothernet_jax.config import ModelConfig
@@ -241,20 +240,25 @@ def _count(value, name: str, upper: int) -> tuple[jax.Array | int, int | None]:
     return count, count
 
 
-def _traced_checks(X, y, n_rows, n_features, k: int) -> None:
-    """The value checks of a traced call, as `checkify.debug_check`s: no-ops unless the caller
-    wraps the call in `jax.experimental.checkify.checkify`, which then reports them."""
+def valid_dataset(X, y, n_classes: int, *, n_rows=None, n_features=None) -> jax.Array:
+    """Whether a (possibly traced) training set passes `generate`'s checks of values: a () bool.
+
+    X: (n, d), y: (n,), n_rows / n_features as `generate` takes them (None: all). False when a
+    real entry of X is infinite, or a real label is not an integer in 0..n_classes-1. A traced
+    `generate` skips these checks (a check would make every function around it effectful, which
+    costs each call of a jitted function the fast dispatch path); compute this beside it to mask
+    a loss, or to check under `jax.experimental.checkify`:
+    `checkify.check(valid_dataset(X, y, k), "bad training set")`.
+    """
+    X, y = jnp.asarray(X), jnp.asarray(y)
     n, d = X.shape
-    rows = jnp.arange(n) < n_rows
-    real = rows[:, None] & (jnp.arange(d) < n_features)[None, :]
-    checkify.debug_check((n_rows >= 1) & (n_rows <= n), f"n_rows must lie in 1..{n}")
-    checkify.debug_check((n_features >= 1) & (n_features <= d), f"n_features must lie in 1..{d}")
-    checkify.debug_check(
-        ~jnp.any(real & jnp.isinf(X)), "X contains infinite values (NaN is accepted as missing, inf is not)"
-    )
+    rows = jnp.arange(n) < (n if n_rows is None else n_rows)
+    columns = jnp.arange(d) < (d if n_features is None else n_features)
+    finite = ~jnp.any(rows[:, None] & columns[None, :] & jnp.isinf(X))
+    labels = (y >= 0) & (y < n_classes)
     if jnp.issubdtype(y.dtype, jnp.floating):
-        checkify.debug_check(jnp.all(~rows | (y == jnp.round(y))), "y must hold integer class labels")
-    checkify.debug_check(jnp.all(~rows | ((y >= 0) & (y < k))), f"labels must lie in 0..{k - 1}")
+        labels &= y == jnp.round(y)
+    return finite & jnp.all(~rows | labels)
 
 
 def generate(
@@ -290,11 +294,11 @@ def generate(
 
     Checks: shapes always (ValueError: X 2-D, y 1-D, same length, 1 <= d <= max_features). Values
     (infinite features, labels not integers or outside 0..max_classes-1 or beyond n_classes) raise
-    ValueError when concrete; when traced they are `checkify.debug_check`s, reported by
-    `jax.experimental.checkify.checkify(f)` and otherwise skipped (float labels are then rounded
-    and clipped into 0..max_classes-1). From concrete X, y (and padding), rows are padded to a multiple of 128 on
-    the host, so datasets of similar size share one compiled function; traced, nothing leaves the
-    device.
+    ValueError when concrete. Traced, they are skipped: float labels are rounded and labels
+    clipped into 0..max_classes-1, and an infinite feature gives a non-finite child;
+    `valid_dataset` computes them as a traced bool (to mask a loss, or for checkify). From
+    concrete X, y (and padding), rows are padded to a multiple of 128 on the host, so datasets of
+    similar size share one compiled function; traced, nothing leaves the device.
     """
     config = resolve_config(params, config)
     X, y = _as_array(X), _as_array(y)
@@ -333,7 +337,6 @@ def generate(
         X, y = jnp.asarray(X), jnp.asarray(y)
         n_rows = jnp.asarray(n_rows, jnp.int32)
         n_features = jnp.asarray(n_features, jnp.int32)
-        _traced_checks(X, y, n_rows, n_features, k)
         if jnp.issubdtype(y.dtype, jnp.floating):
             y = jnp.round(y)
         child = generate_batch(

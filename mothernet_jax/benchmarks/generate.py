@@ -11,13 +11,16 @@ For each training-set size (rows x features) prints the median latency of
 - `jit(vmap(generate))` over `--batch` datasets of that size in one call, with its datasets/s next
   to that of `jit(generate)` called once per dataset;
 then the child's rows/s on 100,000 rows (jitted JAX and NumPy alone), on whatever backend runs it.
-Random weights: speed does not depend on their values. The reference PyTorch implementation
-takes 8.7 ms for 1000 x 100 on one H100. On a shared CPU, compare figures of one run as ratios.
+The four generate figures of a size are timed in turn, round after round, so that their ratios
+hold on a shared machine. Random weights: speed does not depend on their values. The reference
+PyTorch implementation takes 8.7 ms for 1000 x 100 on one H100.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import jax
 import numpy as np
@@ -36,6 +39,21 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"sizes must look like 1000x100,100x10, got {text!r}")
     return sizes
+
+
+def interleaved_medians(fns: list, *, repeats: int, warmup: int = 2) -> list[float]:
+    """Median wall time of each fn(), timed in turn within every round, so that a load that comes
+    and goes on a shared machine weighs on all of them alike (their ratios stay fair)."""
+    for fn in fns:
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def main(argv=None) -> None:
@@ -72,18 +90,21 @@ def main(argv=None) -> None:
         y_pad[0, :n] = y
         X_dev, y_dev = jax.device_put(X_pad), jax.device_put(y_pad)
         n_rows, n_feat = jax.device_put(np.array([n])), jax.device_put(np.array([d]))
-        core = median_seconds(
-            lambda: _generate_jit(params, X_dev, y_dev, n_rows, n_feat, config=config), repeats=args.repeats
-        )
-        row(f"generate {n} x {d}, jitted core (on device)", core)
-        full = median_seconds(lambda: mn.generate(params, X, y), repeats=args.repeats)  # config recovered
-        row(f"generate {n} x {d}, generate() from NumPy", full)
         X1, y1 = jax.device_put(X), jax.device_put(y.astype(np.int32))
-        single = median_seconds(lambda: one(params, X1, y1), repeats=args.repeats)
-        row(f"generate {n} x {d}, jit(generate)", single)
         Xb = jax.device_put(rng.normal(size=(args.batch, n, d)).astype(np.float32))
         yb = jax.device_put(rng.integers(0, config.max_classes, size=(args.batch, n)).astype(np.int32))
-        batched = median_seconds(lambda: many(params, Xb, yb), repeats=args.repeats)
+        core, full, single, batched = interleaved_medians(
+            [
+                lambda: _generate_jit(params, X_dev, y_dev, n_rows, n_feat, config=config),
+                lambda: mn.generate(params, X, y),  # config recovered from the params
+                lambda: one(params, X1, y1),
+                lambda: many(params, Xb, yb),
+            ],
+            repeats=args.repeats,
+        )
+        row(f"generate {n} x {d}, jitted core (on device)", core)
+        row(f"generate {n} x {d}, generate() from NumPy", full)
+        row(f"generate {n} x {d}, jit(generate)", single)
         row(f"generate {args.batch} x ({n} x {d}), jit(vmap(generate))", batched, args.batch)
         print(
             f"{'  (datasets/s of vmap / of one call per dataset)':52s} {single * args.batch / batched:10.2f} x"

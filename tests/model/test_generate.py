@@ -272,14 +272,25 @@ def test_checks_of_padded_and_traced_input(tiny):
     # shapes are checked when traced too
     with pytest.raises(ValueError, match="at most 100"):
         jax.jit(lambda X: mn.generate(params, X, np.zeros(5, np.int32)))(np.zeros((5, 101), np.float32))
-    # values, when traced, are checked under checkify and skipped otherwise
-    checked = checkify.checkify(jax.jit(lambda X, y: mn.generate(params, X, y, n_classes=3)))
-    assert checked(X[0], y[0])[0].get() is None
+    # values, when traced, are skipped by generate (no effects in a jitted caller) ...
+    fit = jax.jit(lambda X, y: mn.generate(params, X, y, n_classes=3))
+    assert not jax.make_jaxpr(fit)(X[0], y[0]).effects
     y_bad = y[0].copy()
     y_bad[4] = 3
-    assert "labels must lie in 0..2" in checked(X[0], y_bad)[0].get()
+    child = fit(X[0], y_bad)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(child))
+    # ... and computed by valid_dataset, for a loss mask or checkify
     X_bad = X[0].copy()
     X_bad[2, 1] = -np.inf
-    assert "infinite" in checked(X_bad, y[0])[0].get()
-    child = jax.jit(lambda X, y: mn.generate(params, X, y, n_classes=3))(X[0], y_bad)
-    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(child))
+    valid = jax.jit(mn.generation.valid_dataset, static_argnums=2)
+    assert bool(valid(X[0], y[0], 3)) and not valid(X[0], y_bad, 3) and not valid(X_bad, y[0], 3)
+    assert bool(valid(X_bad, y_bad, 3, n_rows=2))  # the bad entries lie beyond n_rows
+    assert not valid(X[0], y[0].astype(np.float32) + 0.5, 3)
+
+    def checked_fit(X, y):
+        checkify.check(mn.generation.valid_dataset(X, y, 3), "bad training set")
+        return mn.generate(params, X, y, n_classes=3)
+
+    checked = checkify.checkify(jax.jit(checked_fit))
+    assert checked(X[0], y[0])[0].get() is None
+    assert "bad training set" in checked(X[0], y_bad)[0].get()
