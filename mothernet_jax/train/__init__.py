@@ -26,7 +26,10 @@ _EXPORTS = {
     "device_step": "mothernet_jax.train.step",
     "task_losses": "mothernet_jax.train.step",
     "make_optimizer": "mothernet_jax.train.step",
-    "learning_rate": "mothernet_jax.train.step",
+    "learning_rate": "mothernet_jax.train.schedule",
+    "BudgetClock": "mothernet_jax.train.schedule",
+    "ConfigError": "mothernet_jax.train.config",
+    "device_sample": "mothernet_jax.train.step",
     "make_mesh": "mothernet_jax.train.mesh",
     "initialize_distributed": "mothernet_jax.train.mesh",
 }

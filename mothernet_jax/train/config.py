@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,11 @@ from mothernet_jax import config as model_config
 from mothernet_jax.config import ModelConfig
 
 ATTENTION = ("auto", "xla", "cudnn")
+
+
+class ConfigError(ValueError):
+    """A training set-up that cannot run as asked (a bad setting, a work directory trained with
+    another model or prior, unreadable initial weights); the CLI prints it as one line."""
 
 
 def _default_prior():
@@ -36,7 +42,9 @@ class TrainConfig:
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # dtype: compute dtype
     prior: Any = dataclasses.field(default_factory=_default_prior)  # a priors.PriorConfig
-    steps: int = 100_000  # optimiser steps; also the length of the learning-rate schedule
+    steps: int = 100_000  # optimiser steps; the schedule's length unless a budget is set (then a cap)
+    budget_s: float = 0.0  # > 0: wall-clock seconds (compiles included, over resumes) to train for;
+    # the schedule then runs on the fraction of it spent, and the run stops by it (see schedule.py)
     seed: int = 0  # every random draw (init, tasks, splits) derives from it
     # -- batch -----------------------------------------------------------------------------------
     batch_size: int = 8  # datasets per micro-batch, over all devices and hosts together
@@ -46,6 +54,7 @@ class TrainConfig:
     # -- optimiser: AdamW, global-norm clipping, linear warm-up then cosine decay to a floor -------
     learning_rate: float = 3e-5  # peak learning rate
     warmup_steps: int = 1_000  # linear warm-up from 0
+    warmup_fraction: float = 0.02  # under a budget: the warm-up's share of it, instead of warmup_steps
     min_learning_rate: float = 1e-8  # the cosine decays to this at `steps`
     adam_b1: float = 0.9
     adam_b2: float = 0.999
@@ -94,6 +103,10 @@ class TrainConfig:
         for name in ("learning_rate", "min_learning_rate", "adam_eps", "weight_decay", "grad_clip"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be non-negative, got {getattr(self, name)!r}")
+        if not (isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s) and self.budget_s >= 0):
+            raise ValueError(f"TrainConfig.budget_s must be a non-negative number of seconds, got {self.budget_s!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"TrainConfig.warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
         if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1):
             raise ValueError("TrainConfig.adam_b1 and adam_b2 must lie in [0, 1)")
         if self.min_split < 1:

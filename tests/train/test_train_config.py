@@ -9,7 +9,7 @@ from mothernet_jax import cli
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train.config import TrainConfig
-from mothernet_jax.train.step import learning_rate
+from mothernet_jax.train.schedule import BudgetClock, learning_rate
 
 
 @pytest.mark.parametrize("name", sorted(train_config.PRESETS))
