@@ -103,8 +103,12 @@ class TrainConfig:
         for name in ("learning_rate", "min_learning_rate", "adam_eps", "weight_decay", "grad_clip"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be non-negative, got {getattr(self, name)!r}")
-        if not (isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s) and self.budget_s >= 0):
-            raise ValueError(f"TrainConfig.budget_s must be a non-negative number of seconds, got {self.budget_s!r}")
+        if not (
+            isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s) and self.budget_s >= 0
+        ):
+            raise ValueError(
+                f"TrainConfig.budget_s must be a non-negative number of seconds, got {self.budget_s!r}"
+            )
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"TrainConfig.warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
         if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1):
@@ -174,15 +178,23 @@ class TrainConfig:
         """Apply `key=value` assignments; dotted keys reach nested configs (`model.dtype=bfloat16`).
 
         Values are parsed as JSON where they parse (numbers, true/false, null, lists), else taken as
-        strings; an int given for a float field becomes a float.
+        strings; an int given for a float field becomes a float. The assignments to one nested
+        config apply together (`prior.max_hidden=32` with `prior.width_buckets=[32]`); a later one
+        to the same key wins.
         """
-        config = self
+        changes: dict[str, Any] = {}
         for assignment in assignments:
             key, sep, text = assignment.partition("=")
-            if not sep or not key:
+            if not sep or not key.strip():
                 raise ValueError(f"--set expects key=value, got {assignment!r}")
-            config = _assign(config, key.strip().split("."), _parse_value(text.strip()), key)
-        return config
+            *parents, name = key.strip().split(".")
+            node = changes
+            for parent in parents:
+                node = node.setdefault(parent, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"--set {key.strip()!r} reaches into a value set whole before")
+            node[name] = (_parse_value(text.strip()), key.strip())
+        return _apply(self, changes)
 
 
 def _parse_value(text: str) -> Any:
@@ -192,19 +204,28 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _assign(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+def _apply(obj: Any, changes: dict[str, Any]) -> Any:
+    """`obj` with `changes` ({field: (value, full key)} or {field: {nested changes}}) applied in one
+    `dataclasses.replace` per config, so that its validation sees them all at once."""
     names = {f.name for f in dataclasses.fields(obj)}
-    head = path[0]
-    if head not in names:
-        raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
-    current = getattr(obj, head)
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown setting {full_key!r}: {head!r} has no sub-fields")
-        value = _assign(current, path[1:], value, full_key)
-    else:
-        value = _coerce(value, current, type(obj), head)
-    return dataclasses.replace(obj, **{head: value})
+    values = {}
+    for head, change in changes.items():
+        full_key = _a_key(change) if isinstance(change, dict) else change[1]
+        if head not in names:
+            raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
+        current = getattr(obj, head)
+        if isinstance(change, dict):
+            if not dataclasses.is_dataclass(current):
+                raise ValueError(f"unknown setting {full_key!r}: {head!r} has no sub-fields")
+            values[head] = _apply(current, change)
+        else:
+            values[head] = _coerce(change[0], current, type(obj), head)
+    return dataclasses.replace(obj, **values)
+
+
+def _a_key(changes: dict[str, Any]) -> str:
+    change = next(iter(changes.values()))
+    return _a_key(change) if isinstance(change, dict) else change[1]
 
 
 def _coerce(value: Any, current: Any, cls: type, name: str) -> Any:

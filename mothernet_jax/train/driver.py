@@ -234,9 +234,15 @@ class TrainStep:
     def _step_example(self, micro_batches: int) -> tuple:
         """Abstract arguments of the step: the state, the tasks (sharded over the mesh), split, rate."""
         tasks = jax.tree.map(  # what the compiled prior returns, placed as it places it
-            lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=t.sharding), self.prior_function().out_info
+            lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=t.sharding),
+            self.prior_function().out_info,
         )
-        return (self.abstract_state(), (tasks,) * micro_batches, np.int32(self.config.min_split), np.float32(0))
+        return (
+            self.abstract_state(),
+            (tasks,) * micro_batches,
+            np.int32(self.config.min_split),
+            np.float32(0),
+        )
 
     def prior_function(self) -> Callable:
         """The compiled `(step, micro, split) -> priors.Task` (all () int32): the tasks of one

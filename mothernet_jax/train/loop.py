@@ -313,7 +313,7 @@ class _Run:
             return
         if self.time_limit is not None and time.monotonic() - self.started >= self.time_limit:
             return
-        if self.clock and (self.clock.progress >= 1.0 or self.clock.left(time.monotonic()) <= self._reserve()):
+        if self.clock and self.clock.left(time.monotonic()) <= self._reserve():
             return
         seconds = self.stepper.compile(self.stepper.plan(self.first, self.end), threads=threads)
         self.compile_seconds = seconds
@@ -327,6 +327,8 @@ class _Run:
 
     def loop(self, state: TrainState, signals: _StopSignals) -> TrainState:
         try:
+            if self.clock is not None and self.checkpoints is not None:
+                self._save(state)  # measures what the last save will cost (a process's first is slowest)
             last = time.monotonic()
             while self.step < self.end:
                 reason, rate = self._next(signals)
@@ -345,9 +347,6 @@ class _Run:
                 self._waited = False
                 between = self._between_steps(state)
                 last = now + between  # the time between steps is not a step's
-                if self.progress >= 1.0 and self.clock is not None:
-                    self.stop_reason = "budget"
-                    break
             self._flush(final=True)
             if self.checkpoints is not None:
                 self._save(state)
@@ -399,10 +398,11 @@ class _Run:
             self.progress = self.step / self.config.steps
             return reason, learning_rate(self.config, self.step)
         clock, reserve = self.clock, self._reserve()
-        if clock.progress >= 1.0 or clock.spent(ends) + reserve > clock.budget_s:
+        if clock.spent(ends) + reserve > clock.budget_s:
             return "budget", 0.0
-        if clock.spent(ends + self._predict(self.step + 1)) + reserve > clock.budget_s:
-            self.progress = clock.finish()  # the last step that fits: on the schedule's floor
+        if clock.spent(ends + 2 * self._predict(self.step + 1)) + reserve > clock.budget_s:
+            # the last steps that fit (two, as predicted; steps vary) run on the schedule's floor
+            self.progress = clock.finish()
         else:
             self.progress = clock.step_progress(clock.spent(ends), reserve)
         return None, learning_rate(self.config, self.step, self.progress)

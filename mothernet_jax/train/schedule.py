@@ -9,8 +9,8 @@ fraction of the budget spent (warm-up over the first `warmup_fraction`, the floo
 compiles included, across resumed runs (`spent_before` comes from the checkpoint). Progress runs
 from where the last run left it (`progress_before`) to 1 at the moment the run must stop: the
 budget less a reserve for the final checkpoint and export. Each step's rate is set from when the
-step is predicted to end, and the last step that fits is run at progress 1, so the schedule ends
-on its floor whatever the throughput.
+step is predicted to end, and the last steps that fit run at progress 1, so the schedule ends on
+its floor whatever the throughput.
 """
 
 from __future__ import annotations
@@ -77,6 +77,6 @@ class BudgetClock:
         return self.progress
 
     def finish(self) -> float:
-        """Progress of the last step of the budget: 1."""
+        """Progress of the last steps of the budget: 1."""
         self.progress = 1.0
         return 1.0
