@@ -104,10 +104,9 @@ class TrainStep:
         self.attention = resolve_attention(config)
         self._auto_cudnn = config.attention == "auto" and self.attention == "cudnn"
         # bookkeeping fields do not change the step: keep them out of the compilation cache key
-        self._step_config = config.replace(
+        self._init_config = config.replace(
             steps=1,
             budget_s=0.0,
-            seed=0,  # the step draws nothing: the tasks come from the prior function
             learning_rate=0.0,
             warmup_steps=0,
             warmup_fraction=0.0,
@@ -118,6 +117,7 @@ class TrainStep:
             log_every=1,
             init_weights=None,
         )
+        self._step_config = self._init_config.replace(seed=0)  # the tasks come from the prior function
         self._keys: dict[tuple[int, int], tuple] = {}
         self._splits: tuple[int, np.ndarray | None] = (-1, None)
 
@@ -394,18 +394,28 @@ class TrainStep:
     # -- state -----------------------------------------------------------------------------------
 
     def init(self, params=None) -> TrainState:
-        """A fresh replicated state; from host `params` (e.g. loaded weights) if given."""
-        sharding = replicated(self.mesh)
+        """A fresh replicated state; from host `params` (e.g. loaded weights) if given. The jitted
+        initialisation is kept per config and mesh (a resumed `train` call does not compile it)."""
+        key = ("init", self._init_config, self._placement(), params is None)
+        if key not in _FUNCTIONS:
+            _FUNCTIONS[key] = jax.jit(
+                functools.partial(init_state, self._init_config), out_shardings=replicated(self.mesh)
+            )
+            self._evict()
         if params is None:
-            return jax.jit(lambda: init_state(self.config), out_shardings=sharding)()
-        params = put_replicated(params, self.mesh)
-        return jax.jit(lambda p: init_state(self.config, p), out_shardings=sharding)(params)
+            return _FUNCTIONS[key]()
+        return _FUNCTIONS[key](put_replicated(params, self.mesh))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
-        shapes = jax.eval_shape(lambda: init_state(self.config))
-        sharding = replicated(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+        key = ("abstract state", self._init_config, self._placement())
+        if key not in _FUNCTIONS:
+            shapes = jax.eval_shape(functools.partial(init_state, self._init_config))
+            sharding = replicated(self.mesh)
+            _FUNCTIONS[key] = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
+            )
+        return _FUNCTIONS[key]
 
 
 class PmapTrainStep(TrainStep):

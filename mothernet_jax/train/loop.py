@@ -286,7 +286,9 @@ class _Run:
         self.stop_reason = "completed" if end == config.steps else "stop_at"
         self.progress = clock.progress if clock is not None else first / config.steps
         self.compile_seconds: dict = {}
-        self.last_saved = checkpoints.latest_step() if checkpoints is not None else None
+        self.last_saved = None  # the step of the newest good checkpoint: the one resumed from
+        if checkpoints is not None and first in checkpoints.all_steps() and first not in checkpoints.unreadable:
+            self.last_saved = first
         total = None if clock is not None else end - first
         self.bar = None
         if end > first:
@@ -299,6 +301,7 @@ class _Run:
         self._rate = (time.monotonic(), 0)  # for datasets/s on the progress bar
         self._datasets = 0
         self._seconds: dict[tuple[int, int], float] = {}  # latest step seconds per (bucket, micro)
+        self._recent: list[float] = []  # the latest 16 step times, any shape
         self._waited = False  # a save waited for the device: the next interval is no step time
         self._last_values: dict[str, float] = {}
         params = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(stepper.abstract_state()))
@@ -344,6 +347,7 @@ class _Run:
                     # the step before the last one has just finished: the time since the last
                     # iteration is its time on the device
                     self._seconds[self._shape(self.step - 2)] = now - last
+                    self._recent = [*self._recent[-15:], now - last]
                 self._waited = False
                 between = self._between_steps(state)
                 last = now + between  # the time between steps is not a step's
@@ -360,12 +364,21 @@ class _Run:
     def _between_steps(self, state: TrainState) -> float:
         """Host-side work between two steps; returns the seconds it took (they count against the
         budget but not as step time). Periodic work goes here: it runs after step `self.step - 1`
-        was dispatched and the step before it was checked and logged; `state` is the newest."""
+        was dispatched and the step before it was checked and logged; `state` is the newest. Add
+        its predicted seconds to `_between_seconds`, so that a budget run still ends on the floor."""
         began = time.monotonic()
         every = self.config.checkpoint_every
         if self.checkpoints is not None and every and self.step % every == 0:
             self._save(state)
         return time.monotonic() - began
+
+    def _between_seconds(self, steps: int) -> float:
+        """The predicted seconds of `_between_steps` after the next `steps` steps are dispatched."""
+        every = self.config.checkpoint_every
+        if self.checkpoints is None or not every:
+            return 0.0
+        saves = sum((self.step + k) % every == 0 for k in range(1, steps + 1))
+        return saves * self._save_seconds
 
     # -- when to stop, and the rate of the next step --------------------------------------------------
 
@@ -394,14 +407,19 @@ class _Run:
             reason = _agree(reason)  # every process stops at the same step
         elif self._multiprocess:
             reason = None
-        if reason or self.clock is None:
+        if reason:
+            return reason, 0.0
+        if self.clock is None:
             self.progress = self.step / self.config.steps
-            return reason, learning_rate(self.config, self.step)
+            return None, learning_rate(self.config, self.step)
         clock, reserve = self.clock, self._reserve()
         if clock.spent(ends) + reserve > clock.budget_s:
             return "budget", 0.0
-        if clock.spent(ends + 2 * self._predict(self.step + 1)) + reserve > clock.budget_s:
-            # the last steps that fit (two, as predicted; steps vary) run on the schedule's floor
+        slow = max([self._predict(self.step + 1), *self._recent])
+        if clock.spent(ends + 2 * slow + self._between_seconds(2)) + reserve > clock.budget_s:
+            # the last steps that fit run on the schedule's floor: those of two of the slowest
+            # recent steps (and the work between them), so that a step slower than predicted
+            # does not end the run above it
             self.progress = clock.finish()
         else:
             self.progress = clock.step_progress(clock.spent(ends), reserve)

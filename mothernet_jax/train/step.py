@@ -22,6 +22,7 @@ driver that picks the split and the compiled bucket is `driver.py`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -98,8 +99,9 @@ class PriorShapes(NamedTuple):
     features: int  # feature columns the prior emits (<= the model's max_features)
 
 
+@functools.lru_cache(maxsize=32)
 def prior_shapes(prior, sample_fn: Callable) -> PriorShapes:
-    """The task shapes of a prior config, from `jax.eval_shape` (nothing is sampled)."""
+    """The task shapes of a prior config, from `jax.eval_shape` (nothing is sampled; kept)."""
     task = jax.eval_shape(lambda key: sample_fn(key, prior, 1, 2), jax.random.key(0))
     _, rows, features = task.x.shape
     return PriorShapes(int(rows), int(features))
