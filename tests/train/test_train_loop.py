@@ -36,13 +36,14 @@ def test_a_time_limit_stops_cleanly_with_a_checkpoint(tmp_path):
 
 
 def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
-    from mothernet_jax.pretrained import load_pretrained
+    from mothernet_jax.pretrained import load_info, load_pretrained
 
     exported = tmp_path / "weights.msgpack"
     result = fast_train(make_config(steps=2), tmp_path / "a", export=exported)
     params, model = load_pretrained(exported)
     assert model == result.config.model
-    assert_trees_close(params, result.params, atol=1e-2)  # stored as bfloat16
+    assert_trees_close(params, result.params, atol=0.0)  # stored as float32: every bit
+    assert load_info(exported)["storage_dtype"] == "float32"
     config = make_config(steps=2, init_weights=str(exported))
     start = fast_train(config, tmp_path / "b", stop_at=0)
     assert start.step == 0 and committed_steps(tmp_path / "b") == [0]
