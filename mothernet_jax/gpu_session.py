@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = jax.default_backend()
     device = jax.devices()[0]
-    print(f"gpu_session: backend {backend}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}")
+    print(
+        f"gpu_session: backend {backend}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}"
+    )
     if backend != "gpu" and not args.allow_cpu:
         print(
             f"gpu_session: no GPU: JAX's backend is {backend} ({device.device_kind}); this command "
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config.replace(init_weights=init)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mothernet-gpu-session-"))
     export = out / f"{args.preset}.msgpack"
-    print(f"gpu_session: training {args.preset} for {args.budget:.0f} s from {config.init_weights} in {workdir}")
+    print(
+        f"gpu_session: training {args.preset} for {args.budget:.0f} s from {config.init_weights} in {workdir}"
+    )
     report = {
         "backend": backend,
         "device": device.device_kind,
@@ -127,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(figures_path, report)
     report["seconds"] = time.monotonic() - began
     _write_json(figures_path, report)
-    print(f"gpu_session: done in {report['seconds']:.0f} s; files in {out}: {sorted(p.name for p in out.iterdir())}")
+    print(
+        f"gpu_session: done in {report['seconds']:.0f} s; files in {out}: {sorted(p.name for p in out.iterdir())}"
+    )
     return 0
 
 
@@ -177,7 +183,9 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
     began = time.perf_counter()
     jax.block_until_ready(_generate_jit(params, X, y, n_rows, n_features, config=config))
     compile_s = time.perf_counter() - began
-    seconds = median_seconds(lambda: _generate_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats)
+    seconds = median_seconds(
+        lambda: _generate_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats
+    )
     print(f"  generate {name} 1000 x 100: {1e3 * seconds:.2f} ms (compile {compile_s:.1f} s)")
     return {"median_ms": 1e3 * seconds, "compile_seconds": compile_s, "params": mn.count_params(config)}
 
@@ -220,7 +228,8 @@ def _parser() -> argparse.ArgumentParser:
         help=f"no figure starts later than this many seconds after the start ({DEADLINE_S:.0f})",
     )
     parser.add_argument(
-        "--init-weights", help="weights to start from (default: the shipped ones when they fit; 'none': fresh)"
+        "--init-weights",
+        help="weights to start from (default: the shipped ones when they fit; 'none': fresh)",
     )
     parser.add_argument("--workdir", help="work directory (default: a new temporary folder)")
     parser.add_argument(

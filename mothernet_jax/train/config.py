@@ -297,10 +297,10 @@ def small() -> TrainConfig:
     """The shipped model: `small` (~4.7 M parameters, bf16 compute) on the paper prior (1152 rows,
     100 features, 10 classes), 512 datasets per step: one H100.
 
-    `mothernet-jax train --preset small --workdir runs/small --time-limit 3300 --export small.msgpack`.
+    `mothernet-jax train --preset small --workdir runs/small --budget 3300 --export small.msgpack`.
     30,000 steps = 15.4 M datasets; at the ~5,000 datasets/s targeted end to end on one H100 that is
-    about 50 minutes (`--steps` shortens the schedule to fit a budget; `--time-limit` stops cleanly
-    at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
+    about 50 minutes (`--budget` fits the schedule to a wall-clock budget instead; `--time-limit`
+    stops cleanly at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
     reference's 3e-5, and a large batch needs fewer, larger steps. `prior_batch` 512 draws the
     whole batch in one prior call (its best GPU throughput); on n devices set it to 512 / n.
     """

@@ -6,7 +6,7 @@ tasks with the prior function (compiled once: the split is traced), picks the bu
 step compiled ahead of time for that bucket, both under `jax.shard_map` over the mesh.
 `compile(plan(first, end))` compiles everything a run needs before its first step, the buckets in
 parallel threads. Compiled functions are cached across instances, so a resumed `train` call in the
-same process does not compile again. `PmapTrainStep` runs the same per-device functions under
+same process does not compile again. `PmapTrainStep` (pmap.py) runs the same per-device functions under
 `jax.pmap`.
 """
 
@@ -384,12 +384,12 @@ class TrainStep:
         args = (self.sample(step, split), np.int32(split), np.float32(rate))
         first = (bucket, micro_batches) not in self._keys
         try:
-            return self.function(bucket, micro_batches)(state, *args)
+            return self.function(bucket, micro_batches, state, *args)(state, *args)
         except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
             if not (first and self._auto_cudnn):
                 raise
             self._fall_back_to_xla(error)
-            return self.function(bucket, micro_batches)(state, *args)
+            return self.function(bucket, micro_batches, state, *args)(state, *args)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -416,75 +416,3 @@ class TrainStep:
                 lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
             )
         return _FUNCTIONS[key]
-
-
-class PmapTrainStep(TrainStep):
-    """The same step under `jax.pmap(axis_name="data")`: the state carries a leading device axis
-    (`replicate` / `unreplicate`), metrics too."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        devices: Sequence[jax.Device] | None = None,
-        *,
-        sample_fn: Callable | None = None,
-        compiler_options: dict[str, Any] | None = None,
-    ):
-        self.devices = list(jax.local_devices() if devices is None else devices)
-        super().__init__(config, None, sample_fn=sample_fn, compiler_options=compiler_options)
-
-    def _setup_devices(self, mesh):
-        self.mesh = None
-        self.n_devices = len(self.devices)
-
-    def _build_prior(self, cache_key: tuple) -> Callable:
-        prior = self._prior_fn(cache_key)
-        mapped = jax.pmap(  # pmap needs a mapped argument: one index per device (unused)
-            lambda index, step, micro, split: prior(step, micro, split),
-            axis_name=DATA_AXIS,
-            in_axes=(0, None, None, None),
-            devices=self.devices,
-        )
-        indices = np.arange(len(self.devices))
-        return lambda step, micro, split: mapped(indices, step, micro, split)
-
-    def _build(self, bucket: int, cache_key: tuple) -> Callable:
-        return jax.pmap(
-            self._device_fn(bucket, cache_key),
-            axis_name=DATA_AXIS,
-            in_axes=(0, 0, None, None),
-            devices=self.devices,
-            donate_argnums=0,
-        )
-
-    def _lower(self, function: Callable, example: tuple):
-        return function  # pmap compiles on its first call
-
-    def _finish(self, lowered, what: str) -> Callable:
-        return lowered
-
-    def function(self, bucket: int, micro_batches: int, *example) -> Callable:
-        key = self._cache_key(bucket, micro_batches)
-        self._keys[(bucket, micro_batches)] = key
-        if key not in _FUNCTIONS:
-            _FUNCTIONS[key] = self._build(bucket, key)
-            self._evict()
-        return _FUNCTIONS[key]
-
-    def compile(self, pairs, *, threads=None):
-        raise NotImplementedError("PmapTrainStep compiles each bucket on its first call")
-
-    def replicate(self, tree):
-        n = self.n_devices
-        return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
-
-    @staticmethod
-    def unreplicate(tree):
-        return jax.tree.map(lambda x: x[0], tree)
-
-    def init(self, params=None) -> TrainState:
-        state = jax.jit(lambda p: init_state(self.config, p))(params)
-        return self.replicate(jax.device_get(state))
-
-    def abstract_state(self) -> TrainState:
-        raise NotImplementedError("checkpointing runs on the mesh step (TrainStep)")

@@ -24,7 +24,7 @@ from train_helpers import (
 from mothernet_jax.pretrained import load_info, load_pretrained
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.loop import _StopSignals
+from mothernet_jax.train.run import StopSignals
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,11 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
 
 def test_sigint_and_sigterm_ask_the_loop_to_stop():
     previous = signal.getsignal(signal.SIGINT)
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert signals.received == "SIGTERM"
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert signals.received == "SIGINT"

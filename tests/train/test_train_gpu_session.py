@@ -48,7 +48,12 @@ def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_pa
     done = session(*args)
     took = time.monotonic() - began
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["figures.json", "metrics.jsonl", "tiny.json", "tiny.msgpack"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figures.json",
+        "metrics.jsonl",
+        "tiny.json",
+        "tiny.msgpack",
+    ]
     # the export: trained in bf16 by the recipe, a float32 inference config, and it loads
     params, model = load_pretrained(out / "tiny.msgpack")
     assert model == model_preset("tiny") and model.dtype == "float32"
@@ -67,4 +72,6 @@ def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_pa
     assert as_trained["compile_seconds_per_bucket"] == {} and as_trained["prior_compile_seconds"] is None
     assert figures["generate_tiny_1000x100"]["median_ms"] > 0 and report["skipped"] == {}
     assert took <= DEADLINE + 30.0  # the last figure starts before the deadline
-    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][-1] == info["steps"]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][
+        -1
+    ] == info["steps"]
