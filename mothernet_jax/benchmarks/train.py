@@ -237,6 +237,11 @@ def main(argv=None) -> int:
         type=int,
         help="fix the split position (one bucket, one compile); default: random as training",
     )
+    parser.add_argument(
+        "--random-splits",
+        action="store_true",
+        help="on CPU too, random split positions as in training (one compiled step per bucket visited)",
+    )
     parser.add_argument("--devices", type=int, help="use the first N devices (default: all)")
     parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), help="override the attention path")
     parser.add_argument(
@@ -254,12 +259,15 @@ def main(argv=None) -> int:
     backend = jax.default_backend()
     presets = args.preset or (["tiny", "small"] if backend == "cpu" else ["paper", "small"])
     print(f"backend {backend}: {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    if backend == "cpu" and args.split is None and args.steps is None:
-        print("CPU: splits fixed at the mean position (one compile per preset); --split changes it")
+    fixed = backend == "cpu" and args.split is None and not args.random_splits
+    if fixed:
+        print(
+            "CPU: splits fixed at the mean position (one bucket per preset); --split or --random-splits change it"
+        )
     results = []
     for name in presets:
         split = args.split
-        if split is None and backend == "cpu":
+        if fixed:
             split = train_config.preset(name).prior.n_rows // 2
         results.append(
             run(

@@ -34,7 +34,7 @@ from jax.sharding import Mesh
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.export import LINEAGE, export_weights, lineage
+from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, lineage
 from mothernet_jax.train.mesh import is_main_process
 from mothernet_jax.train.run import METRICS, NonFiniteLossError, Run, StopSignals, host_values, say
 from mothernet_jax.train.schedule import BudgetClock
@@ -97,6 +97,8 @@ def train(
     started = time.monotonic()
     workdir = None if workdir is None else Path(workdir)
     main = is_main_process()
+    if export_dtype not in EXPORT_DTYPES:
+        raise ConfigError(f"export dtype must be one of {EXPORT_DTYPES}, got {export_dtype!r}")
     if config.budget_s and jax.process_count() > 1:
         raise ConfigError("a budget (--budget) needs one process: use --time-limit and --steps on several")
     stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
