@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 # The continuation recipe: `--set` assignments over the preset (see `mothernet-jax train --help`).
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NonFiniteLossError, ConfigError) as error:  # the export (if any) is written already
         report["training"] = {"error": str(error)}
         print(f"gpu_session: training stopped: {error}", file=sys.stderr)
+    except Exception as error:  # an unforeseen failure: keep it in the log, measure the figures still
+        traceback.print_exc()
+        report["training"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
     if (workdir / "metrics.jsonl").exists():
         shutil.copyfile(workdir / "metrics.jsonl", out / "metrics.jsonl")
     _write_json(figures_path, report)

@@ -115,12 +115,12 @@ def test_cli_help_documents_every_option(capsys):
 
 
 def test_cli_resolves_preset_steps_and_overrides(tmp_path, capsys):
-    argv = ["train", "--preset", "tiny", "--workdir", str(tmp_path), "--steps", "7"]
+    argv = ["train", "--preset", "tiny", "--workdir", str(tmp_path), "--steps", "7", "--budget", "90"]
     argv += ["--set", "model.dtype=bfloat16", "--set", "learning_rate=2e-4", "--print-config"]
     assert cli.main(argv) == 0
     config = TrainConfig.from_json(capsys.readouterr().out)
     assert config == train_config.tiny().replace(
-        steps=7, learning_rate=2e-4, model=train_config.tiny().model.replace(dtype="bfloat16")
+        steps=7, budget_s=90.0, learning_rate=2e-4, model=train_config.tiny().model.replace(dtype="bfloat16")
     )
     with pytest.raises(SystemExit, match="give --preset"):
         cli.main(["train", "--workdir", str(tmp_path / "empty"), "--print-config"])
