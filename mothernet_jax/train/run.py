@@ -116,7 +116,7 @@ class Run:
         self._window_start = (time.monotonic(), first)
         self._rate = (time.monotonic(), 0)  # for datasets/s on the progress bar
         self._datasets = 0
-        self._seconds: dict[tuple[int, int], float] = {}  # latest step seconds per (bucket, micro)
+        self._seconds: dict[tuple[int, int], list[float]] = {}  # the latest 5 step times per shape
         self._recent: list[float] = []  # the latest 16 step times, any shape
         self._waited = False  # a save waited for the device: the next interval is no step time
         self._last_values: dict[str, float] = {}
@@ -162,7 +162,8 @@ class Run:
                 if self.step - self.first >= 2 and not self._waited:
                     # the step before the last one has just finished: the time since the last
                     # iteration is its time on the device
-                    self._seconds[self._shape(self.step - 2)] = now - last
+                    shape = self._shape(self.step - 2)
+                    self._seconds[shape] = [*self._seconds.get(shape, [])[-4:], now - last]
                     self._recent = [*self._recent[-15:], now - last]
                 self._waited = False
                 between = self._between_steps(state)
@@ -202,9 +203,12 @@ class Run:
         return self.stepper.bucket(self.stepper.split(step)), self.config.micro_batches(step)
 
     def _predict(self, step: int) -> float:
-        """Seconds step `step` will take: the latest of its bucket, else the slowest seen."""
+        """Seconds step `step` will take: the median of the latest of its shape (bucket and
+        micro-batches; one slow step does not stop a run), else of the slowest shape seen."""
         seconds = self._seconds.get(self._shape(step))
-        return seconds if seconds is not None else max(self._seconds.values(), default=0.0)
+        if seconds is None:
+            return max((float(np.median(s)) for s in self._seconds.values()), default=0.0)
+        return float(np.median(seconds))
 
     def _reserve(self) -> float:
         """Seconds kept back at the end of a budget: the last checkpoint and the export."""
@@ -232,8 +236,8 @@ class Run:
         if clock.spent(ends) + reserve > clock.budget_s:
             return "budget", 0.0
         slow = max([self._predict(self.step + 1), *self._recent])
-        if clock.spent(ends + 2 * slow + self._between_seconds(2)) + reserve > clock.budget_s:
-            # the last steps that fit run on the schedule's floor: those of two of the slowest
+        if clock.spent(ends + 3 * slow + self._between_seconds(3)) + reserve > clock.budget_s:
+            # the last steps that fit run on the schedule's floor: those of three of the slowest
             # recent steps (and the work between them), so that a step slower than predicted
             # does not end the run above it
             self.progress = clock.finish()

@@ -16,6 +16,10 @@ from mothernet_jax.train import Checkpoints, read_metrics
 from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.schedule import learning_rate
 
+# A failed orbax read leaves a callback for its closed event loop, reported as unraisable during the
+# test after it (test_an_unreadable_checkpoint_falls_back_to_the_one_before; the next one is here).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 BUDGET = 6.0  # seconds: compiles come first (once per process, below), then some 5-50 steps
 MARGIN = 1.0  # seconds a run may end past its budget, the final checkpoint and export included
 
@@ -88,8 +92,6 @@ def _truncate_the_arrays(folder):
                 f.truncate(os.path.getsize(path) // 2)
 
 
-# orbax leaves a callback for the event loop of a failed read, which runs after the loop closed
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, warm):
     config = make_config(steps=4, checkpoint_every=2)
     fast_train(config, tmp_path)
