@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mothernet_jax.train import schedule
@@ -231,12 +231,13 @@ class TrainStep:
     def _prior_example(self) -> tuple:
         return (np.int32(0), np.int32(0), np.int32(self.config.min_split))
 
-    def _step_example(self, micro_batches: int) -> tuple:
-        """Abstract arguments of the step: the state, the tasks (sharded over the mesh), split, rate."""
-        tasks = jax.tree.map(  # what the compiled prior returns, placed as it places it
-            lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=t.sharding),
-            self.prior_function().out_info,
-        )
+    def _step_example(self, micro_batches: int, tasks=None) -> tuple:
+        """Abstract arguments of the step: the state, the tasks (as the prior returns them, sharded
+        over the mesh; default: the compiled prior's), split, rate."""
+        if tasks is None:
+            tasks = self.prior_function().out_info
+        sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+        tasks = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=sharding), tasks)
         return (
             self.abstract_state(),
             (tasks,) * micro_batches,
@@ -289,50 +290,65 @@ class TrainStep:
 
     def compile(self, pairs: Sequence[tuple[int, int]], *, threads: int | None = None) -> dict[Any, float]:
         """Compile the prior and the step of each (bucket, micro-batches) pair now, before the first
-        step. Lowering runs here; the XLA compilations run in `threads` threads (default: one per
-        pair, at most the CPU count; XLA releases the GIL). Returns seconds per part: "prior",
-        each pair (its lowering + compilation), and "total" (wall clock); parts compiled earlier in
-        this process are left out."""
+        step. Lowering (tracing) runs here, one at a time; the XLA compilations run in `threads`
+        threads as each is lowered (default: one per part, at most the CPU count; XLA releases the
+        GIL), a failed one again alone. Returns seconds per part: "prior" and each pair (its
+        lowering + compilation), and "total" (wall clock); parts compiled earlier in this process
+        are left out."""
         began = time.perf_counter()
-        seconds: dict[Any, float] = {}
-        if self._prior_key() not in _FUNCTIONS:
-            self.prior_function()
-            seconds["prior"] = time.perf_counter() - began
         try:
-            seconds.update(self._compile_steps(pairs, threads))
+            seconds = self._compile_parts(pairs, threads)
         except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
             if not self._auto_cudnn:
                 raise
             self._fall_back_to_xla(error)
-            seconds.update(self._compile_steps(pairs, threads))
+            seconds = self._compile_parts(pairs, threads)
         seconds["total"] = time.perf_counter() - began
         return seconds
 
-    def _compile_steps(self, pairs, threads) -> dict[tuple[int, int], float]:
-        todo = []
+    def _compile_parts(self, pairs, threads) -> dict[Any, float]:
+        parts = []  # (name, cache key, build, example); the prior first: the steps read its shapes
+        prior_key, tasks = self._prior_key(), None
+        if prior_key not in _FUNCTIONS:
+            parts.append(("prior", prior_key, lambda: self._build_prior(prior_key), self._prior_example()))
         for bucket, micro_batches in pairs:
             key = self._cache_key(bucket, micro_batches)
             self._keys[(bucket, micro_batches)] = key
             if key not in _FUNCTIONS:
-                todo.append((bucket, micro_batches, key))
-        lowered, seconds = {}, {}
-        for bucket, micro_batches, key in todo:  # tracing holds the GIL: one at a time
-            began = time.perf_counter()
-            lowered[key] = self._lower(self._build(bucket, key), self._step_example(micro_batches))
-            seconds[(bucket, micro_batches)] = time.perf_counter() - began
+                parts.append(
+                    ((bucket, micro_batches), key, functools.partial(self._build, bucket, key), None)
+                )
 
-        def compile_one(key):
+        def compile_one(lowered):
             began = time.perf_counter()
-            compiled = lowered[key].compile(compiler_options=self.compiler_options or None)
+            try:
+                compiled = lowered.compile(compiler_options=self.compiler_options or None)
+            except Exception as error:  # retried alone below
+                compiled = error
             return compiled, time.perf_counter() - began
 
-        threads = threads or min(len(todo), os.cpu_count() or 1)
+        seconds: dict[Any, float] = {}
+        jobs = []
+        threads = threads or min(len(parts), os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-            results = list(pool.map(compile_one, [key for _, _, key in todo]))
-        for (bucket, micro_batches, key), (compiled, compile_s) in zip(todo, results, strict=True):
-            wait_for_all_processes(f"mothernet-jax train step compiled #{next(_COMPILATIONS)}")
+            for name, key, build, example in parts:
+                began = time.perf_counter()
+                if example is None:  # a step: tasks as the prior returns them
+                    example = self._step_example(name[1], tasks)
+                lowered = self._lower(build(), example)
+                if name == "prior":
+                    tasks = lowered.out_info
+                seconds[name] = time.perf_counter() - began
+                jobs.append((name, key, lowered, pool.submit(compile_one, lowered)))
+            results = [(name, key, lowered, future.result()) for name, key, lowered, future in jobs]
+        for name, key, lowered, (compiled, compile_s) in results:
+            if isinstance(compiled, Exception):  # a failure in parallel may be the parallelism's
+                began = time.perf_counter()
+                compiled = lowered.compile(compiler_options=self.compiler_options or None)
+                compile_s = time.perf_counter() - began
+            wait_for_all_processes(f"mothernet-jax train {name} compiled #{next(_COMPILATIONS)}")
             _FUNCTIONS[key] = compiled
-            seconds[(bucket, micro_batches)] += compile_s
+            seconds[name] += compile_s
         self._evict()
         return seconds
 
