@@ -54,6 +54,7 @@ DEADLINE_S = 585.0  # seconds after the start by which the figures must end (as 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the session (see the module docstring); returns the exit code (2: no GPU or a bad setting)."""
     began = time.monotonic()
     args = _parser().parse_args(argv)
     out = Path(args.out)
