@@ -6,7 +6,7 @@ of a small MLP (the child) that classifies new rows.
     import mothernet_jax as mn
     config = mn.preset("paper")
     params = mn.init_params(jax.random.key(0), config)
-    child = mn.generate(params, X_train, y_train, config=config)
+    child = mn.generate(params, X_train, y_train)  # config recovered from the params' shapes
     proba = mn.predict_proba(child, X_test)
 
 Names load on first use, so that `mothernet_jax.child.load_predictor` runs without importing JAX.
@@ -22,6 +22,7 @@ _EXPORTS = {
     "preset": "mothernet_jax.config",
     "init_params": "mothernet_jax.model.mothernet",
     "count_params": "mothernet_jax.model.mothernet",
+    "config_of": "mothernet_jax.model.identify",
     "MotherNet": "mothernet_jax.model.mothernet",
     "generate": "mothernet_jax.generation",
     "generate_batch": "mothernet_jax.generation",

@@ -1,5 +1,7 @@
 """The `mothernet-jax` command: one subcommand per task, e.g. `mothernet-jax train --preset tiny ...`.
 
+From a source checkout with nothing installed: `PYTHONPATH=<checkout> python -m mothernet_jax.cli train ...`.
+
 To add a subcommand, write `add_<name>(subparsers)` that adds its parser and sets
 `run=<function(args) -> exit code>` with `set_defaults`, then list it in `COMMANDS`. Import heavy
 modules (JAX) inside the run function, so that `--help` stays instant.
@@ -16,6 +18,7 @@ examples:
   mothernet-jax train --preset tiny --workdir runs/tiny
   mothernet-jax train --preset tiny --workdir runs/tiny --steps 2000 --set learning_rate=3e-4
   mothernet-jax train --preset small --workdir runs/small --time-limit 3300 --export small.msgpack
+  mothernet-jax train --preset small --workdir runs/small --budget 3300 --export small.msgpack
   mothernet-jax train --workdir runs/small            # resume with the saved config
   mothernet-jax train --config runs/small/config.json --workdir runs/small2 --set seed=1
 
@@ -23,10 +26,17 @@ Rerunning a command resumes from the latest checkpoint in the work directory. Th
 holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
 line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...).
 SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
-keeps the last good checkpoint.
+keeps the last good checkpoint. --export writes on every one of these stops (the last good
+checkpoint after a non-finite loss). Without installing: PYTHONPATH=. python -m mothernet_jax.cli train ...
+
+--budget SECONDS trains for that much wall-clock time, compiles included, and fits the schedule to
+it: warm-up over the first warmup_fraction, cosine decay to min_learning_rate when the budget ends,
+whatever the throughput. A resumed run continues the same schedule with what is left of the budget
+(the seconds spent are stored with each checkpoint). --steps then only caps the steps.
 
 settings for --set (nested with dots; values parsed as JSON, else as strings):
-  steps seed batch_size prior_batch accumulation learning_rate warmup_steps min_learning_rate
+  steps budget_s seed batch_size prior_batch accumulation learning_rate warmup_steps warmup_fraction
+  min_learning_rate
   adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split split_bucket attention
   checkpoint_every keep_checkpoints log_every init_weights
   model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)
@@ -79,6 +89,19 @@ def add_train(subparsers) -> None:
         "--export", metavar="PATH", help="write the final parameters here (save_pretrained, msgpack)"
     )
     parser.add_argument(
+        "--export-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="storage dtype of the exported arrays (bfloat16 halves the file); inference is float32",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="train for this much wall-clock time (compiles included), the learning-rate schedule "
+        "fitted to it; resuming continues it (sets budget_s)",
+    )
+    parser.add_argument(
         "--time-limit",
         type=float,
         metavar="SECONDS",
@@ -118,23 +141,29 @@ def train_config(args: argparse.Namespace):
 
     if args.preset is not None and args.config is not None:
         raise SystemExit("mothernet-jax train: give --preset or --config, not both")
-    if args.preset is not None:
-        config = preset(args.preset)
-    elif args.config is not None:
-        config = TrainConfig.from_json(Path(args.config).read_text())
-    else:
-        config = latest_config(args.workdir)
-        if config is None:
-            raise SystemExit(
-                f"mothernet-jax train: {args.workdir} holds no checkpoint; give --preset or --config"
-            )
-    if args.steps is not None:
-        config = config.replace(steps=args.steps)
-    if args.init_weights is not None:
-        config = config.replace(init_weights=args.init_weights)
     try:
+        if args.preset is not None:
+            config = preset(args.preset)
+        elif args.config is not None:
+            try:
+                config = TrainConfig.from_json(Path(args.config).read_text())
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"--config {args.config}: {error}") from None
+        else:
+            warn = lambda message: print(f"mothernet-jax train: {message}", file=sys.stderr)
+            config = latest_config(args.workdir, warn=warn)
+            if config is None:
+                raise SystemExit(
+                    f"mothernet-jax train: {args.workdir} holds no checkpoint; give --preset or --config"
+                )
+        if args.steps is not None:
+            config = config.replace(steps=args.steps)
+        if args.budget is not None:
+            config = config.replace(budget_s=args.budget)
+        if args.init_weights is not None:
+            config = config.replace(init_weights=args.init_weights)
         return config.with_overrides(args.overrides)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OSError) as error:
         raise SystemExit(f"mothernet-jax train: {error}") from None
 
 
@@ -150,6 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     import jax
 
+    from mothernet_jax.train.config import ConfigError
     from mothernet_jax.train.loop import NonFiniteLossError, train
     from mothernet_jax.train.mesh import is_main_process, make_mesh
 
@@ -161,18 +191,22 @@ def run_train(args: argparse.Namespace) -> int:
             time_limit=args.time_limit,
             stop_at=args.stop_at,
             export=args.export,
+            export_dtype=args.export_dtype,
             mesh=mesh,
             progress=not args.no_progress,
         )
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, ConfigError) as error:
         print(f"mothernet-jax train: {error}", file=sys.stderr)
         return 1
     if is_main_process():
-        tail = result.losses[-50:]
+        tail = [loss for loss in result.losses if loss == loss][-50:]  # NaN: no valid dataset
         loss = f", mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}" if tail else ""
+        budget = ""
+        if result.budget_spent_s is not None:
+            budget = f", {result.budget_spent_s:.0f} of {config.budget_s:.0f} budget seconds spent"
         print(
             f"mothernet-jax train: step {result.step}/{config.steps} ({result.stop_reason}) in "
-            f"{result.seconds:.0f} s{loss}; work directory {args.workdir}",
+            f"{result.seconds:.0f} s{budget}{loss}; work directory {args.workdir}",
             file=sys.stderr,
         )
     return 0

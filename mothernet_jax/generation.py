@@ -2,20 +2,28 @@
 
 (The module is `generation`, not `generate`, so that `mothernet_jax.generate` stays the function.)
 
-Three levels, each a pure function:
+One implementation, three entry points, each a pure JAX function (jit, vmap and grad them):
 
-- `generate_layers(params, x, y, n_rows)`: the hypernetwork on inputs that are already preprocessed
-  and padded (what the prior produces and the training loss uses); the child's layers come out in
-  the padded input space.
-- `generate_batch(params, X, y, n_rows, n_features)`: many raw datasets at once, padded to common
-  shapes; applies the reference preprocessing inside and folds it into the children. jit/vmap-able.
-- `generate(params, X, y)`: one raw dataset from NumPy; validates it, pads rows to a bucket of 128
-  (repeated calls do not recompile) and returns a child sliced to its d features and k classes.
+- `generate_layers(params, x, y, n_rows, config=)`: the hypernetwork on inputs already
+  preprocessed and padded (what the prior produces and the training loss uses); the child's layers
+  come out in the padded input space.
+- `generate_batch(params, X, y, n_rows, n_features)`: raw datasets padded to common shapes
+  (B, T, F); applies the reference preprocessing and folds it into the children. This is the
+  implementation; it stays a name of its own for callers that hold padded batches and for
+  `factored=True` (the classifier), and it equals `jax.vmap(generate)` with the padding arguments
+  and `n_classes=max_classes` (tests check that).
+- `generate(params, X, y)`: one raw dataset (n, d): `generate_batch` on a batch of one, with the
+  checks a user needs and the child cut to its classes. From concrete inputs it pads rows to a
+  bucket of 128 (similar sizes share one compiled function); traced, it runs as it is.
+
+`config=` is optional in the last two: left out, it is recovered from the params' names and shapes
+(`model.identify.config_of`), which works on tracers too.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +31,7 @@ import numpy as np
 
 from mothernet_jax.child import CLIP, Child
 from mothernet_jax.config import ModelConfig
+from mothernet_jax.model.identify import resolve_config
 from mothernet_jax.model.mothernet import MotherNet
 from mothernet_jax.model.weight_head import Layer, child_layers
 
@@ -62,23 +71,28 @@ def standardise(
 
     X: (B, T, F) raw (NaN allowed), n_rows, n_features: (B,) int. Returns the transformer input
     (B, T, max_features): standardised with the training rows' nan-mean and nan-std (ddof 1) + 1e-6,
-    clipped to +-100, times 100 / n_features, zero-padded; and mean, std: (B, F). A column with at
-    most one observed value gets mean 0 and std inf, so it contributes nothing (as NaN would).
+    clipped to +-100, times 100 / n_features, missing entries and padding 0; and mean, std: (B, F).
+    A column with at most one observed value gets mean 0 and std inf, so it contributes nothing (as
+    NaN would). Padding and missing entries never enter an arithmetic operation, so gradients stay
+    finite whatever they hold (NaN, inf); a constant column gets a zero gradient through its std.
     """
     batch, rows, features = X.shape
     row_mask = (jnp.arange(rows)[None, :] < n_rows[:, None])[..., None]
     feature_mask = (jnp.arange(features)[None, :] < n_features[:, None])[:, None, :]
     observed = row_mask & feature_mask & ~jnp.isnan(X)
+    X = jnp.where(observed, X, 0.0)
     count = observed.sum(axis=1)
-    mean = jnp.where(observed, X, 0.0).sum(axis=1) / jnp.maximum(count, 1)
+    mean = X.sum(axis=1) / jnp.maximum(count, 1)
     sq = jnp.where(observed, (X - mean[:, None, :]) ** 2, 0.0).sum(axis=1)
-    std = jnp.sqrt(sq / jnp.maximum(count - 1, 1)) + STD_EPS
+    var = sq / jnp.maximum(count - 1, 1)
+    spread = var > 0  # sqrt has no derivative at 0
+    std = jnp.where(spread, jnp.sqrt(jnp.where(spread, var, 1.0)), 0.0) + STD_EPS
     degenerate = count <= 1
     mean = jnp.where(degenerate, 0.0, mean)
     std = jnp.where(degenerate, jnp.inf, std)
     z = jnp.clip((X - mean[:, None, :]) / std[:, None, :], -CLIP, CLIP)
     scale = (config.max_features / jnp.maximum(n_features, 1)).astype(jnp.float32)
-    z = jnp.where(row_mask & feature_mask, z * scale[:, None, None], 0.0)
+    z = jnp.where(observed, z * scale[:, None, None], 0.0)  # NaN -> 0, as the x encoder does
     z = jnp.pad(z, ((0, 0), (0, 0), (0, config.max_features - features)))
     return z, mean, std
 
@@ -90,19 +104,22 @@ def generate_batch(
     n_rows: jax.Array,
     n_features: jax.Array,
     *,
-    config: ModelConfig,
+    config: ModelConfig | None = None,
     attention: str | None = None,
     factored: bool = False,
 ) -> Child:
     """Children for many raw datasets in one call (pure; jit and vmap it freely).
 
     X: (B, T, F) raw features, F <= max_features, padded with anything beyond n_rows / n_features;
-    y: (B, T) int labels in 0..max_classes-1; n_rows, n_features: (B,) int.
+    y: (B, T) int labels in 0..max_classes-1 (clipped into it); n_rows, n_features: (B,) int.
     Returns a batched `Child`: W1 (B, F, P) (rows beyond n_features are zero), ..., W_out (B, P, K)
-    over all max_classes outputs; mean, std (B, F). factored=True keeps each low-rank weight as
-    its factors (A, S) (W1's A (B, F, r) carries the zero rows and the 100 / d scaling), for
-    `child.factored_logits`: cheaper per row when r (in + P) < in x P.
+    over all max_classes outputs; mean, std (B, F) (0 and 1 beyond n_features). factored=True
+    keeps each low-rank weight as its factors (A, S) (W1's A (B, F, r) carries the zero rows and
+    the 100 / d scaling), for `child.factored_logits`: cheaper per row when r (in + P) < in x P.
+    config: left out, recovered from the params' shapes (`model.identify.config_of`). No checks of
+    values: `generate` is the checked call, and `jax.vmap(generate)` computes the same children.
     """
+    config = resolve_config(params, config)
     X = X.astype(jnp.float32)
     z, mean, std = standardise(X, n_rows, n_features, config)
     row_mask = jnp.arange(X.shape[1])[None, :] < n_rows[:, None]
@@ -130,14 +147,25 @@ def _generate_jit(params, X, y, n_rows, n_features, *, config, attention=None):
 # -- the user-facing single-dataset call ------------------------------------------------------------
 
 
-def validate_dataset(X, y, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Check one raw training set; return X as float32 (n, d) and y as int32 (n,).
+def _as_array(a):
+    """An array-like as itself when it has a shape and dtype (NumPy, JAX, tracer), else NumPy."""
+    return a if hasattr(a, "shape") and hasattr(a, "dtype") else np.asarray(a)
 
-    Raises ValueError naming the problem: X not 2-D, lengths differ, no rows, too many features,
-    infinite values, labels not integers or outside 0..max_classes-1. NaN is accepted.
+
+def _concrete(a) -> np.ndarray | None:
+    """`a` as a NumPy array, or None when it is traced (inside jit, vmap, grad, ...)."""
+    try:
+        return np.asarray(a)
+    except jax.errors.TracerArrayConversionError:
+        return None
+
+
+def check_shapes(X, y, config: ModelConfig) -> None:
+    """The checks that read only shapes and dtypes, so they run on tracers too.
+
+    Raises ValueError naming the problem: X not 2-D, y not 1-D, lengths differ, no rows, no
+    features, more than max_features features, X not numeric, y neither integer nor float.
     """
-    X = np.asarray(X)
-    y = np.asarray(y)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array (n_rows, n_features), got shape {X.shape}")
     if y.ndim != 1:
@@ -153,49 +181,175 @@ def validate_dataset(X, y, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]
             f"X has {X.shape[1]} features; this model takes at most {config.max_features} "
             "(MotherNetClassifier selects features for wider data)"
         )
-    if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+    if not jnp.issubdtype(X.dtype, jnp.number) and X.dtype != bool:
         raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-    X = X.astype(np.float32)
-    if np.isinf(X).any():
-        raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError("y must hold integer class labels 0..k-1, got non-integer values")
-    elif not np.issubdtype(y.dtype, np.integer):
+    if not (jnp.issubdtype(y.dtype, jnp.integer) or jnp.issubdtype(y.dtype, jnp.floating)):
         raise ValueError(f"y must hold integer class labels 0..k-1, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.min() < 0 or y.max() >= config.max_classes:
-        raise ValueError(
-            f"labels must lie in 0..{config.max_classes - 1}, got values from {y.min()} to {y.max()}"
-        )
-    return X, y.astype(np.int32)
+
+
+def check_values(X: np.ndarray | None, y: np.ndarray | None, config: ModelConfig):
+    """The checks that read values, on the concrete ones (None: traced, not checked here).
+
+    X: (n, d) the real rows and features; y: (n,) their labels. Returns X as float32 and y as
+    int32 (or None). Raises ValueError for infinite features, non-integer labels or labels outside
+    0..max_classes-1. NaN is accepted.
+    """
+    if X is not None:
+        X = X.astype(np.float32)
+        if np.isinf(X).any():
+            raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
+    if y is not None:
+        if np.issubdtype(y.dtype, np.floating):
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                raise ValueError("y must hold integer class labels 0..k-1, got non-integer values")
+        y = y.astype(np.int64)
+        if y.min() < 0 or y.max() >= config.max_classes:
+            raise ValueError(
+                f"labels must lie in 0..{config.max_classes - 1}, got values from {y.min()} to {y.max()}"
+            )
+        y = y.astype(np.int32)
+    return X, y
+
+
+def validate_dataset(X, y, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Check one concrete raw training set; return X as float32 (n, d) and y as int32 (n,).
+
+    Raises ValueError naming the problem (`check_shapes`, `check_values`). NaN is accepted.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    check_shapes(X, y, config)
+    return check_values(X, y, config)
+
+
+def _count(value, name: str, upper: int) -> tuple[jax.Array | int, int | None]:
+    """A padding argument (n_rows or n_features): (as given, its int value or None when traced)."""
+    if value is None:
+        return upper, upper
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+    concrete = _concrete(value)
+    if concrete is None:
+        if not jnp.issubdtype(value.dtype, jnp.integer):
+            raise ValueError(f"{name} must be an integer, got dtype {value.dtype}")
+        return value, None
+    if not np.issubdtype(concrete.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer, got {concrete!r}")
+    count = int(concrete)
+    if not 1 <= count <= upper:
+        raise ValueError(f"{name}={count} must lie in 1..{upper} (the size of that axis of X)")
+    return count, count
+
+
+def valid_dataset(X, y, n_classes: int, *, n_rows=None, n_features=None) -> jax.Array:
+    """Whether a (possibly traced) training set passes `generate`'s checks of values: a () bool.
+
+    X: (n, d), y: (n,), n_rows / n_features as `generate` takes them (None: all). False when a
+    real entry of X is infinite, or a real label is not an integer in 0..n_classes-1. A traced
+    `generate` skips these checks (a check would make every function around it effectful, which
+    costs each call of a jitted function the fast dispatch path); compute this beside it to mask
+    a loss, or to check under `jax.experimental.checkify`:
+    `checkify.check(valid_dataset(X, y, k), "bad training set")`.
+    """
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    n, d = X.shape
+    rows = jnp.arange(n) < (n if n_rows is None else n_rows)
+    columns = jnp.arange(d) < (d if n_features is None else n_features)
+    finite = ~jnp.any(rows[:, None] & columns[None, :] & jnp.isinf(X))
+    labels = (y >= 0) & (y < n_classes)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        labels &= y == jnp.round(y)
+    return finite & jnp.all(~rows | labels)
 
 
 def generate(
-    params, X, y, *, config: ModelConfig, n_classes: int | None = None, attention: str | None = None
+    params,
+    X,
+    y,
+    *,
+    config: ModelConfig | None = None,
+    n_classes: int | None = None,
+    n_rows=None,
+    n_features=None,
+    attention: str | None = None,
 ) -> Child:
-    """Generate the child classifier for one training set, in one forward pass.
+    """Generate the child classifier for one training set, in one forward pass. A JAX function:
+    jit it, vmap it over datasets of one shape, differentiate through it.
 
-    X: (n, d) raw features, d <= 100 (NaN allowed); y: (n,) integer labels 0..k-1.
-    Returns a `Child` that takes raw rows: layers W1 (d, P) ... W_out (P, k), mean and std (d,);
-    k = n_classes or max(y) + 1. Rows are padded to a multiple of 128, so datasets of similar size
-    share one compiled function.
+    X: (n, d) raw features, d <= max_features (NaN allowed); y: (n,) integer labels 0..k-1.
+    Returns a `Child` that takes raw rows (d columns): layers W1 (d, P), ..., W_out (P, k), mean
+    and std (d,).
+
+    config: the params' `ModelConfig`; left out, it is recovered from the params' names and shapes
+        (`model.identify.config_of`: the presets, the shipped weights and every config that
+        `init_params` or `load_pretrained` used in this process), which raises a ValueError asking
+        for config= when that cannot be decided.
+    n_classes: k, the child's outputs; a Python int (static). Left out: max(y) + 1 from concrete
+        labels; all max_classes outputs when y is traced (slice them, or pass n_classes).
+    n_rows, n_features: optional padding, ints or traced int scalars: only the first n_rows rows
+        and the first n_features columns are the dataset; what lies beyond is ignored (any value,
+        NaN and inf included). The child keeps d columns: W1's rows beyond n_features are zero and
+        their mean 0, std 1. So one compiled function serves datasets of many sizes, and
+        `jax.vmap(generate)` over padded stacks computes what `generate_batch` does.
+    attention: the `jax.nn.dot_product_attention` implementation (None: JAX's choice).
+
+    Checks: shapes always (ValueError: X 2-D, y 1-D, same length, 1 <= d <= max_features). Values
+    (infinite features, labels not integers or outside 0..max_classes-1 or beyond n_classes) raise
+    ValueError when concrete. Traced, they are skipped: float labels are rounded and labels
+    clipped into 0..max_classes-1, and an infinite feature gives a non-finite child;
+    `valid_dataset` computes them as a traced bool (to mask a loss, or for checkify). From
+    concrete X, y (and padding), rows are padded to a multiple of 128 on the host, so datasets of
+    similar size share one compiled function; traced, nothing leaves the device.
     """
-    X, y = validate_dataset(X, y, config)
+    config = resolve_config(params, config)
+    X, y = _as_array(X), _as_array(y)
+    check_shapes(X, y, config)
     n, d = X.shape
-    k = int(y.max()) + 1 if n_classes is None else int(n_classes)
-    if not 1 <= k <= config.max_classes or k <= y.max():
-        raise ValueError(f"n_classes={n_classes} does not fit labels up to {y.max()}")
-    rows = bucket_rows(n)
-    X_pad = np.zeros((1, rows, config.max_features), np.float32)
-    X_pad[0, :n, :d] = X
-    y_pad = np.zeros((1, rows), np.int32)
-    y_pad[0, :n] = y
-    child = _generate_jit(
-        params, X_pad, y_pad, np.array([n]), np.array([d]), config=config, attention=attention
-    )
+    if n_classes is not None:
+        try:
+            n_classes = operator.index(n_classes)
+        except TypeError:
+            raise TypeError(
+                f"n_classes must be a Python int (it fixes the child's shape), got {n_classes!r}"
+            ) from None
+        if not 1 <= n_classes <= config.max_classes:
+            raise ValueError(f"n_classes={n_classes} must lie in 1..{config.max_classes}")
+    n_rows, rows = _count(n_rows, "n_rows", n)
+    n_features, features = _count(n_features, "n_features", d)
+    X_host, y_host = _concrete(X), _concrete(y)
+    X_real = None if X_host is None or rows is None or features is None else X_host[:rows, :features]
+    y_real = None if y_host is None or rows is None else y_host[:rows]
+    X_real, y_real = check_values(X_real, y_real, config)
+    if y_real is not None and n_classes is not None and y_real.max() >= n_classes:
+        raise ValueError(f"n_classes={n_classes} does not fit labels up to {y_real.max()}")
+
+    if X_real is not None and y_real is not None:  # concrete: pad rows to a bucket on the host
+        k = int(y_real.max()) + 1 if n_classes is None else n_classes
+        padded = bucket_rows(rows)
+        X_pad = np.zeros((1, padded, config.max_features), np.float32)
+        X_pad[0, :rows, :features] = X_real
+        y_pad = np.zeros((1, padded), np.int32)
+        y_pad[0, :rows] = y_real
+        child = _generate_jit(
+            params, X_pad, y_pad, np.array([rows]), np.array([features]), config=config, attention=attention
+        )
+    else:  # traced: the same computation on the arrays as they are
+        k = config.max_classes if n_classes is None else n_classes
+        X, y = jnp.asarray(X), jnp.asarray(y)
+        n_rows = jnp.asarray(n_rows, jnp.int32)
+        n_features = jnp.asarray(n_features, jnp.int32)
+        if jnp.issubdtype(y.dtype, jnp.floating):
+            y = jnp.round(y)
+        child = generate_batch(
+            params,
+            X.astype(jnp.float32)[None],
+            y.astype(jnp.int32)[None],
+            n_rows[None],
+            n_features[None],
+            config=config,
+            attention=attention,
+        )
     child = jax.tree_util.tree_map(lambda a: a[0], child)
     layers = [list(layer) for layer in child.layers]
-    layers[0][0] = layers[0][0][:d]  # drop the zero rows of the padded features
-    layers[-1] = [layers[-1][0][:, :k], layers[-1][1][:k]]  # keep the dataset's k classes
+    layers[0][0] = layers[0][0][:d]  # the eager call pads features to max_features
+    layers[-1] = [layers[-1][0][:, :k], layers[-1][1][:k]]  # the dataset's k classes
     return Child(tuple(map(tuple, layers)), child.mean[:d], child.std[:d])

@@ -68,8 +68,10 @@ def plot(runs: list[dict], path: str | Path, window: int = 20, compare: bool = F
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for run, offset in zip(runs, offsets(runs, compare), strict=True):
         steps = np.array([m["step"] for m in run["metrics"]])
-        loss = np.array([m["loss"] for m in run["metrics"]])
         datasets = offset + steps * run["metrics"][-1].get("datasets_per_step", 1)
+        has_loss = np.array([m["loss"] is not None for m in run["metrics"]])  # None: no valid dataset
+        loss = np.array([m["loss"] for m in run["metrics"] if m["loss"] is not None], float)
+        datasets = datasets[has_loss]
         (raw,) = ax.plot(datasets, loss, alpha=0.3, lw=0.8)
         if len(loss) >= window:
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")

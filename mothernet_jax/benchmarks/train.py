@@ -4,11 +4,13 @@
     python -m mothernet_jax.benchmarks.train                         # GPU: paper and small; CPU: tiny and small
 
 Each preset runs the real training step (`TrainStep`: prior on device -> generate -> child loss ->
-AdamW) on every device. It first compiles the step for every split bucket the run will visit (the
-compile time printed), then times `--steps` steps with the training schedule's random split
-positions (or a fixed `--split`), blocking only at the end. MFU counts model FLOPs at the drawn
-split positions (no padding), forward + backward = 3 x forward, against the bf16 dense peak of the
-device (H100: 989 TFLOP/s); it is not reported on CPU. The prior alone is timed too, for scale.
+AdamW) on every device. It first compiles, as training does, the prior (once: the split is traced)
+and the step for every split bucket the run will visit (in parallel threads), printing the seconds
+of each and how often the prior was compiled, then runs two untimed steps and times `--steps`
+steady steps with the training schedule's random split positions (or a fixed `--split`), blocking
+only at the end. MFU counts model FLOPs at the drawn split positions (no padding), forward +
+backward = 3 x forward, against the bf16 dense peak of the device (H100 and H200: 989 TFLOP/s);
+it is not reported on CPU. The prior alone (the same compiled function) is timed too, for scale.
 
 Reference (DESIGN.md section 5, one H100): 262 datasets/s for the reference's bare step at batch 64,
 65 datasets/s for its default loop; the goal here is at least 1,300 datasets/s end to end.
@@ -29,7 +31,7 @@ from mothernet_jax.model.mothernet import count_params
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.mesh import make_mesh
-from mothernet_jax.train.step import learning_rate
+from mothernet_jax.train.schedule import learning_rate
 
 # bf16 dense peak FLOP/s per chip, matched as substrings of `device.device_kind`
 PEAK_BF16 = {
@@ -88,16 +90,13 @@ def bench_config(name: str, backend: str, batch_size: int | None, devices: int) 
     return config.replace(batch_size=batch, prior_batch=batch // devices, accumulation=((0, 1),))
 
 
-def time_prior(config, split: int, repeats: int = 3) -> float:
-    """Datasets/s of `priors.sample_batch` alone (one device, one call of `prior_batch`)."""
-    import priors
-
-    sample = jax.jit(lambda key: priors.sample_batch(key, config.prior, config.prior_batch, split))
-    jax.block_until_ready(sample(jax.random.key(0)))
+def time_prior(stepper: TrainStep, split: int, repeats: int = 3) -> float:
+    """Datasets/s of the training's compiled prior function alone (every device of the mesh)."""
+    jax.block_until_ready(stepper.sample(0, split))
     began = time.perf_counter()
     for i in range(repeats):
-        jax.block_until_ready(sample(jax.random.key(i + 1)))
-    return repeats * config.prior_batch / (time.perf_counter() - began)
+        jax.block_until_ready(stepper.sample(i + 1, split))
+    return repeats * stepper.config.datasets_per_step(0) / (time.perf_counter() - began)
 
 
 def run(
@@ -110,19 +109,26 @@ def run(
     attention: str | None = None,
     dtype: str | None = None,
     prior: bool = True,
+    config: train_config.TrainConfig | None = None,
+    mesh=None,
+    threads: int | None = None,
+    compiler_options: dict | None = None,
 ) -> dict:
-    mesh = make_mesh(jax.devices()[:devices] if devices else None)
+    """Compile and time the training step of preset `name` (or of `config` as given: no batch or
+    dtype changes); returns the figures as a dict."""
+    mesh = mesh if mesh is not None else make_mesh(jax.devices()[:devices] if devices else None)
     device = mesh.devices.flat[0]
     backend = device.platform
-    config = bench_config(name, backend, batch_size, mesh.size)
+    if config is None:
+        config = bench_config(name, backend, batch_size, mesh.size)
+        if dtype is None and backend == "cpu":
+            dtype = "float32"  # bf16 matmuls are emulated (slow) on CPU; nobody trains that way
+        if dtype:
+            config = config.replace(model=config.model.replace(dtype=dtype))
     if attention:
         config = config.replace(attention=attention)
-    if dtype is None and backend == "cpu":
-        dtype = "float32"  # bf16 matmuls are emulated (slow) on CPU; nobody trains that way
-    if dtype:
-        config = config.replace(model=config.model.replace(dtype=dtype))
     steps = steps or STEPS["gpu" if backend != "cpu" else "cpu"]
-    stepper = TrainStep(config, mesh)
+    stepper = TrainStep(config, mesh, compiler_options=compiler_options)
     rows = stepper.shapes.rows
     splits = [split] * steps if split else [stepper.split(s) for s in range(steps)]
     buckets = sorted({stepper.bucket(s) for s in splits})
@@ -148,35 +154,45 @@ def run(
         flush=True,
     )
     state = stepper.init()
-    lr = np.float32(learning_rate(config, config.warmup_steps))
-    # -- compile every bucket the timed steps visit (first call = compile + one step) -----------
-    compile_seconds = {}
-    for bucket in buckets:
-        some_split = next(s for s in splits if stepper.bucket(s) == bucket)
-        began = time.perf_counter()
-        args = (np.int32(some_split), lr)
-        state, metrics = stepper.function(bucket, 1, state, *args)(state, *args)
-        jax.block_until_ready(metrics)
-        compile_seconds[bucket] = time.perf_counter() - began
-        print(f"  compiled bucket {bucket}: {compile_seconds[bucket]:.1f} s", flush=True)
-    # -- the timed steps: the training path, blocking only at the end ------------------------------
+    lr = float(learning_rate(config, config.warmup_steps))
+    # -- compile as training does: the prior once, then every bucket the timed steps visit -------
+    compiled = stepper.compile([(b, 1) for b in buckets], threads=threads)
+    compile_seconds = {b: t for (b, _), t in ((k, v) for k, v in compiled.items() if isinstance(k, tuple))}
+    prior_compiles = stepper.prior_traces
+    for bucket, seconds in compile_seconds.items():
+        print(f"  compiled bucket {bucket}: {seconds:.1f} s (lowering + compiling)", flush=True)
+    print(
+        f"  prior: compiled {prior_compiles} time(s) for {len(buckets)} bucket(s)"
+        + (f", {compiled['prior']:.1f} s" if "prior" in compiled else " (earlier in this process)"),
+        flush=True,
+    )
+    # -- two untimed steps, then the timed steady steps: the training path, blocking at the end ---
     if split:
-        step_fn = stepper.function(stepper.bucket(split), 1, state, np.int32(split), lr)
-        call = lambda state, s: step_fn(state, np.int32(split), lr)
+        bucket = stepper.bucket(split)
+
+        def call(state, s, rate):
+            return stepper.function(bucket, 1)(
+                state, stepper.sample(s, split), np.int32(split), np.float32(rate)
+            )
     else:
         call = stepper
+    for s in range(2):
+        state, metrics = call(state, s, lr)
+    jax.block_until_ready((state, metrics))
     began = time.perf_counter()
     for s in range(steps):
-        state, metrics = call(state, s)
+        state, metrics = call(state, s, lr)
     jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - began
-    datasets_per_s = steps * config.batch_size / seconds
+    datasets_per_s = sum(config.datasets_per_step(s) for s in range(steps)) / seconds
     flops = float(np.mean([flops_per_dataset(config.model, s, rows) for s in splits]))
     peak = peak_flops(device)
     mfu = datasets_per_s * flops / (peak * mesh.size) if peak else None
     info.update(
-        compile_seconds=sum(compile_seconds.values()),
+        compile_seconds=compiled.get("total", 0.0),
         compile_seconds_per_bucket=compile_seconds,
+        prior_compile_seconds=compiled.get("prior"),
+        prior_compiles=prior_compiles,
         step_seconds=seconds / steps,
         datasets_per_s=datasets_per_s,
         model_flops_per_dataset=flops,
@@ -185,16 +201,19 @@ def run(
         final_loss=float(np.asarray(jax.device_get(metrics["loss"]))),
     )
     per_bucket = ", ".join(f"{b}: {t:.1f}" for b, t in compile_seconds.items())
-    print(f"  compile: {info['compile_seconds']:.1f} s in total ({per_bucket})")
-    print(f"  step: {1e3 * info['step_seconds']:.1f} ms  ->  {datasets_per_s:,.1f} datasets/s end to end")
+    print(f"  compile: {info['compile_seconds']:.1f} s wall clock in total (per bucket {per_bucket})")
+    print(
+        f"  steady step: {1e3 * info['step_seconds']:.1f} ms  ->  {datasets_per_s:,.1f} datasets/s end to end"
+    )
     mfu_text = (
         f"{100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s x {mesh.size}" if mfu else "n/a on this backend"
     )
     print(f"  model FLOPs per dataset: {flops:.3g}; MFU {mfu_text}")
     if prior:
-        info["prior_datasets_per_s"] = time_prior(config, splits[0])
+        info["prior_datasets_per_s"] = time_prior(stepper, splits[0])
         print(
-            f"  prior alone (one device, batch {config.batch_size}): {info['prior_datasets_per_s']:,.1f} datasets/s"
+            f"  prior alone (batch {config.batch_size} on {mesh.size} device(s)): "
+            f"{info['prior_datasets_per_s']:,.1f} datasets/s"
         )
     return info
 
@@ -218,6 +237,11 @@ def main(argv=None) -> int:
         type=int,
         help="fix the split position (one bucket, one compile); default: random as training",
     )
+    parser.add_argument(
+        "--random-splits",
+        action="store_true",
+        help="on CPU too, random split positions as in training (one compiled step per bucket visited)",
+    )
     parser.add_argument("--devices", type=int, help="use the first N devices (default: all)")
     parser.add_argument("--attention", choices=("auto", "xla", "cudnn"), help="override the attention path")
     parser.add_argument(
@@ -226,6 +250,7 @@ def main(argv=None) -> int:
         help="compute dtype (default: the preset's; float32 on CPU)",
     )
     parser.add_argument("--no-prior", action="store_true", help="skip timing the prior alone")
+    parser.add_argument("--threads", type=int, help="threads compiling the buckets (default: one per bucket)")
     parser.add_argument("--compilation-cache", metavar="DIR", help="JAX persistent compilation cache folder")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -234,12 +259,15 @@ def main(argv=None) -> int:
     backend = jax.default_backend()
     presets = args.preset or (["tiny", "small"] if backend == "cpu" else ["paper", "small"])
     print(f"backend {backend}: {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    if backend == "cpu" and args.split is None and args.steps is None:
-        print("CPU: splits fixed at the mean position (one compile per preset); --split changes it")
+    fixed = backend == "cpu" and args.split is None and not args.random_splits
+    if fixed:
+        print(
+            "CPU: splits fixed at the mean position (one bucket per preset); --split or --random-splits change it"
+        )
     results = []
     for name in presets:
         split = args.split
-        if split is None and backend == "cpu":
+        if fixed:
             split = train_config.preset(name).prior.n_rows // 2
         results.append(
             run(
@@ -251,6 +279,7 @@ def main(argv=None) -> int:
                 attention=args.attention,
                 dtype=args.dtype,
                 prior=not args.no_prior,
+                threads=args.threads,
             )
         )
     if args.json:

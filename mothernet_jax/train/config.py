@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +24,11 @@ from mothernet_jax.config import ModelConfig
 
 ATTENTION = ("auto", "xla", "cudnn")
 OPTIMIZERS = ("adamw", "muon", "schedule_free_adamw")
+
+
+class ConfigError(ValueError):
+    """A training set-up that cannot run as asked (a bad setting, a work directory trained with
+    another model or prior, unreadable initial weights); the CLI prints it as one line."""
 
 
 def _default_prior():
@@ -37,7 +43,9 @@ class TrainConfig:
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # dtype: compute dtype
     prior: Any = dataclasses.field(default_factory=_default_prior)  # a priors.PriorConfig
-    steps: int = 100_000  # optimiser steps; also the length of the learning-rate schedule
+    steps: int = 100_000  # optimiser steps; the schedule's length unless a budget is set (then a cap)
+    budget_s: float = 0.0  # > 0: wall-clock seconds (compiles included, over resumes) to train for;
+    # the schedule then runs on the fraction of it spent, and the run stops by it (see schedule.py)
     seed: int = 0  # every random draw (init, tasks, splits) derives from it
     # -- batch -----------------------------------------------------------------------------------
     batch_size: int = 8  # datasets per micro-batch, over all devices and hosts together
@@ -50,6 +58,7 @@ class TrainConfig:
     # "schedule_free_adamw": schedule-free AdamW (evaluated at its averaged weights)
     learning_rate: float = 3e-5  # peak learning rate
     warmup_steps: int = 1_000  # linear warm-up from 0
+    warmup_fraction: float = 0.02  # under a budget: the warm-up's share of it, instead of warmup_steps
     min_learning_rate: float = 1e-8  # the cosine decays to this at `steps`
     adam_b1: float = 0.9
     adam_b2: float = 0.999
@@ -103,6 +112,14 @@ class TrainConfig:
         for name in ("learning_rate", "min_learning_rate", "adam_eps", "weight_decay", "grad_clip"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be non-negative, got {getattr(self, name)!r}")
+        if not (
+            isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s) and self.budget_s >= 0
+        ):
+            raise ValueError(
+                f"TrainConfig.budget_s must be a non-negative number of seconds, got {self.budget_s!r}"
+            )
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"TrainConfig.warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
         if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1):
             raise ValueError("TrainConfig.adam_b1 and adam_b2 must lie in [0, 1)")
         if self.min_split < 1:
@@ -189,15 +206,23 @@ class TrainConfig:
         """Apply `key=value` assignments; dotted keys reach nested configs (`model.dtype=bfloat16`).
 
         Values are parsed as JSON where they parse (numbers, true/false, null, lists), else taken as
-        strings; an int given for a float field becomes a float.
+        strings; an int given for a float field becomes a float. The assignments to one nested
+        config apply together (`prior.max_hidden=32` with `prior.width_buckets=[32]`); a later one
+        to the same key wins.
         """
-        config = self
+        changes: dict[str, Any] = {}
         for assignment in assignments:
             key, sep, text = assignment.partition("=")
-            if not sep or not key:
+            if not sep or not key.strip():
                 raise ValueError(f"--set expects key=value, got {assignment!r}")
-            config = _assign(config, key.strip().split("."), _parse_value(text.strip()), key)
-        return config
+            *parents, name = key.strip().split(".")
+            node = changes
+            for parent in parents:
+                node = node.setdefault(parent, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"--set {key.strip()!r} reaches into a value set whole before")
+            node[name] = (_parse_value(text.strip()), key.strip())
+        return _apply(self, changes)
 
 
 def _parse_value(text: str) -> Any:
@@ -207,19 +232,28 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _assign(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+def _apply(obj: Any, changes: dict[str, Any]) -> Any:
+    """`obj` with `changes` ({field: (value, full key)} or {field: {nested changes}}) applied in one
+    `dataclasses.replace` per config, so that its validation sees them all at once."""
     names = {f.name for f in dataclasses.fields(obj)}
-    head = path[0]
-    if head not in names:
-        raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
-    current = getattr(obj, head)
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown setting {full_key!r}: {head!r} has no sub-fields")
-        value = _assign(current, path[1:], value, full_key)
-    else:
-        value = _coerce(value, current, type(obj), head)
-    return dataclasses.replace(obj, **{head: value})
+    values = {}
+    for head, change in changes.items():
+        full_key = _a_key(change) if isinstance(change, dict) else change[1]
+        if head not in names:
+            raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
+        current = getattr(obj, head)
+        if isinstance(change, dict):
+            if not dataclasses.is_dataclass(current):
+                raise ValueError(f"unknown setting {full_key!r}: {head!r} has no sub-fields")
+            values[head] = _apply(current, change)
+        else:
+            values[head] = _coerce(change[0], current, type(obj), head)
+    return dataclasses.replace(obj, **values)
+
+
+def _a_key(changes: dict[str, Any]) -> str:
+    change = next(iter(changes.values()))
+    return _a_key(change) if isinstance(change, dict) else change[1]
 
 
 def _coerce(value: Any, current: Any, cls: type, name: str) -> Any:
@@ -291,10 +325,10 @@ def small() -> TrainConfig:
     """The shipped model: `small` (~4.7 M parameters, bf16 compute) on the paper prior (1152 rows,
     100 features, 10 classes), 512 datasets per step: one H100.
 
-    `mothernet-jax train --preset small --workdir runs/small --time-limit 3300 --export small.msgpack`.
+    `mothernet-jax train --preset small --workdir runs/small --budget 3300 --export small.msgpack`.
     30,000 steps = 15.4 M datasets; at the ~5,000 datasets/s targeted end to end on one H100 that is
-    about 50 minutes (`--steps` shortens the schedule to fit a budget; `--time-limit` stops cleanly
-    at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
+    about 50 minutes (`--budget` fits the schedule to a wall-clock budget instead; `--time-limit`
+    stops cleanly at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
     reference's 3e-5, and a large batch needs fewer, larger steps. `prior_batch` 512 draws the
     whole batch in one prior call (its best GPU throughput); on n devices set it to 512 / n.
     """

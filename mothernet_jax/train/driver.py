@@ -1,17 +1,23 @@
-"""The host-side driver of the train step: split positions, buckets, one compiled step each.
+"""The host-side driver of the train step: split positions, buckets, the compiled prior and steps.
 
 `TrainStep(config, mesh)` draws the split position of each optimiser step on the host (from the
-seed and the step number, so it is the same on every host and after a resume), picks its bucket,
-and calls the step compiled ahead of time for that bucket under `jax.shard_map` over the mesh.
-Compiled steps are cached across instances, so a resumed `train` call in the same process does
-not compile again. `PmapTrainStep` runs the same per-device function under `jax.pmap`.
+seed and the step number, so it is the same on every host and after a resume), samples the step's
+tasks with the prior function (compiled once: the split is traced), picks the bucket, and calls the
+step compiled ahead of time for that bucket, both under `jax.shard_map` over the mesh.
+`compile(plan(first, end))` compiles everything a run needs before its first step, the buckets in
+parallel threads. Compiled functions are cached across instances, so a resumed `train` call in the
+same process does not compile again. `PmapTrainStep` (pmap.py) runs the same per-device functions under
+`jax.pmap`.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
 import itertools
+import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,16 +25,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mothernet_jax.train.config import TrainConfig
+from mothernet_jax.train import schedule
+from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS, make_mesh, put_replicated, replicated
 from mothernet_jax.train.step import (
     TrainState,
+    device_sample,
     device_step,
     init_state,
-    learning_rate,
     prior_shapes,
     resolve_attention,
     split_bucket,
@@ -36,6 +43,7 @@ from mothernet_jax.train.step import (
 )
 
 SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (one transfer)
+PLAN_STEPS = 4096  # `TrainStep.plan` draws the splits of at most this many steps
 MAX_CACHED_FUNCTIONS = 32  # compiled steps kept across TrainStep instances (least recently used go)
 _FUNCTIONS: collections.OrderedDict = collections.OrderedDict()
 TRACES: collections.Counter = collections.Counter()  # traces per cache key (see TrainStep.traces)
@@ -67,9 +75,10 @@ def _split_block(key, first, *, low, high):
 class TrainStep:
     """`state, metrics = train_step(state, step)` over a data-parallel mesh.
 
-    Picks the step's split position and bucket on the host, and calls the step jitted for that
-    bucket (compiled once per (bucket, micro-batches); `traces` counts). The state is replicated
-    over `mesh` (`init` builds one); metrics are replicated scalars.
+    Picks the step's split position and bucket on the host, samples the tasks (the prior compiled
+    once; `prior_traces` counts), and calls the step jitted for that bucket (compiled once per
+    (bucket, micro-batches); `traces` counts). The state is replicated over `mesh` (`init` builds
+    one); metrics are replicated scalars.
     """
 
     def __init__(
@@ -95,10 +104,12 @@ class TrainStep:
         self.attention = resolve_attention(config)
         self._auto_cudnn = config.attention == "auto" and self.attention == "cudnn"
         # bookkeeping fields do not change the step: keep them out of the compilation cache key
-        self._step_config = config.replace(
+        self._init_config = config.replace(
             steps=1,
+            budget_s=0.0,
             learning_rate=0.0,
             warmup_steps=0,
+            warmup_fraction=0.0,
             min_learning_rate=0.0,
             accumulation=((0, 1),),
             max_split=None,
@@ -107,6 +118,7 @@ class TrainStep:
             log_every=1,
             init_weights=None,
         )
+        self._step_config = self._init_config.replace(seed=0)  # the tasks come from the prior function
         self._keys: dict[tuple[int, int], tuple] = {}
         self._splits: tuple[int, np.ndarray | None] = (-1, None)
 
@@ -117,19 +129,19 @@ class TrainStep:
     def _check(self):
         config, rows, features = self.config, self.shapes.rows, self.shapes.features
         if features > config.model.max_features:
-            raise ValueError(
+            raise ConfigError(
                 f"the prior emits {features} features, the model reads {config.model.max_features}"
             )
         prior_classes = getattr(config.prior, "max_classes", None)
         if prior_classes is not None and prior_classes > config.model.max_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"the prior draws {prior_classes} classes, the model has {config.model.max_classes}"
             )
         if not config.min_split < rows:
-            raise ValueError(f"min_split ({config.min_split}) must be below the prior's {rows} rows")
+            raise ConfigError(f"min_split ({config.min_split}) must be below the prior's {rows} rows")
         calls = config.batch_size // config.prior_batch
         if calls % self.n_devices:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size / prior_batch = {calls} prior calls per micro-batch must be a multiple of "
                 f"the {self.n_devices} devices"
             )
@@ -163,64 +175,201 @@ class TrainStep:
 
     # -- compiled functions ------------------------------------------------------------------------
 
-    def _device_fn(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
+    def _placement(self):
+        return self.mesh if self.mesh is not None else tuple(self.devices)
+
+    def _prior_key(self) -> tuple:
+        options = tuple(sorted(self.compiler_options.items()))
+        config = self.config
+        return ("prior", options, type(self).__name__, config.prior, config.seed, config.prior_batch,
+                self.local_calls, self.sample_fn, self._placement())  # fmt: skip
+
+    def _cache_key(self, bucket: int, micro_batches: int) -> tuple:
+        options = tuple(sorted(self.compiler_options.items()))
+        return ("step", options, type(self).__name__, self._step_config, self._placement(),
+                self.attention, bucket, micro_batches)  # fmt: skip
+
+    def _prior_fn(self, cache_key: tuple) -> Callable:
+        return functools.partial(
+            device_sample,
+            config=self.config,
+            sample_fn=self.sample_fn,
+            local_calls=self.local_calls,
+            axis_name=DATA_AXIS,
+            on_trace=lambda: TRACES.update([cache_key]),
+        )
+
+    def _device_fn(self, bucket: int, cache_key: tuple) -> Callable:
         return functools.partial(
             device_step,
             config=self._step_config,
-            sample_fn=self.sample_fn,
             bucket=bucket,
-            micro_batches=micro_batches,
-            local_calls=self.local_calls,
             axis_name=DATA_AXIS,
             attention=self.attention,
             on_trace=lambda: TRACES.update([cache_key]),
         )
 
-    def _build(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
+    def _build_prior(self, cache_key: tuple) -> Callable:
         sharded = jax.shard_map(
-            self._device_fn(bucket, micro_batches, cache_key),
+            self._prior_fn(cache_key),
             mesh=self.mesh,
             in_specs=(P(), P(), P()),
+            out_specs=P(DATA_AXIS),
+            check_vma=False,
+        )
+        return jax.jit(sharded)
+
+    def _build(self, bucket: int, cache_key: tuple) -> Callable:
+        sharded = jax.shard_map(
+            self._device_fn(bucket, cache_key),
+            mesh=self.mesh,
+            in_specs=(P(), P(DATA_AXIS), P(), P()),
             out_specs=(P(), P()),
             check_vma=False,
         )
         return jax.jit(sharded, donate_argnums=0)
 
-    def _cache_key(self, bucket: int, micro_batches: int) -> tuple:
-        placement = self.mesh if self.mesh is not None else tuple(self.devices)
-        options = tuple(sorted(self.compiler_options.items()))
+    def _prior_example(self) -> tuple:
+        return (np.int32(0), np.int32(0), np.int32(self.config.min_split))
+
+    def _step_example(self, micro_batches: int, tasks=None) -> tuple:
+        """Abstract arguments of the step: the state, the tasks (as the prior returns them, sharded
+        over the mesh; default: the compiled prior's), split, rate."""
+        if tasks is None:
+            tasks = self.prior_function().out_info
+        sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+        tasks = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=sharding), tasks)
         return (
-            options,
-            type(self).__name__,
-            self._step_config,
-            self.sample_fn,
-            placement,
-            self.attention,
-            bucket,
-            micro_batches,
+            self.abstract_state(),
+            (tasks,) * micro_batches,
+            np.int32(self.config.min_split),
+            np.float32(0),
         )
 
+    def prior_function(self) -> Callable:
+        """The compiled `(step, micro, split) -> priors.Task` (all () int32): the tasks of one
+        micro-batch, sharded over the mesh's data axis. Compiled once per prior configuration and
+        devices (the split is traced), shared by every `TrainStep` of them."""
+        key = self._prior_key()
+        if key not in _FUNCTIONS:
+            function = self._build_prior(key)
+            _FUNCTIONS[key] = self._finish(self._lower(function, self._prior_example()), "prior")
+            self._evict()
+        _FUNCTIONS.move_to_end(key)
+        return _FUNCTIONS[key]
+
     def function(self, bucket: int, micro_batches: int, *example) -> Callable:
-        """The compiled `(state, split, learning_rate) -> (state, metrics)` for one bucket, compiled
-        ahead of time for the `example` arguments, and shared by every `TrainStep` of the same
-        config and devices (a resumed `train` call in the same process does not compile again).
+        """The compiled `(state, tasks, split, learning_rate) -> (state, metrics)` for one bucket
+        (`tasks`: one Task per micro-batch, from `prior_function`), compiled ahead of time for
+        `example` (default: abstract arguments) and shared by every `TrainStep` of the same config
+        and devices (a resumed `train` call in the same process does not compile again).
 
         With several processes, all of them finish compiling before any runs the step: the first
         collective must not wait for a slower compiler (gloo gives up after 30 s)."""
         key = self._cache_key(bucket, micro_batches)
         self._keys[(bucket, micro_batches)] = key
-        if key in _FUNCTIONS:
-            _FUNCTIONS.move_to_end(key)
-        else:
-            _FUNCTIONS[key] = self._compile(self._build(bucket, micro_batches, key), example)
-            while len(_FUNCTIONS) > MAX_CACHED_FUNCTIONS:
-                _FUNCTIONS.popitem(last=False)
+        if key not in _FUNCTIONS:
+            example = example or self._step_example(micro_batches)
+            lowered = self._lower(self._build(bucket, key), example)
+            _FUNCTIONS[key] = self._finish(lowered, f"step {bucket}x{micro_batches}")
+            self._evict()
+        _FUNCTIONS.move_to_end(key)
         return _FUNCTIONS[key]
 
-    def _compile(self, function: Callable, example: tuple) -> Callable:
-        compiled = function.lower(*example).compile(compiler_options=self.compiler_options or None)
-        wait_for_all_processes(f"mothernet-jax train step compiled #{next(_COMPILATIONS)}")
+    def plan(self, first: int, end: int) -> list[tuple[int, int]]:
+        """The (bucket, micro-batches) pairs that steps [first, end) run: the buckets of their split
+        positions (every bucket when they are more than PLAN_STEPS steps), for each micro-batch
+        count of the first PLAN_STEPS steps (later accumulation phases compile when they start)."""
+        stop = min(end, first + PLAN_STEPS)
+        if end > stop:
+            buckets = set(self.buckets())
+        else:
+            buckets = {self.bucket(self.split(s)) for s in range(first, stop)}
+        starts = [first] + [start for start, _ in self.config.accumulation if first < start < stop]
+        micro = {self.config.micro_batches(s) for s in starts}
+        return sorted((b, m) for b in buckets for m in micro)
+
+    def compile(self, pairs: Sequence[tuple[int, int]], *, threads: int | None = None) -> dict[Any, float]:
+        """Compile the prior and the step of each (bucket, micro-batches) pair now, before the first
+        step. Lowering (tracing) runs here, one at a time; the XLA compilations run in `threads`
+        threads as each is lowered (default: one per part, at most the CPU count; XLA releases the
+        GIL), a failed one again alone. Returns seconds per part: "prior" and each pair (its
+        lowering + compilation), and "total" (wall clock); parts compiled earlier in this process
+        are left out."""
+        began = time.perf_counter()
+        try:
+            seconds = self._compile_parts(pairs, threads)
+        except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
+            if not self._auto_cudnn:
+                raise
+            self._fall_back_to_xla(error)
+            seconds = self._compile_parts(pairs, threads)
+        seconds["total"] = time.perf_counter() - began
+        return seconds
+
+    def _compile_parts(self, pairs, threads) -> dict[Any, float]:
+        parts = []  # (name, cache key, build, example); the prior first: the steps read its shapes
+        prior_key, tasks = self._prior_key(), None
+        if prior_key not in _FUNCTIONS:
+            parts.append(("prior", prior_key, lambda: self._build_prior(prior_key), self._prior_example()))
+        for bucket, micro_batches in pairs:
+            key = self._cache_key(bucket, micro_batches)
+            self._keys[(bucket, micro_batches)] = key
+            if key not in _FUNCTIONS:
+                parts.append(
+                    ((bucket, micro_batches), key, functools.partial(self._build, bucket, key), None)
+                )
+
+        def compile_one(lowered):
+            began = time.perf_counter()
+            try:
+                compiled = lowered.compile(compiler_options=self.compiler_options or None)
+            except Exception as error:  # retried alone below
+                compiled = error
+            return compiled, time.perf_counter() - began
+
+        seconds: dict[Any, float] = {}
+        jobs = []
+        threads = threads or min(len(parts), os.cpu_count() or 1)
+        with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+            for name, key, build, example in parts:
+                began = time.perf_counter()
+                if example is None:  # a step: tasks as the prior returns them
+                    example = self._step_example(name[1], tasks)
+                lowered = self._lower(build(), example)
+                if name == "prior":
+                    tasks = lowered.out_info
+                seconds[name] = time.perf_counter() - began
+                jobs.append((name, key, lowered, pool.submit(compile_one, lowered)))
+            results = [(name, key, lowered, future.result()) for name, key, lowered, future in jobs]
+        for name, key, lowered, (compiled, compile_s) in results:
+            if isinstance(compiled, Exception):  # a failure in parallel may be the parallelism's
+                began = time.perf_counter()
+                compiled = lowered.compile(compiler_options=self.compiler_options or None)
+                compile_s = time.perf_counter() - began
+            wait_for_all_processes(f"mothernet-jax train {name} compiled #{next(_COMPILATIONS)}")
+            _FUNCTIONS[key] = compiled
+            seconds[name] += compile_s
+        self._evict()
+        return seconds
+
+    def _lower(self, function: Callable, example: tuple):
+        return function.lower(*example)
+
+    def _finish(self, lowered, what: str) -> Callable:
+        compiled = lowered.compile(compiler_options=self.compiler_options or None)
+        wait_for_all_processes(f"mothernet-jax train {what} compiled #{next(_COMPILATIONS)}")
         return compiled
+
+    @staticmethod
+    def _evict() -> None:
+        while len(_FUNCTIONS) > MAX_CACHED_FUNCTIONS:
+            _FUNCTIONS.popitem(last=False)
+
+    def _fall_back_to_xla(self, error: Exception) -> None:
+        warnings.warn(f"cuDNN attention failed ({type(error).__name__}: {error}); using XLA", stacklevel=3)
+        self.attention, self._auto_cudnn = None, False
+        self._keys.clear()
 
     def trace_count(self, bucket: int, micro_batches: int = 1) -> int:
         """How often any `TrainStep` of this config and devices traced the step for this bucket."""
@@ -231,84 +380,56 @@ class TrainStep:
         """How often the step was traced (= compiled) per (bucket, micro-batches), for this config."""
         return collections.Counter({bm: TRACES[key] for bm, key in self._keys.items()})
 
-    def __call__(self, state: TrainState, step: int) -> tuple[TrainState, dict[str, jax.Array]]:
+    @property
+    def prior_traces(self) -> int:
+        """How often the prior was traced (= compiled) for this prior configuration and devices."""
+        return TRACES[self._prior_key()]
+
+    def sample(self, step: int, split: int) -> tuple:
+        """The tasks of optimiser step `step` at split position `split`: one Task per micro-batch."""
+        sample = self.prior_function()
+        args = (np.int32(step), np.int32(split))
+        return tuple(sample(args[0], np.int32(m), args[1]) for m in range(self.config.micro_batches(step)))
+
+    def __call__(
+        self, state: TrainState, step: int, learning_rate: float | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Optimiser step `step` at `learning_rate` (default: the step-based schedule's rate)."""
         split = self.split(step)
         bucket, micro_batches = self.bucket(split), self.config.micro_batches(step)
-        args = (np.int32(split), np.float32(learning_rate(self.config, step)))
+        rate = schedule.learning_rate(self.config, step) if learning_rate is None else learning_rate
+        args = (self.sample(step, split), np.int32(split), np.float32(rate))
         first = (bucket, micro_batches) not in self._keys
         try:
             return self.function(bucket, micro_batches, state, *args)(state, *args)
         except Exception as error:  # the fused attention may reject a shape: fall back once to XLA
             if not (first and self._auto_cudnn):
                 raise
-            warnings.warn(
-                f"cuDNN attention failed ({type(error).__name__}: {error}); using XLA", stacklevel=2
-            )
-            self.attention, self._auto_cudnn = None, False
-            self._keys.clear()
+            self._fall_back_to_xla(error)
             return self.function(bucket, micro_batches, state, *args)(state, *args)
 
     # -- state -----------------------------------------------------------------------------------
 
     def init(self, params=None) -> TrainState:
-        """A fresh replicated state; from host `params` (e.g. loaded weights) if given."""
-        sharding = replicated(self.mesh)
+        """A fresh replicated state; from host `params` (e.g. loaded weights) if given. The jitted
+        initialisation is kept per config and mesh (a resumed `train` call does not compile it)."""
+        key = ("init", self._init_config, self._placement(), params is None)
+        if key not in _FUNCTIONS:
+            _FUNCTIONS[key] = jax.jit(
+                functools.partial(init_state, self._init_config), out_shardings=replicated(self.mesh)
+            )
+            self._evict()
         if params is None:
-            return jax.jit(lambda: init_state(self.config), out_shardings=sharding)()
-        params = put_replicated(params, self.mesh)
-        return jax.jit(lambda p: init_state(self.config, p), out_shardings=sharding)(params)
+            return _FUNCTIONS[key]()
+        return _FUNCTIONS[key](put_replicated(params, self.mesh))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
-        shapes = jax.eval_shape(lambda: init_state(self.config))
-        sharding = replicated(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
-
-
-class PmapTrainStep(TrainStep):
-    """The same step under `jax.pmap(axis_name="data")`: the state carries a leading device axis
-    (`replicate` / `unreplicate`), metrics too."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        devices: Sequence[jax.Device] | None = None,
-        *,
-        sample_fn: Callable | None = None,
-        compiler_options: dict[str, Any] | None = None,
-    ):
-        self.devices = list(jax.local_devices() if devices is None else devices)
-        super().__init__(config, None, sample_fn=sample_fn, compiler_options=compiler_options)
-
-    def _setup_devices(self, mesh):
-        self.mesh = None
-        self.n_devices = len(self.devices)
-
-    def _build(self, bucket: int, micro_batches: int, cache_key: tuple) -> Callable:
-        return jax.pmap(
-            self._device_fn(bucket, micro_batches, cache_key),
-            axis_name=DATA_AXIS,
-            in_axes=(0, None, None),
-            devices=self.devices,
-            donate_argnums=0,
-        )
-
-    def _compile(self, function: Callable, example: tuple) -> Callable:
-        if not self.compiler_options:
-            return function  # pmap compiles on its first call (one process: nothing to wait for)
-        return function.lower(*example).compile(compiler_options=self.compiler_options)
-
-    def replicate(self, tree):
-        n = self.n_devices
-        return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
-
-    @staticmethod
-    def unreplicate(tree):
-        return jax.tree.map(lambda x: x[0], tree)
-
-    def init(self, params=None) -> TrainState:
-        state = jax.jit(lambda p: init_state(self.config, p))(params)
-        return self.replicate(jax.device_get(state))
-
-    def abstract_state(self) -> TrainState:
-        raise NotImplementedError("checkpointing runs on the mesh step (TrainStep)")
+        key = ("abstract state", self._init_config, self._placement())
+        if key not in _FUNCTIONS:
+            shapes = jax.eval_shape(functools.partial(init_state, self._init_config))
+            sharding = replicated(self.mesh)
+            _FUNCTIONS[key] = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
+            )
+        return _FUNCTIONS[key]

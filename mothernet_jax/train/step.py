@@ -1,13 +1,15 @@
-"""The train step: prior -> generate -> child loss -> AdamW, one pure function, jitted per split bucket.
+"""The train step: prior -> generate -> child loss -> AdamW, two pure functions, all on device.
 
-One optimiser step, all on device:
+`device_sample` draws the tasks; it is jitted once (the step, micro-batch and split are traced), so
+the prior compiles once per configuration. `device_step` is the optimiser step on those tasks,
+jitted per split bucket (the padded number of training rows is its static shape):
 
 1. keys: `fold_in(task_root, step)`, then per micro-batch `fold_in(., micro)`, then per prior call
    `fold_in(., global_call_index)`. Each device samples only its own calls, and the tasks depend on
    the global index alone, so the result does not depend on how many devices share the batch.
 2. `priors.sample_batch` draws the tasks for the step's split position s (drawn on the host from
-   the seed and the step, see `driver.TrainStep.split`); the training rows are padded to a bucket
-   (a multiple of `split_bucket` rows), the static shape this function is compiled for.
+   the seed and the step, see `driver.TrainStep.split`); the step pads the training rows to a
+   bucket (a multiple of `split_bucket` rows).
 3. `generate_layers` on the padded training rows (padding masked as keys), the child's logits on
    the test rows (rows >= s), cross-entropy over all max_classes logits, mean per dataset, then mean
    over the valid datasets of the whole (global, accumulated) batch.
@@ -15,13 +17,14 @@ One optimiser step, all on device:
    optimiser (`make_optimizer`: AdamW, Muon or schedule-free AdamW), and the moving average of
    the weights where `ema_decay` is on.
 
-The per-device function runs under `jax.shard_map` over a one-axis mesh (`TrainStep`) or under
+The per-device functions run under `jax.shard_map` over a one-axis mesh (`TrainStep`) or under
 `jax.pmap` (`PmapTrainStep`) with the same axis name; both give the same numbers. The host-side
 driver that picks the split and the compiled bucket is `driver.py`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -68,17 +71,6 @@ def split_key(seed: int) -> jax.Array:
 
 
 # -- optimiser ----------------------------------------------------------------------------------------
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate of optimiser step `step` (host-side): linear warm-up to the peak (step
-    w - 1 reaches w/(w+1) of it), then cosine decay to the floor at `config.steps`."""
-    peak, floor = float(config.learning_rate), float(config.min_learning_rate)
-    warmup = config.warmup_steps
-    if step < warmup:
-        return peak * (step + 1) / (warmup + 1)
-    progress = min(max((step - warmup) / max(config.steps - warmup, 1), 0.0), 1.0)
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _partition(transforms: dict, labels) -> optax.GradientTransformation:
@@ -199,8 +191,9 @@ class PriorShapes(NamedTuple):
     features: int  # feature columns the prior emits (<= the model's max_features)
 
 
+@functools.lru_cache(maxsize=32)
 def prior_shapes(prior, sample_fn: Callable) -> PriorShapes:
-    """The task shapes of a prior config, from `jax.eval_shape` (nothing is sampled)."""
+    """The task shapes of a prior config, from `jax.eval_shape` (nothing is sampled; kept)."""
     task = jax.eval_shape(lambda key: sample_fn(key, prior, 1, 2), jax.random.key(0))
     _, rows, features = task.x.shape
     return PriorShapes(int(rows), int(features))
@@ -276,59 +269,76 @@ def _loss_sum(params, task, split, **kwargs):
     return jnp.sum(jnp.where(valid, per_dataset, 0.0)), jnp.sum(valid).astype(jnp.float32)
 
 
-# -- the per-device step --------------------------------------------------------------------------------
+# -- the per-device prior and step ------------------------------------------------------------------------
+
+
+def device_sample(
+    step: jax.Array,
+    micro: jax.Array,
+    split: jax.Array,
+    *,
+    config: TrainConfig,
+    sample_fn: Callable,
+    local_calls: int,
+    axis_name: str = DATA_AXIS,
+    on_trace: Callable[[], None] = lambda: None,
+):
+    """The tasks of micro-batch `micro` of optimiser step `step`, as drawn by one device of the
+    `axis_name` axis: prior calls [device * local_calls, (device + 1) * local_calls).
+
+    step, micro, split: () int32, all traced (one compilation serves every step and bucket).
+    Returns a `priors.Task` of local_calls * prior_batch datasets (x: (B, R, F)).
+    """
+    on_trace()
+    key = jax.random.fold_in(task_key(config.seed, step), micro)
+    calls = jax.lax.axis_index(axis_name) * local_calls + jnp.arange(local_calls)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, calls)
+    draw = lambda k: sample_fn(k, config.prior, config.prior_batch, split)
+    if local_calls == 1:
+        return draw(keys[0])
+    # lax.map, not vmap: each call keeps its unbatched size choices (DESIGN.md section 4)
+    tasks = jax.lax.map(draw, keys)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), tasks)
 
 
 def device_step(
     state: TrainState,
+    tasks: tuple,
     split: jax.Array,
     learning_rate: jax.Array,
     *,
     config: TrainConfig,
-    sample_fn: Callable,
     bucket: int,
-    micro_batches: int,
-    local_calls: int,
     axis_name: str = DATA_AXIS,
     attention: str | None = None,
     on_trace: Callable[[], None] = lambda: None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step as seen by one device of the `axis_name` axis (shard_map or pmap).
 
-    state: replicated; split: () int32; learning_rate: () float32. The device draws prior calls
-    [device * local_calls, (device + 1) * local_calls) of each micro-batch.
+    state: replicated; tasks: one `priors.Task` per micro-batch (this device's share, from
+    `device_sample`), training rows padded to `bucket`; split: () int32; learning_rate: () float32.
     Returns the new (replicated) state and scalar metrics of the global batch.
     """
     on_trace()
+    micro_batches = len(tasks)
     floor = bucket_floor(bucket, config.split_bucket)
     loss_kwargs = dict(model=config.model, bucket=bucket, floor=floor, attention=attention)
-    step_key = task_key(config.seed, state.step)
-    calls = jax.lax.axis_index(axis_name) * local_calls + jnp.arange(local_calls)
 
-    def sample(key):
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, calls)
-        draw = lambda k: sample_fn(k, config.prior, config.prior_batch, split)
-        if local_calls == 1:
-            return draw(keys[0])
-        # lax.map, not vmap: each call keeps its unbatched size choices (DESIGN.md section 4)
-        tasks = jax.lax.map(draw, keys)
-        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), tasks)
-
-    def micro(index):
-        tasks = sample(jax.random.fold_in(step_key, index))
+    def micro(task):
         grad_fn = jax.value_and_grad(_loss_sum, has_aux=True)
-        (loss_sum, count), grads = grad_fn(state.params, tasks, split, **loss_kwargs)
+        (loss_sum, count), grads = grad_fn(state.params, task, split, **loss_kwargs)
         return grads, loss_sum, count
 
     if micro_batches == 1:
-        totals = micro(0)
+        totals = micro(tasks[0])
     else:
 
-        def body(carry, index):
-            return jax.tree.map(jnp.add, carry, micro(index)), None
+        def body(carry, task):
+            return jax.tree.map(jnp.add, carry, micro(task)), None
 
         zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.float32(0), jnp.float32(0))
-        totals, _ = jax.lax.scan(body, zeros, jnp.arange(micro_batches))
+        stacked = jax.tree.map(lambda *parts: jnp.stack(parts), *tasks)
+        totals, _ = jax.lax.scan(body, zeros, stacked)
     grads, loss_sum, count = jax.lax.psum(totals, axis_name)
     scale = 1.0 / jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g * scale, grads)
@@ -340,7 +350,7 @@ def device_step(
         rate = ema_rate(config, state.step)
         ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
     metrics = {
-        "loss": loss_sum * scale,
+        "loss": loss_sum * scale,  # 0 when no dataset of the batch is valid (valid_fraction 0)
         "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
         "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),

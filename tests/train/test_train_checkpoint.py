@@ -21,9 +21,10 @@ from train_helpers import (
     wait_for,
 )
 
+from mothernet_jax.pretrained import load_info, load_pretrained
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.loop import _StopSignals
+from mothernet_jax.train.run import StopSignals
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +60,17 @@ def test_stopping_and_resuming_equals_a_straight_run(tmp_path, straight):
 
 def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     config = make_config(learning_rate=1e30, warmup_steps=0, checkpoint_every=1)
+    exported = tmp_path / "weights.msgpack"
     with pytest.raises(NonFiniteLossError, match=r"non-finite \w+ \(\S+\) at step (\d+)") as info:
-        fast_train(config, tmp_path)
+        fast_train(config, tmp_path, export=exported)
     failed = int(re.search(r"at step (\d+)", str(info.value)).group(1))
     saved = committed_steps(tmp_path)
     assert saved and max(saved) <= failed
     assert f"last good checkpoint is step {max(saved)}" in str(info.value)
+    # the export holds that checkpoint's (finite) weights
+    load_pretrained(exported)  # checks that every array is finite
+    assert load_info(exported)["steps"] == max(saved)
+    assert load_info(exported)["stop_reason"] == "non_finite_loss"
     checkpoints = Checkpoints(tmp_path)
     try:
         state = checkpoints.restore(TrainStep(config, compiler_options=FAST_COMPILE).abstract_state())
@@ -75,11 +81,11 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
 
 def test_sigint_and_sigterm_ask_the_loop_to_stop():
     previous = signal.getsignal(signal.SIGINT)
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert signals.received == "SIGTERM"
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert signals.received == "SIGINT"
@@ -113,11 +119,13 @@ def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable
 
     watcher = threading.Thread(target=send_sigterm, daemon=True)
     watcher.start()
-    first = fast_train(config, workdir)
+    first = fast_train(config, workdir, export=tmp_path / "weights.msgpack")
     watcher.join()
     stopped = first.step
     assert first.stop_reason == "SIGTERM" and 5 <= stopped < 400
     assert max(committed_steps(workdir)) == stopped
+    info = load_info(tmp_path / "weights.msgpack")  # exported on the signal too
+    assert (info["steps"], info["stop_reason"]) == (stopped, "SIGTERM")
     assert "SIGTERM received" in capsys.readouterr().err
     # 2. the CLI resumes in a subprocess and is killed (SIGKILL) while writing its next checkpoint
     (tmp_path / "config.json").write_text(config.to_json())

@@ -9,7 +9,7 @@ from mothernet_jax import cli
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train.config import TrainConfig
-from mothernet_jax.train.step import learning_rate
+from mothernet_jax.train.schedule import BudgetClock, learning_rate
 
 
 @pytest.mark.parametrize("name", sorted(train_config.PRESETS))
@@ -115,12 +115,12 @@ def test_cli_help_documents_every_option(capsys):
 
 
 def test_cli_resolves_preset_steps_and_overrides(tmp_path, capsys):
-    argv = ["train", "--preset", "tiny", "--workdir", str(tmp_path), "--steps", "7"]
+    argv = ["train", "--preset", "tiny", "--workdir", str(tmp_path), "--steps", "7", "--budget", "90"]
     argv += ["--set", "model.dtype=bfloat16", "--set", "learning_rate=2e-4", "--print-config"]
     assert cli.main(argv) == 0
     config = TrainConfig.from_json(capsys.readouterr().out)
     assert config == train_config.tiny().replace(
-        steps=7, learning_rate=2e-4, model=train_config.tiny().model.replace(dtype="bfloat16")
+        steps=7, budget_s=90.0, learning_rate=2e-4, model=train_config.tiny().model.replace(dtype="bfloat16")
     )
     with pytest.raises(SystemExit, match="give --preset"):
         cli.main(["train", "--workdir", str(tmp_path / "empty"), "--print-config"])
@@ -128,3 +128,83 @@ def test_cli_resolves_preset_steps_and_overrides(tmp_path, capsys):
     saved.write_text(config.to_json())
     assert cli.main(["train", "--config", str(saved), "--workdir", str(tmp_path), "--print-config"]) == 0
     assert TrainConfig.from_json(capsys.readouterr().out) == config
+
+
+def test_a_budget_schedule_runs_on_the_fraction_of_the_budget_spent():
+    config = train_config.tiny().replace(
+        budget_s=100.0, warmup_fraction=0.1, learning_rate=1e-3, min_learning_rate=1e-6
+    )
+    rates = [learning_rate(config, 0, p / 1000) for p in range(1001)]
+    assert rates[0] == 0.0 and rates[50] == pytest.approx(0.5e-3) and rates[100] == pytest.approx(1e-3)
+    assert rates[:101] == sorted(rates[:101]) and rates[100:] == sorted(rates[100:], reverse=True)
+    assert rates[1000] == pytest.approx(1e-6)
+    assert learning_rate(config, 10**6, 0.1) == learning_rate(config, 0, 0.1)  # the step does not count
+
+
+def test_the_budget_clock_carries_what_earlier_runs_spent_and_reached():
+    clock = BudgetClock(100.0, spent_before=40.0, progress_before=0.5, started=1000.0)
+    assert clock.spent(1010.0) == 50.0 and clock.left(1010.0) == 50.0
+    # progress runs on from 0.5 to 1 when the budget less the reserve is spent
+    assert clock.step_progress(50.0, reserve=10.0) == 0.5
+    assert clock.step_progress(70.0, reserve=10.0) == pytest.approx(0.75)
+    assert clock.step_progress(60.0, reserve=10.0) == pytest.approx(0.75)  # never back
+    assert clock.step_progress(95.0, reserve=10.0) == pytest.approx(1.0)
+    assert clock.finish() == 1.0
+
+
+def test_settings_of_one_nested_config_apply_together():
+    settings = ["prior.max_hidden=32", "prior.width_buckets=[32]", "prior.max_features=10", "seed=3"]
+    config = train_config.tiny().with_overrides(settings)  # each alone would be refused
+    assert (config.prior.max_hidden, config.prior.width_buckets, config.seed) == (32, (32,), 3)
+    with pytest.raises(ValueError, match="max_hidden"):
+        train_config.tiny().with_overrides(["prior.max_hidden=32"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "-5"], "TrainConfig.steps must be a positive integer, got -5"),
+        (["--budget", "-1"], "TrainConfig.budget_s must be a non-negative number of seconds, got -1.0"),
+        (["--set", "warmup_fraction=1.5"], "TrainConfig.warmup_fraction must lie in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_settings_are_one_line_naming_the_problem(tmp_path, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--preset", "tiny", "--workdir", str(tmp_path), *extra])
+    assert str(exit_info.value.code) == f"mothernet-jax train: {message}"
+
+
+def test_a_bad_config_file_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text('{"steps": 3,')
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--config", str(tmp_path / "config.json"), "--workdir", str(tmp_path)])
+    text = str(exit_info.value.code)
+    assert text.startswith(f"mothernet-jax train: --config {tmp_path / 'config.json'}: ") and "\n" not in text
+
+
+def test_a_work_directory_of_another_model_and_a_bad_manifest_are_one_line(tmp_path, capsys):
+    import jax.numpy as jnp
+
+    from mothernet_jax.train.checkpoint import Checkpoints
+    from mothernet_jax.train.step import TrainState
+
+    # a work directory trained with the tiny preset (a checkpoint's config is read before its state)
+    checkpoints = Checkpoints(tmp_path / "tiny")
+    try:
+        checkpoints.save(TrainState(jnp.int32(0), {"w": jnp.zeros(2)}, {}), train_config.tiny(), 0)
+    finally:
+        checkpoints.close()
+    argv = ["train", "--preset", "small", "--workdir", str(tmp_path / "tiny"), "--devices", "1"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"mothernet-jax train: the checkpoint in {tmp_path / 'tiny'} was trained with another model config ("
+    )
+    assert "\n" not in err
+    # initial weights whose manifest is not JSON
+    (tmp_path / "w.msgpack").write_bytes(b"weights")
+    (tmp_path / "w.json").write_text("{not json")
+    argv = ["train", "--preset", "tiny", "--workdir", str(tmp_path / "new"), "--devices", "1"]
+    assert cli.main([*argv, "--init-weights", str(tmp_path / "w.msgpack")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mothernet-jax train: init_weights {tmp_path / 'w.msgpack'}: ") and "\n" not in err

@@ -29,19 +29,21 @@ def test_cli_trains_resumes_by_itself_and_logs(tmp_path, capsys):
 
 
 def test_a_time_limit_stops_cleanly_with_a_checkpoint(tmp_path):
+    """A limit already spent (by the compiles) stops before the first step: no step would fit."""
     result = fast_train(make_config(steps=1000), tmp_path, time_limit=1e-3)
-    assert result.stop_reason == "time_limit" and result.step == 1
-    assert committed_steps(tmp_path) == [1]
+    assert result.stop_reason == "time_limit" and result.step == 0
+    assert committed_steps(tmp_path) == [0]
 
 
 def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
-    from mothernet_jax.pretrained import load_pretrained
+    from mothernet_jax.pretrained import load_info, load_pretrained
 
     exported = tmp_path / "weights.msgpack"
     result = fast_train(make_config(steps=2), tmp_path / "a", export=exported)
     params, model = load_pretrained(exported)
     assert model == result.config.model
-    assert_trees_close(params, result.params, atol=1e-2)  # stored as bfloat16
+    assert_trees_close(params, result.params, atol=0.0)  # stored as float32: every bit
+    assert load_info(exported)["storage_dtype"] == "float32"
     config = make_config(steps=2, init_weights=str(exported))
     start = fast_train(config, tmp_path / "b", stop_at=0)
     assert start.step == 0 and committed_steps(tmp_path / "b") == [0]
@@ -56,8 +58,9 @@ def test_the_loss_falls_on_the_tiny_preset():
     most 0.85 x that of the first 50 (measured: about 0.5)."""
     result = train(train_config.tiny().replace(steps=300), None, progress=False)
     losses = np.asarray(result.losses)
-    assert len(losses) == 300 and np.all(np.isfinite(losses))
-    first, last = losses[:50].mean(), losses[-50:].mean()
+    # NaN: a batch of 8 without a valid dataset (rare; such a step has no loss)
+    assert len(losses) == 300 and np.sum(np.isfinite(losses)) >= 290
+    first, last = np.nanmean(losses[:50]), np.nanmean(losses[-50:])
     assert last <= 0.85 * first, (first, last)
 
 

@@ -107,12 +107,17 @@ def test_the_step_compiles_once_per_split_bucket():
     )
     buckets = [stepper.bucket(stepper.split(s)) for s in range(STUB.steps)]
     assert set(buckets) == {128, 256}, buckets  # this seed visits both buckets in 8 steps
+    # everything compiles before the first step (the buckets in two threads), the prior once
+    assert stepper.plan(0, STUB.steps) == [(128, 1), (256, 1)]
+    seconds = stepper.compile(stepper.plan(0, STUB.steps), threads=2)
+    assert set(seconds) == {"prior", (128, 1), (256, 1), "total"}
+    assert stepper.traces == {(128, 1): 1, (256, 1): 1} and stepper.prior_traces == 1
     state = stepper.init()
     for step in range(STUB.steps):
         state, metrics = stepper(state, step)
         assert np.isfinite(float(metrics["loss"]))
     assert int(state.step) == STUB.steps
-    assert stepper.traces == {(128, 1): 1, (256, 1): 1}
+    assert stepper.traces == {(128, 1): 1, (256, 1): 1} and stepper.prior_traces == 1
 
 
 def test_gradient_accumulation_averages_over_the_micro_batches():

@@ -1,0 +1,256 @@
+"""A lent GPU's session in one command: continue training the shipped weights for a wall-clock
+budget, export them to OUT, then measure the GPU figures in the time left.
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python -m mothernet_jax.gpu_session --out "$OUT" 2>&1 | tee "$OUT/session.log"
+
+Made for a machine that runs one command for at most 10 minutes, has no package index (run from the
+source checkout, nothing installed) and returns only the files under OUT (at most 8 of 16 MiB):
+
+1. checks that JAX sees a GPU, else exits at once (code 2; `--allow-cpu` runs anyway);
+2. trains `--preset` (small) from the shipped weights with RECIPE below for `--budget` seconds,
+   compiles included (the schedule is fitted to the budget), in a work directory outside OUT;
+3. exports to OUT/<preset>.msgpack and .json: a float32 inference config and the phase added to
+   the history; the arrays stored as bfloat16 like the shipped file (in float32 `small` would be
+   20 MB, over what a file may bring back). The export happens on every stop, a non-finite loss
+   included (then the last good checkpoint); metrics.jsonl is copied beside it;
+4. measures the figures DESIGN.md names for a GPU, each only if it is estimated to end before
+   `--deadline` seconds after the start, writing OUT/figures.json after each: end-to-end training
+   datasets/s and MFU of the trained configuration (its prior alone too), training datasets/s and
+   MFU for `paper` (batch 64, one bucket) with its prior alone, and `generate` latency 1000 x 100
+   for `paper`.
+
+RECIPE is the one place to change how the session trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+# The continuation recipe: `--set` assignments over the preset (see `mothernet-jax train --help`).
+RECIPE = (
+    # binary tasks only: the classifier puts every task to these weights as binary tasks
+    # (one-vs-rest, MODEL_CARD.md), so binary skill is all it uses
+    "prior.two_class_probability=1.0",
+    "seed=1",  # new tasks: the phases so far drew theirs from seed 0
+    "model.dtype=bfloat16",  # bf16 compute, float32 master weights; cuDNN attention on NVIDIA
+    # training rows padded to multiples of 256: 5 compiled shapes of the step (the prior compiles
+    # once for all), 1.26x the attention and MLP FLOPs of unpadded splits; 128 would be 9 shapes
+    # at 1.14x, 384 three at 1.44x, with each shape's compile time on the GPU not yet measured
+    "split_bucket=256",
+    "warmup_fraction=0.02",  # the first 2% of the budget
+    "checkpoint_every=500",  # the last good state for a non-finite loss (about a minute apart)
+    "log_every=50",
+)
+BUDGET_S = 420.0  # training, compiles included: 7 of the 10 minutes a command may run
+DEADLINE_S = 585.0  # seconds after the start by which the figures must end (as estimated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the session (see the module docstring); returns the exit code (2: no GPU or a bad setting)."""
+    began = time.monotonic()
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import jax
+
+    backend = jax.default_backend()
+    device = jax.devices()[0]
+    print(
+        f"gpu_session: backend {backend}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}"
+    )
+    if backend != "gpu" and not args.allow_cpu:
+        print(
+            f"gpu_session: no GPU: JAX's backend is {backend} ({device.device_kind}); this command "
+            "trains on a GPU (--allow-cpu runs it anyway)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from mothernet_jax.train.config import ConfigError, preset
+    from mothernet_jax.train.loop import NonFiniteLossError, train
+
+    try:
+        config = preset(args.preset).with_overrides([*RECIPE, *args.overrides]).replace(budget_s=args.budget)
+    except (ValueError, TypeError) as error:
+        print(f"gpu_session: {error}", file=sys.stderr)
+        return 2
+    init = args.init_weights or _shipped_weights(config)
+    if init.lower() != "none":
+        config = config.replace(init_weights=init)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mothernet-gpu-session-"))
+    export = out / f"{args.preset}.msgpack"
+    print(
+        f"gpu_session: training {args.preset} for {args.budget:.0f} s from {config.init_weights} in {workdir}"
+    )
+    report = {
+        "backend": backend,
+        "device": device.device_kind,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "recipe": [*RECIPE, *args.overrides],
+        "figures": {},
+        "skipped": {},
+    }
+    figures_path = out / "figures.json"
+    try:
+        result = train(config, workdir, export=export, export_dtype="bfloat16", progress=True)
+        report["training"] = {
+            "steps": result.step,
+            "first_step": result.first_step,
+            "stop_reason": result.stop_reason,
+            "seconds": result.seconds,
+            "budget_spent_s": result.budget_spent_s,
+            "compile_seconds": {str(k): v for k, v in result.compile_seconds.items()},
+        }
+    except (NonFiniteLossError, ConfigError) as error:  # the export (if any) is written already
+        report["training"] = {"error": str(error)}
+        print(f"gpu_session: training stopped: {error}", file=sys.stderr)
+    except Exception as error:  # an unforeseen failure: keep it in the log, measure the figures still
+        traceback.print_exc()
+        report["training"] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+    if (workdir / "metrics.jsonl").exists():
+        shutil.copyfile(workdir / "metrics.jsonl", out / "metrics.jsonl")
+    _write_json(figures_path, report)
+
+    deadline = began + args.deadline
+    for name, need, measure in _figures(args, config):
+        left = deadline - time.monotonic()
+        if left < need:
+            report["skipped"][name] = f"{left:.0f} s left, about {need:.0f} s needed"
+            print(f"gpu_session: skipped {name}: {report['skipped'][name]}")
+            continue
+        print(f"gpu_session: measuring {name} ({left:.0f} s left)", flush=True)
+        try:
+            report["figures"][name] = measure()
+        except Exception as error:  # a figure that fails must not lose the others
+            report["skipped"][name] = f"{type(error).__name__}: {error}"[:500]
+            print(f"gpu_session: {name} failed: {report['skipped'][name]}", file=sys.stderr)
+        _write_json(figures_path, report)
+    report["seconds"] = time.monotonic() - began
+    _write_json(figures_path, report)
+    print(
+        f"gpu_session: done in {report['seconds']:.0f} s; files in {out}: {sorted(p.name for p in out.iterdir())}"
+    )
+    return 0
+
+
+def _figures(args, config):
+    """(name, seconds it needs, measure) for each figure, most wanted first."""
+    from mothernet_jax.benchmarks import train as train_bench
+
+    def trained():
+        return train_bench.run(args.preset, config=config.replace(budget_s=0.0), steps=args.bench_steps)
+
+    def bench(name):
+        return lambda: train_bench.run(name, steps=args.bench_steps, split=_mean_split(name))
+
+    yield f"train_{args.preset}_as_trained", 20.0, trained  # compiled already: steps only
+    for name in args.bench_presets:
+        yield f"train_{name}", 100.0, bench(name)  # the prior and one bucket to compile
+    for name in args.generate_presets:
+        yield f"generate_{name}_1000x100", 30.0, lambda name=name: _generate_latency(name)
+
+
+def _mean_split(name: str) -> int:
+    from mothernet_jax.train.config import preset
+
+    return preset(name).prior.n_rows // 2
+
+
+def _generate_latency(name: str, repeats: int = 20) -> dict:
+    """Median seconds of the jitted `generate` core for a 1000 x 100 training set (random weights)."""
+    import jax
+    import numpy as np
+
+    import mothernet_jax as mn
+    from mothernet_jax.benchmarks.common import median_seconds
+    from mothernet_jax.generation import _generate_jit, bucket_rows
+
+    config = mn.preset(name)
+    params = jax.device_put(mn.init_params(jax.random.key(0), config))
+    rng = np.random.default_rng(0)
+    n, d = 1000, 100
+    rows = bucket_rows(n)
+    X = np.zeros((1, rows, config.max_features), np.float32)
+    X[0, :n, :d] = rng.normal(size=(n, d))
+    y = np.zeros((1, rows), np.int32)
+    y[0, :n] = rng.integers(0, 10, size=n)
+    X, y = jax.device_put(X), jax.device_put(y)
+    n_rows, n_features = jax.device_put(np.array([n])), jax.device_put(np.array([d]))
+    began = time.perf_counter()
+    jax.block_until_ready(_generate_jit(params, X, y, n_rows, n_features, config=config))
+    compile_s = time.perf_counter() - began
+    seconds = median_seconds(
+        lambda: _generate_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats
+    )
+    print(f"  generate {name} 1000 x 100: {1e3 * seconds:.2f} ms (compile {compile_s:.1f} s)")
+    return {"median_ms": 1e3 * seconds, "compile_seconds": compile_s, "params": mn.count_params(config)}
+
+
+def _shipped_weights(config) -> str:
+    """The shipped weight file when its model is the config's (compute dtype aside), else "none"."""
+    from mothernet_jax.pretrained import _default_path, load_info
+
+    path = _default_path()
+    try:
+        from mothernet_jax.config import ModelConfig
+
+        shipped = ModelConfig.from_dict(load_info(path)["config"])
+    except (OSError, ValueError, KeyError):
+        return "none"
+    return str(path) if shipped.replace(dtype=config.model.dtype) == config.model else "none"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mothernet_jax.gpu_session",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="folder for the export, metrics.jsonl and figures.json")
+    parser.add_argument("--preset", default="small", help="training preset (default: small)")
+    parser.add_argument(
+        "--budget", type=float, default=BUDGET_S, help=f"training seconds, compiles included ({BUDGET_S:.0f})"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=DEADLINE_S,
+        help=f"the figures end by this many seconds after the start, as estimated ({DEADLINE_S:.0f})",
+    )
+    parser.add_argument(
+        "--init-weights",
+        help="weights to start from (default: the shipped ones when they fit; 'none': fresh)",
+    )
+    parser.add_argument("--workdir", help="work directory (default: a new temporary folder)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="added to RECIPE"
+    )
+    parser.add_argument(
+        "--bench-presets", nargs="*", default=["paper"], help="presets whose training speed to measure"
+    )
+    parser.add_argument(
+        "--generate-presets", nargs="*", default=["paper"], help="presets whose generate latency to measure"
+    )
+    parser.add_argument("--bench-steps", type=int, default=None, help="timed steps per training figure")
+    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (tests)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

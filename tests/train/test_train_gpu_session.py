@@ -1,0 +1,77 @@
+"""The GPU session's one command (MODEL_CARD.md), run on the CPU with a small budget and the tiny
+preset: it trains by the budget, exports a float32-inference weight file that loads, and measures
+the figures in the time left."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+from train_helpers import REPO, subprocess_env
+
+from mothernet_jax.config import preset as model_preset
+from mothernet_jax.pretrained import load_info, load_pretrained
+
+COMMAND = 'PYTHONUNBUFFERED=1 PYTHONPATH=. python -m mothernet_jax.gpu_session --out "$OUT"'
+BUDGET = 50.0  # the compiles (cold: about 20-40 s here) count, then a few seconds of steps
+DEADLINE = BUDGET + 45.0
+# the test prior of train_helpers, to compile faster
+NARROW = ["prior.max_features=10", "prior.width_buckets=[32]", "prior.max_hidden=32", "prior.max_layers=4"]
+
+
+def session(*args, device_count=1, timeout=300):
+    argv = [sys.executable, "-m", "mothernet_jax.gpu_session", *args]
+    env = subprocess_env(device_count)
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_model_card_documents_the_command():
+    card = (REPO / "MODEL_CARD.md").read_text()
+    assert COMMAND in card
+
+
+def test_without_a_gpu_it_stops_at_once_saying_so(tmp_path):
+    began = time.monotonic()
+    done = session("--out", str(tmp_path / "out"), timeout=120)
+    assert done.returncode == 2
+    assert re.search(r"gpu_session: no GPU: JAX's backend is cpu .* trains on a GPU", done.stderr)
+    assert time.monotonic() - began < 60 and not list((tmp_path / "out").iterdir())
+
+
+def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_path):
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--allow-cpu", "--preset", "tiny", "--budget", str(BUDGET)]
+    args += ["--deadline", str(DEADLINE), "--workdir", str(tmp_path / "run"), "--bench-presets"]
+    args += ["--generate-presets", "tiny", *(f"--set={s}" for s in NARROW)]
+    began = time.monotonic()
+    done = session(*args)
+    took = time.monotonic() - began
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figures.json",
+        "metrics.jsonl",
+        "tiny.json",
+        "tiny.msgpack",
+    ]
+    # the export: trained in bf16 by the recipe, a float32 inference config, and it loads
+    params, model = load_pretrained(out / "tiny.msgpack")
+    assert model == model_preset("tiny") and model.dtype == "float32"
+    info = load_info(out / "tiny.msgpack")
+    assert info["storage_dtype"] == "bfloat16" and info["stop_reason"] == "budget" and info["steps"] >= 1
+    trained = info["history"][-1]["train_config"]
+    assert trained["model"]["dtype"] == "bfloat16" and trained["budget_s"] == BUDGET
+    assert trained["prior"]["two_class_probability"] == 1.0 and trained["seed"] == 1
+    # trained by its budget; the figures in the time left, the training's compiled functions reused
+    report = json.loads((out / "figures.json").read_text())
+    training = report["training"]
+    assert training["stop_reason"] == "budget" and training["budget_spent_s"] <= BUDGET + 2.0
+    figures = report["figures"]
+    as_trained = figures["train_tiny_as_trained"]
+    assert as_trained["datasets_per_s"] > 0 and as_trained["prior_datasets_per_s"] > 0
+    assert as_trained["compile_seconds_per_bucket"] == {} and as_trained["prior_compile_seconds"] is None
+    assert figures["generate_tiny_1000x100"]["median_ms"] > 0 and report["skipped"] == {}
+    assert took <= DEADLINE + 30.0  # the last figure starts before the deadline
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][
+        -1
+    ] == info["steps"]
