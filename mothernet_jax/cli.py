@@ -24,7 +24,8 @@ examples:
 
 Rerunning a command resumes from the latest checkpoint in the work directory. The work directory
 holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
-line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...).
+line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...; with
+--validate-every also lines with val_auc).
 SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
 keeps the last good checkpoint. --export writes on every one of these stops (the last good
 checkpoint after a non-finite loss). Without installing: PYTHONPATH=. python -m mothernet_jax.cli train ...
@@ -36,8 +37,8 @@ whatever the throughput. A resumed run continues the same schedule with what is 
 
 settings for --set (nested with dots; values parsed as JSON, else as strings):
   steps budget_s seed batch_size prior_batch accumulation learning_rate warmup_steps warmup_fraction
-  min_learning_rate
-  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split split_bucket attention
+  min_learning_rate optimizer (adamw, muon, schedule_free_adamw) muon_momentum ema_decay
+  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split max_split split_bucket attention
   checkpoint_every keep_checkpoints log_every init_weights
   model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)
   accumulation is a list of [first step, micro-batches], e.g. accumulation=[[0,1],[1000,2]]
@@ -100,6 +101,19 @@ def add_train(subparsers) -> None:
         metavar="SECONDS",
         help="train for this much wall-clock time (compiles included), the learning-rate schedule "
         "fitted to it; resuming continues it (sets budget_s)",
+    )
+    parser.add_argument(
+        "--validate-every",
+        type=float,
+        metavar="SECONDS",
+        help="every this many wall seconds, and at the end, score the weights that would be exported "
+        "on real datasets that are not TabPFN-test datasets; logs val_auc to metrics.jsonl",
+    )
+    parser.add_argument(
+        "--validation-data",
+        metavar="DIR",
+        help="folder of .npz datasets for --validate-every (default: ../shared/datasets beside a "
+        "source checkout); TabPFN-test datasets in it are never read",
     )
     parser.add_argument(
         "--time-limit",
@@ -194,6 +208,8 @@ def run_train(args: argparse.Namespace) -> int:
             export_dtype=args.export_dtype,
             mesh=mesh,
             progress=not args.no_progress,
+            validate_every=args.validate_every,
+            validation_data=args.validation_data,
         )
     except (NonFiniteLossError, ConfigError) as error:
         print(f"mothernet-jax train: {error}", file=sys.stderr)

@@ -38,7 +38,7 @@ from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, l
 from mothernet_jax.train.mesh import is_main_process
 from mothernet_jax.train.run import METRICS, NonFiniteLossError, Run, StopSignals, host_values, say
 from mothernet_jax.train.schedule import BudgetClock
-from mothernet_jax.train.step import TrainState
+from mothernet_jax.train.step import TrainState, eval_params
 
 __all__ = ["NonFiniteLossError", "TrainResult", "check_resumable", "host_values", "read_metrics", "train"]
 
@@ -80,6 +80,8 @@ def train(
     sample_fn=None,
     compiler_options: dict[str, Any] | None = None,
     compile_threads: int | None = None,
+    validate_every: float | None = None,
+    validation_data: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Meta-train (or resume) until `config.steps` or the end of `config.budget_s`; see the module
     docstring.
@@ -93,6 +95,9 @@ def train(
     mesh: the data-parallel mesh (default: every device of every process).
     sample_fn: the task sampler (default `priors.sample_batch`); compiler_options: XLA options for
     every compilation (see `TrainStep`); compile_threads: threads compiling the split buckets.
+    validate_every: every this many wall seconds, and at the end, score the weights that would be
+    exported on real datasets that are not TabPFN-test datasets (`validate.Validator`, from
+    `validation_data`, default `../shared/datasets` beside a source checkout) and log `val_auc`.
     """
     started = time.monotonic()
     workdir = None if workdir is None else Path(workdir)
@@ -101,6 +106,9 @@ def train(
         raise ConfigError(f"export dtype must be one of {EXPORT_DTYPES}, got {export_dtype!r}")
     if config.budget_s and jax.process_count() > 1:
         raise ConfigError("a budget (--budget) needs one process: use --time-limit and --steps on several")
+    validator = None
+    if validate_every is not None:
+        validator = make_validator(config, validate_every, validation_data)
     stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
     checkpoints = None
     if workdir is not None:
@@ -124,7 +132,8 @@ def train(
                 started=started,
             )
         run = Run(config, stepper, checkpoints, workdir, first, end, time_limit=time_limit, clock=clock,
-                   started=started, show=progress and main, export=export is not None)  # fmt: skip
+                   started=started, show=progress and main, export=export is not None,
+                   validator=validator, validate_every=validate_every)  # fmt: skip
 
         def write(params, steps, losses, reason):
             if export is not None and main:
@@ -140,11 +149,11 @@ def train(
             if export is not None and run.last_saved is not None:
                 good = checkpoints.restore(stepper.abstract_state(), run.last_saved)
                 losses = run.losses[: max(0, run.last_saved - first)]
-                write(host_values(good.params), run.last_saved, losses, "non_finite_loss")
+                write(host_values(eval_params(good, config)), run.last_saved, losses, "non_finite_loss")
             elif export is not None:
                 say(f"nothing exported to {export}: no checkpoint was saved before the non-finite loss")
             raise
-        write(host_values(state.params), run.step, run.losses, run.stop_reason)
+        write(host_values(eval_params(state, config)), run.step, run.losses, run.stop_reason)
     finally:
         if checkpoints is not None:
             checkpoints.close()
@@ -164,6 +173,24 @@ def train(
 
 
 # -- start: resume, initial weights, or fresh --------------------------------------------------------------
+
+
+def make_validator(config: TrainConfig, every: float, data: str | os.PathLike | None):
+    """The `Validator` of `train(validate_every=...)`: one clear error when it cannot be built."""
+    from mothernet_jax.train.validate import Validator, default_data_dir
+
+    if not every > 0:
+        raise ConfigError(f"--validate-every must be a positive number of seconds, got {every!r}")
+    folder = data if data is not None else default_data_dir()
+    if folder is None:
+        raise ConfigError(
+            "--validate-every needs validation datasets: pass --validation-data DIR (a folder of .npz "
+            "datasets; ../shared/datasets beside a source checkout is the default)"
+        )
+    try:
+        return Validator(folder, config.model)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"validation data: {error}") from None
 
 
 def _initial_state(

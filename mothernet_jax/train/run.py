@@ -4,7 +4,13 @@
 learning rate (on a budget: from when the step is predicted to end, see `schedule.py`), dispatches
 it, then checks and logs the step before it (metrics are read one step late, so the host never waits
 for the device between steps), then runs `Run._between_steps`: the host-side work between two steps
-(periodic checkpoints; the place for other periodic work).
+(periodic checkpoints, and validation every `validate_every` wall seconds).
+
+Validation (`train(validate_every=...)`) scores the weights that would be exported
+(`step.eval_params`) with a `validate.Validator` and appends a line with `step`, `datasets`,
+`seconds` (training wall seconds of the work directory so far, validation excluded), `val_auc`,
+`val_auc_categorical`, `val_seconds` and `val_datasets` to metrics.jsonl; once more after the last
+step.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 from mothernet_jax.progress import Progress
 from mothernet_jax.train.mesh import is_main_process
 from mothernet_jax.train.schedule import learning_rate
-from mothernet_jax.train.step import TrainState
+from mothernet_jax.train.step import TrainState, eval_params
 
 METRICS = "metrics.jsonl"
 
@@ -89,7 +95,7 @@ class Run:
     """
 
     def __init__(self, config, stepper, checkpoints, workdir, first, end, *, time_limit, clock, started,
-                 show, export):  # fmt: skip
+                 show, export, validator=None, validate_every=None):  # fmt: skip
         self.config, self.stepper, self.checkpoints = config, stepper, checkpoints
         self.workdir, self.first, self.end = workdir, first, end
         self.time_limit, self.clock, self.started = time_limit, clock, started
@@ -125,6 +131,11 @@ class Run:
         self._save_seconds = 0.5 + params / 100e6
         self._export_seconds = 0.5 + params / 3 / 50e6 if export else 0.0
         self._multiprocess = jax.process_count() > 1
+        self.validator, self.validate_every = validator, validate_every
+        self._validated_at = time.monotonic()  # wall clock of the last validation (or the start)
+        self._validation_seconds = 0.0  # spent validating in this call (not training time)
+        self._last_validation = 60.0  # predicted seconds of the next one, until one is measured
+        self._seconds_before = _training_seconds_so_far(self.metrics_file)
 
     def compile(self, threads: int | None) -> None:
         """Compile the prior and every step the run will take, before the first one."""
@@ -169,6 +180,8 @@ class Run:
                 between = self._between_steps(state)
                 last = now + between  # the time between steps is not a step's
             self._flush(final=True)
+            if self.validator is not None and self.step > self.first:
+                self._validate(state)
             if self.checkpoints is not None:
                 self._save(state)
         finally:
@@ -187,15 +200,56 @@ class Run:
         every = self.config.checkpoint_every
         if self.checkpoints is not None and every and self.step % every == 0:
             self._save(state)
+        if self._validation_due(began):
+            self._validate(state)
         return time.monotonic() - began
+
+    def _validation_due(self, now: float) -> bool:
+        if self.validator is None:
+            return False
+        due = now - self._validated_at >= self.validate_every
+        if self._multiprocess:  # every process validates at the same step, or none does
+            if self.step % self.config.log_every:
+                return False
+            due = _agree("time_limit" if due else None) is not None
+        return due
+
+    def _validate(self, state: TrainState) -> None:
+        """Score the weights that would be exported and log the line (see the module docstring)."""
+        self._flush()
+        began = time.monotonic()
+        scores = self.validator(host_values(eval_params(state, self.config)))
+        now = time.monotonic()
+        self._last_validation = now - began
+        self._validated_at = now
+        trained = began - self.started - self._validation_seconds
+        self._validation_seconds += now - began
+        self._waited = True
+        line = {
+            "step": self.step,
+            "datasets": self.config.datasets_seen(self.step),
+            "seconds": self._seconds_before + trained,
+            "val_auc": scores["val_auc"],
+            "val_auc_categorical": scores["val_auc_categorical"],
+            "val_seconds": scores["val_seconds"],
+            "val_datasets": scores["val_datasets"],
+            "time": time.time(),
+        }
+        say(f"step {self.step}: val_auc {scores['val_auc']:.4f} ({self._last_validation:.0f} s)")
+        if self.metrics_file is not None:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(line) + "\n")
 
     def _between_seconds(self, steps: int) -> float:
         """The predicted seconds of `_between_steps` after the next `steps` steps are dispatched."""
+        seconds = 0.0
+        if self.validator is not None:
+            seconds += self._last_validation  # at most one validation in a few steps
         every = self.config.checkpoint_every
         if self.checkpoints is None or not every:
-            return 0.0
+            return seconds
         saves = sum((self.step + k) % every == 0 for k in range(1, steps + 1))
-        return saves * self._save_seconds
+        return seconds + saves * self._save_seconds
 
     # -- when to stop, and the rate of the next step --------------------------------------------------
 
@@ -211,8 +265,10 @@ class Run:
         return float(np.median(seconds))
 
     def _reserve(self) -> float:
-        """Seconds kept back at the end of a budget: the last checkpoint and the export."""
-        return 1.5 * ((self._save_seconds if self.checkpoints is not None else 0.0) + self._export_seconds)
+        """Seconds kept back at the end of a budget: the last validation, checkpoint and export."""
+        validation = self._last_validation if self.validator is not None else 0.0
+        saving = self._save_seconds if self.checkpoints is not None else 0.0
+        return 1.5 * (validation + saving + self._export_seconds)
 
     def _next(self, signals: StopSignals) -> tuple[str | None, float]:
         """(why to stop before step `self.step`, else None; the step's learning rate)."""
@@ -332,6 +388,26 @@ class Run:
         if self.metrics_file is not None:
             with open(self.metrics_file, "a") as f:
                 f.write(json.dumps(line) + "\n")
+
+
+def _training_seconds_so_far(metrics_file) -> float:
+    """Training wall seconds of the work directory's earlier runs: each run's last `elapsed_s`
+    (a run restarts that clock), less the seconds its validations took; 0 for a fresh run."""
+    if metrics_file is None or not metrics_file.exists():
+        return 0.0
+    total, elapsed, validating = 0.0, 0.0, 0.0
+    for text in metrics_file.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if "val_auc" in line:
+            validating += float(line.get("val_seconds") or 0.0)
+        elif "elapsed_s" in line:
+            if line["elapsed_s"] < elapsed:  # a new run started
+                total += elapsed
+            elapsed = float(line["elapsed_s"])
+    return max(0.0, total + elapsed - validating)
 
 
 def _agree(reason: str | None) -> str | None:

@@ -73,3 +73,28 @@ def test_bad_protocol_values_name_the_field():
         ValidationConfig(splits=0)
     with pytest.raises(ValueError, match="ValidationConfig.multiclass"):
         ValidationConfig(multiclass="auto")
+
+
+def test_validate_every_logs_val_auc_lines_and_the_cli_checks_its_options(tmp_path, capsys):
+    from train_helpers import FAST_COMPILE, make_config
+
+    from mothernet_jax import cli
+    from mothernet_jax.train import read_metrics, train
+
+    _write(tmp_path, "easy", seed=1)
+    config = make_config(steps=3, ema_decay=0.5)
+    result = train(config, tmp_path / "run", progress=False, compiler_options=FAST_COMPILE,
+                   validate_every=1e-6, validation_data=tmp_path)  # fmt: skip
+    lines = [m for m in read_metrics(tmp_path / "run") if "val_auc" in m]
+    # every step is past the (tiny) interval, and once more at the end
+    assert [m["step"] for m in lines] == [1, 2, 3, 3]
+    for m in lines:
+        assert m["datasets"] == 8 * m["step"] and 0 < m["val_auc"] <= 1 and m["seconds"] > 0
+        assert set(m["val_datasets"]) == {"easy"}
+    assert [m["seconds"] for m in lines] == sorted(m["seconds"] for m in lines)
+    assert result.step == 3
+    bad = ["train", "--preset", "tiny", "--workdir", str(tmp_path / "bad"), "--steps", "1"]
+    assert cli.main([*bad, "--validate-every", "10", "--validation-data", str(tmp_path / "none")]) == 1
+    assert "validation data" in capsys.readouterr().err
+    assert cli.main([*bad, "--validate-every", "-1", "--validation-data", str(tmp_path)]) == 1
+    assert "--validate-every must be a positive number" in capsys.readouterr().err
