@@ -38,7 +38,8 @@ whatever the throughput. A resumed run continues the same schedule with what is 
 settings for --set (nested with dots; values parsed as JSON, else as strings):
   steps budget_s seed batch_size prior_batch accumulation learning_rate warmup_steps warmup_fraction
   min_learning_rate optimizer (adamw, muon, schedule_free_adamw) muon_momentum ema_decay
-  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split max_split split_bucket attention
+  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split max_split
+  split_curriculum_steps split_bucket attention
   checkpoint_every keep_checkpoints log_every init_weights
   model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)
   accumulation is a list of [first step, micro-batches], e.g. accumulation=[[0,1],[1000,2]]

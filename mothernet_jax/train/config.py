@@ -72,6 +72,8 @@ class TrainConfig:
     min_split: int = 2
     max_split: int | None = None  # s <= max_split (None: rows - 1); fewer training rows, more test
     # rows per dataset: the test rows only pass through the child, so they are almost free
+    split_curriculum_steps: int = 0  # > 0: over these first steps the largest split grows linearly
+    # from min_split + split_bucket to the full range (short contexts first; 0: off)
     split_bucket: int = 128  # training rows are padded to a multiple of this (one compile each)
     attention: str = "auto"  # "auto": fused cuDNN on GPU with bf16, XLA elsewhere; "xla"; "cudnn"
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -92,7 +94,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("seed", "warmup_steps", "checkpoint_every"):
+        for name in ("seed", "warmup_steps", "checkpoint_every", "split_curriculum_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {value!r}")
@@ -155,6 +157,15 @@ class TrainConfig:
         (rows - 1 where max_split is None or larger)."""
         high = rows - 1 if self.max_split is None else min(self.max_split, rows - 1)
         return range(self.min_split, high + 1)
+
+    def split_limit(self, step: int, rows: int) -> int:
+        """The largest split position of optimiser step `step` under `split_curriculum_steps`."""
+        full = self.split_range(rows)
+        if not self.split_curriculum_steps or step >= self.split_curriculum_steps:
+            return full.stop - 1
+        start = min(full.start + self.split_bucket, full.stop - 1)
+        grown = start + (full.stop - 1 - start) * (step + 1) // self.split_curriculum_steps
+        return min(grown, full.stop - 1)
 
     def datasets_per_step(self, step: int) -> int:
         """The effective batch of optimiser step `step`."""

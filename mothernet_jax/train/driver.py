@@ -113,6 +113,7 @@ class TrainStep:
             min_learning_rate=0.0,
             accumulation=((0, 1),),
             max_split=None,
+            split_curriculum_steps=0,
             checkpoint_every=0,
             keep_checkpoints=1,
             log_every=1,
@@ -151,7 +152,8 @@ class TrainStep:
 
     def split(self, step: int) -> int:
         """The split position of optimiser step `step`: U(config.split_range(rows)) from
-        `fold_in(split_key(seed), step)`; the same on every host and on resume."""
+        `fold_in(split_key(seed), step)`; the same on every host and on resume. Under
+        `split_curriculum_steps` the draw is scaled into min_split .. `config.split_limit(step)`."""
         block, values = self._splits
         if step // SPLIT_BLOCK != block:
             block = step // SPLIT_BLOCK
@@ -164,7 +166,12 @@ class TrainStep:
                 )
             )
             self._splits = (block, values)
-        return int(values[step % SPLIT_BLOCK])
+        split = int(values[step % SPLIT_BLOCK])
+        full = self.config.split_range(self.shapes.rows)
+        limit = self.config.split_limit(step, self.shapes.rows)
+        if limit < full.stop - 1:
+            split = full.start + (split - full.start) * (limit - full.start + 1) // len(full)
+        return split
 
     def bucket(self, split: int) -> int:
         return split_bucket(split, self.shapes.rows, self.config.split_bucket)
