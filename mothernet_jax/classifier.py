@@ -116,10 +116,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         recommends in its manifest (``"multiclass"``), else "native". The shipped ``small`` weights
         recommend one-vs-rest: they have seen few tasks with many classes and tell two classes
         apart much better (see MODEL_CARD.md).
-    finetune_steps : int, default 0
+    finetune_steps : int or "auto", default "auto"
         After generation, this many full-batch Adam steps (learning rate 1e-3) on each child's
         cross-entropy over its training rows ("MotherNet + gradient descent"), vmapped over the
-        members of each generation call.
+        members of each generation call. "auto": what the weight file recommends in its manifest
+        (``"finetune_steps"``), else 0 (the children as generated). The shipped ``small`` weights
+        recommend fine-tuning (see MODEL_CARD.md).
 
     The model's limits, handled per member:
 
@@ -153,7 +155,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
         categorical_features="auto",
         multiclass: str = "auto",
-        finetune_steps: int = 0,
+        finetune_steps: int | str = "auto",
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -203,7 +205,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         )
         children = generate_children(
             params, config, encoded, y_codes, plans,
-            finetune_steps=self.finetune_steps, temperature=self.temperature,
+            finetune_steps=self._finetune_steps(), temperature=self.temperature,
         )  # fmt: skip
         self.classes_ = classes
         self.categorical_features_ = mask
@@ -252,11 +254,21 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
         integer("n_estimators", 1)
         integer("max_train_rows", 1, allow_none=True)
-        integer("finetune_steps", 0)
+        if not (isinstance(self.finetune_steps, str) and self.finetune_steps == "auto"):
+            integer("finetune_steps", 0)
         if self.multiclass not in MULTICLASS:
             raise ValueError(f"multiclass must be one of {', '.join(MULTICLASS)}; got {self.multiclass!r}")
         if not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+
+    def _finetune_steps(self) -> int:
+        """`finetune_steps`, with "auto" resolved by the weight file (0 where it says nothing)."""
+        if self.finetune_steps != "auto":
+            return int(self.finetune_steps)
+        steps = weights_info(self.weights).get("finetune_steps", 0)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"the weight file's manifest recommends finetune_steps={steps!r}: not an integer >= 0")
+        return steps
 
     def _multiclass_strategy(self) -> str:
         """ "native" or "one_vs_rest": `multiclass`, with "auto" resolved by the weight file."""

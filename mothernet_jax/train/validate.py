@@ -170,6 +170,7 @@ class Validator:
                     max_train_rows=self.protocol.max_train_rows,
                     categorical_features=dataset.categorical,
                     multiclass=self.protocol.multiclass,
+                    finetune_steps=0,  # the children as generated: what meta-training learns
                 )
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

@@ -299,6 +299,29 @@ def test_auto_multiclass_follows_the_weight_file(tmp_path):
         MotherNetClassifier(weights=WEIGHTS, multiclass="ovr").fit(X, y)
 
 
+def test_auto_finetune_steps_follow_the_weight_file(tmp_path):
+    from mothernet_jax.pretrained import save_pretrained, update_info
+
+    X, y = blobs(80, 3, 2)
+    path = tmp_path / "tiny.msgpack"
+    save_pretrained(path, PARAMS, CONFIG, info={"steps": 1}, dtype="float32")
+    as_generated = MotherNetClassifier(weights=path, n_estimators=1, random_state=0).fit(X, y)
+    assert as_generated._finetune_steps() == 0
+    update_info(path, {"finetune_steps": 20})
+    auto = MotherNetClassifier(weights=path, n_estimators=1, random_state=0).fit(X, y)
+    explicit = MotherNetClassifier(weights=path, n_estimators=1, random_state=0, finetune_steps=20).fit(X, y)
+    assert auto._finetune_steps() == 20
+    np.testing.assert_allclose(auto.predict_proba(X), explicit.predict_proba(X), atol=1e-6)
+    assert np.abs(auto.predict_proba(X) - as_generated.predict_proba(X)).max() > 1e-3
+    zero = MotherNetClassifier(weights=path, n_estimators=1, random_state=0, finetune_steps=0).fit(X, y)
+    np.testing.assert_allclose(zero.predict_proba(X), as_generated.predict_proba(X), atol=1e-6)
+    update_info(path, {"finetune_steps": -3})
+    with pytest.raises(ValueError, match="recommends finetune_steps=-3"):
+        MotherNetClassifier(weights=path, n_estimators=1).fit(X, y)
+    with pytest.raises(ValueError, match="finetune_steps must be an integer"):
+        MotherNetClassifier(weights=WEIGHTS, finetune_steps="some").fit(X, y)
+
+
 # -- numbers as text, dates, column names -------------------------------------------------------------
 
 
