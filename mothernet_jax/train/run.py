@@ -129,6 +129,7 @@ class Run:
         params = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(stepper.abstract_state()))
         # until measured: saving the state at ~100 MB/s, exporting the weights at ~50 MB/s
         self._save_seconds = 0.5 + params / 100e6
+        self._save_times: list[float] = []  # the latest saves' seconds (their median predicts the next)
         self._export_seconds = 0.5 + params / 3 / 50e6 if export else 0.0
         self._multiprocess = jax.process_count() > 1
         self.validator, self.validate_every = validator, validate_every
@@ -291,11 +292,12 @@ class Run:
         clock, reserve = self.clock, self._reserve()
         if clock.spent(ends) + reserve > clock.budget_s:
             return "budget", 0.0
-        slow = max([self._predict(self.step + 1), *self._recent])
-        if clock.spent(ends + 3 * slow + self._between_seconds(3)) + reserve > clock.budget_s:
-            # the last steps that fit run on the schedule's floor: those of three of the slowest
-            # recent steps (and the work between them), so that a step slower than predicted
-            # does not end the run above it
+        typical = max([self._predict(self.step + 1), float(np.median(self._recent)) if self._recent else 0.0])
+        if clock.spent(ends + 6 * typical + self._between_seconds(3)) + reserve > clock.budget_s:
+            # the last steps that fit run on the schedule's floor: those of six typical steps (and
+            # the work between them), so that a step or two slower than predicted does not end the
+            # run above it; the median, so that one slow step earlier does not put the rest of
+            # the run on the floor
             self.progress = clock.finish()
         else:
             self.progress = clock.step_progress(clock.spent(ends), reserve)
@@ -312,7 +314,10 @@ class Run:
         if self.clock is not None:
             record["budget_spent_s"] = self.clock.spent(began)
         self.checkpoints.save(state, self.config, self.step, record)
-        self._save_seconds = time.monotonic() - began
+        # the median of the latest three: one save slowed by the machine does not inflate the
+        # reserve and stop a budget run before its last steps reach the schedule's floor
+        self._save_times = [*self._save_times[-2:], time.monotonic() - began]
+        self._save_seconds = float(np.median(self._save_times))
         self._waited = True
         self.last_saved = self.step
 

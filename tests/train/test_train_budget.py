@@ -37,7 +37,7 @@ def budget_config(**changes):
     return make_config(**{**defaults, **changes})
 
 
-def test_a_budget_run_ends_within_it_on_the_schedules_floor(tmp_path, warm):
+def test_a_budget_run_ends_within_it_on_its_schedule(tmp_path, warm):
     config = budget_config()
     began = time.monotonic()
     result = fast_train(config, tmp_path, export=tmp_path / "weights.msgpack")
@@ -49,7 +49,9 @@ def test_a_budget_run_ends_within_it_on_the_schedules_floor(tmp_path, warm):
     assert [line["step"] for line in lines] == list(range(1, result.step + 1))
     rates = [line["learning_rate"] for line in lines]
     progress = [line["schedule_progress"] for line in lines]
-    assert rates[-1] == pytest.approx(config.min_learning_rate) and progress[-1] == 1.0
+    # (that the last steps reach the floor whatever the machine's hiccups is asserted on a simulated
+    # clock, in test_train_budget_schedule.py: here the timing is the machine's)
+    assert progress[-1] > 0.5 and rates[-1] < config.learning_rate
     # each step's rate is the schedule's at its progress through the budget, which only grows:
     # the warm-up rises, then the cosine falls to the floor
     for line in lines:
@@ -81,8 +83,7 @@ def test_resuming_under_a_budget_continues_its_schedule(tmp_path, warm):
     for line in lines:
         rate = learning_rate(config, line["step"] - 1, line["schedule_progress"])
         assert line["learning_rate"] == pytest.approx(rate, rel=1e-6)
-    assert lines[-1]["learning_rate"] == pytest.approx(config.min_learning_rate)
-    assert lines[-1]["budget_spent_s"] <= config.budget_s
+    assert progress[-1] > first.progress and lines[-1]["budget_spent_s"] <= config.budget_s
 
 
 def _truncate_the_arrays(folder):
