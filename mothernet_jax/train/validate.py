@@ -191,3 +191,51 @@ class Validator:
             "val_seconds": time.perf_counter() - started,
             "val_datasets": per_dataset,
         }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mothernet_jax.train.validate WEIGHTS [WEIGHTS ...] [--data DIR]`: the val_auc of
+    weight files (msgpack + manifest, as `load_pretrained` reads them), one line each, so that a
+    new export is shipped only when it validates better than the shipped file."""
+    import argparse
+    import json as json_module
+    import sys
+
+    from mothernet_jax.pretrained import WeightFileError, load_pretrained
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mothernet_jax.train.validate",
+        description="val_auc (mean ROC AUC on the non-TabPFN-test datasets, the training-time protocol) of weight files",
+    )
+    parser.add_argument("weights", nargs="+", help="weight files (.msgpack with their .json manifest)")
+    parser.add_argument("--data", help="folder of .npz datasets (default: ../shared/datasets beside the checkout)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file, with the per-dataset AUCs")
+    args = parser.parse_args(argv)
+    data = args.data or default_data_dir()
+    if data is None:
+        print("validate: no validation data: pass --data DIR", file=sys.stderr)
+        return 1
+    validators: dict[ModelConfig, Validator] = {}
+    for path in args.weights:
+        try:
+            params, config = load_pretrained(path)
+        except (WeightFileError, FileNotFoundError) as error:
+            print(f"validate: {error}", file=sys.stderr)
+            return 1
+        if config not in validators:
+            validators[config] = Validator(data, config)
+        scores = validators[config](params)
+        if args.json:
+            print(json_module.dumps({"weights": str(path), **scores}))
+        else:
+            categorical = scores["val_auc_categorical"]
+            print(
+                f"{path}: val_auc {scores['val_auc']:.4f}, categorical "
+                f"{'-' if categorical is None else f'{categorical:.4f}'} "
+                f"({len(scores['val_datasets'])} datasets, {scores['val_seconds']:.0f} s)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

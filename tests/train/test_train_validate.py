@@ -98,3 +98,24 @@ def test_validate_every_logs_val_auc_lines_and_the_cli_checks_its_options(tmp_pa
     assert "validation data" in capsys.readouterr().err
     assert cli.main([*bad, "--validate-every", "-1", "--validation-data", str(tmp_path)]) == 1
     assert "--validate-every must be a positive number" in capsys.readouterr().err
+
+
+def test_the_command_scores_weight_files_and_names_a_bad_one(tmp_path, capsys):
+    """`python -m mothernet_jax.train.validate` on the shipped file: the Validator's figure."""
+    import mothernet_jax as mn
+    from mothernet_jax.pretrained import PACKAGE_DIR
+    from mothernet_jax.train import validate
+
+    DEFAULT_WEIGHTS = PACKAGE_DIR / "small.msgpack"
+
+    _write(tmp_path, "easy", seed=1)
+    _write(tmp_path, "cats", categorical=True, seed=2)
+    assert validate.main([str(DEFAULT_WEIGHTS), "--data", str(tmp_path), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    params, config = mn.load_pretrained()
+    expected = Validator(tmp_path, config)(params)
+    assert line["val_auc"] == pytest.approx(expected["val_auc"]) and line["weights"] == str(DEFAULT_WEIGHTS)
+    assert set(line["val_datasets"]) == {"easy", "cats"}
+    assert validate.main([str(tmp_path / "missing.msgpack"), "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("validate: ") and "missing.msgpack" in err and len(err.splitlines()) == 1
