@@ -88,7 +88,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return members._generate_members(*args, **kwargs)
+        return members.member_layers(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
