@@ -71,6 +71,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any], *, s
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the usual mode of a new file
         os.replace(tmp, path)
     except OSError as error:
