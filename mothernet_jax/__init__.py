@@ -12,7 +12,7 @@ of a small MLP (the child) that classifies new rows.
 Names load on first use, so that `mothernet_jax.child.load_predictor` runs without importing JAX.
 """
 
-import importlib
+from mothernet_jax.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -51,18 +51,4 @@ _SUBMODULES = (
     "demo",
 )
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"mothernet_jax.{name}")
-    raise AttributeError(f"module 'mothernet_jax' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS, _SUBMODULES)

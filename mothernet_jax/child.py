@@ -42,21 +42,26 @@ class Child(NamedTuple):
 # -- one forward pass for both array libraries -----------------------------------------------------
 
 
-def _standardise(child: Child, x, xp):
-    z = xp.clip((x - child.mean[..., None, :]) / child.std[..., None, :], -CLIP, CLIP)
+def standardise_rows(x, mean, std, xp):
+    """Raw rows as the child reads them: clip((x - mean) / std, +-100), NaN -> 0.
+    x: (..., n, d); mean, std: (..., d); xp: numpy or jax.numpy."""
+    z = xp.clip((x - mean[..., None, :]) / std[..., None, :], -CLIP, CLIP)
     return xp.where(xp.isnan(z), 0.0, z)
 
 
-def mlp_logits(layers, z, xp=None):
-    """The child MLP on preprocessed rows. z: (n, F) -> (n, K); relu between layers.
+def factored_logits(layers, z, xp=None):
+    """The child MLP on standardised rows, relu between layers; the one logits function of the JAX
+    and the NumPy paths (the training loss calls it on the prior's preprocessed rows).
 
-    Used directly by the training loss, whose inputs come preprocessed from the prior.
+    layers: ((weight, b), ...) with weight either W (in, out) or (A (in, r), S (r, out)), applied as
+    (h A) S, which costs r (in + out) instead of in x out per row. z: (n, in) -> logits (n, K).
     """
     if xp is None:
         import jax.numpy as xp
     h = z
     for i, (weight, bias) in enumerate(layers):
-        h = h @ weight + bias[..., None, :]
+        h = (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
+        h = h + bias[..., None, :]
         if i < len(layers) - 1:
             h = xp.maximum(h, 0.0)
     return h
@@ -75,7 +80,8 @@ def child_logits(child: Child, x):
     """Logits of the child on raw rows. x: (n, d) float (NaN allowed) -> (n, k) float32."""
     import jax.numpy as jnp
 
-    return mlp_logits(child.layers, _standardise(child, jnp.asarray(x, jnp.float32), jnp), jnp)
+    z = standardise_rows(jnp.asarray(x, jnp.float32), child.mean, child.std, jnp)
+    return factored_logits(child.layers, z, jnp)
 
 
 def predict_proba(child: Child, x, temperature: float = DEFAULT_TEMPERATURE):
@@ -97,8 +103,8 @@ def to_numpy(child: Child) -> Child:
 def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
     """`child_logits` with NumPy alone. x: (n, d) -> (n, k)."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z = _standardise(child, np.asarray(x, np.float32), np)
-    return mlp_logits(child.layers, z.astype(np.float32), np)
+        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np)
+    return factored_logits(child.layers, z.astype(np.float32), np)
 
 
 def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
@@ -107,23 +113,6 @@ def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAUL
 
 
 # -- the exported classifier ----------------------------------------------------------------------
-
-
-def factored_logits(layers, z, xp=None):
-    """The child MLP where a layer's weight may be a pair of low-rank factors.
-
-    layers: ((weight, b), ...) with weight either W (in, out) or (A (in, r), S (r, out)), applied as
-    (h A) S, which costs r (in + out) instead of in x out per row. z: (n, in) -> logits (n, K).
-    """
-    if xp is None:
-        import jax.numpy as xp
-    h = z
-    for i, (weight, bias) in enumerate(layers):
-        h = (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
-        h = h + bias[..., None, :]
-        if i < len(layers) - 1:
-            h = xp.maximum(h, 0.0)
-    return h
 
 
 def _numpy_layers(layers) -> tuple:

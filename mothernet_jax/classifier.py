@@ -140,8 +140,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       values are a level of their own. Infinite values raise ValueError.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
-    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), ensemble_ (one dict per
-    member: what it reads), predictor_ (the `child.Predictor` that predict_proba runs and `export`
+    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), finetune_steps_ (the steps
+    fit ran, 'auto' resolved), ensemble_ (one dict per member: what it reads), predictor_ (the `child.Predictor` that predict_proba runs and `export`
     writes).
     """
 
@@ -203,13 +203,14 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             rng=np.random.default_rng(seed),
             one_vs_rest=strategy == "one_vs_rest",
         )
+        finetune_steps = self._finetune_steps()
         children = generate_children(
-            params, config, encoded, y_codes, plans,
-            finetune_steps=self._finetune_steps(), temperature=self.temperature,
-        )  # fmt: skip
+            params, config, encoded, y_codes, plans, finetune_steps=finetune_steps, temperature=self.temperature
+        )
         self.classes_ = classes
         self.categorical_features_ = mask
         self.multiclass_ = strategy
+        self.finetune_steps_ = finetune_steps
         self.ensemble_ = [_describe(p) for p in plans]
         self.predictor_ = Predictor(
             children,

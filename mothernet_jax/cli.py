@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 TRAIN_EPILOG = """\
@@ -34,16 +35,24 @@ checkpoint after a non-finite loss). Without installing: PYTHONPATH=. python -m 
 it: warm-up over the first warmup_fraction, cosine decay to min_learning_rate when the budget ends,
 whatever the throughput. A resumed run continues the same schedule with what is left of the budget
 (the seconds spent are stored with each checkpoint). --steps then only caps the steps.
-
-settings for --set (nested with dots; values parsed as JSON, else as strings):
-  steps budget_s seed batch_size prior_batch accumulation learning_rate warmup_steps warmup_fraction
-  min_learning_rate optimizer (adamw, muon, schedule_free_adamw) muon_momentum ema_decay
-  adam_b1 adam_b2 adam_eps weight_decay grad_clip min_split max_split
-  split_curriculum_steps split_bucket attention
-  checkpoint_every keep_checkpoints log_every init_weights
-  model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)
-  accumulation is a list of [first step, micro-batches], e.g. accumulation=[[0,1],[1000,2]]
 """
+
+
+def settings_help() -> str:
+    """The `--set` keys of `mothernet-jax train`, listed from `TrainConfig`'s fields."""
+    from mothernet_jax.config_base import field_names
+    from mothernet_jax.train.config import ATTENTION, OPTIMIZERS, TrainConfig
+
+    names = " ".join(name for name in field_names(TrainConfig) if name not in ("model", "prior"))
+    return "\n".join(
+        [
+            "settings for --set (nested with dots; values parsed as JSON, else as strings):",
+            *textwrap.wrap(names, 100, initial_indent="  ", subsequent_indent="  "),
+            "  model.<field> (e.g. model.dtype=bfloat16)   prior.<field> (e.g. prior.n_rows=256)",
+            f"  optimizer is one of {', '.join(OPTIMIZERS)}; attention one of {', '.join(ATTENTION)}",
+            "  accumulation is a list of [first step, micro-batches], e.g. accumulation=[[0,1],[1000,2]]",
+        ]
+    )
 
 
 def add_train(subparsers) -> None:
@@ -52,7 +61,7 @@ def add_train(subparsers) -> None:
         help="meta-train a MotherNet on the synthetic prior (resumes automatically)",
         description="Meta-train a MotherNet: every step samples synthetic tasks from the prior on the "
         "device, generates their child MLPs and trains on the children's test loss.",
-        epilog=TRAIN_EPILOG,
+        epilog=TRAIN_EPILOG + "\n" + settings_help() + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from mothernet_jax.train.config import PRESETS

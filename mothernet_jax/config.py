@@ -11,14 +11,16 @@ Presets (`preset(name)`):
 - ``small``: the ~5 M-parameter model the library ships weights for.
 - ``tiny``: a 0.34 M-parameter model for tests, smoke runs and CPU training.
 - ``tiny_class_average``, ``tiny_output_attention``, ``tiny_full_rank_one_layer``: the three
-  configurations of the reference parity fixtures (`shared/fixtures/reference_models.json`).
+  configurations of the reference parity fixtures (docs/ARCHITECTURE.md section 6).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any, Literal
+from typing import Literal
+
+from mothernet_jax import config_base
+from mothernet_jax.config_base import ConfigBase
 
 Pooling = Literal["class_average", "output_attention", "average"]
 Activation = Literal["gelu", "relu"]
@@ -30,7 +32,7 @@ NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """Architecture of a MotherNet hypernetwork and of the child MLP it emits."""
 
     embed_dim: int = 512  # transformer width d
@@ -55,23 +57,8 @@ class ModelConfig:
     residual_scale: float = 1.0  # layer i's attention and FFN outputs are scaled by residual_scale**i
 
     def __post_init__(self):
-        def positive(name):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-
-        for name in (
-            "embed_dim",
-            "n_layers",
-            "n_heads",
-            "ffn_dim",
-            "pooling_embed_dim",
-            "head_hidden_size",
-            "child_hidden_size",
-            "max_features",
-            "max_classes",
-        ):
-            positive(name)
+        self.check_integers(1, ("embed_dim", "n_layers", "n_heads", "ffn_dim", "pooling_embed_dim",
+                                "head_hidden_size", "child_hidden_size", "max_features", "max_classes"))  # fmt: skip
         if self.embed_dim % self.n_heads:
             raise ValueError(
                 f"ModelConfig.embed_dim ({self.embed_dim}) must be divisible by n_heads ({self.n_heads})"
@@ -87,18 +74,13 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.head_activation must be one of {ACTIVATIONS}, got {self.head_activation!r}"
             )
-        for name in ("head_extra_layers", "child_hidden_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
+        self.check_integers(0, ("head_extra_layers", "child_hidden_layers", "thinking_rows"))
         if self.rank is not None:
-            positive("rank")
+            self.check_integers(1, ("rank",))
         if self.max_classes < 2:
             raise ValueError(f"ModelConfig.max_classes must be at least 2, got {self.max_classes}")
         if self.dtype not in DTYPES:
             raise ValueError(f"ModelConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.thinking_rows, int) or isinstance(self.thinking_rows, bool) or self.thinking_rows < 0:
-            raise ValueError(f"ModelConfig.thinking_rows must be a non-negative integer, got {self.thinking_rows!r}")
         if self.norm not in NORMS:
             raise ValueError(f"ModelConfig.norm must be one of {NORMS}, got {self.norm!r}")
         if not isinstance(self.norm_first, bool):
@@ -123,7 +105,7 @@ class ModelConfig:
 
     @property
     def n_generated(self) -> int:
-        """Length N_out of the weight head's flat output per dataset (DESIGN.md section 1)."""
+        """Length N_out of the weight head's flat output per dataset (docs/ARCHITECTURE.md section 1)."""
         p, k, f = self.child_hidden_size, self.max_classes, self.max_features
         n_out = (p + 1) * k
         if self.child_hidden_layers == 0:
@@ -132,29 +114,6 @@ class ModelConfig:
         if self.low_rank:
             return n_out + f * self.rank + p + extra * (p * self.rank + p)
         return n_out + (f + 1) * p + extra * (p * p + p)
-
-    # -- serialisation ------------------------------------------------------------------------
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
 
 
 # -- presets -----------------------------------------------------------------------------------
@@ -196,19 +155,9 @@ def small() -> ModelConfig:
 
 def tiny_class_average() -> ModelConfig:
     """Parity fixture `tiny_class_average`: 343,722 parameters."""
-    return ModelConfig(
-        embed_dim=64,
-        n_layers=2,
-        n_heads=2,
-        ffn_dim=128,
-        pooling="class_average",
-        pooling_embed_dim=64,
-        head_hidden_size=128,
-        head_activation="gelu",
-        child_hidden_size=32,
-        child_hidden_layers=2,
-        rank=8,
-    )
+    return ModelConfig(embed_dim=64, n_layers=2, n_heads=2, ffn_dim=128, pooling="class_average",
+                       pooling_embed_dim=64, head_hidden_size=128, head_activation="gelu",
+                       child_hidden_size=32, child_hidden_layers=2, rank=8)  # fmt: skip
 
 
 def tiny() -> ModelConfig:
@@ -218,36 +167,16 @@ def tiny() -> ModelConfig:
 
 
 def tiny_output_attention() -> ModelConfig:
-    """Parity fixture `tiny_output_attention`: 305,290 parameters."""
-    return ModelConfig(
-        embed_dim=64,
-        n_layers=2,
-        n_heads=2,
-        ffn_dim=128,
-        pooling="output_attention",
-        pooling_embed_dim=96,
-        head_hidden_size=128,
-        head_activation="relu",
-        child_hidden_size=32,
-        child_hidden_layers=2,
-        rank=8,
-    )
+    """Parity fixture `tiny_output_attention`: 305,290 parameters (`tiny_class_average` with
+    output-attention pooling 96 wide and a ReLU weight head)."""
+    return tiny_class_average().replace(pooling="output_attention", pooling_embed_dim=96, head_activation="relu")
 
 
 def tiny_full_rank_one_layer() -> ModelConfig:
-    """Parity fixture `tiny_full_rank_one_layer`: 275,418 parameters."""
-    return ModelConfig(
-        embed_dim=64,
-        n_layers=1,
-        n_heads=1,
-        ffn_dim=128,
-        pooling="class_average",
-        pooling_embed_dim=64,
-        head_hidden_size=96,
-        head_activation="gelu",
-        child_hidden_size=16,
-        child_hidden_layers=1,
-        rank=None,
+    """Parity fixture `tiny_full_rank_one_layer`: 275,418 parameters (one layer, one head, weight
+    head 96 wide, child 100 -> 16 -> 10 in full rank)."""
+    return tiny_class_average().replace(
+        n_layers=1, n_heads=1, head_hidden_size=96, child_hidden_size=16, child_hidden_layers=1, rank=None
     )
 
 
@@ -264,7 +193,4 @@ PRESETS = {
 
 def preset(name: str) -> ModelConfig:
     """The named `ModelConfig`; one of `PRESETS`."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return config_base.preset(PRESETS, name, "model")

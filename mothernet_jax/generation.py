@@ -140,7 +140,9 @@ def generate_batch(
 
 
 @functools.partial(jax.jit, static_argnames=("config", "attention"))
-def _generate_jit(params, X, y, n_rows, n_features, *, config, attention=None):
+def generate_batch_jit(params, X, y, n_rows, n_features, *, config: ModelConfig, attention=None) -> Child:
+    """`generate_batch` jitted with a static config (required here): the compiled core that
+    `generate` calls on concrete inputs, one compilation per (config, row bucket, batch)."""
     return generate_batch(params, X, y, n_rows, n_features, config=config, attention=attention)
 
 
@@ -329,7 +331,7 @@ def generate(
         X_pad[0, :rows, :features] = X_real
         y_pad = np.zeros((1, padded), np.int32)
         y_pad[0, :rows] = y_real
-        child = _generate_jit(
+        child = generate_batch_jit(
             params, X_pad, y_pad, np.array([rows]), np.array([features]), config=config, attention=attention
         )
     else:  # traced: the same computation on the arrays as they are

@@ -13,7 +13,7 @@ source checkout, nothing installed) and returns only the files under OUT (at mos
    the history; the arrays stored as bfloat16 like the shipped file (in float32 `small` would be
    20 MB, over what a file may bring back). The export happens on every stop, a non-finite loss
    included (then the last good checkpoint); metrics.jsonl is copied beside it;
-4. measures the figures DESIGN.md names for a GPU, each only if it is estimated to end before
+4. measures the GPU figures (reference anchors: docs/ARCHITECTURE.md section 5), each only if it is estimated to end before
    `--deadline` seconds after the start, writing OUT/figures.json after each: end-to-end training
    datasets/s and MFU of the trained configuration (its prior alone too), training datasets/s and
    MFU for `paper` (batch 64, one bucket) with its prior alone, and `generate` latency 1000 x 100
@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from mothernet_jax.npz import atomic_write
 
 # The continuation recipe: `--set` assignments over the preset (see `mothernet-jax train --help`).
 RECIPE = (
@@ -173,7 +174,7 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
 
     import mothernet_jax as mn
     from mothernet_jax.benchmarks.common import median_seconds
-    from mothernet_jax.generation import _generate_jit, bucket_rows
+    from mothernet_jax.generation import bucket_rows, generate_batch_jit
 
     config = mn.preset(name)
     params = jax.device_put(mn.init_params(jax.random.key(0), config))
@@ -187,10 +188,10 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
     X, y = jax.device_put(X), jax.device_put(y)
     n_rows, n_features = jax.device_put(np.array([n])), jax.device_put(np.array([d]))
     began = time.perf_counter()
-    jax.block_until_ready(_generate_jit(params, X, y, n_rows, n_features, config=config))
+    jax.block_until_ready(generate_batch_jit(params, X, y, n_rows, n_features, config=config))
     compile_s = time.perf_counter() - began
     seconds = median_seconds(
-        lambda: _generate_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats
+        lambda: generate_batch_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats
     )
     print(f"  generate {name} 1000 x 100: {1e3 * seconds:.2f} ms (compile {compile_s:.1f} s)")
     return {"median_ms": 1e3 * seconds, "compile_seconds": compile_s, "params": mn.count_params(config)}
@@ -198,9 +199,9 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
 
 def _shipped_weights(config) -> str:
     """The shipped weight file when its model is the config's (compute dtype aside), else "none"."""
-    from mothernet_jax.pretrained import _default_path, load_info
+    from mothernet_jax.pretrained import DEFAULT_NAME, PACKAGE_DIR, load_info
 
-    path = _default_path()
+    path = PACKAGE_DIR / f"{DEFAULT_NAME}.msgpack"
     try:
         from mothernet_jax.config import ModelConfig
 
@@ -211,9 +212,8 @@ def _shipped_weights(config) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, default=str) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _parser() -> argparse.ArgumentParser:

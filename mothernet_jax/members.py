@@ -11,27 +11,24 @@ rows; 64 of 128): the transformer's activations, the largest buffers, grow with 
 
 from __future__ import annotations
 
-import collections
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mothernet_jax.child import CLIP, Child, factored_logits
+from mothernet_jax.child import Child, factored_logits, standardise_rows
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.ensemble import MemberPlan
 from mothernet_jax.generation import bucket_rows, generate_batch
 
 MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
 FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
-TRACES: collections.Counter = collections.Counter()  # how often each jitted function was traced
 
 
 # -- the jitted work: one chunk of members at once ----------------------------------------------------
 
 
-def _generate_members(params, X, y, n_rows, n_features, *, config: ModelConfig):
+def member_layers(params, X, y, n_rows, n_features, *, config: ModelConfig):
     """The children of B members in one forward pass (pure; jit it with a static config).
 
     X: (B, T, F <= max_features) encoded columns (no NaN), zero beyond n_rows / n_features;
@@ -42,24 +39,21 @@ def _generate_members(params, X, y, n_rows, n_features, *, config: ModelConfig):
     `generation.generate_batch(factored=True)`: not multiplying the factors out makes prediction
     with the `paper` child about four times cheaper.
     """
-    TRACES["generate_members"] += 1
     child = generate_batch(params, X, y, n_rows, n_features, config=config, factored=True)
     return child.layers, child.mean, child.std
 
 
-generate_members = jax.jit(_generate_members, static_argnames=("config",))
+generate_members = jax.jit(member_layers, static_argnames=("config",))
 
 
-def _finetune_members(layers, mean, std, X, y, n_rows, n_groups, temperature, steps, learning_rate):
+def finetune_layers(layers, mean, std, X, y, n_rows, n_groups, temperature, steps, learning_rate):
     """`steps` full-batch Adam steps on every member's child (vmapped), cross-entropy of
-    softmax(logits / temperature) on the member's training rows. Shapes as `_generate_members`;
+    softmax(logits / temperature) on the member's training rows. Shapes as `member_layers`;
     n_groups: (B,) outputs in use (the others are masked). Returns the tuned layers."""
-    TRACES["finetune_members"] += 1
     optimizer = optax.adam(learning_rate)
 
     def one(layers, mean, std, x, y, n, g):
-        z = jnp.clip((x - mean[None, :]) / std[None, :], -CLIP, CLIP)
-        z = jnp.where(jnp.isnan(z), 0.0, z)
+        z = standardise_rows(x, mean, std, jnp)
         row_mask = jnp.arange(x.shape[0]) < n
 
         def loss(layers):
@@ -78,7 +72,7 @@ def _finetune_members(layers, mean, std, X, y, n_rows, n_groups, temperature, st
     return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups)
 
 
-finetune_members = jax.jit(_finetune_members)
+finetune_members = jax.jit(finetune_layers)
 
 
 # -- chunks ---------------------------------------------------------------------------------------

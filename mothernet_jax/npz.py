@@ -1,11 +1,14 @@
-"""Pickle-free .npz files of exported classifiers, with NumPy alone: atomic writes whose errors
-name their target, and a check that refuses, naming the path, what is not such a file before
-NumPy reads it (NumPy reads an unknown file as a pickle, and its refusal suggests allow_pickle)."""
+"""Pickle-free .npz files of exported classifiers, with NumPy alone: atomic writes (of these and of
+any other file) whose errors name their target, and a check that refuses, naming the path, what is
+not such a file before NumPy reads it (NumPy reads an unknown file as a pickle, and its refusal
+suggests allow_pickle)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -43,8 +46,14 @@ def check_export_path(path: str | os.PathLike) -> None:
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same folder, then rename: never a half-written file.
-    A missing folder is created; an error names `path` (never the temporary file)."""
+    """np.savez through `atomic_write`: never a half-written file."""
+    atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any], *, suffix: str = "") -> None:
+    """`write(file)` into a temporary file in the same folder, then rename it to `path`: never a
+    half-written file. A missing folder is created; an error names `path` (never the temporary
+    file)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(
@@ -59,9 +68,11 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
         ) from None
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the usual mode of a new file
         os.replace(tmp, path)
     except OSError as error:

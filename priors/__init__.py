@@ -9,7 +9,7 @@ device. The prior bag is the MLP/SCM prior (`priors.mlp`, 0.961) and the GP prio
 (default 0) mixes in datasets whose target is a random decision-tree ensemble (`priors.tree`).
 
 - `python -m priors.compare_reference --n 2400`: the reference statistics, ours, and the
-  Kolmogorov-Smirnov distance per statistic (`shared/prior_reference/`).
+  Kolmogorov-Smirnov distance per statistic (docs/ARCHITECTURE.md section 6).
 - `python -m mothernet_jax.benchmarks.prior`: datasets/s at the paper shapes.
 """
 

@@ -2,7 +2,7 @@
 
 Samples n datasets at the paper shapes in batches of 8 (the reference's layout: one split position
 s ~ U{2..1151} per batch, as its data loader draws), computes every statistic of
-`shared/prior_reference/README.md` with `priors.stats`, and prints the reference median, ours and
+docs/ARCHITECTURE.md section 6 with `priors.stats`, and prints the reference median, ours and
 the two-sample Kolmogorov-Smirnov distance per statistic. About 2 minutes for 2,400 datasets on a
 2-core CPU, most of it scikit-learn.
 """

@@ -18,9 +18,10 @@ Presets (`preset(name)`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from typing import Any
+
+from mothernet_jax import config_base
+from mothernet_jax.config_base import ConfigBase
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,7 +68,7 @@ _RECORDS = {"MetaGamma": MetaGamma, "MetaBeta": MetaBeta, "LogUniform": LogUnifo
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PriorConfig:
+class PriorConfig(ConfigBase):
     """Static maxima and distribution parameters of the MotherNet training prior."""
 
     # -- static shapes ---------------------------------------------------------------------------
@@ -137,21 +138,9 @@ class PriorConfig:
     set_value_to_nan: float = 0.9  # else one of -999, 0, 1, 999
 
     def __post_init__(self):
-        def integer(name, minimum):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"PriorConfig.{name} must be an integer >= {minimum}, got {value!r}")
-
-        integer("n_rows", 2)
-        integer("max_features", 1)
-        integer("max_classes", 2)
-        integer("max_layers", 2)
-        integer("max_hidden", 1)
-        integer("max_causes", 1)
-        integer("max_category_levels", 2)
-        integer("compatibility_tries", 1)
-        integer("max_tree_depth", 1)
-        integer("max_trees", 1)
+        self.check_integers(2, ("n_rows", "max_classes", "max_layers", "max_category_levels"))
+        self.check_integers(1, ("max_features", "max_hidden", "max_causes", "compatibility_tries",
+                                "max_tree_depth", "max_trees"))  # fmt: skip
         if self.max_tree_depth > 12:
             raise ValueError(
                 f"PriorConfig.max_tree_depth must be <= 12 (node tables of 2^depth), got {self.max_tree_depth}"
@@ -259,45 +248,6 @@ class PriorConfig:
     def missing_values(self) -> bool:
         return self.nan_prob_no_reason + self.nan_prob_a_reason + self.nan_prob_unknown_reason > 0
 
-    # -- serialisation ---------------------------------------------------------------------------
-
-    def replace(self, **changes: Any) -> PriorConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if dataclasses.is_dataclass(value):
-                value = {"kind": type(value).__name__, **dataclasses.asdict(value)}
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[field.name] = value
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown PriorConfig fields: {unknown}")
-        values = {}
-        for name, value in data.items():
-            if isinstance(value, dict):
-                value = dict(value)
-                value = _RECORDS[value.pop("kind")](**value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            values[name] = value
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> PriorConfig:
-        return cls.from_dict(json.loads(text))
-
 
 # -- presets -----------------------------------------------------------------------------------
 
@@ -320,7 +270,4 @@ PRESETS = {"paper": paper, "tiny": tiny}
 
 def preset(name: str) -> PriorConfig:
     """The named `PriorConfig`; one of `PRESETS`."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown prior preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return config_base.preset(PRESETS, name, "prior")

@@ -1,4 +1,4 @@
-"""Per-dataset statistics of sampled tasks, as `shared/prior_reference/README.md` defines them.
+"""Per-dataset statistics of sampled tasks, as docs/ARCHITECTURE.md section 6 defines them.
 
 `task_statistics(x, y)` takes one dataset the way the reference writes it (y = -100 everywhere for an
 ignored dataset); `batch_statistics(task)` converts a `Task` batch (invalid datasets get -100

@@ -1,23 +1,22 @@
 """Test set-up: eight CPU devices for the data-parallel tests, rank promotion raises, fresh keys.
 
-The XLA flag must be set before JAX initialises its backends, so it is set here, at import time of
-the test session, and never overrides a device count the caller chose.
+The device count must be set before JAX initialises its backends, so it is set here, at import
+time of the test session, and never overrides a device count the caller chose in XLA_FLAGS. It is
+this process's setting: a test's subprocess that needs devices sets its own
+(`train_helpers.subprocess_env`).
 """
 
+import itertools
 import os
+from pathlib import Path
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import itertools  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -13,7 +13,7 @@ For each training-set size (rows x features) prints the median latency of
 then the child's rows/s on 100,000 rows (jitted JAX and NumPy alone), on whatever backend runs it.
 The four generate figures of a size are timed in turn, round after round, so that their ratios
 hold on a shared machine. Random weights: speed does not depend on their values. The reference
-PyTorch implementation takes 8.7 ms for 1000 x 100 on one H100.
+PyTorch implementation's figures: docs/ARCHITECTURE.md section 5.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import mothernet_jax as mn
 from mothernet_jax.benchmarks.common import device_line, median_seconds
 from mothernet_jax.child import numpy_logits, to_numpy
-from mothernet_jax.generation import _generate_jit, bucket_rows
+from mothernet_jax.generation import bucket_rows, generate_batch_jit
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         yb = jax.device_put(rng.integers(0, config.max_classes, size=(args.batch, n)).astype(np.int32))
         core, full, single, batched = interleaved_medians(
             [
-                lambda: _generate_jit(params, X_dev, y_dev, n_rows, n_feat, config=config),
+                lambda: generate_batch_jit(params, X_dev, y_dev, n_rows, n_feat, config=config),
                 lambda: mn.generate(params, X, y),  # config recovered from the params
                 lambda: one(params, X1, y1),
                 lambda: many(params, Xb, yb),

@@ -2,10 +2,8 @@
 
 Prints datasets/s of `priors.sample_batch` at the paper shapes (1152 rows, 100 features, 10
 classes) for batches of 8, 64 and 512 on the backend it runs on, with the backend, the device and
-the compile time. A print-out, not a timed test. Goals: on a 2-core CPU at least the reference's
-124 datasets/s (aiming at twice that); on an H100 at least 20,000 datasets/s. The reference builds
-every dataset in Python with fresh PyTorch modules: 266 datasets/s on an H100 whatever the batch,
-124/s on an idle 2-core CPU.
+the compile time. A print-out, not a timed test. The reference builds every dataset in Python
+with fresh PyTorch modules; its sampling speed and the goals set against it: docs/ARCHITECTURE.md section 5.
 
 `--set tree_probability=0.3` (repeatable, any `PriorConfig` field; `tree_depth.max_scale=3`
 reaches into a distribution record) times a variant of the preset next to the preset itself:
@@ -22,8 +20,6 @@ NAME=VALUE`, `--repeats 3`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import statistics
 import time
@@ -92,39 +88,6 @@ def measure_alternating(
     return compile_s, rates, group
 
 
-def with_settings(config: priors.PriorConfig, assignments: list[str]) -> priors.PriorConfig:
-    """`config` with `NAME=VALUE` assignments (values parsed as JSON where they parse; a dotted name
-    reaches a field of a distribution record). Raises ValueError naming a bad name or value."""
-    for assignment in assignments:
-        name, sep, text = assignment.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--set expects NAME=VALUE, got {assignment!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        config = _assign(config, name.strip().split("."), value, name)
-    return config
-
-
-def _assign(record, path: list[str], value, full_name: str):
-    fields = {f.name for f in dataclasses.fields(record)}
-    if path[0] not in fields:
-        raise ValueError(
-            f"unknown setting {full_name!r}: {type(record).__name__} has fields {sorted(fields)}"
-        )
-    current = getattr(record, path[0])
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown setting {full_name!r}: {path[0]!r} has no fields")
-        value = _assign(current, path[1:], value, full_name)
-    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    elif isinstance(value, list):
-        value = tuple(value)
-    return dataclasses.replace(record, **{path[0]: value})
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 512])
@@ -136,7 +99,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = priors.preset(args.preset)
     try:
-        variant = with_settings(config, args.settings)
+        variant = config.with_overrides(args.settings)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     device = jax.devices()[0]

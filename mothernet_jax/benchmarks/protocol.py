@@ -70,7 +70,7 @@ class Split:
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Reads one `NAME.npz` file (see shared/datasets/README.md)."""
+    """Reads one `NAME.npz` file (the format: docs/ARCHITECTURE.md section 6)."""
     path = Path(path)
     with np.load(path) as data:
         name = str(data["name"]) if "name" in data else path.stem

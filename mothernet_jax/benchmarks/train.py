@@ -12,8 +12,7 @@ only at the end. MFU counts model FLOPs at the drawn split positions (no padding
 backward = 3 x forward, against the bf16 dense peak of the device (H100 and H200: 989 TFLOP/s);
 it is not reported on CPU. The prior alone (the same compiled function) is timed too, for scale.
 
-Reference (DESIGN.md section 5, one H100): 262 datasets/s for the reference's bare step at batch 64,
-65 datasets/s for its default loop; the goal here is at least 1,300 datasets/s end to end.
+The reference's figures on one H100 and the goal set against them: docs/ARCHITECTURE.md section 5.
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.init import torch_dense, xavier_uniform, zeros
 
 
+def zero_bias_dense(cfg: ModelConfig, features: int, kernel_init, name: str) -> nn.Dense:
+    """A Dense layer with a zero bias, float32 parameters, computing in `cfg.dtype`."""
+    return nn.Dense(
+        features, kernel_init=kernel_init, bias_init=zeros, dtype=cfg.dtype, param_dtype=jnp.float32, name=name
+    )
+
+
 class SelfAttention(nn.Module):
     """PyTorch `nn.MultiheadAttention` with packed q/k/v and a zero-initialised output projection."""
 
@@ -29,14 +36,7 @@ class SelfAttention(nn.Module):
         cfg = self.config
         batch, rows, _ = h.shape
         head_dim = cfg.embed_dim // cfg.n_heads
-        qkv = nn.Dense(
-            3 * cfg.embed_dim,
-            kernel_init=xavier_uniform,
-            bias_init=zeros,
-            dtype=cfg.dtype,
-            param_dtype=jnp.float32,
-            name="qkv",
-        )(h)
+        qkv = zero_bias_dense(cfg, 3 * cfg.embed_dim, xavier_uniform, "qkv")(h)
         q, k, v = jnp.split(qkv.reshape(batch, rows, 3 * cfg.n_heads, head_dim), 3, axis=2)
         attended = jax.nn.dot_product_attention(
             q,
@@ -45,14 +45,7 @@ class SelfAttention(nn.Module):
             key_value_seq_lengths=n_rows.astype(jnp.int32),
             implementation=self.implementation,
         )
-        return nn.Dense(
-            cfg.embed_dim,
-            kernel_init=zeros,
-            bias_init=zeros,
-            dtype=cfg.dtype,
-            param_dtype=jnp.float32,
-            name="out",
-        )(attended.reshape(batch, rows, cfg.embed_dim))
+        return zero_bias_dense(cfg, cfg.embed_dim, zeros, "out")(attended.reshape(batch, rows, cfg.embed_dim))
 
 
 def norm_layer(cfg: ModelConfig, name: str) -> nn.Module:
@@ -80,14 +73,7 @@ class EncoderLayer(nn.Module):
         h = post("norm1", h + scale(attended))
         hidden = torch_dense(cfg.ffn_dim, cfg.embed_dim, dtype=cfg.dtype, name="ffn_in")(pre("norm2", h))
         hidden = jax.nn.gelu(hidden, approximate=False)
-        out = nn.Dense(
-            cfg.embed_dim,
-            kernel_init=zeros,
-            bias_init=zeros,
-            dtype=cfg.dtype,
-            param_dtype=jnp.float32,
-            name="ffn_out",
-        )(hidden)
+        out = zero_bias_dense(cfg, cfg.embed_dim, zeros, "ffn_out")(hidden)
         return post("norm2", h + scale(out))
 
 

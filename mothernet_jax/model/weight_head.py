@@ -1,6 +1,6 @@
 """The weight head: an MLP from the pooled vector phi to the flat weights of the child.
 
-Flat layout per dataset (DESIGN.md section 1), each block row-major:
+Flat layout per dataset (docs/ARCHITECTURE.md section 1), each block row-major:
 `W_out (P x K)`, `b_out (K)`, `A1 (F x r)`, `b1 (P)`, then per further hidden layer `A_l (P x r)`,
 `b_l (P)`. Full rank generates W1 (F x P) and W_l (P x P) in place of the A_l. With low rank, the
 child's hidden weights are W_l = A_l S_l, where the factors S_l (r x P) are learned parameters of

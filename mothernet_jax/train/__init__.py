@@ -8,7 +8,7 @@ The CLI is `mothernet-jax train --preset tiny --workdir runs/tiny`. Names load o
 `mothernet_jax.train.config` (and `mothernet-jax train --help`) imports without JAX.
 """
 
-import importlib
+from mothernet_jax.lazy import lazy_exports
 
 # public name -> module that defines it, one per line
 _EXPORTS = {
@@ -34,16 +34,4 @@ _EXPORTS = {
     "initialize_distributed": "mothernet_jax.train.mesh",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mothernet_jax.train' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

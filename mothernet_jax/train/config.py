@@ -13,17 +13,23 @@ Presets (`preset(name)`): ``tiny`` (CPU), ``small`` (the shipped model, H100), `
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import typing
-from collections.abc import Iterable
 from typing import Any
 
 from mothernet_jax import config as model_config
+from mothernet_jax import config_base
 from mothernet_jax.config import ModelConfig
+from mothernet_jax.config_base import ConfigBase
 
 ATTENTION = ("auto", "xla", "cudnn")
 OPTIMIZERS = ("adamw", "muon", "schedule_free_adamw")
+
+
+# The fields only the host reads (how long, the schedule's values, the split range drawn on the host,
+# bookkeeping): the compiled step and `init_state` do not, so one compilation serves every value.
+HOST_FIELDS = ("steps", "budget_s", "learning_rate", "warmup_steps", "warmup_fraction", "min_learning_rate",
+               "accumulation", "max_split", "split_curriculum_steps", "checkpoint_every", "keep_checkpoints",
+               "log_every", "init_weights")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -38,7 +44,7 @@ def _default_prior():
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """How to meta-train a MotherNet. All step counts are optimiser steps."""
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # dtype: compute dtype
@@ -90,14 +96,8 @@ class TrainConfig:
             raise TypeError(
                 f"TrainConfig.prior must be a priors.PriorConfig, got {type(self.prior).__name__}"
             )
-        for name in ("steps", "batch_size", "prior_batch", "split_bucket", "keep_checkpoints", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("seed", "warmup_steps", "checkpoint_every", "split_curriculum_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {value!r}")
+        self.check_integers(1, ("steps", "batch_size", "prior_batch", "split_bucket", "keep_checkpoints", "log_every"))
+        self.check_integers(0, ("seed", "warmup_steps", "checkpoint_every", "split_curriculum_steps"))
         if self.batch_size % self.prior_batch:
             raise ValueError(
                 f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of prior_batch "
@@ -167,6 +167,12 @@ class TrainConfig:
         grown = start + (full.stop - 1 - start) * (step + 1) // self.split_curriculum_steps
         return min(grown, full.stop - 1)
 
+    def device_part(self) -> TrainConfig:
+        """This config with every field of HOST_FIELDS at its default: what the compiled step and
+        the initial state depend on (the driver's compilation cache key)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in HOST_FIELDS}
+        return self.replace(**defaults)
+
     def datasets_per_step(self, step: int) -> int:
         """The effective batch of optimiser step `step`."""
         return self.batch_size * self.micro_batches(step)
@@ -179,131 +185,15 @@ class TrainConfig:
             total += self.batch_size * k * max(0, min(stop, steps) - start)
         return total
 
-    # -- serialisation -------------------------------------------------------------------------
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["model"] = self.model.to_dict()
-        data["prior"] = _to_dict(self.prior)
-        data["accumulation"] = [list(pair) for pair in self.accumulation]
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    # -- serialisation (ConfigBase) ---------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        import priors
+    def field_from_json(cls, name: str, value: Any) -> Any:
+        if name == "prior" and isinstance(value, dict):  # annotated Any: priors imports JAX
+            import priors
 
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        data = dict(data)
-        if "model" in data:
-            data["model"] = ModelConfig.from_dict(data["model"])
-        if "prior" in data:
-            data["prior"] = _from_dict(priors.PriorConfig, data["prior"])
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
-
-    def with_overrides(self, assignments: Iterable[str]) -> TrainConfig:
-        """Apply `key=value` assignments; dotted keys reach nested configs (`model.dtype=bfloat16`).
-
-        Values are parsed as JSON where they parse (numbers, true/false, null, lists), else taken as
-        strings; an int given for a float field becomes a float. The assignments to one nested
-        config apply together (`prior.max_hidden=32` with `prior.width_buckets=[32]`); a later one
-        to the same key wins.
-        """
-        changes: dict[str, Any] = {}
-        for assignment in assignments:
-            key, sep, text = assignment.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--set expects key=value, got {assignment!r}")
-            *parents, name = key.strip().split(".")
-            node = changes
-            for parent in parents:
-                node = node.setdefault(parent, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"--set {key.strip()!r} reaches into a value set whole before")
-            node[name] = (_parse_value(text.strip()), key.strip())
-        return _apply(self, changes)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _apply(obj: Any, changes: dict[str, Any]) -> Any:
-    """`obj` with `changes` ({field: (value, full key)} or {field: {nested changes}}) applied in one
-    `dataclasses.replace` per config, so that its validation sees them all at once."""
-    names = {f.name for f in dataclasses.fields(obj)}
-    values = {}
-    for head, change in changes.items():
-        full_key = _a_key(change) if isinstance(change, dict) else change[1]
-        if head not in names:
-            raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
-        current = getattr(obj, head)
-        if isinstance(change, dict):
-            if not dataclasses.is_dataclass(current):
-                raise ValueError(f"unknown setting {full_key!r}: {head!r} has no sub-fields")
-            values[head] = _apply(current, change)
-        else:
-            values[head] = _coerce(change[0], current, type(obj), head)
-    return dataclasses.replace(obj, **values)
-
-
-def _a_key(changes: dict[str, Any]) -> str:
-    change = next(iter(changes.values()))
-    return _a_key(change) if isinstance(change, dict) else change[1]
-
-
-def _coerce(value: Any, current: Any, cls: type, name: str) -> Any:
-    hint = typing.get_type_hints(cls).get(name)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, list):
-        return _tuples(value)
-    return value
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _to_dict(obj: Any) -> dict[str, Any]:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """A (possibly nested) frozen dataclass from its dict, lists turned back into tuples."""
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(data)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints.get(name)
-        if isinstance(value, dict) and isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            value = _from_dict(hint, value)
-        kwargs[name] = _tuples(value)
-    return cls(**kwargs)
+            return priors.PriorConfig.from_dict(value)
+        return super().field_from_json(name, value)
 
 
 # -- presets -----------------------------------------------------------------------------------------
@@ -318,45 +208,28 @@ def tiny() -> TrainConfig:
     """
     import priors
 
-    return TrainConfig(
-        model=model_config.tiny(),
-        prior=priors.preset("tiny"),
-        steps=500,
-        batch_size=8,
-        prior_batch=1,
-        learning_rate=1e-3,
-        warmup_steps=20,
-        min_learning_rate=1e-5,
-        checkpoint_every=100,
-        log_every=10,
-    )
+    return TrainConfig(model=model_config.tiny(), prior=priors.preset("tiny"), steps=500, batch_size=8,
+                       prior_batch=1, learning_rate=1e-3, warmup_steps=20, min_learning_rate=1e-5,
+                       checkpoint_every=100, log_every=10)  # fmt: skip
 
 
 def small() -> TrainConfig:
-    """The shipped model: `small` (~4.7 M parameters, bf16 compute) on the paper prior (1152 rows,
+    """The shipped model: `small` (5,000,458 parameters, bf16 compute) on the paper prior (1152 rows,
     100 features, 10 classes), 512 datasets per step: one H100.
 
     `mothernet-jax train --preset small --workdir runs/small --budget 3300 --export small.msgpack`.
-    30,000 steps = 15.4 M datasets; at the ~5,000 datasets/s targeted end to end on one H100 that is
-    about 50 minutes (`--budget` fits the schedule to a wall-clock budget instead; `--time-limit`
-    stops cleanly at a wall-clock limit). lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the
-    reference's 3e-5, and a large batch needs fewer, larger steps. `prior_batch` 512 draws the
-    whole batch in one prior call (its best GPU throughput); on n devices set it to 512 / n.
+    30,000 steps = 15.4 M datasets (`--budget` fits the schedule to a wall-clock budget instead;
+    `--time-limit` stops cleanly at a wall-clock limit; `python -m mothernet_jax.benchmarks.train`
+    measures the speed).
+    lr 3e-4 with 500 warm-up steps: a 5 M model tolerates ten times the reference's 3e-5, and a
+    large batch needs fewer, larger steps. `prior_batch` 512 draws the whole batch in one prior call
+    (its best GPU throughput); on n devices set it to 512 / n.
     """
     import priors
 
-    return TrainConfig(
-        model=model_config.small().replace(dtype="bfloat16"),
-        prior=priors.preset("paper"),
-        steps=30_000,
-        batch_size=512,
-        prior_batch=512,
-        learning_rate=3e-4,
-        warmup_steps=500,
-        min_learning_rate=1e-6,
-        checkpoint_every=1_000,
-        log_every=50,
-    )
+    return TrainConfig(model=model_config.small().replace(dtype="bfloat16"), prior=priors.preset("paper"),
+                       steps=30_000, batch_size=512, prior_batch=512, learning_rate=3e-4, warmup_steps=500,
+                       min_learning_rate=1e-6, checkpoint_every=1_000, log_every=50)  # fmt: skip
 
 
 def paper() -> TrainConfig:
@@ -394,8 +267,4 @@ PRESETS = {"tiny": tiny, "small": small, "paper": paper}
 
 def preset(name: str) -> TrainConfig:
     """The named `TrainConfig`; one of `PRESETS`."""
-    try:
-        build = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown train preset {name!r}; choose one of {sorted(PRESETS)}") from None
-    return build()
+    return config_base.preset(PRESETS, name, "train")

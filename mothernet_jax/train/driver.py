@@ -44,26 +44,31 @@ from mothernet_jax.train.step import (
 
 SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (one transfer)
 PLAN_STEPS = 4096  # `TrainStep.plan` draws the splits of at most this many steps
-MAX_CACHED_FUNCTIONS = 32  # compiled steps kept across TrainStep instances (least recently used go)
-_FUNCTIONS: collections.OrderedDict = collections.OrderedDict()
+MAX_CACHEDCOMPILED = 32  # compiled steps kept across TrainStep instances (least recently used go)
+COMPILED: collections.OrderedDict = collections.OrderedDict()  # cache key -> compiled function
 TRACES: collections.Counter = collections.Counter()  # traces per cache key (see TrainStep.traces)
 _COMPILATIONS = itertools.count()  # names the barriers after each compilation (same order everywhere)
 
 
-def wait_for_all_processes(name: str, timeout_s: float = 3600.0) -> None:
-    """A barrier over every JAX process (the coordination service's, not a collective); a no-op
-    in a single process."""
+def wait_for_all_processes(name: str) -> None:
+    """A barrier over every JAX process (`multihost_utils.sync_global_devices`); a no-op in a
+    single process."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
+    from jax.experimental import multihost_utils
 
-    client = distributed.global_state.client
-    if client is not None and hasattr(client, "wait_at_barrier"):
-        client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
-    else:  # pragma: no cover - older or newer JAX without the client barrier
-        from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
-        multihost_utils.sync_global_devices(name)
+
+def _counted(function: Callable, cache_key: tuple) -> Callable:
+    """`function`, counting each of its traces under `cache_key` in TRACES."""
+
+    @functools.wraps(function)
+    def traced(*args, **kwargs):
+        TRACES.update([cache_key])
+        return function(*args, **kwargs)
+
+    return traced
 
 
 @functools.partial(jax.jit, static_argnames=("low", "high"))
@@ -103,22 +108,8 @@ class TrainStep:
         self._check()
         self.attention = resolve_attention(config)
         self._auto_cudnn = config.attention == "auto" and self.attention == "cudnn"
-        # bookkeeping fields do not change the step: keep them out of the compilation cache key
-        self._init_config = config.replace(
-            steps=1,
-            budget_s=0.0,
-            learning_rate=0.0,
-            warmup_steps=0,
-            warmup_fraction=0.0,
-            min_learning_rate=0.0,
-            accumulation=((0, 1),),
-            max_split=None,
-            split_curriculum_steps=0,
-            checkpoint_every=0,
-            keep_checkpoints=1,
-            log_every=1,
-            init_weights=None,
-        )
+        # the host's fields do not change the step: keep them out of the compilation cache key
+        self._init_config = config.device_part()
         self._step_config = self._init_config.replace(seed=0)  # the tasks come from the prior function
         self._keys: dict[tuple[int, int], tuple] = {}
         self._splits: tuple[int, np.ndarray | None] = (-1, None)
@@ -197,24 +188,24 @@ class TrainStep:
                 self.attention, bucket, micro_batches)  # fmt: skip
 
     def _prior_fn(self, cache_key: tuple) -> Callable:
-        return functools.partial(
+        sample = functools.partial(
             device_sample,
             config=self.config,
             sample_fn=self.sample_fn,
             local_calls=self.local_calls,
             axis_name=DATA_AXIS,
-            on_trace=lambda: TRACES.update([cache_key]),
         )
+        return _counted(sample, cache_key)
 
     def _device_fn(self, bucket: int, cache_key: tuple) -> Callable:
-        return functools.partial(
+        step = functools.partial(
             device_step,
             config=self._step_config,
             bucket=bucket,
             axis_name=DATA_AXIS,
             attention=self.attention,
-            on_trace=lambda: TRACES.update([cache_key]),
         )
+        return _counted(step, cache_key)
 
     def _build_prior(self, cache_key: tuple) -> Callable:
         sharded = jax.shard_map(
@@ -258,12 +249,12 @@ class TrainStep:
         micro-batch, sharded over the mesh's data axis. Compiled once per prior configuration and
         devices (the split is traced), shared by every `TrainStep` of them."""
         key = self._prior_key()
-        if key not in _FUNCTIONS:
+        if key not in COMPILED:
             function = self._build_prior(key)
-            _FUNCTIONS[key] = self._finish(self._lower(function, self._prior_example()), "prior")
+            COMPILED[key] = self._finish(self._lower(function, self._prior_example()), "prior")
             self._evict()
-        _FUNCTIONS.move_to_end(key)
-        return _FUNCTIONS[key]
+        COMPILED.move_to_end(key)
+        return COMPILED[key]
 
     def function(self, bucket: int, micro_batches: int, *example) -> Callable:
         """The compiled `(state, tasks, split, learning_rate) -> (state, metrics)` for one bucket
@@ -275,13 +266,13 @@ class TrainStep:
         collective must not wait for a slower compiler (gloo gives up after 30 s)."""
         key = self._cache_key(bucket, micro_batches)
         self._keys[(bucket, micro_batches)] = key
-        if key not in _FUNCTIONS:
+        if key not in COMPILED:
             example = example or self._step_example(micro_batches)
             lowered = self._lower(self._build(bucket, key), example)
-            _FUNCTIONS[key] = self._finish(lowered, f"step {bucket}x{micro_batches}")
+            COMPILED[key] = self._finish(lowered, f"step {bucket}x{micro_batches}")
             self._evict()
-        _FUNCTIONS.move_to_end(key)
-        return _FUNCTIONS[key]
+        COMPILED.move_to_end(key)
+        return COMPILED[key]
 
     def plan(self, first: int, end: int) -> list[tuple[int, int]]:
         """The (bucket, micro-batches) pairs that steps [first, end) run: the buckets of their split
@@ -317,12 +308,12 @@ class TrainStep:
     def _compile_parts(self, pairs, threads) -> dict[Any, float]:
         parts = []  # (name, cache key, build, example); the prior first: the steps read its shapes
         prior_key, tasks = self._prior_key(), None
-        if prior_key not in _FUNCTIONS:
+        if prior_key not in COMPILED:
             parts.append(("prior", prior_key, lambda: self._build_prior(prior_key), self._prior_example()))
         for bucket, micro_batches in pairs:
             key = self._cache_key(bucket, micro_batches)
             self._keys[(bucket, micro_batches)] = key
-            if key not in _FUNCTIONS:
+            if key not in COMPILED:
                 parts.append(
                     ((bucket, micro_batches), key, functools.partial(self._build, bucket, key), None)
                 )
@@ -355,7 +346,7 @@ class TrainStep:
                 compiled = lowered.compile(compiler_options=self.compiler_options or None)
                 compile_s = time.perf_counter() - began
             wait_for_all_processes(f"mothernet-jax train {name} compiled #{next(_COMPILATIONS)}")
-            _FUNCTIONS[key] = compiled
+            COMPILED[key] = compiled
             seconds[name] += compile_s
         self._evict()
         return seconds
@@ -370,8 +361,8 @@ class TrainStep:
 
     @staticmethod
     def _evict() -> None:
-        while len(_FUNCTIONS) > MAX_CACHED_FUNCTIONS:
-            _FUNCTIONS.popitem(last=False)
+        while len(COMPILED) > MAX_CACHEDCOMPILED:
+            COMPILED.popitem(last=False)
 
     def _fall_back_to_xla(self, error: Exception) -> None:
         warnings.warn(f"cuDNN attention failed ({type(error).__name__}: {error}); using XLA", stacklevel=3)
@@ -421,22 +412,22 @@ class TrainStep:
         """A fresh replicated state; from host `params` (e.g. loaded weights) if given. The jitted
         initialisation is kept per config and mesh (a resumed `train` call does not compile it)."""
         key = ("init", self._init_config, self._placement(), params is None)
-        if key not in _FUNCTIONS:
-            _FUNCTIONS[key] = jax.jit(
+        if key not in COMPILED:
+            COMPILED[key] = jax.jit(
                 functools.partial(init_state, self._init_config), out_shardings=replicated(self.mesh)
             )
             self._evict()
         if params is None:
-            return _FUNCTIONS[key]()
-        return _FUNCTIONS[key](put_replicated(params, self.mesh))
+            return COMPILED[key]()
+        return COMPILED[key](put_replicated(params, self.mesh))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
         key = ("abstract state", self._init_config, self._placement())
-        if key not in _FUNCTIONS:
+        if key not in COMPILED:
             shapes = jax.eval_shape(functools.partial(init_state, self._init_config))
             sharding = replicated(self.mesh)
-            _FUNCTIONS[key] = jax.tree.map(
+            COMPILED[key] = jax.tree.map(
                 lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
             )
-        return _FUNCTIONS[key]
+        return COMPILED[key]

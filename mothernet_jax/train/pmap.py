@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from mothernet_jax.train.config import TrainConfig
-from mothernet_jax.train.driver import _FUNCTIONS, TrainStep
+from mothernet_jax.train.driver import COMPILED, TrainStep
 from mothernet_jax.train.mesh import DATA_AXIS
 from mothernet_jax.train.step import TrainState, init_state
 
@@ -58,25 +58,25 @@ class PmapTrainStep(TrainStep):
 
     def prior_function(self) -> Callable:
         key = self._prior_key()
-        if key not in _FUNCTIONS:
+        if key not in COMPILED:
             mapped, indices = self._build_prior(key), np.arange(self.n_devices)
             if self.compiler_options:  # else pmap compiles on the first call
                 options = self.compiler_options
                 mapped = mapped.lower(indices, *self._prior_example()).compile(compiler_options=options)
-            _FUNCTIONS[key] = lambda step, micro, split: mapped(indices, step, micro, split)
+            COMPILED[key] = lambda step, micro, split: mapped(indices, step, micro, split)
             self._evict()
-        return _FUNCTIONS[key]
+        return COMPILED[key]
 
     def function(self, bucket: int, micro_batches: int, *example) -> Callable:
         key = self._cache_key(bucket, micro_batches)
         self._keys[(bucket, micro_batches)] = key
-        if key not in _FUNCTIONS:
+        if key not in COMPILED:
             function = self._build(bucket, key)
             if self.compiler_options and example:  # else pmap compiles on the first call
                 function = function.lower(*example).compile(compiler_options=self.compiler_options)
-            _FUNCTIONS[key] = function
+            COMPILED[key] = function
             self._evict()
-        return _FUNCTIONS[key]
+        return COMPILED[key]
 
     def compile(self, pairs, *, threads=None):
         raise NotImplementedError("PmapTrainStep compiles each bucket on its first call")

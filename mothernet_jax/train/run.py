@@ -376,10 +376,8 @@ class Run:
             "loss": float(np.mean(self._window)) if self._window else None,  # None: no valid dataset
             "loss_steps": len(self._window),  # the steps in that mean
             "last_loss": values.get("loss"),
-            "grad_norm": values.get("grad_norm"),
-            "learning_rate": values.get("learning_rate"),
-            "valid_fraction": values.get("valid_fraction"),
-            "schedule_progress": values.get("schedule_progress"),
+            # every other metric the step returns (grad_norm, learning_rate, valid_fraction, ...)
+            **{name: value for name, value in values.items() if name != "loss"},
             "datasets_per_step": self.config.datasets_per_step(done - 1),
             "datasets_per_s": datasets / seconds if seconds > 0 else None,
             "seconds_per_step": seconds / steps if steps else None,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mothernet_jax.child import mlp_logits
+from mothernet_jax.child import factored_logits
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import generate_layers
 from mothernet_jax.model.mothernet import init_params
@@ -78,7 +78,7 @@ def _partition(transforms: dict, labels) -> optax.GradientTransformation:
     return partition(transforms, labels)
 
 
-def _muon_labels(params) -> Any:
+def muon_labels(params) -> Any:
     """ "muon" for the transformer's 2-D weights (its hidden layers), "adam" for the rest: biases,
     norms, the encoders and the weight head, as Muon is usually applied."""
 
@@ -146,7 +146,7 @@ def make_optimizer(config: TrainConfig, learning_rate: Any = 0.0) -> optax.Gradi
             ),
             _scale_to_adam_rms(),
         )
-        parts.append(_partition({"muon": muon, "adam": adam}, _muon_labels))
+        parts.append(_partition({"muon": muon, "adam": adam}, muon_labels))
     else:
         parts.append(adam)
     if config.weight_decay:
@@ -257,7 +257,7 @@ def task_losses(
     batch, rows = y.shape
     n_rows = jnp.full((batch,), split, jnp.int32)
     layers = generate_layers(params, x[:, :bucket], y[:, :bucket], n_rows, config=model, attention=attention)
-    logits = jax.vmap(mlp_logits)(layers, x[:, floor:])
+    logits = jax.vmap(factored_logits)(layers, x[:, floor:])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[:, floor:])
     is_test = (jnp.arange(floor, rows) >= split)[None, :]
     per_dataset = jnp.sum(jnp.where(is_test, ce, 0.0), axis=1) / (rows - split).astype(jnp.float32)
@@ -281,7 +281,6 @@ def device_sample(
     sample_fn: Callable,
     local_calls: int,
     axis_name: str = DATA_AXIS,
-    on_trace: Callable[[], None] = lambda: None,
 ):
     """The tasks of micro-batch `micro` of optimiser step `step`, as drawn by one device of the
     `axis_name` axis: prior calls [device * local_calls, (device + 1) * local_calls).
@@ -289,14 +288,13 @@ def device_sample(
     step, micro, split: () int32, all traced (one compilation serves every step and bucket).
     Returns a `priors.Task` of local_calls * prior_batch datasets (x: (B, R, F)).
     """
-    on_trace()
     key = jax.random.fold_in(task_key(config.seed, step), micro)
     calls = jax.lax.axis_index(axis_name) * local_calls + jnp.arange(local_calls)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, calls)
     draw = lambda k: sample_fn(k, config.prior, config.prior_batch, split)
     if local_calls == 1:
         return draw(keys[0])
-    # lax.map, not vmap: each call keeps its unbatched size choices (DESIGN.md section 4)
+    # lax.map, not vmap: each call keeps its unbatched size choices (docs/ARCHITECTURE.md section 4)
     tasks = jax.lax.map(draw, keys)
     return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), tasks)
 
@@ -311,7 +309,6 @@ def device_step(
     bucket: int,
     axis_name: str = DATA_AXIS,
     attention: str | None = None,
-    on_trace: Callable[[], None] = lambda: None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step as seen by one device of the `axis_name` axis (shard_map or pmap).
 
@@ -319,7 +316,6 @@ def device_step(
     `device_sample`), training rows padded to `bucket`; split: () int32; learning_rate: () float32.
     Returns the new (replicated) state and scalar metrics of the global batch.
     """
-    on_trace()
     micro_batches = len(tasks)
     floor = bucket_floor(bucket, config.split_bucket)
     loss_kwargs = dict(model=config.model, bucket=bucket, floor=floor, attention=attention)
@@ -351,7 +347,7 @@ def device_step(
         ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
     metrics = {
         "loss": loss_sum * scale,  # 0 when no dataset of the batch is valid (valid_fraction 0)
-        "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
+        "grad_norm": optax.global_norm(grads),
         "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),
     }

@@ -10,7 +10,7 @@ FIXTURES = SHARED / "fixtures"
 
 
 def write_dataset(folder: Path, name: str, x: np.ndarray, y: np.ndarray, categorical: np.ndarray) -> Path:
-    """Writes `folder/name.npz` with every array that shared/datasets/README.md lists."""
+    """Writes `folder/name.npz` with every array of the format in docs/ARCHITECTURE.md section 6."""
     path = folder / f"{name}.npz"
     n_classes = int(y.max()) + 1
     n_categories = np.where(categorical, np.nan_to_num(np.nanmax(x, axis=0)) + 1, 0).astype(np.int64)

@@ -88,7 +88,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return members._generate_members(*args, **kwargs)
+        return members.member_layers(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
@@ -306,11 +306,11 @@ def test_auto_finetune_steps_follow_the_weight_file(tmp_path):
     path = tmp_path / "tiny.msgpack"
     save_pretrained(path, PARAMS, CONFIG, info={"steps": 1}, dtype="float32")
     as_generated = MotherNetClassifier(weights=path, n_estimators=1, random_state=0).fit(X, y)
-    assert as_generated._finetune_steps() == 0
+    assert as_generated.finetune_steps_ == 0
     update_info(path, {"finetune_steps": 20})
     auto = MotherNetClassifier(weights=path, n_estimators=1, random_state=0).fit(X, y)
     explicit = MotherNetClassifier(weights=path, n_estimators=1, random_state=0, finetune_steps=20).fit(X, y)
-    assert auto._finetune_steps() == 20
+    assert auto.finetune_steps_ == 20
     np.testing.assert_allclose(auto.predict_proba(X), explicit.predict_proba(X), atol=1e-6)
     assert np.abs(auto.predict_proba(X) - as_generated.predict_proba(X)).max() > 1e-3
     zero = MotherNetClassifier(weights=path, n_estimators=1, random_state=0, finetune_steps=0).fit(X, y)

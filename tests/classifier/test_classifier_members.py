@@ -83,7 +83,7 @@ def test_many_members_run_in_fixed_size_calls_compiled_once(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return members._generate_members(*args, **kwargs)
+        return members.member_layers(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 

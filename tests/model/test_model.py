@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child, Predictor, mlp_logits, numpy_predict_proba, to_numpy
+from mothernet_jax.child import Child, Predictor, factored_logits, numpy_predict_proba, to_numpy
 from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import bucket_rows, generate_batch
 from mothernet_jax.model.mothernet import MotherNet, count_params
@@ -81,7 +81,7 @@ def test_parity_with_reference_fixtures(name, highest_precision):
         for j, shared in enumerate(out.shared):
             close(shared, f[f"shared_weights/{j}"])
     layers = child_layers(out.generated, out.shared, config)
-    logits = jax.vmap(mlp_logits)(layers, jnp.asarray(np.nan_to_num(x[:, split:])))
+    logits = jax.vmap(factored_logits)(layers, jnp.asarray(np.nan_to_num(x[:, split:])))
     close(logits, f["logits"].transpose(1, 0, 2))
 
 
@@ -162,17 +162,20 @@ def test_the_child_gives_one_probability_per_class_of_the_training_set(tiny):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_a_second_call_in_the_same_bucket_does_not_recompile(tiny):
+def test_a_second_call_in_the_same_bucket_does_not_recompile(tiny, monkeypatch):
     config, params, X, y = tiny
-    mn.generate(params, X[:40], y[:40], config=config)  # compiles the 128-row bucket
     from mothernet_jax import generation
 
-    before = generation._generate_jit._cache_size()
+    # a fresh jit of the same core, whose traces chex counts: at most one per row bucket
+    core = chex.assert_max_traces(generation.generate_batch, n=1)
+    jitted = jax.jit(core, static_argnames=("config", "attention"))
+    monkeypatch.setattr(generation, "generate_batch_jit", jitted)
+    mn.generate(params, X[:40], y[:40], config=config)  # compiles the 128-row bucket
     mn.generate(params, X[:70, :3], y[:70], config=config)
     mn.generate(params, X, y, config=config)
-    assert generation._generate_jit._cache_size() == before
-    mn.generate(params, np.tile(X, (2, 1)), np.tile(y, 2), config=config)  # 180 rows: next bucket
-    assert generation._generate_jit._cache_size() == before + 1
+    with pytest.raises(AssertionError, match="trace"):  # 180 rows: the next bucket, a new trace
+        mn.generate(params, np.tile(X, (2, 1)), np.tile(y, 2), config=config)
+    assert bucket_rows(1) == 128 and bucket_rows(128) == 128 and bucket_rows(129) == 256
     assert bucket_rows(1) == 128 and bucket_rows(128) == 128 and bucket_rows(129) == 256
 
 

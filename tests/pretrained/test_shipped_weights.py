@@ -4,8 +4,7 @@ import json
 import subprocess
 import sys
 
-from mothernet_jax.pretrained import _default_path as shipped_path
-from mothernet_jax.pretrained import load_info, load_pretrained, sha256_of
+from mothernet_jax.pretrained import DEFAULT_NAME, PACKAGE_DIR, load_info, load_pretrained, sha256_of
 
 # Runs in a fresh interpreter whose sockets refuse to connect: the shipped weights must need no
 # network. Two datasets that ship inside scikit-learn (no download).
@@ -44,7 +43,7 @@ def test_shipped_weights_classify_offline():
 
 def test_shipped_file_matches_its_manifest_and_size_budget():
     info = load_info()
-    path = shipped_path()
+    path = PACKAGE_DIR / f"{DEFAULT_NAME}.msgpack"
     assert sha256_of(path) == info["sha256"] and path.stat().st_size == info["bytes"]
     assert path.stat().st_size <= 12 * 2**20 and info["storage_dtype"] == "bfloat16"
     assert info["multiclass"] in ("native", "one_vs_rest")

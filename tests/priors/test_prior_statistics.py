@@ -1,4 +1,4 @@
-"""The prior against the reference statistics (`shared/prior_reference/`): two-sample KS distances.
+"""The prior against the reference statistics (docs/ARCHITECTURE.md section 6): two-sample KS distances.
 
 The bar is KS <= 0.10 for every statistic on 2,400 datasets at the paper shapes (the slow test;
 `python -m priors.compare_reference --n 2400` prints the table). The default suite checks 240

@@ -7,12 +7,12 @@ import signal
 import threading
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
 from train_helpers import (
     FAST_COMPILE,
-    assert_trees_close,
     committed_steps,
     fast_train,
     make_config,
@@ -39,7 +39,7 @@ def test_stopping_and_resuming_equals_a_straight_run(tmp_path, straight):
     assert committed_steps(tmp_path) == [2, 3]
     second = fast_train(config, tmp_path)
     assert (second.first_step, second.step, second.stop_reason) == (3, 6, "completed")
-    assert_trees_close(second.params, straight.params, atol=1e-6)
+    chex.assert_trees_all_close(second.params, straight.params, atol=1e-6, rtol=0)
     np.testing.assert_allclose(first.losses + second.losses, straight.losses, rtol=1e-6)
     assert committed_steps(tmp_path) == [3, 4, 6]  # the latest keep_checkpoints = 3
     checkpoints = Checkpoints(tmp_path)
@@ -143,5 +143,5 @@ def test_sigterm_saves_and_a_kill_while_saving_leaves_the_last_checkpoint_usable
     assert (resumed.first_step, resumed.step) == (stopped, end)
     assert not temporary_checkpoints(workdir)  # the half-written folder is cleaned up
     reference = fast_train(config, None, stop_at=end)
-    assert_trees_close(resumed.params, reference.params, atol=1e-6)
+    chex.assert_trees_all_close(resumed.params, reference.params, atol=1e-6, rtol=0)
     np.testing.assert_allclose(first.losses + resumed.losses, reference.losses, rtol=1e-6)

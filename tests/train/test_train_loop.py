@@ -1,9 +1,10 @@
 """The loop and the CLI: resume by itself, metrics and progress, time limit, weights in and out,
 and the loss falls."""
 
+import chex
 import numpy as np
 import pytest
-from train_helpers import assert_trees_close, committed_steps, fast_train, make_config
+from train_helpers import committed_steps, fast_train, make_config
 
 from mothernet_jax import cli
 from mothernet_jax.train import config as train_config
@@ -42,12 +43,12 @@ def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
     result = fast_train(make_config(steps=2), tmp_path / "a", export=exported)
     params, model = load_pretrained(exported)
     assert model == result.config.model
-    assert_trees_close(params, result.params, atol=0.0)  # stored as float32: every bit
+    chex.assert_trees_all_close(params, result.params, atol=0.0, rtol=0)  # stored as float32: every bit
     assert load_info(exported)["storage_dtype"] == "float32"
     config = make_config(steps=2, init_weights=str(exported))
     start = fast_train(config, tmp_path / "b", stop_at=0)
     assert start.step == 0 and committed_steps(tmp_path / "b") == [0]
-    assert_trees_close(start.params, params, atol=0.0)
+    chex.assert_trees_all_close(start.params, params, atol=0.0, rtol=0)
     other = config.replace(model=config.model.replace(n_layers=1))
     with pytest.raises(ValueError, match="model config differs"):
         fast_train(other, tmp_path / "c")

@@ -1,9 +1,10 @@
 """Data parallelism: 8 devices == 1 device, pmap == mesh, and 2 processes x 2 devices == 4 devices."""
 
+import chex
 import jax
 import numpy as np
 import pytest
-from train_helpers import FAST_COMPILE, assert_trees_close, fast_train, free_port, make_config, start_python
+from train_helpers import FAST_COMPILE, fast_train, free_port, make_config, start_python
 
 from mothernet_jax.train import PmapTrainStep, make_mesh
 
@@ -20,7 +21,7 @@ def test_eight_devices_train_like_one_device_with_the_same_global_batch(eight_de
     one = fast_train(make_config(steps=STEPS), None, mesh=make_mesh(jax.devices()[:1]))
     assert one.step == eight_devices.step == STEPS
     np.testing.assert_allclose(one.losses, eight_devices.losses, rtol=1e-5)
-    assert_trees_close(one.params, eight_devices.params, atol=1e-5)
+    chex.assert_trees_all_close(one.params, eight_devices.params, atol=1e-5, rtol=0)
 
 
 def test_the_same_step_under_pmap_gives_the_same_parameters(eight_devices):
@@ -32,7 +33,7 @@ def test_the_same_step_under_pmap_gives_the_same_parameters(eight_devices):
         losses.append(float(metrics["loss"][0]))
     params = jax.device_get(stepper.unreplicate(state.params))
     np.testing.assert_allclose(losses, eight_devices.losses, rtol=1e-5)
-    assert_trees_close(params, eight_devices.params, atol=1e-5)
+    chex.assert_trees_all_close(params, eight_devices.params, atol=1e-5, rtol=0)
 
 
 MULTIHOST = """
@@ -79,5 +80,5 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
     for a, b in zip(*leaves, strict=True):
         np.testing.assert_array_equal(a, b)  # every process holds the same parameters
     np.testing.assert_allclose(results[0]["losses"], four.losses, rtol=1e-5)
-    assert_trees_close(leaves[0], jax.tree.leaves(four.params), atol=1e-5)
+    chex.assert_trees_all_close(leaves[0], jax.tree.leaves(four.params), atol=1e-5, rtol=0)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "3"]

@@ -11,7 +11,7 @@ from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
 import priors
 from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.step import _muon_labels, eval_params, init_state, make_optimizer, task_losses
+from mothernet_jax.train.step import eval_params, init_state, make_optimizer, muon_labels, task_losses
 
 OPTIMIZERS = ["adamw", "muon", "schedule_free_adamw"]
 
@@ -51,7 +51,7 @@ def test_each_optimiser_lowers_the_loss_of_the_tiny_model(name, fixed_tasks):
 
 def test_muon_takes_the_transformer_matrices_and_adam_the_rest():
     params = init_params(jax.random.key(0), make_config().model)
-    labels = _muon_labels(params)
+    labels = muon_labels(params)
     flat = {jax.tree_util.keystr(path): label for path, label in jax.tree_util.tree_leaves_with_path(labels)}
     muon = sorted(k for k, v in flat.items() if v == "muon")
     assert muon and all("transformer" in k and "kernel" in k for k in muon)

@@ -16,9 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
 import priors
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train import train
@@ -47,17 +44,6 @@ def make_config(**changes) -> train_config.TrainConfig:
     defaults = dict(prior=TEST_PRIOR, steps=6, checkpoint_every=2, log_every=1)
     defaults.update(changes)
     return train_config.tiny().replace(**defaults)
-
-
-def max_difference(a, b) -> float:
-    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
-    return max(jax.tree.leaves(diffs))
-
-
-def assert_trees_close(a, b, atol: float) -> None:
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    difference = max_difference(a, b)
-    assert difference <= atol, f"max |a - b| = {difference:.3g} > {atol:.3g}"
 
 
 def subprocess_env(device_count: int = 8) -> dict[str, str]:
