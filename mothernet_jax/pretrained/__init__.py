@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 from flax import serialization
 
 from mothernet_jax.config import ModelConfig
-from mothernet_jax.npz import ZIP_MAGIC
+from mothernet_jax.npz import ZIP_MAGIC, atomic_write
 
 FORMAT = "mothernet-jax-weights"
 VERSION = 1
@@ -53,21 +52,6 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(
     path: str | os.PathLike,
     params,
@@ -93,7 +77,8 @@ def save_pretrained(
         "info": json.dumps(info, sort_keys=True),
         "params": serialization.to_state_dict(arrays),
     }
-    _atomic_write(path, serialization.msgpack_serialize(payload))
+    data = serialization.msgpack_serialize(payload)
+    atomic_write(path, lambda f: f.write(data))
     digest = sha256_of(path)
     manifest = {
         "file": path.name,
@@ -103,7 +88,8 @@ def save_pretrained(
         "config": config.to_dict(),
         **info,
     }
-    _atomic_write(path.with_suffix(".json"), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
     return digest
 
 
