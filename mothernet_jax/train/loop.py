@@ -36,7 +36,7 @@ from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, lineage
 from mothernet_jax.train.mesh import is_main_process
-from mothernet_jax.train.run import METRICS, NonFiniteLossError, Run, StopSignals, host_values, say
+from mothernet_jax.train.run import METRICS, NonFiniteLossError, Run, RunPlan, StopSignals, host_values, say
 from mothernet_jax.train.schedule import BudgetClock
 from mothernet_jax.train.step import TrainState, eval_params
 
@@ -131,9 +131,11 @@ def train(
                 progress_before=float(saved.get("schedule_progress", 0.0)),
                 started=started,
             )
-        run = Run(config, stepper, checkpoints, workdir, first, end, time_limit=time_limit, clock=clock,
-                   started=started, show=progress and main, export=export is not None,
-                   validator=validator, validate_every=validate_every)  # fmt: skip
+        run = Run(RunPlan(
+            config=config, stepper=stepper, checkpoints=checkpoints, workdir=workdir, first=first, end=end,
+            started=started, time_limit=time_limit, clock=clock, show=progress and main,
+            export=export is not None, validator=validator, validate_every=validate_every,
+        ))  # fmt: skip
 
         def write(params, steps, losses, reason):
             if export is not None and main:

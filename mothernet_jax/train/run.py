@@ -15,20 +15,23 @@ step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
 from mothernet_jax.progress import Progress
+from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import is_main_process
-from mothernet_jax.train.schedule import learning_rate
+from mothernet_jax.train.schedule import BudgetClock, learning_rate
 from mothernet_jax.train.step import TrainState, eval_params
 
 METRICS = "metrics.jsonl"
@@ -87,18 +90,51 @@ class StopSignals:
 # -- the loop --------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    """What one `train` call runs.
+
+    config: the TrainConfig; stepper: the compiled step (`driver.TrainStep` or `pmap.PmapTrainStep`:
+    `stepper(state, step, learning_rate=...)`, `split`, `bucket`, `plan`, `compile`,
+    `abstract_state`); checkpoints: `checkpoint.Checkpoints` or None (no work directory); workdir:
+    where metrics.jsonl goes, or None; first, end: the steps run are first..end-1; started:
+    `time.monotonic()` when the call began; time_limit: seconds from `started` (`--time-limit`);
+    clock: the budget's `schedule.BudgetClock` (`--budget`), or None; show: a progress bar; export:
+    whether the run ends with an export (its seconds are reserved under a budget); validator,
+    validate_every: `validate.Validator` and its interval in wall seconds, or None.
+    """
+
+    config: TrainConfig
+    stepper: Any
+    checkpoints: Any
+    workdir: Path | None
+    first: int
+    end: int
+    started: float
+    time_limit: float | None = None
+    clock: BudgetClock | None = None
+    show: bool = False
+    export: bool = False
+    validator: Any = None
+    validate_every: float | None = None
+
+
 class Run:
-    """The steps of one `train` call: stops, checkpoints, metrics, and the budget's schedule.
+    """The steps of one `train` call (`Run(RunPlan(...)).loop(state, signals)`): stops,
+    checkpoints, metrics, validation, and the budget's schedule.
 
     Each iteration decides whether the next step fits (`_next`), dispatches it, checks and logs the
     step before it (`_flush`), then runs `_between_steps`: the host-side work between two steps.
     """
 
-    def __init__(self, config, stepper, checkpoints, workdir, first, end, *, time_limit, clock, started,
-                 show, export, validator=None, validate_every=None):  # fmt: skip
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+        config, stepper, checkpoints, clock = plan.config, plan.stepper, plan.checkpoints, plan.clock
+        workdir, first, end, show, export = plan.workdir, plan.first, plan.end, plan.show, plan.export
+        validator, validate_every = plan.validator, plan.validate_every
         self.config, self.stepper, self.checkpoints = config, stepper, checkpoints
         self.workdir, self.first, self.end = workdir, first, end
-        self.time_limit, self.clock, self.started = time_limit, clock, started
+        self.time_limit, self.clock, self.started = plan.time_limit, clock, plan.started
         self.step = first
         self.losses: list[float] = []
         self.stop_reason = "completed" if end == config.steps else "stop_at"

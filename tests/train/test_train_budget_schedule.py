@@ -18,7 +18,7 @@ from train_helpers import make_config
 
 from mothernet_jax.train import read_metrics
 from mothernet_jax.train import run as run_module
-from mothernet_jax.train.run import Run
+from mothernet_jax.train.run import Run, RunPlan
 from mothernet_jax.train.schedule import BudgetClock, learning_rate
 
 BUDGET = 20.0  # simulated seconds
@@ -101,8 +101,8 @@ def simulate(tmp_path, monkeypatch, *, step_seconds, save_seconds=lambda step: S
     checkpoints = FakeCheckpoints(device, save_seconds)
     config = make_config(steps=100_000, budget_s=BUDGET, warmup_fraction=0.1, checkpoint_every=20, log_every=1)
     clock = BudgetClock(config.budget_s, spent_before=0.0, progress_before=0.0, started=device.now)
-    run = Run(config, stepper, checkpoints, tmp_path, 0, config.steps, time_limit=None, clock=clock,
-              started=device.now, show=False, export=True)  # fmt: skip
+    run = Run(RunPlan(config=config, stepper=stepper, checkpoints=checkpoints, workdir=tmp_path, first=0,
+                      end=config.steps, started=device.now, clock=clock, export=True))  # fmt: skip
     run.loop({}, types.SimpleNamespace(received=None))
     return run, config, device, checkpoints
 
