@@ -8,7 +8,7 @@
 `fit` encodes the table (`preprocessing.FeatureEncoder`), plans the members (`ensemble`), generates
 their children in jitted calls of a fixed number of members (`members`: memory stays bounded
 whatever the number of classes), optionally fine-tunes them with Adam, and keeps them as NumPy
-arrays in a `child.Predictor`. `predict_proba`
+arrays in a `predictor.Predictor`. `predict_proba`
 is that predictor: the same NumPy code runs in the estimator and in an exported file.
 """
 
@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mothernet_jax.child import Predictor
+from mothernet_jax.predictor import Predictor
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.ensemble import MemberPlan, plan_ensemble
 from mothernet_jax.members import generate_children
@@ -141,7 +141,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
     (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), finetune_steps_ (the steps
-    fit ran, 'auto' resolved), ensemble_ (one dict per member: what it reads), predictor_ (the `child.Predictor` that predict_proba runs and `export`
+    fit ran, 'auto' resolved), ensemble_ (one dict per member: what it reads), predictor_ (the `predictor.Predictor` that predict_proba runs and `export`
     writes).
     """
 

@@ -235,7 +235,8 @@ def test_clear_errors():
 def test_predictor_still_reads_version_1_files(tmp_path):
     import json
 
-    from mothernet_jax.child import Child, Predictor, atomic_savez
+    from mothernet_jax.child import Child, Predictor
+    from mothernet_jax.npz import atomic_savez
 
     rng = np.random.default_rng(0)
     layers = ((rng.normal(size=(4, 8)).astype(np.float32), np.zeros(8, np.float32)),
