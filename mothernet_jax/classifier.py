@@ -25,10 +25,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mothernet_jax.predictor import Predictor
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.ensemble import MemberPlan, plan_ensemble
 from mothernet_jax.members import generate_children
+from mothernet_jax.predictor import Predictor
 from mothernet_jax.preprocessing import FeatureEncoder, datetimes_as_objects, infer_categorical
 
 DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
