@@ -72,15 +72,17 @@ def plot(runs: list[dict], path: str | Path, window: int = 20, compare: bool = F
         has_loss = np.array([m["loss"] is not None for m in run["metrics"]])  # None: no valid dataset
         loss = np.array([m["loss"] for m in run["metrics"] if m["loss"] is not None], float)
         datasets = datasets[has_loss]
-        (raw,) = ax.plot(datasets, loss, alpha=0.3, lw=0.8)
-        if len(loss) >= window:
+        name = Path(run["workdir"]).name
+        smoothed = len(loss) >= window
+        (raw,) = ax.plot(datasets, loss, alpha=0.3 if smoothed else 1.0, lw=0.8, label=None if smoothed else name)
+        if smoothed:
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             ax.plot(
                 datasets[window - 1 :],
                 smooth,
                 lw=2,
                 color=raw.get_color(),
-                label=f"{Path(run['workdir']).name} (mean of {window} logs)",
+                label=f"{name} (mean of {window} logs)",
             )
     ax.set_xlabel("synthetic datasets seen")
     ax.set_ylabel("child cross-entropy on test rows")

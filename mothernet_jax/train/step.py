@@ -40,6 +40,9 @@ from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS
 
+# the global L2 norm of a pytree: optax.tree.norm (optax >= 0.2.5; global_norm is deprecated there)
+tree_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+
 
 class TrainState(NamedTuple):
     """Everything a checkpoint holds; randomness comes from the config's seed and `step`."""
@@ -347,7 +350,7 @@ def device_step(
         ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema, params)
     metrics = {
         "loss": loss_sum * scale,  # 0 when no dataset of the batch is valid (valid_fraction 0)
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": tree_norm(grads),
         "learning_rate": learning_rate,
         "valid_fraction": count / (micro_batches * config.batch_size),
     }
