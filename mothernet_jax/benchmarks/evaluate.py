@@ -44,7 +44,7 @@ def evaluate(
     methods: Sequence[str] | Mapping[str, Callable[[np.ndarray, int], object]] | None = None,
     weights: str | None = None,
     multiclass: str = "auto",
-    finetune_steps: int = 0,
+    finetune_steps: int | str = "auto",
     splits: int = 5,
     seed: int = 0,
     threads: int | None = None,
@@ -58,7 +58,8 @@ def evaluate(
     methods: registered names (None: all that import), or {name: factory} to run other methods.
     weights: MotherNet's weight file; None for the shipped weights.
     multiclass: MotherNet's `multiclass` ("auto": what the weight file recommends).
-    finetune_steps: MotherNet's `finetune_steps` (Adam steps on each generated child).
+    finetune_steps: MotherNet's `finetune_steps` (Adam steps on each generated child; "auto": what
+      the weight file recommends, as `MotherNetClassifier()` does).
     threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, and a cap
       on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl.
       None: each library's default, all cores. XLA's own pool (MotherNet on CPU) is not capped.
@@ -103,7 +104,7 @@ def evaluate(
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
         "MotherNet weights": (
-            f"{weights or 'shipped'}, multiclass={multiclass}, finetune_steps={finetune_steps}"
+            f"{weights or 'shipped'}, multiclass={multiclass}, finetune_steps={_finetune_label(finetune_steps, weights)}"
             if "mothernet" in factories
             else "not run"
         ),
@@ -210,9 +211,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--finetune-steps",
-        type=int,
-        default=0,
-        help="MotherNet's finetune_steps: Adam steps on each generated child (default 0)",
+        type=_finetune_steps,
+        default="auto",
+        help="MotherNet's finetune_steps: Adam steps on each generated child (default auto: what the weight file recommends)",
     )
     parser.add_argument("--splits", type=int, default=5, help="random splits per dataset (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the methods")
@@ -233,6 +234,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("--tabpfn-test and --datasets exclude each other")
         args.datasets = ["tabpfn-test"]
     return args
+
+
+def _finetune_steps(text: str) -> int | str:
+    """argparse type of --finetune-steps: "auto" or an integer >= 0."""
+    if text == "auto":
+        return text
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = -1
+    if steps < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {text!r}")
+    return steps
+
+
+def _finetune_label(finetune_steps: int | str, weights: str | None) -> str:
+    """The header's finetune_steps: "auto" shows what it resolves to."""
+    if finetune_steps != "auto":
+        return str(finetune_steps)
+    from mothernet_jax.classifier import weights_info
+
+    return f"auto ({weights_info(weights).get('finetune_steps', 0)})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,7 +114,7 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 
 
-def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", finetune_steps=0, **_):
+def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", finetune_steps="auto", **_):
     from mothernet_jax.classifier import MotherNetClassifier
 
     return MotherNetClassifier(

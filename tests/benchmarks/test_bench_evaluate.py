@@ -134,6 +134,7 @@ def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
     params = model.get_params()
     assert params["weights"] == "some/path.msgpack"
     assert params["random_state"] == 7 and params["multiclass"] == "auto"
+    assert params["finetune_steps"] == "auto"  # the benchmark measures the classifier's defaults
     assert METHODS["mothernet"].build(np.zeros(2, bool), 7, multiclass="native").multiclass == "native"
     np.testing.assert_array_equal(params["categorical_features"], [False, True])
 
@@ -172,4 +173,13 @@ def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
     records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
     mothernet = [r for r in records if r["method"] == "mothernet"]
     assert len(mothernet) == 2 and {r["status"] for r in mothernet} == {"ok"}, mothernet
-    assert f"MotherNet weights: {weights}, multiclass=one_vs_rest" in (out / "summary.md").read_text()
+    assert f"MotherNet weights: {weights}, multiclass=one_vs_rest, finetune_steps=auto (0)" in (
+        out / "summary.md"
+    ).read_text()  # its manifest recommends no fine-tuning
+
+
+def test_finetune_steps_option_is_auto_or_a_count(tmp_path, capsys):
+    for bad in ("-1", "many"):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--data", str(tmp_path), "--finetune-steps", bad])
+        assert "expected 'auto' or an integer >= 0" in capsys.readouterr().err
