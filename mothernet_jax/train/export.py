@@ -24,10 +24,15 @@ LINEAGE = "lineage.json"  # what the init weights carried in (see `lineage`)
 EXPORT_DTYPES = ("float32", "bfloat16")
 
 
+# manifest keys that tell MotherNetClassifier how to use the weights ("auto" options): an export
+# keeps those of its init weights
+RECOMMENDATIONS = ("multiclass", "finetune_steps")
+
+
 def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[str, Any]:
     """What `config.init_weights` carries into this run's export: its training history (a list of
-    phases, each {steps, datasets_seen, train_config}) and the classifier's "multiclass"
-    recommendation. Read from the weight file's manifest when the run starts fresh, else from the
+    phases, each {steps, datasets_seen, train_config}) and the classifier's recommendations
+    (`RECOMMENDATIONS`: "multiclass", "finetune_steps"). Read from the weight file's manifest when the run starts fresh, else from the
     work directory."""
     saved = None if workdir is None else workdir / LINEAGE
     if saved is not None and saved.exists() and not fresh:
@@ -46,8 +51,7 @@ def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[s
         {key: info[key] for key in ("steps", "datasets_seen", "train_config") if key in info}
     ]
     carried = {"history": history}
-    if "multiclass" in info:
-        carried["multiclass"] = info["multiclass"]
+    carried.update({key: info[key] for key in RECOMMENDATIONS if key in info})
     return carried
 
 

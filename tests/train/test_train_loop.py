@@ -70,7 +70,7 @@ def test_exports_carry_the_history_and_recommendation_of_their_init_weights(tmp_
 
     first = tmp_path / "first.msgpack"
     fast_train(make_config(steps=2), tmp_path / "a", export=first)
-    update_info(first, {"multiclass": "one_vs_rest"})
+    update_info(first, {"multiclass": "one_vs_rest", "finetune_steps": 100})
     # phase 2 starts from phase 1 and exports over its own init file, as the model card's command
     # does; stopping and resuming must not count phase 1 twice
     config = make_config(steps=3, init_weights=str(first))
@@ -79,5 +79,5 @@ def test_exports_carry_the_history_and_recommendation_of_their_init_weights(tmp_
     info = load_info(first)
     assert [phase["steps"] for phase in info["history"]] == [2, 3]
     assert info["total_steps"] == 5 and info["total_datasets_seen"] == 5 * 8
-    assert info["multiclass"] == "one_vs_rest" and info["steps"] == 3
+    assert info["multiclass"] == "one_vs_rest" and info["finetune_steps"] == 100 and info["steps"] == 3
     assert info["history"][1]["train_config"]["init_weights"] == str(first)
