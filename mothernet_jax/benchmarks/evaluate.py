@@ -4,7 +4,7 @@
     python -m mothernet_jax.benchmarks.evaluate --data ../shared/datasets --datasets tabpfn-test \
         --methods mothernet logistic_regression --weights PATH
 
-Every dataset is split 5 times (see `protocol.make_split`) and every method is fitted on each split.
+Every dataset is split 5 times (see `evaluation.make_split`) and every method is fitted on each split.
 The output folder receives `splits.jsonl` (one record per split and method, written as they
 finish), `datasets.csv` (one row per dataset and method), `summary.md` (the tables) and two
 figures, `auc_vs_time.png` and `ranks.png`. A method that fails on a dataset is recorded as failed
@@ -30,7 +30,7 @@ import numpy as np
 
 from mothernet_jax.benchmarks import figures, report
 from mothernet_jax.benchmarks.methods import METHODS, resolve_methods
-from mothernet_jax.benchmarks.protocol import dataset_paths, run_benchmark
+from mothernet_jax.evaluation import dataset_paths, run_benchmark
 from mothernet_jax.progress import Progress
 
 OUTPUT_FILES = ("splits.jsonl", "datasets.csv", "summary.md", "auc_vs_time.png", "ranks.png")

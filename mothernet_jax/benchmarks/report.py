@@ -65,7 +65,7 @@ def _stat(values: Sequence[float], fn) -> float:
 
 
 def aggregate(records: Iterable[Mapping]) -> list[Cell]:
-    """Groups per-split records (see `protocol.evaluate_split`) into cells, in first-seen order."""
+    """Groups per-split records (see `evaluation.evaluate_split`) into cells, in first-seen order."""
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for record in records:
         groups.setdefault((record["dataset"], record["method"]), []).append(record)

@@ -3,7 +3,7 @@
 `Validator(data_dir, model_config)(params)` fits `MotherNetClassifier` with the given parameters on
 fixed splits of real datasets and returns their mean ROC AUC (`val_auc`). The datasets are the
 ones that are NOT TabPFN-test datasets: a folder's `MANIFEST.tsv` rows whose `tabpfn_split` is
-`test` are left out, and so is every name in `TABPFN_TEST` (the 30 test datasets of the TabPFN
+`test` are left out, and so is every name in `evaluation.TABPFN_TEST` (the 30 test datasets of the TabPFN
 paper) whatever the manifest says, so that choosing a recipe on `val_auc` never looks at the
 datasets the final benchmark reports.
 
@@ -25,7 +25,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from mothernet_jax.benchmarks.protocol import (
+from mothernet_jax.config import ModelConfig
+from mothernet_jax.evaluation import (
+    TABPFN_TEST,
     Dataset,
     load_dataset,
     make_split,
@@ -33,50 +35,13 @@ from mothernet_jax.benchmarks.protocol import (
     read_manifest,
     roc_auc,
 )
-from mothernet_jax.config import ModelConfig
-
-# The 30 OpenML-CC18 datasets the TabPFN paper tested on (its "test" list), by their OpenML names.
-TABPFN_TEST = frozenset(
-    {
-        "analcatdata_authorship",
-        "analcatdata_dmft",
-        "balance-scale",
-        "banknote-authentication",
-        "blood-transfusion-service-center",
-        "breast-w",
-        "car",
-        "climate-model-simulation-crashes",
-        "cmc",
-        "credit-approval",
-        "credit-g",
-        "cylinder-bands",
-        "diabetes",
-        "dresses-sales",
-        "eucalyptus",
-        "ilpd",
-        "kc2",
-        "mfeat-fourier",
-        "mfeat-karhunen",
-        "mfeat-morphological",
-        "mfeat-zernike",
-        "MiceProtein",
-        "pc1",
-        "pc3",
-        "pc4",
-        "qsar-biodeg",
-        "steel-plates-fault",
-        "tic-tac-toe",
-        "vehicle",
-        "wdbc",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidationConfig:
     """The fixed protocol of `val_auc`."""
 
-    splits: int = 2  # random splits per dataset (protocol.make_split, seeded by name and index)
+    splits: int = 2  # random splits per dataset (evaluation.make_split, seeded by name and index)
     n_estimators: int = 2  # ensemble members per class group (MotherNetClassifier)
     max_train_rows: int = 512  # training rows per split (fewer where the dataset is small)
     max_test_rows: int = 1_000  # test rows per split

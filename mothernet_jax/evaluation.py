@@ -1,5 +1,8 @@
 """The TabPFN-paper evaluation protocol on real tabular data: datasets, splits, metrics, the run loop.
 
+The library's one definition of it: `benchmarks.evaluate` (the report) and `train.validate` (val_auc
+during training) both use it.
+
 One *split* of a dataset has `train_rows = min(1000, n // 2)` training rows that hold every class
 and up to 2000 test rows, the rest. It is a pure function of `(seed, dataset name, split index)`, so
 every method sees the same rows. A method is a factory `(categorical_mask, seed) -> estimator` that
@@ -24,6 +27,42 @@ from sklearn.metrics import roc_auc_score
 
 MAX_TRAIN_ROWS = 1000
 MAX_TEST_ROWS = 2000
+
+# The 30 OpenML-CC18 datasets the TabPFN paper tested on (its "test" list), by their OpenML names.
+TABPFN_TEST = frozenset(
+    {
+        "analcatdata_authorship",
+        "analcatdata_dmft",
+        "balance-scale",
+        "banknote-authentication",
+        "blood-transfusion-service-center",
+        "breast-w",
+        "car",
+        "climate-model-simulation-crashes",
+        "cmc",
+        "credit-approval",
+        "credit-g",
+        "cylinder-bands",
+        "diabetes",
+        "dresses-sales",
+        "eucalyptus",
+        "ilpd",
+        "kc2",
+        "mfeat-fourier",
+        "mfeat-karhunen",
+        "mfeat-morphological",
+        "mfeat-zernike",
+        "MiceProtein",
+        "pc1",
+        "pc3",
+        "pc4",
+        "qsar-biodeg",
+        "steel-plates-fault",
+        "tic-tac-toe",
+        "vehicle",
+        "wdbc",
+    }
+)
 
 # Groups of datasets named by the `tabpfn_split` column of MANIFEST.tsv; "non-test" is every row
 # whose split is not "test" (what recipes and settings are chosen on).

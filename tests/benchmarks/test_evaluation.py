@@ -8,7 +8,7 @@ from bench_helpers import DATASETS, FailsOnBinary, NearestMean, two_datasets, wr
 from sklearn.metrics import roc_auc_score
 
 from mothernet_jax.benchmarks import report
-from mothernet_jax.benchmarks.protocol import (
+from mothernet_jax.evaluation import (
     dataset_paths,
     load_dataset,
     make_split,
