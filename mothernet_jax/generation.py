@@ -17,7 +17,8 @@ One implementation, three entry points, each a pure JAX function (jit, vmap and 
   bucket of 128 (similar sizes share one compiled function); traced, it runs as it is.
 
 `config=` is optional in the last two: left out, it is recovered from the params' names and shapes
-(`model.identify.config_of`), which works on tracers too.
+(`model.identify.config_of`: a preset's or a shipped weight file's config), which works on tracers
+too; params of any other config need `config=`.
 """
 
 from __future__ import annotations
@@ -282,9 +283,8 @@ def generate(
     and std (d,).
 
     config: the params' `ModelConfig`; left out, it is recovered from the params' names and shapes
-        (`model.identify.config_of`: the presets, the shipped weights and every config that
-        `init_params` or `load_pretrained` used in this process), which raises a ValueError asking
-        for config= when that cannot be decided.
+        (`model.identify.config_of`: the presets and the shipped weights' configs), which raises a
+        ValueError asking for config= when that cannot be decided (any other config).
     n_classes: k, the child's outputs; a Python int (static). Left out: max(y) + 1 from concrete
         labels; all max_classes outputs when y is traced (slice them, or pass n_classes).
     n_rows, n_features: optional padding, ints or traced int scalars: only the first n_rows rows

@@ -5,42 +5,38 @@ it would not survive `jax.tree.map`, a checkpoint or a trace. What it does carry
 as tracers inside jit, vmap and grad, is its tree of names and shapes. The shapes fix most fields
 (embed_dim, n_layers, ffn_dim, pooling, head sizes, child sizes, rank, max_features,
 max_classes) but not n_heads, head_activation or dtype, so `config_of` matches the names and
-shapes against the configs it knows:
+shapes against a fixed list of configs, in this order:
 
-1. every config whose params were made in this process: `init_params` registers its config
-   (`register_config`), also when traced, as under the `jax.eval_shape` with which
-   `load_pretrained` and `convert.from_reference` check their arrays and the train step makes its
-   params (`count_params` registers nothing);
-2. the presets (`config.PRESETS`) and the configs of the weight files shipped in
-   `mothernet_jax/pretrained/` (read from their JSON manifests).
+1. the `candidates` the caller passes (say the config a checkpoint was saved with);
+2. the presets (`config.PRESETS`);
+3. the configs of the weight files shipped in `mothernet_jax/pretrained/` (their JSON manifests).
 
-The known configs whose parameter shapes equal those of `params` must agree on every field that
-changes the computation, dtype aside; `config_of` then returns the most recently registered of
-them (so the dtype is that of the latest params made in this process), or else the first preset.
-When none matches, or two architectures of identical shapes do (say the `paper` preset and a
-registered `paper` with 8 heads), it raises `UnknownConfigError`, which asks for `config=`: it never
-guesses. Only names and shapes are read, so a traced call pays for this once, at trace time, and
-an eager call about as much as flattening the pytree (answers are memoised until the next
-registration).
+The configs whose parameter shapes equal those of `params` must agree on every field that changes
+the computation, dtype aside; `config_of` returns the first of them. When none matches (a custom
+config: its params were made by `init_params(key, config)` with a config that is neither a preset
+nor shipped), or two architectures of identical shapes do (say the `paper` preset and a `paper`
+candidate with 8 heads), it raises `UnknownConfigError`, which asks for `config=`: it never
+guesses. The answer depends on the params' shapes and the arguments alone, never on what the
+process did before. Only names and shapes are read, so a traced call pays for this once, at trace
+time.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import jax
 
 from mothernet_jax.config import PRESETS, ModelConfig
+from mothernet_jax.model.mothernet import abstract_params
 
 Signature = tuple[tuple[str, tuple[int, ...]], ...]  # sorted (path, shape) of every leaf
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-_QUICK = ("x_encoder/linear/kernel", "weight_head/output/kernel")  # two shapes that rule most out
-
-_registered: dict[ModelConfig, Signature] = {}  # insertion order = registration order, latest last
-_found: dict[tuple, ModelConfig] = {}  # (treedef, shapes) -> config_of's answer; emptied on register
+QUICK_LEAVES = ("x_encoder/linear/kernel", "weight_head/output/kernel")  # two shapes that rule most out
 
 
 class UnknownConfigError(ValueError):
@@ -71,17 +67,7 @@ def signature(params) -> Signature:
 @functools.lru_cache(maxsize=64)
 def config_signature(config: ModelConfig) -> Signature:
     """The signature of the params of `config`, from `jax.eval_shape` (nothing allocated)."""
-    from mothernet_jax.model.mothernet import abstract_params
-
     return signature(abstract_params(config))
-
-
-def register_config(config: ModelConfig, params) -> None:
-    """Record that `params` (arrays or shapes) were made for `config`; the latest registration of
-    a config counts as the most recent."""
-    _registered.pop(config, None)
-    _registered[config] = signature(params)
-    _found.clear()
 
 
 def _architecture(config: ModelConfig) -> tuple:
@@ -94,7 +80,9 @@ def _architecture(config: ModelConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=1)
-def _shipped_configs() -> tuple[ModelConfig, ...]:
+def shipped_configs() -> tuple[ModelConfig, ...]:
+    """The configs of the weight files shipped with the package (read once: the files are part of
+    the installed package)."""
     configs = []
     for manifest in sorted(PRETRAINED_DIR.glob("*.json")):
         try:
@@ -111,45 +99,41 @@ def _quick_key(config: ModelConfig) -> tuple:
     )
 
 
-def config_of(params) -> ModelConfig:
+def config_of(params, candidates: Iterable[ModelConfig] | None = None) -> ModelConfig:
     """The `ModelConfig` that `params` belong to, recovered from their names and shapes.
 
-    params: a params pytree (arrays, tracers or shapes). Raises `UnknownConfigError` (a
-    ValueError) when no known config has these shapes, or several that compute differently do.
+    params: a params pytree (arrays, tracers or shapes). candidates: configs to try before the
+    presets and the shipped weights' configs (the first match wins, so a candidate also decides
+    the dtype). Raises `UnknownConfigError` (a ValueError) when no config tried has these shapes,
+    or several that compute differently do.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    try:
-        key = (treedef, tuple(tuple(leaf.shape) for leaf in leaves))
-    except AttributeError:
-        key = None  # not arrays: signature() raises the error
-    if key in _found:  # eager calls ask again and again; the flat shapes are cheap to compare
-        return _found[key]
+    candidates = list(candidates or ())
+    for candidate in candidates:
+        if not isinstance(candidate, ModelConfig):
+            raise TypeError(f"candidates must be ModelConfigs, got {type(candidate).__name__}")
     sig = signature(params)
     shapes = dict(sig)
-    quick = tuple(shapes.get(name) for name in _QUICK)
-    registered = [c for c, s in reversed(_registered.items()) if s == sig]
-    known = [c for c in (*(f() for f in PRESETS.values()), *_shipped_configs()) if c not in registered]
-    builtin = [c for c in known if _quick_key(c) == quick and config_signature(c) == sig]
-    matches = registered + builtin
+    quick = tuple(shapes.get(name) for name in QUICK_LEAVES)
+    known = list(dict.fromkeys([*candidates, *(f() for f in PRESETS.values()), *shipped_configs()]))
+    matches = [c for c in known if _quick_key(c) == quick and config_signature(c) == sig]
     if not matches:
         hint = ""
         if isinstance(params, dict) and set(params) == {"params"}:
             hint = " (these look like Flax variables: pass variables['params'])"
         raise UnknownConfigError(
-            "cannot tell which ModelConfig these params belong to: their shapes fit no preset, no "
-            "shipped weight file and no config that init_params or load_pretrained used in this "
-            f"process{hint}. Pass config= (for example mn.generate(params, X, y, config=config))"
+            "cannot tell which ModelConfig these params belong to: their shapes fit no preset and no "
+            f"shipped weight file{hint}, and a custom config cannot be recovered from shapes. Pass "
+            "config= (for example mn.generate(params, X, y, config=config))"
         )
     architectures = {_architecture(c) for c in matches}
     if len(architectures) > 1:
         fields = [dict(_architecture(c)) for c in matches]
         differing = sorted(name for name in fields[0] if len({f.get(name) for f in fields}) > 1)
         raise UnknownConfigError(
-            f"these params fit {len(architectures)} known configs that compute differently (they "
-            f"differ in {', '.join(differing)}, which the shapes do not show). Pass config= (for "
-            "example mn.generate(params, X, y, config=config))"
+            f"these params fit {len(architectures)} configs that compute differently (they differ "
+            f"in {', '.join(differing)}, which the shapes do not show). Pass config= (for example "
+            "mn.generate(params, X, y, config=config))"
         )
-    _found[key] = matches[0]
     return matches[0]
 
 

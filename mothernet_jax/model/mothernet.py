@@ -9,7 +9,6 @@ from flax import linen as nn
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.model import pooling
 from mothernet_jax.model.encoders import XEncoder, YEncoder
-from mothernet_jax.model.identify import register_config
 from mothernet_jax.model.transformer import Transformer
 from mothernet_jax.model.weight_head import WeightHead
 
@@ -70,27 +69,21 @@ class MotherNet(nn.Module):
         return outputs[:, m : m + rows]
 
 
-def _init(key: jax.Array, config: ModelConfig) -> dict:
+def init_params(key: jax.Array, config: ModelConfig) -> dict:
+    """Fresh parameters initialised as the reference (PyTorch defaults, zero output projections).
+
+    The params do not carry their config: `generate(params, X, y)` recovers a preset's or a
+    shipped config from the shapes (`model.identify`); for any other config pass `config=`.
+    """
     x = jnp.zeros((1, 8, config.max_features), jnp.float32)
     y = jnp.zeros((1, 8), jnp.int32)
     return MotherNet(config).init(key, x, y, jnp.array([8]))["params"]
 
 
-def init_params(key: jax.Array, config: ModelConfig) -> dict:
-    """Fresh parameters initialised as the reference (PyTorch defaults, zero output projections).
-
-    The config is registered with the params' shapes, so that `generate(params, X, y)` finds it
-    without `config=` (`model.identify`).
-    """
-    params = _init(key, config)
-    register_config(config, params)
-    return params
-
-
 def abstract_params(config: ModelConfig) -> dict:
     """The params pytree of `config` as `jax.ShapeDtypeStruct`s (`jax.eval_shape`, nothing
-    allocated, nothing registered)."""
-    return jax.eval_shape(lambda key: _init(key, config), jax.random.key(0))
+    allocated)."""
+    return jax.eval_shape(lambda key: init_params(key, config), jax.random.key(0))
 
 
 def count_params(config: ModelConfig) -> int:

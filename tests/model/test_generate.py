@@ -19,13 +19,13 @@ def assert_same_child(a, b, tol=1e-5):
     chex.assert_trees_all_close(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
 
 
-# jitted: one compilation instead of one per operation; init_params registers its config when traced
+# jitted: one compilation instead of one per operation
 init_params = jax.jit(mn.init_params, static_argnums=1)
 
 
 @jax.jit
 def perturbed(params, key):
-    """Random weights everywhere (a fresh init zeroes some projections), as a new, unregistered dict."""
+    """Random weights everywhere (a fresh init zeroes some projections), as a new dict."""
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
@@ -46,16 +46,6 @@ def tiny():
 @pytest.fixture(scope="module")
 def shipped():
     return mn.load_pretrained()
-
-
-@pytest.fixture
-def registry():
-    """Restore the process-wide registry of configs after a test that adds to it."""
-    saved = dict(identify._registered)
-    yield
-    identify._registered.clear()
-    identify._registered.update(saved)
-    identify._found.clear()
 
 
 # -- no config ----------------------------------------------------------------------------------
@@ -80,44 +70,52 @@ def test_init_params_of_a_preset_need_no_config(name, tiny):
     assert_same_child(mn.generate(copy, X[0], y[0]), mn.generate(params, X[0], y[0], config=config), 0)
 
 
-def test_a_config_of_its_own_shapes_is_found_once_init_params_made_it(registry, tiny):
+def test_a_custom_config_needs_config_or_a_candidate(tiny):
     config = mn.preset("tiny").replace(embed_dim=48, n_heads=3, ffn_dim=96)
     params = init_params(jax.random.key(1), config)
     _, X, y = tiny
-    assert identify.config_of(params) == config
-    jitted = jax.jit(lambda p, X, y: mn.generate(p, X, y, n_classes=3))
+    # making params registers nothing: the answer depends on the params and the arguments alone
+    with pytest.raises(identify.UnknownConfigError, match="custom config cannot be recovered"):
+        identify.config_of(params)
+    assert identify.config_of(params, candidates=[config]) == config
+    jitted = jax.jit(lambda p, X, y: mn.generate(p, X, y, n_classes=3, config=config))
     assert_same_child(jitted(params, X[0], y[0]), mn.generate(params, X[0], y[0], config=config))
 
 
 def test_unknown_config_raises_a_clear_error_eager_and_traced(tiny):
-    config = mn.preset("tiny").replace(embed_dim=40, n_heads=2)  # no preset; never given to init_params
+    config = mn.preset("tiny").replace(embed_dim=40, n_heads=2)  # no preset
     params = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape), abstract_params(config))
     _, X, y = tiny
-    with pytest.raises(identify.UnknownConfigError, match="Pass config="):
+    with pytest.raises(identify.UnknownConfigError, match="Pass config=") as error:
         mn.generate(params, X[0], y[0])
+    assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="Pass config="):
         jax.jit(lambda p: mn.generate(p, X[0], y[0], n_classes=3))(params)
     child = mn.generate(params, X[0], y[0], config=config)  # config= still works
     assert child.layers[0][0].shape == (5, config.child_hidden_size)
+    with pytest.raises(identify.UnknownConfigError, match="Flax variables"):
+        identify.config_of({"params": params})
 
 
-def test_configs_that_share_shapes_are_not_guessed(registry, tiny):
+def test_configs_that_share_shapes_are_not_guessed(tiny):
     params, X, y = tiny
-    mn.count_params(mn.preset("tiny").replace(n_heads=4))  # looking at a config registers nothing
     assert identify.config_of(params) == mn.preset("tiny")
-    jax.eval_shape(lambda key: mn.init_params(key, mn.preset("tiny").replace(n_heads=4)), jax.random.key(0))
+    four_heads = mn.preset("tiny").replace(n_heads=4)
     with pytest.raises(identify.UnknownConfigError, match="differ in n_heads"):
-        mn.generate(params, X[0], y[0])
-    mn.generate(params, X[0], y[0], config=mn.preset("tiny"))
+        identify.config_of(params, candidates=[four_heads])
+    assert identify.config_of(params, candidates=[mn.preset("tiny")]) == mn.preset("tiny")
+    mn.generate(params, X[0], y[0], config=four_heads)  # config= is taken as given
 
 
-def test_dtype_comes_from_the_latest_params_made(registry, tiny):
+def test_the_answer_does_not_depend_on_what_the_process_did_before(tiny):
     params, _, _ = tiny
     bf16 = mn.preset("tiny").replace(dtype="bfloat16")
-    jax.eval_shape(lambda key: mn.init_params(key, bf16), jax.random.key(0))  # as load_pretrained does
-    assert identify.config_of(params) == bf16
-    jax.eval_shape(lambda key: mn.init_params(key, mn.preset("tiny")), jax.random.key(0))
-    assert identify.config_of(params) == mn.preset("tiny")
+    before = identify.config_of(params)
+    jax.eval_shape(lambda key: mn.init_params(key, bf16), jax.random.key(0))
+    jax.eval_shape(lambda key: mn.init_params(key, mn.preset("tiny").replace(n_heads=4)), jax.random.key(0))
+    assert identify.config_of(params) == before == mn.preset("tiny")
+    # a candidate that differs only in dtype comes first and decides the dtype
+    assert identify.config_of(params, candidates=[bf16]) == bf16
 
 
 # -- jit, vmap, pmap ----------------------------------------------------------------------------
