@@ -1,16 +1,28 @@
-"""Test set-up: eight CPU devices for the data-parallel tests, rank promotion raises, fresh keys.
+"""Test set-up: eight CPU devices for the data-parallel tests, rank promotion raises, a persistent
+compilation cache, fresh keys.
 
 The device count must be set before JAX initialises its backends, so it is set here, at import
 time of the test session, and never overrides a device count the caller chose in XLA_FLAGS. It is
 this process's setting: a test's subprocess that needs devices sets its own
 (`train_helpers.subprocess_env`).
+
+Every compiled program goes to a persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`, by
+default a folder of this user's under the temporary directory), so a second run of the suite skips
+most of XLA's work; the variables are set in the environment, so the tests' subprocesses (the demo,
+the notebooks, the benchmarks) use the same cache.
 """
 
 import itertools
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"mothernet-jax-tests-{os.getuid()}")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -18,11 +30,13 @@ import pytest  # noqa: E402
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures"
-DATASETS = SHARED / "datasets"
-PRIOR_REFERENCE = SHARED / "prior_reference"
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+)
+jax.config.update(
+    "jax_persistent_cache_min_entry_size_bytes", int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"])
+)
 
 _seeds = itertools.count()
 
