@@ -9,7 +9,7 @@ of a small MLP (the child) that classifies new rows.
     child = mn.generate(params, X_train, y_train)  # config recovered from the params' shapes
     proba = mn.predict_proba(child, X_test)
 
-Names load on first use, so that `mothernet_jax.child.load_predictor` runs without importing JAX.
+Names load on first use, so that `mothernet_jax.predictor.load_predictor` runs without importing JAX.
 """
 
 from mothernet_jax.lazy import lazy_exports
@@ -31,7 +31,7 @@ _EXPORTS = {
     "child_logits": "mothernet_jax.child",
     "predict_proba": "mothernet_jax.child",
     "to_numpy": "mothernet_jax.child",
-    "load_predictor": "mothernet_jax.child",
+    "load_predictor": "mothernet_jax.predictor",
     "load_pretrained": "mothernet_jax.pretrained",
     "save_pretrained": "mothernet_jax.pretrained",
     "MotherNetClassifier": "mothernet_jax.classifier",

@@ -3,12 +3,11 @@
 A `Child` holds the dense layers in data space and the standardisation of the training rows, so it
 takes raw rows: z = clip((x - mean) / std, +-100), NaN -> 0, then relu(z W1 + b1) ... W_out + b_out.
 The same code runs on JAX arrays (jit, vmap, grad: `child_logits`, `predict_proba`) and on NumPy
-arrays (`numpy_predict_proba`, `load_predictor`).
+arrays: `numpy_predict_proba` is the one NumPy forward pass, which the exported classifier
+(`mothernet_jax.predictor`, which imports this module and never the reverse) runs for every member.
 
-This module imports no JAX at import time, so that `load_predictor` runs in a process where JAX is
-never imported (a deployment with NumPy alone). The exported predictor and its file format live in
-`mothernet_jax.predictor`; `child.Predictor`, `child.load_predictor` and `child.check_feature_names`
-are the same objects, kept under this name.
+This module imports no JAX at import time (the JAX functions import it when called), so that an
+exported predictor runs in a process where JAX is never imported (a deployment with NumPy alone).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import numpy as np
 
 CLIP = 100.0  # the reference clips standardised features to +-100
 DEFAULT_TEMPERATURE = 0.8  # predict_proba = softmax(logits / 0.8), as the reference
-ROW_BLOCK = 2048  # the NumPy predictor runs this many rows at a time: its activations stay in cache
 
 
 class Child(NamedTuple):
@@ -98,14 +96,15 @@ def to_numpy(child: Child) -> Child:
 
 
 def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
-    """`child_logits` with NumPy alone. x: (n, d) -> (n, k)."""
+    """`child_logits` with NumPy alone, in float32. x: (n, d) -> (n, k)."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np)
     return factored_logits(child.layers, z.astype(np.float32), np)
 
 
 def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
-    """`predict_proba` with NumPy alone. x: (n, d) -> (n, k)."""
+    """`predict_proba` with NumPy alone: the one NumPy forward pass (the exported classifier runs it
+    for each member). x: (n, d) raw rows (NaN allowed) -> (n, k)."""
     return softmax(numpy_logits(child, x) / temperature, np)
 
 
@@ -117,16 +116,3 @@ def numpy_layers(layers) -> tuple:
         )
 
     return tuple((weight(w), np.asarray(b, np.float32)) for w, b in layers)
-
-
-# -- the exported classifier: mothernet_jax.predictor ---------------------------------------------
-
-_PREDICTOR_NAMES = ("Predictor", "load_predictor", "check_feature_names", "PredictorFileError", "FORMAT", "FORMAT_VERSION")
-
-
-def __getattr__(name: str):
-    if name in _PREDICTOR_NAMES:
-        from mothernet_jax import predictor
-
-        return getattr(predictor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

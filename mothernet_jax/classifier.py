@@ -3,7 +3,7 @@
     from mothernet_jax.classifier import MotherNetClassifier
     clf = MotherNetClassifier().fit(X_train, y_train)      # shipped weights, 8 members
     proba = clf.predict_proba(X_test)
-    clf.export("model.npz")                                 # NumPy-only: child.load_predictor
+    clf.export("model.npz")                                 # NumPy-only: predictor.load_predictor
 
 `fit` encodes the table (`preprocessing.FeatureEncoder`), plans the members (`ensemble`), generates
 their children in jitted calls of a fixed number of members (`members`: memory stays bounded
@@ -238,7 +238,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
     def export(self, path: str | os.PathLike) -> None:
         """Write the fitted classifier (encoder and children) to one pickle-free .npz file;
-        `mothernet_jax.child.load_predictor(path).predict_proba(X)` gives the same probabilities
+        `mothernet_jax.predictor.load_predictor(path).predict_proba(X)` gives the same probabilities
         with NumPy alone."""
         check_is_fitted(self)
         self.predictor_.save(path)

@@ -2,8 +2,8 @@
 and the encoder, in one pickle-free `.npz` (`Predictor.save` / `load_predictor`), run with NumPy
 alone.
 
-The children's arithmetic is `mothernet_jax.child`'s (one standardise, one logits function for JAX
-and NumPy); this module adds only what an export needs: the archive's header (FORMAT,
+The children's arithmetic is `mothernet_jax.child`'s (`numpy_predict_proba`, the one NumPy forward
+pass); this module adds only what an export needs: the archive's header (FORMAT,
 FORMAT_VERSION), its checks (`PredictorFileError` naming the path), the averaging of members and
 the DataFrame column check. It imports no JAX.
 """
@@ -15,19 +15,12 @@ import os
 
 import numpy as np
 
-from mothernet_jax.child import (
-    CLIP,
-    DEFAULT_TEMPERATURE,
-    ROW_BLOCK,
-    Child,
-    factored_logits,
-    numpy_layers,
-    softmax,
-)
+from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_predict_proba
 from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
 
 FORMAT = "mothernet-jax-predictor"
 FORMAT_VERSION = 2  # 2: encoder, member columns and class groups, low-rank factors
+ROW_BLOCK = 2048  # rows predicted at a time: the members' activations stay in cache
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Predictor", "PredictorFileError", "check_feature_names", "load_predictor"]
 
@@ -41,7 +34,7 @@ class Predictor:
     softmax(logits / temperature) over its output groups; class c receives the probability of group
     `groups[m][c]` divided by that group's number of classes. Without grouping (groups[m] the
     identity or a rotation) this is the plain average of the members' class probabilities.
-    A child's layer weight may be a pair of low-rank factors (`factored_logits`).
+    A child's layer weight may be a pair of low-rank factors (`child.factored_logits`).
     """
 
     def __init__(
@@ -125,15 +118,8 @@ class Predictor:
             for child, columns, groups, shares in zip(
                 self.children, self.columns, self.groups, self._shares, strict=True
             ):
-                z = encoded[rows, columns].astype(np.float32)  # a copy: standardised in place
-                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                    z -= child.mean
-                    z /= child.std
-                np.clip(z, -CLIP, CLIP, out=z)
-                if self.encoder is None:  # the encoder imputes; raw columns may hold NaN
-                    z[np.isnan(z)] = 0.0
-                logits = factored_logits(child.layers, z, np)
-                proba[rows] += softmax(logits / self.temperature, np)[:, groups] * shares
+                member = numpy_predict_proba(child, encoded[rows, columns], self.temperature)
+                proba[rows] += member[:, groups] * shares
         return proba / len(self.children)
 
     def predict(self, X) -> np.ndarray:

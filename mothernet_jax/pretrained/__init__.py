@@ -145,7 +145,7 @@ def _check_weight_path(path: Path) -> None:
     if head == ZIP_MAGIC or path.suffix == ".npz":
         raise WeightFileError(
             f"{path} is an exported classifier (a .npz archive), not a weight file: "
-            "use mothernet_jax.child.load_predictor to load it"
+            "use mothernet_jax.predictor.load_predictor to load it"
         )
 
 

@@ -12,10 +12,11 @@ import pytest
 
 import mothernet_jax as mn
 from mothernet_jax import members
-from mothernet_jax.child import factored_logits, load_predictor
+from mothernet_jax.child import factored_logits
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import generate_batch
+from mothernet_jax.predictor import load_predictor
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 CONFIG = mn.preset("tiny")
@@ -186,7 +187,7 @@ def test_export_predicts_the_same_without_jax(messy, tmp_path):
     )
     script = f"""
 import sys, numpy as np
-from mothernet_jax.child import load_predictor
+from mothernet_jax.predictor import load_predictor
 data = np.load({str(tmp_path / "X.npz")!r})
 strings = data["strings"].astype(object)
 strings[strings == "<missing>"] = None
@@ -235,8 +236,9 @@ def test_clear_errors():
 def test_predictor_still_reads_version_1_files(tmp_path):
     import json
 
-    from mothernet_jax.child import Child, Predictor
+    from mothernet_jax.child import Child
     from mothernet_jax.npz import atomic_savez
+    from mothernet_jax.predictor import Predictor
 
     rng = np.random.default_rng(0)
     layers = ((rng.normal(size=(4, 8)).astype(np.float32), np.zeros(8, np.float32)),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax.child import PredictorFileError, load_predictor
 from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained
 
 CONFIG = mn.preset("tiny")
@@ -103,8 +103,8 @@ def test_weights_that_are_not_a_weight_file(fitted, tmp_path):
     save_pretrained(weights, PARAMS, CONFIG, dtype="float32")
     weights.with_suffix(".json").write_text("{not json")
     cases = {
-        export: "is an exported classifier .* use mothernet_jax.child.load_predictor",
-        renamed: "is an exported classifier .* use mothernet_jax.child.load_predictor",
+        export: "is an exported classifier .* use mothernet_jax.predictor.load_predictor",
+        renamed: "is an exported classifier .* use mothernet_jax.predictor.load_predictor",
         tmp_path: "is a folder, not a weight file",
         weights: r"w.json is not a valid manifest \(not JSON",
     }

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child, Predictor, factored_logits, numpy_predict_proba, to_numpy
+from mothernet_jax.child import Child, factored_logits, numpy_predict_proba, to_numpy
 from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import bucket_rows, generate_batch
 from mothernet_jax.model.mothernet import MotherNet, count_params
 from mothernet_jax.model.weight_head import child_layers, split_generated
+from mothernet_jax.predictor import Predictor
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 FIXTURE_CONFIGS = ["tiny_class_average", "tiny_output_attention", "tiny_full_rank_one_layer"]
@@ -266,7 +267,7 @@ def test_numpy_predictor_runs_without_jax(tiny, tmp_path):
     np.save(tmp_path / "X.npy", X)
     script = (
         "import sys, numpy as np\n"
-        "from mothernet_jax.child import load_predictor\n"
+        "from mothernet_jax.predictor import load_predictor\n"
         f"p = load_predictor({str(path)!r})\n"
         f"proba = p.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))\n"
         "assert 'jax' not in sys.modules, 'jax was imported'\n"
@@ -275,6 +276,16 @@ def test_numpy_predictor_runs_without_jax(tiny, tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
+
+
+def test_the_predictor_runs_the_childs_numpy_forward_pass(tiny):
+    config, params, X, y = tiny
+    child = to_numpy(mn.generate(params, X, y, config=config))
+    X = np.array(X, np.float64)
+    X[0, 1] = np.nan  # a raw column's missing value: standardised to 0 by the same code
+    one = Predictor([child], temperature=0.7).predict_proba(X)
+    np.testing.assert_array_equal(one, numpy_predict_proba(child, X, 0.7))
+    np.testing.assert_allclose(one, np.asarray(mn.predict_proba(child, X, 0.7)), atol=1e-6)
 
 
 def test_a_linear_child_has_one_layer(getkey):
