@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mothernet_jax.checks import reject_infinite
 from mothernet_jax.child import CLIP, Child
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.identify import resolve_config
@@ -199,8 +200,7 @@ def check_values(X: np.ndarray | None, y: np.ndarray | None, config: ModelConfig
     """
     if X is not None:
         X = X.astype(np.float32)
-        if np.isinf(X).any():
-            raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
+        reject_infinite(X)
     if y is not None:
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):

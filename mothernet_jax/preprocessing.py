@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mothernet_jax.checks import reject_infinite
+
 MAX_ONEHOT_LEVELS = 10  # wider categorical columns stay ordinal in every member (as the reference)
 MAX_QUANTILES = 1000  # quantile-table size, as scikit-learn's QuantileTransformer
 NUMERIC_KINDS = "biufmM"  # dtype kinds read as numbers (datetime64 and timedelta64 as seconds)
@@ -172,10 +174,7 @@ def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
         raise ValueError(
             f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
         ) from error
-    if np.isinf(values).any():
-        raise ValueError(
-            f"X contains infinite values in column {index} (NaN is accepted as missing, inf is not)"
-        )
+    reject_infinite(values, column=index)
     return values
 
 
@@ -291,10 +290,7 @@ class FeatureEncoder:
         for j in categorical_idx:
             missing = missing_mask(X[:, j])
             keys = _level_keys(X[~missing, j], _numeric_levels(X[:, j], missing))
-            if keys.dtype.kind == "f" and np.isinf(keys).any():
-                raise ValueError(
-                    f"X contains infinite values in column {j} (NaN is accepted as missing, inf is not)"
-                )
+            reject_infinite(keys, column=int(j))
             levels.append(np.unique(keys))
             level_missing.append(bool(missing.any()))
             if len(keys) >= IDENTIFIER_MIN_ROWS and len(levels[-1]) >= IDENTIFIER_LEVELS * len(keys):
@@ -371,8 +367,7 @@ class FeatureEncoder:
         codes = np.full(len(column), len(levels) if self.level_missing[i] else -1, np.int64)
         if len(levels):
             keys = _level_keys(column[~missing], levels.dtype.kind == "f")
-            if keys.dtype.kind == "f" and np.isinf(keys).any():
-                raise ValueError("X contains infinite values (NaN is accepted as missing, inf is not)")
+            reject_infinite(keys, column=int(self.categorical[i]))
             position = np.clip(np.searchsorted(levels, keys), 0, len(levels) - 1)
             found = levels[position] == keys
             present = np.flatnonzero(~missing)

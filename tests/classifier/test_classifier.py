@@ -212,9 +212,9 @@ def test_clear_errors():
     clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1).fit(X, y)
     bad = X.copy()
     bad[0, 1] = np.inf
-    with pytest.raises(ValueError, match="infinite"):
+    with pytest.raises(ValueError, match="infinite values in column 1 "):
         MotherNetClassifier(weights=WEIGHTS).fit(bad, y)
-    with pytest.raises(ValueError, match="infinite"):
+    with pytest.raises(ValueError, match="infinite values in column 1 "):
         clf.predict_proba(bad)
     with pytest.raises(ValueError, match="0 sample"):
         MotherNetClassifier(weights=WEIGHTS).fit(np.zeros((0, 3)), np.zeros(0))

@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
+from mothernet_jax.checks import reject_infinite
+from mothernet_jax.child import Child
 from mothernet_jax.ensemble import (
     class_groupings,
     group_moduli,
     plan_ensemble,
     stratified_rows,
 )
+from mothernet_jax.predictor import Predictor
 from mothernet_jax.preprocessing import (
     INDICATOR,
     ONEHOT,
@@ -71,10 +74,26 @@ def test_numeric_categorical_levels_and_infinite_values():
     encoder = FeatureEncoder.fit(X, np.array([True, False]))
     assert encoder.levels[0].dtype.kind == "f"
     np.testing.assert_allclose(block(encoder, encoder.transform(X), ORDINAL).ravel(), [0, 1, 1, 2])
-    with pytest.raises(ValueError, match="infinite"):
+    with pytest.raises(ValueError, match="infinite values in column 0 "):  # categorical, numeric levels
         encoder.transform(np.array([[np.inf, 0.0]]))
-    with pytest.raises(ValueError, match="infinite"):
+    with pytest.raises(ValueError, match="infinite values in column 1 "):  # numeric
         encoder.transform(np.array([[1.0, -np.inf]]))
+    with pytest.raises(ValueError, match="infinite values in column 0 "):
+        FeatureEncoder.fit(np.array([[np.inf, 0.0], [1.0, 1.0]]), np.array([True, False]))
+
+
+def test_reject_infinite_is_one_line_naming_the_column():
+    reject_infinite(np.array([[np.nan, 1.0]]))  # NaN is missing, not infinite
+    reject_infinite(np.array(["inf", "a"]), column=3)  # text is not checked here
+    with pytest.raises(ValueError, match=r"^X contains infinite values in column 2 \(NaN is accepted") as error:
+        reject_infinite(np.array([[0.0, 1.0, 2.0, np.inf], [0.0, 1.0, -np.inf, 3.0]], np.float32))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="in column 'age' "):
+        reject_infinite(np.array([1.0, np.inf]), column="age")
+    predictor = Predictor([Child(((np.ones((3, 2), np.float32), np.zeros(2, np.float32)),),
+                                 np.zeros(3, np.float32), np.ones(3, np.float32))])  # fmt: skip
+    with pytest.raises(ValueError, match="in column 1 "):
+        predictor.predict_proba(np.array([[0.0, np.inf, 1.0]]))
 
 
 def test_auto_categorical_columns():
