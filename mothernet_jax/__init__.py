@@ -46,8 +46,8 @@ _SUBMODULES = (
     "benchmarks",
     "pretrained",
     "classifier",
-    "ensemble",
-    "preprocessing",
+    "estimator",
+    "predictor",
     "demo",
 )
 

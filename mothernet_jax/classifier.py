@@ -5,70 +5,31 @@
     proba = clf.predict_proba(X_test)
     clf.export("model.npz")                                 # NumPy-only: predictor.load_predictor
 
-`fit` encodes the table (`preprocessing.FeatureEncoder`), plans the members (`ensemble`), generates
-their children in jitted calls of a fixed number of members (`members`: memory stays bounded
-whatever the number of classes), optionally fine-tunes them with Adam, and keeps them as NumPy
-arrays in a `predictor.Predictor`. `predict_proba`
-is that predictor: the same NumPy code runs in the estimator and in an exported file.
+`fit` resolves `weights=` (`estimator.weights`), encodes the table (`estimator.encoding`), plans the
+members (`estimator.plan`), generates their children in jitted calls of a fixed number of members
+(`estimator.member_generation`: memory stays bounded whatever the number of classes), optionally
+fine-tunes them with Adam, and keeps them as NumPy arrays in a `predictor.Predictor`.
+`predict_proba` is that predictor: the same NumPy code runs in the estimator and in an exported file.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 
-import jax
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mothernet_jax.config import ModelConfig
-from mothernet_jax.ensemble import MemberPlan, plan_ensemble
-from mothernet_jax.members import generate_children
+from mothernet_jax.estimator.encoding import FeatureEncoder, datetimes_as_objects, infer_categorical
+from mothernet_jax.estimator.member_generation import generate_children
+from mothernet_jax.estimator.plan import MemberPlan, plan_members
+from mothernet_jax.estimator.weights import resolve_weights, weights_info
 from mothernet_jax.predictor import Predictor
-from mothernet_jax.preprocessing import FeatureEncoder, datetimes_as_objects, infer_categorical
 
 DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
 MULTICLASS = ("auto", "native", "one_vs_rest")
-
-
-# -- weights --------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=2)
-def _load_pretrained(path: str | None, stamp: float):
-    """A weight file read, checked and put on the device once per (path, modification time)."""
-    from mothernet_jax.pretrained import load_pretrained
-
-    params, config = load_pretrained(path)
-    return jax.device_put(params), config
-
-
-def resolve_weights(weights) -> tuple[object, ModelConfig]:
-    """None: the shipped weights; a path: a weight file (`pretrained.load_pretrained`);
-    (params, config): as given."""
-    if weights is None or isinstance(weights, str | os.PathLike):
-        path = None if weights is None else str(Path(weights).resolve())
-        stamp = os.stat(path).st_mtime if path is not None and os.path.exists(path) else 0.0
-        return _load_pretrained(path, stamp)
-    if isinstance(weights, tuple | list) and len(weights) == 2 and isinstance(weights[1], ModelConfig):
-        return weights[0], weights[1]
-    raise ValueError(
-        "weights must be None (the shipped weights), a path to a weight file, or (params, ModelConfig); "
-        f"got {type(weights).__name__}"
-    )
-
-
-def weights_info(weights) -> dict:
-    """The manifest of a weight file (None: the shipped weights); {} for a (params, config) pair."""
-    if weights is None or isinstance(weights, str | os.PathLike):
-        from mothernet_jax.pretrained import load_info
-
-        return load_info(weights)
-    return {}
 
 
 # -- the estimator ----------------------------------------------------------------------------------
@@ -88,7 +49,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         ``MotherNetClassifier`` (plus the limits below). Members 1, 2, ... cycle through quantile
         transform on/off x one-hot/ordinal categorical codes, and each draws a cyclic rotation of its
         columns and a shift of the class labels (mod k). Members are generated in jitted calls of a
-        fixed size (`members.MEMBER_ROWS_PER_CALL`: 8 members of 1,024 padded rows, 64 of 128), so
+        fixed size (`estimator.member_generation.MEMBER_ROWS_PER_CALL`: 8 members of 1,024 padded rows, 64 of 128), so
         peak memory does not grow with the number of members or classes and fit time grows
         linearly with them.
     random_state : int, RandomState or None
@@ -191,7 +152,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         encoded = encoder.transform(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         strategy = self._multiclass_strategy() if len(classes) > 2 else "native"
-        plans = plan_ensemble(
+        plans = plan_members(
             encoder,
             encoded,
             y_codes,

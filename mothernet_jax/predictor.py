@@ -29,7 +29,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Predictor", "PredictorFileError", "check
 class Predictor:
     """An exported classifier: members whose class probabilities are averaged, with NumPy alone.
 
-    The raw table (n, n_features) goes once through `encoder` (a `preprocessing.FeatureEncoder`:
+    The raw table (n, n_features) goes once through `encoder` (an `estimator.encoding.FeatureEncoder`:
     categorical codes, quantiles, imputation; None: the columns as floats). Member m reads the
     encoded columns `columns[m]` in that order; its child standardises them (NaN -> 0) and gives
     softmax(logits / temperature) over its output groups; class c receives the probability of group
@@ -216,7 +216,7 @@ class Predictor:
                     groups.append(data[f"member{m}/groups"])
             encoder = None
             if header.get("encoder") is not None:
-                from mothernet_jax.preprocessing import FeatureEncoder
+                from mothernet_jax.estimator.encoding import FeatureEncoder
 
                 encoder = FeatureEncoder.from_arrays(header["encoder"], data, "encoder/")
             return cls(

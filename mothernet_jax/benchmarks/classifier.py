@@ -46,8 +46,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 import mothernet_jax as mn
 from mothernet_jax.benchmarks.common import device_line
 from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.member_generation import members_per_call
 from mothernet_jax.generation import bucket_rows
-from mothernet_jax.members import members_per_call
 
 
 def _median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:

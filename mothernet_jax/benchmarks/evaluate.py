@@ -253,7 +253,7 @@ def _finetune_label(finetune_steps: int | str, weights: str | None) -> str:
     """The header's finetune_steps: "auto" shows what it resolves to."""
     if finetune_steps != "auto":
         return str(finetune_steps)
-    from mothernet_jax.classifier import weights_info
+    from mothernet_jax.estimator.weights import weights_info
 
     return f"auto ({weights_info(weights).get('finetune_steps', 0)})"
 

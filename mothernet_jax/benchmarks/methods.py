@@ -129,7 +129,7 @@ def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", finet
 def _mothernet_preflight(*, weights=None, **_):
     # Reads (and caches) the weights once, so that a missing file skips the method with its reason
     # instead of failing every split.
-    from mothernet_jax.classifier import resolve_weights
+    from mothernet_jax.estimator.weights import resolve_weights
 
     resolve_weights(weights)
 

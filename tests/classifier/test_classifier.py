@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax import members
 from mothernet_jax.child import factored_logits
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.convert import from_reference
+from mothernet_jax.estimator import member_generation
 from mothernet_jax.generation import generate_batch
 from mothernet_jax.predictor import load_predictor
 
@@ -65,7 +65,7 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
     X[1, :, 7:] = 0.0
     X[2, :, 30:] = 0.0
     with jax.default_matmul_precision("highest"):
-        layers, mean, std = members.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        layers, mean, std = member_generation.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
         expected = jax.jit(generate_batch, static_argnames="config")(
             PARAMS, X, y, n_rows, n_features, config=CONFIG
         )
@@ -89,7 +89,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return members.member_layers(*args, **kwargs)
+        return member_generation.member_layers(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
@@ -97,7 +97,7 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
         counts["calls"] += 1
         return jitted(*args, **kwargs)
 
-    monkeypatch.setattr(members, "generate_members", call)
+    monkeypatch.setattr(member_generation, "generate_members", call)
     X, y = blobs(150, 6, 3, seed=0)
     first = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
     assert counts == {"traces": 1, "calls": 1}

@@ -11,14 +11,7 @@ from sklearn.preprocessing import QuantileTransformer
 
 from mothernet_jax.checks import reject_infinite
 from mothernet_jax.child import Child
-from mothernet_jax.ensemble import (
-    class_groupings,
-    group_moduli,
-    plan_ensemble,
-    stratified_rows,
-)
-from mothernet_jax.predictor import Predictor
-from mothernet_jax.preprocessing import (
+from mothernet_jax.estimator.encoding import (
     INDICATOR,
     ONEHOT,
     ORDINAL,
@@ -27,6 +20,13 @@ from mothernet_jax.preprocessing import (
     FeatureEncoder,
     infer_categorical,
 )
+from mothernet_jax.estimator.plan import (
+    class_groupings,
+    group_moduli,
+    plan_members,
+    stratified_rows,
+)
+from mothernet_jax.predictor import Predictor
 
 
 def block(encoder, encoded, kind):
@@ -170,7 +170,7 @@ def test_plan_limits_columns_keeps_the_best_and_adds_indicators_when_there_is_ro
     encoder = FeatureEncoder.fit(wide, np.zeros(130, bool))
     encoded = encoder.transform(wide)
     kinds, sources = encoder.layout()
-    plans = plan_ensemble(
+    plans = plan_members(
         encoder, encoded, y, n_classes=3, n_estimators=6, max_train_rows=300, max_features=100,
         max_classes=10, rng=np.random.default_rng(1),
     )  # fmt: skip
@@ -183,7 +183,7 @@ def test_plan_limits_columns_keeps_the_best_and_adds_indicators_when_there_is_ro
     narrow = wide[:, :5]
     encoder = FeatureEncoder.fit(narrow, np.zeros(5, bool))
     kinds, sources = encoder.layout()
-    plans = plan_ensemble(
+    plans = plan_members(
         encoder, encoder.transform(narrow), y, n_classes=3, n_estimators=4, max_train_rows=None,
         max_features=100, max_classes=10, rng=np.random.default_rng(1),
     )  # fmt: skip
@@ -197,7 +197,7 @@ def test_label_shift_and_rotation_pairs_do_not_repeat():
     y = np.arange(40) % 2
     X = np.random.default_rng(0).normal(size=(40, 2))
     encoder = FeatureEncoder.fit(X, np.zeros(2, bool))
-    plans = plan_ensemble(
+    plans = plan_members(
         encoder, encoder.transform(X), y, n_classes=2, n_estimators=8, max_train_rows=None,
         max_features=100, max_classes=10, rng=np.random.default_rng(0),
     )  # fmt: skip
@@ -214,7 +214,7 @@ def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
     y = np.arange(90) % 3
     X = rng.normal(size=(90, 4))
     encoder = FeatureEncoder.fit(X, np.zeros(4, bool))
-    plans = plan_ensemble(
+    plans = plan_members(
         encoder, encoder.transform(X), y, n_classes=3, n_estimators=4, max_train_rows=None,
         max_features=100, max_classes=10, rng=np.random.default_rng(0), one_vs_rest=True,
     )  # fmt: skip
@@ -230,7 +230,7 @@ def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
         assert len(set(pairs)) == 4
     # a binary task is the same plan with or without one_vs_rest
     binary = [
-        plan_ensemble(
+        plan_members(
             encoder,
             encoder.transform(X),
             y % 2,
@@ -251,7 +251,7 @@ def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
 
 
 def test_numbers_stored_as_text_are_numbers_whatever_their_storage():
-    from mothernet_jax.preprocessing import to_numbers
+    from mothernet_jax.estimator.encoding import to_numbers
 
     assert to_numbers(np.array(["1.5", " -2 ", "nan", "", "1e3"])).tolist()[:2] == [1.5, -2.0]
     assert np.isnan(to_numbers(np.array(["nan", ""], dtype=object))).all()
@@ -270,7 +270,7 @@ def test_numbers_stored_as_text_are_numbers_whatever_their_storage():
 
 
 def test_datetime_columns_become_seconds_since_the_epoch():
-    from mothernet_jax.preprocessing import to_numbers
+    from mothernet_jax.estimator.encoding import to_numbers
 
     day = 86400.0
     frame = pd.DataFrame(

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax import members
 from mothernet_jax.classifier import MotherNetClassifier
-from mothernet_jax.ensemble import plan_ensemble
-from mothernet_jax.members import MEMBER_ROWS_PER_CALL, generate_children, members_per_call
-from mothernet_jax.preprocessing import FeatureEncoder
+from mothernet_jax.estimator import member_generation
+from mothernet_jax.estimator.encoding import FeatureEncoder
+from mothernet_jax.estimator.member_generation import (
+    MEMBER_ROWS_PER_CALL,
+    generate_children,
+    members_per_call,
+)
+from mothernet_jax.estimator.plan import plan_members
 
 CONFIG = mn.preset("tiny")
 PARAMS = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(2), CONFIG))
@@ -50,7 +54,7 @@ def test_default_26_class_fit_runs_8_members_of_1024_rows_per_call():
 def _plans(X, y, n_classes, n_estimators, one_vs_rest, max_train_rows=None):
     encoder = FeatureEncoder.fit(X, np.zeros(X.shape[1], bool))
     encoded = encoder.transform(X)
-    plans = plan_ensemble(
+    plans = plan_members(
         encoder, encoded, y, n_classes=n_classes, n_estimators=n_estimators, max_train_rows=max_train_rows,
         max_features=CONFIG.max_features, max_classes=CONFIG.max_classes, rng=np.random.default_rng(0),
         one_vs_rest=one_vs_rest,
@@ -83,7 +87,7 @@ def test_many_members_run_in_fixed_size_calls_compiled_once(monkeypatch):
 
     def traced(*args, **kwargs):
         counts["traces"] += 1
-        return members.member_layers(*args, **kwargs)
+        return member_generation.member_layers(*args, **kwargs)
 
     jitted = jax.jit(traced, static_argnames=("config",))
 
@@ -91,7 +95,7 @@ def test_many_members_run_in_fixed_size_calls_compiled_once(monkeypatch):
         batch_sizes.append(X.shape[:2])
         return jitted(params, X, *args, **kwargs)
 
-    monkeypatch.setattr(members, "generate_members", call)
+    monkeypatch.setattr(member_generation, "generate_members", call)
     X, y = blobs(1040, 10, 26)
     clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1, multiclass="one_vs_rest", random_state=0)
     clf.fit(X, y)

@@ -1,7 +1,7 @@
 """The ensemble plan of a MotherNetClassifier: which rows, columns and classes each member sees.
 
-Pure NumPy functions of a `numpy.random.Generator`; the classifier turns the plan into padded
-arrays and generates every member in one batched call. A member is the reference's ensemble member
+Pure NumPy functions of a `numpy.random.Generator`; `member_generation` turns the plan into padded
+arrays and generates the members in batched calls. A member is the reference's ensemble member
 (feature rotation, label shift, quantile transform or not, one-hot or ordinal categorical codes),
 plus what the reference refuses to do:
 
@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from mothernet_jax.preprocessing import INDICATOR, ONEHOT, ORDINAL, QUANTILE, RAW, FeatureEncoder
+from mothernet_jax.estimator.encoding import INDICATOR, ONEHOT, ORDINAL, QUANTILE, RAW, FeatureEncoder
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -172,7 +172,7 @@ def f_scores(encoded: np.ndarray, y: np.ndarray) -> np.ndarray:
 # -- the plan -------------------------------------------------------------------------------------
 
 
-def plan_ensemble(
+def plan_members(
     encoder: FeatureEncoder,
     encoded: np.ndarray,
     y: np.ndarray,

@@ -1,7 +1,7 @@
 """The ensemble's children, generated in chunks of a fixed size so that memory stays bounded.
 
 `generate_children(params, config, encoded, y, plans)` turns the members planned by
-`ensemble.plan_ensemble` into `child.Child`ren. Members go through the hypernetwork
+`plan.plan_members` into `child.Child`ren. Members go through the hypernetwork
 `members_per_call` at a time: every call has the same shapes (the last chunk is padded with copies
 of a real member, whose outputs are dropped), so one fit compiles once, its peak memory is that of
 one chunk whatever the number of classes and members, and its time grows linearly with the
@@ -18,7 +18,7 @@ import optax
 
 from mothernet_jax.child import Child, factored_logits, standardise_rows
 from mothernet_jax.config import ModelConfig
-from mothernet_jax.ensemble import MemberPlan
+from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.generation import bucket_rows, generate_batch
 
 MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
@@ -141,7 +141,7 @@ def generate_children(
     """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
 
     encoded: (n, n_columns) the encoded training table; y: (n,) int class codes; plans: the
-    members (`ensemble.plan_ensemble`). finetune_steps > 0: that many Adam steps on each child's
+    members (`plan.plan_members`). finetune_steps > 0: that many Adam steps on each child's
     training rows (softmax(logits / temperature)). member_rows bounds members x padded rows per
     call. Returns the children in data space, NumPy float32, sliced to each member's columns and
     output groups; the same (to float tolerance) whatever the chunk size.
