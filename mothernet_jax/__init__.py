@@ -34,6 +34,7 @@ _EXPORTS = {
     "load_predictor": "mothernet_jax.predictor",
     "load_pretrained": "mothernet_jax.pretrained",
     "save_pretrained": "mothernet_jax.pretrained",
+    "Weights": "mothernet_jax.pretrained",
     "MotherNetClassifier": "mothernet_jax.classifier",
 }
 _SUBMODULES = (

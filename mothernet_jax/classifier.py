@@ -40,9 +40,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    weights : None, path or (params, ModelConfig)
+    weights : None, path, Weights or (params, ModelConfig)
         None: the shipped weights (`mothernet_jax.pretrained`); a path: a weight file; or a params
-        pytree with its config.
+        pytree with its config, best as `mothernet_jax.Weights` (what `load_pretrained` returns),
+        which prints in one short line and is shared, not copied, by `sklearn.clone`.
     n_estimators : int, default 8
         Ensemble members. Member 0 is the reference configuration (no rotation, no label shift, raw
         numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference

@@ -1,5 +1,5 @@
 """The estimator's `weights=` parameter resolved: the shipped weights, a weight file, or params with
-their config (a `(params, ModelConfig)` pair)."""
+their config (`pretrained.Weights`, or any `(params, ModelConfig)` pair)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,25 @@ from pathlib import Path
 import jax
 
 from mothernet_jax.config import ModelConfig
-from mothernet_jax.pretrained import load_info, load_pretrained
+from mothernet_jax.pretrained import Weights, load_info, load_pretrained
 
 
 @functools.lru_cache(maxsize=2)
-def _load_on_device(path: str | None, stamp: float) -> tuple[object, ModelConfig]:
+def _load_on_device(path: str | None, stamp: float) -> Weights:
     """A weight file read, checked and put on the device once per (path, modification time)."""
     params, config = load_pretrained(path)
-    return jax.device_put(params), config
+    return Weights(jax.device_put(params), config)
 
 
-def resolve_weights(weights) -> tuple[object, ModelConfig]:
+def resolve_weights(weights) -> Weights:
     """None: the shipped weights; a path: a weight file (`pretrained.load_pretrained`);
-    a (params, ModelConfig) pair: as given. ValueError for anything else."""
+    `Weights` or a (params, ModelConfig) pair: as given. ValueError for anything else."""
     if weights is None or isinstance(weights, str | os.PathLike):
         path = None if weights is None else str(Path(weights).resolve())
         stamp = os.stat(path).st_mtime if path is not None and os.path.exists(path) else 0.0
         return _load_on_device(path, stamp)
     if isinstance(weights, tuple | list) and len(weights) == 2 and isinstance(weights[1], ModelConfig):
-        return weights[0], weights[1]
+        return Weights(weights[0], weights[1])
     raise ValueError(
         "weights must be None (the shipped weights), a path to a weight file, or (params, ModelConfig) "
         f"as mothernet_jax.load_pretrained returns; got {type(weights).__name__}"

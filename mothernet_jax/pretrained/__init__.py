@@ -17,13 +17,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from flax import serialization
 
-from mothernet_jax.config import ModelConfig
+from mothernet_jax.config import PRESETS, ModelConfig
 from mothernet_jax.npz import ZIP_MAGIC, atomic_write
 
 FORMAT = "mothernet-jax-weights"
@@ -42,6 +42,30 @@ class WeightFileError(ValueError):
 class MissingWeightFileError(WeightFileError, FileNotFoundError):
     """A weight file, or the manifest (NAME.json) beside it, that does not exist; also a
     FileNotFoundError."""
+
+
+class Weights(NamedTuple):
+    """A params pytree with its config, as `load_pretrained` returns them: `params, config =
+    load_pretrained()` unpacks it, and `MotherNetClassifier(weights=...)` takes it.
+
+    It is immutable, so copying it shares the arrays (`copy.deepcopy` and `sklearn.clone` of an
+    estimator holding it copy nothing), and its repr is one short line, not 5 M numbers.
+    """
+
+    params: Any
+    config: ModelConfig
+
+    def __repr__(self) -> str:
+        name = next((n for n, make in PRESETS.items() if make() == self.config), "custom")
+        count = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.params))
+        size = f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count:,}"
+        return f"Weights(config={name}, {size} parameters)"
+
+    def __copy__(self) -> Weights:
+        return self
+
+    def __deepcopy__(self, memo) -> Weights:
+        return self
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -97,10 +121,9 @@ def _default_path() -> Path:
     return PACKAGE_DIR / f"{DEFAULT_NAME}.msgpack"
 
 
-def load_pretrained(
-    path: str | os.PathLike | None = None, *, check_hash: bool = True
-) -> tuple[Any, ModelConfig]:
-    """The shipped weights (or those at `path`) as `(params, config)`, params in float32.
+def load_pretrained(path: str | os.PathLike | None = None, *, check_hash: bool = True) -> Weights:
+    """The shipped weights (or those at `path`) as `Weights(params, config)`, params in float32;
+    `params, config = load_pretrained()` unpacks them.
 
     Offline: reads the file installed with the package. Raises `WeightFileError` (a ValueError)
     if the file is missing, its SHA-256 differs from its manifest, it cannot be parsed, or an array
@@ -129,7 +152,7 @@ def load_pretrained(
         raise WeightFileError(f"{path}: unsupported weight file version {payload.get('version')}")
     config = ModelConfig.from_json(payload["config"])
     params = _check_params(payload["params"], config, path)
-    return params, config
+    return Weights(params, config)
 
 
 def _check_weight_path(path: Path) -> None:

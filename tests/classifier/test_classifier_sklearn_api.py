@@ -5,6 +5,7 @@ steps): generated children of untrained weights are near chance, and `check_clas
 asks for 83% training accuracy. No check is skipped or expected to fail.
 """
 
+import copy
 import functools
 import pickle
 
@@ -25,7 +26,7 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
 def _check_id(obj) -> str:
-    """Short test ids: the estimator's repr would print the whole weights tuple."""
+    """Short test ids: the estimator's parameters, left out."""
     if isinstance(obj, MotherNetClassifier):
         return "MotherNetClassifier"
     if isinstance(obj, functools.partial):
@@ -35,7 +36,7 @@ def _check_id(obj) -> str:
 
 
 _CHECKS = parametrize_with_checks(
-    [MotherNetClassifier(weights=(PARAMS, CONFIG), n_estimators=2, random_state=0, finetune_steps=100)],
+    [MotherNetClassifier(weights=mn.Weights(PARAMS, CONFIG), n_estimators=2, random_state=0, finetune_steps=100)],
     expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
 )
 
@@ -56,3 +57,22 @@ def test_pickle_keeps_predictions_and_clone_keeps_parameters():
     np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
     twin = clone(clf)
     assert twin.get_params()["n_estimators"] == 4 and not hasattr(twin, "predictor_")
+
+
+def test_weights_print_short_and_clone_without_copying_the_arrays():
+    weights = mn.load_pretrained()
+    params, config = weights  # unpacks as the (params, config) pair it always was
+    assert isinstance(weights, mn.Weights) and config == mn.preset("small")
+    assert repr(weights) == "Weights(config=small, 5.0M parameters)"
+    assert repr(mn.Weights(PARAMS, CONFIG.replace(n_heads=4))) == "Weights(config=custom, 343,722 parameters)"
+    clf = MotherNetClassifier(weights=weights, n_estimators=3)
+    assert len(repr(clf)) < 120 and "Weights(config=small" in repr(clf)
+    leaves = jax.tree_util.tree_leaves(params)
+    for twin in (clone(clf), copy.deepcopy(clf)):
+        shared = jax.tree_util.tree_leaves(twin.get_params()["weights"].params)
+        assert len(shared) == len(leaves) and all(a is b for a, b in zip(shared, leaves, strict=True))
+        assert twin.get_params()["n_estimators"] == 3
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    fitted = MotherNetClassifier(weights=mn.Weights(PARAMS, CONFIG), n_estimators=1, random_state=0).fit(X, y)
+    from_pair = MotherNetClassifier(weights=(PARAMS, CONFIG), n_estimators=1, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(fitted.predict_proba(X), from_pair.predict_proba(X))
