@@ -69,7 +69,7 @@ def test_with_extras_the_model_stays_a_set_function_of_the_real_rows(name, getke
     x = jax.random.normal(getkey(), (1, 24, config.max_features))
     y = jax.random.randint(getkey(), (1, 24), 0, 3)
     n = jnp.array([20])
-    apply = lambda x, y, n: MotherNet(config).apply({"params": params}, x, y, n).generated
+    apply = jax.jit(lambda x, y, n: MotherNet(config).apply({"params": params}, x, y, n).generated)
     reference = apply(x, y, n)
     order = jnp.concatenate([jax.random.permutation(getkey(), 20), jnp.arange(20, 24)])
     np.testing.assert_allclose(apply(x[:, order], y[:, order], n), reference, rtol=1e-4, atol=1e-5)
