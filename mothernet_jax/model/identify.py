@@ -16,9 +16,9 @@ the computation, dtype aside; `config_of` returns the first of them. When none m
 config: its params were made by `init_params(key, config)` with a config that is neither a preset
 nor shipped), or two architectures of identical shapes do (say the `paper` preset and a `paper`
 candidate with 8 heads), it raises `UnknownConfigError`, which asks for `config=`: it never
-guesses. The answer depends on the params' shapes and the arguments alone, never on what the
-process did before. Only names and shapes are read, so a traced call pays for this once, at trace
-time.
+guesses. The answer depends on the params' names and shapes and the candidates alone, never on
+what the process did before (it is memoised as the pure function it is). Only names and shapes are
+read, so a traced call pays for this once, at trace time.
 """
 
 from __future__ import annotations
@@ -107,10 +107,24 @@ def config_of(params, candidates: Iterable[ModelConfig] | None = None) -> ModelC
     the dtype). Raises `UnknownConfigError` (a ValueError) when no config tried has these shapes,
     or several that compute differently do.
     """
-    candidates = list(candidates or ())
+    candidates = tuple(candidates or ())
     for candidate in candidates:
         if not isinstance(candidate, ModelConfig):
             raise TypeError(f"candidates must be ModelConfigs, got {type(candidate).__name__}")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    try:
+        shapes = tuple(tuple(leaf.shape) for leaf in leaves)
+    except AttributeError:
+        signature(params)  # raises the error that names what is not an array
+        raise
+    return _config_of_shapes(treedef, shapes, candidates)
+
+
+@functools.lru_cache(maxsize=64)
+def _config_of_shapes(treedef, shapes: tuple, candidates: tuple[ModelConfig, ...]) -> ModelConfig:
+    """`config_of` on the tree structure and leaf shapes alone: a pure function of its arguments,
+    memoised because eager `generate` calls ask again and again (an error is not memoised)."""
+    params = jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, "float32") for s in shapes])
     sig = signature(params)
     shapes = dict(sig)
     quick = tuple(shapes.get(name) for name in QUICK_LEAVES)

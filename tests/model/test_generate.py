@@ -95,6 +95,8 @@ def test_unknown_config_raises_a_clear_error_eager_and_traced(tiny):
     assert child.layers[0][0].shape == (5, config.child_hidden_size)
     with pytest.raises(identify.UnknownConfigError, match="Flax variables"):
         identify.config_of({"params": params})
+    with pytest.raises(identify.UnknownConfigError, match="pytree of arrays"):
+        identify.config_of({"x_encoder": [1.0, 2.0]})
 
 
 def test_configs_that_share_shapes_are_not_guessed(tiny):
