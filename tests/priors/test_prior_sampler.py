@@ -101,7 +101,18 @@ def test_no_nan_or_inf_over_10000_datasets():
         assert bool(jnp.all((task.y >= 0) & (task.y < PAPER.max_classes)))
 
 
+def test_sample_task_is_one_dataset_without_the_batch_axis():
+    """The cheap default check (shapes, traced only); the slow test below compiles and draws."""
+    task = jax.eval_shape(lambda key: priors.sample_task(key, PAPER, 576), jax.random.key(0))
+    assert task.x.shape == (PAPER.n_rows, PAPER.max_features) and task.x.dtype == np.float32
+    assert task.y.shape == (PAPER.n_rows,) and task.y.dtype == np.int32
+    assert task.valid.shape == task.n_features.shape == task.n_classes.shape == ()
+    assert task.categorical.shape == (PAPER.max_features,)
+
+
+@pytest.mark.slow
 def test_sample_task(getkey):
+    """Compiles the sampler for a batch of one (its own program, at the paper shapes)."""
     key = getkey()
     task = jax.device_get(priors.sample_task(key, PAPER, 576))
     check_task(jax.tree.map(lambda a: np.asarray(a)[None], task), PAPER, 1)

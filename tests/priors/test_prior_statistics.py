@@ -7,18 +7,13 @@ exceeds 0.12 with well under 1% probability per statistic (and the reference dra
 statistics once per batch of 8, so its own sample is noisier than 2,400 datasets suggest).
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from shared_data import PRIOR_REFERENCE, needs_prior_reference
 
 from priors import compare_reference, stats
 
-REFERENCE = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "prior_reference" / "reference_prior_stats.npz"
-)
-
-pytestmark = pytest.mark.skipif(not REFERENCE.exists(), reason="shared/prior_reference is not present")
+REFERENCE = PRIOR_REFERENCE / "reference_prior_stats.npz"
 
 
 def test_statistics_follow_the_readme_definitions():
@@ -55,10 +50,12 @@ def check(n: int, bound: float):
     assert all(ks <= bound for *_, ks in rows), table
 
 
+@needs_prior_reference
 def test_matches_the_reference_on_240_datasets():
     check(240, 0.15)
 
 
+@needs_prior_reference
 @pytest.mark.slow
 def test_matches_the_reference_on_2400_datasets():
     check(2400, 0.10)

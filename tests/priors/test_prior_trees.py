@@ -104,8 +104,10 @@ def test_target_is_piecewise_constant_and_effects_are_trees_of_the_root(getkey):
     assert np.all(x[:, n_features:] == 0)
 
 
+@pytest.mark.slow
 def test_vectorised_trees_give_the_same_dataset(getkey):
-    """The accelerator form (every tree at its static maximum, no loops) against the loops."""
+    """The accelerator form (every tree at its static maximum, no loops) against the loops.
+    Slow: both forms compile, vmapped."""
     rows, f_max = SMALL.n_rows, SMALL.max_features
     n_features = jnp.int32(7)
 
@@ -254,10 +256,12 @@ def test_paper_preset_draws_the_same_datasets_as_before_the_tree_prior():
         assert digest(task.x) == TODAY["x"]
 
 
+@pytest.mark.slow
 def test_a_depth_limited_tree_beats_logistic_regression_on_tree_datasets(mixed):
     """The mechanism is what it claims: on the held-out rows of tree datasets a decision tree of
     depth 5 is markedly more accurate than logistic regression, on average; on the MLP datasets of
-    the same batches it is not."""
+    the same batches it is not. Slow: 96 scikit-learn fits (the default suite checks the mechanism
+    on its own, above)."""
     task, kinds = mixed
 
     def gap(i):
