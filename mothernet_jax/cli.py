@@ -204,11 +204,17 @@ def run_train(args: argparse.Namespace) -> int:
     import jax
 
     from mothernet_jax.train.config import ConfigError
-    from mothernet_jax.train.loop import NonFiniteLossError, train
+    from mothernet_jax.train.loop import train
     from mothernet_jax.train.mesh import is_main_process, make_mesh
+    from mothernet_jax.train.metrics import NonFiniteLossError
 
     mesh = make_mesh(jax.devices()[: args.devices] if args.devices else None)
     try:
+        validator = None
+        if args.validate_every is not None:
+            from mothernet_jax.train import validate
+
+            validator = validate.for_training(config.model, args.validation_data)
         result = train(
             config,
             args.workdir,
@@ -218,8 +224,8 @@ def run_train(args: argparse.Namespace) -> int:
             export_dtype=args.export_dtype,
             mesh=mesh,
             progress=not args.no_progress,
+            validator=validator,
             validate_every=args.validate_every,
-            validation_data=args.validation_data,
         )
     except (NonFiniteLossError, ConfigError) as error:
         print(f"mothernet-jax train: {error}", file=sys.stderr)

@@ -13,11 +13,13 @@ source checkout, nothing installed) and returns only the files under OUT (at mos
    the history; the arrays stored as bfloat16 like the shipped file (in float32 `small` would be
    20 MB, over what a file may bring back). The export happens on every stop, a non-finite loss
    included (then the last good checkpoint); metrics.jsonl is copied beside it;
-4. measures the GPU figures (reference anchors: docs/ARCHITECTURE.md section 5), each only if it is estimated to end before
-   `--deadline` seconds after the start, writing OUT/figures.json after each: end-to-end training
-   datasets/s and MFU of the trained configuration (its prior alone too), training datasets/s and
-   MFU for `paper` (batch 64, one bucket) with its prior alone, and `generate` latency 1000 x 100
-   for `paper`.
+4. measures the GPU figures (reference anchors: docs/ARCHITECTURE.md section 5), each only if it is
+   estimated to end before `--deadline` seconds after the start (and stopped there), writing
+   OUT/figures.json after each: end-to-end training datasets/s and MFU of the trained configuration
+   (its prior alone too), training datasets/s and MFU for `paper` (batch 64, one bucket) with its
+   prior alone (both by `python -m mothernet_jax.benchmarks.train` in a subprocess, which reads the
+   training's compiled functions from the persistent compilation cache), and `generate` latency
+   1000 x 100 for `paper`.
 
 RECIPE is the one place to change how the session trains.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from mothernet_jax.train.config import ConfigError, preset
-    from mothernet_jax.train.loop import NonFiniteLossError, train
+    from mothernet_jax.train.loop import train
+    from mothernet_jax.train.metrics import NonFiniteLossError
 
     try:
         config = preset(args.preset).with_overrides([*RECIPE, *args.overrides]).replace(budget_s=args.budget)
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if init.lower() != "none":
         config = config.replace(init_weights=init)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mothernet-gpu-session-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cache = workdir / "compilation-cache"  # the figures' subprocesses reuse the training's compilations
+    jax.config.update("jax_compilation_cache_dir", str(cache))
     export = out / f"{args.preset}.msgpack"
     print(
         f"gpu_session: training {args.preset} for {args.budget:.0f} s from {config.init_weights} in {workdir}"
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     _write_json(figures_path, report)
 
     deadline = began + args.deadline
-    for name, need, measure in _figures(args, config):
+    (workdir / "figure_config.json").write_text(config.replace(budget_s=0.0).to_json())
+    for name, need, measure in _figures(args, workdir, cache, deadline):
         left = deadline - time.monotonic()
         if left < need:
             report["skipped"][name] = f"{left:.0f} s left, about {need:.0f} s needed"
@@ -144,21 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _figures(args, config):
-    """(name, seconds it needs, measure) for each figure, most wanted first."""
-    from mothernet_jax.benchmarks import train as train_bench
-
-    def trained():
-        return train_bench.run(args.preset, config=config.replace(budget_s=0.0), steps=args.bench_steps)
-
-    def bench(name):
-        return lambda: train_bench.run(name, steps=args.bench_steps, split=_mean_split(name))
-
-    yield f"train_{args.preset}_as_trained", 20.0, trained  # compiled already: steps only
-    for name in args.bench_presets:
-        yield f"train_{name}", 100.0, bench(name)  # the prior and one bucket to compile
+def _figures(args, workdir: Path, cache: Path, deadline: float):
+    """(name, seconds it needs, measure) for each figure, most wanted first. The training figures
+    run `python -m mothernet_jax.benchmarks.train` in a subprocess, stopped at the deadline."""
+    bench = ["--compilation-cache", str(cache)] + (["--steps", str(args.bench_steps)] if args.bench_steps else [])
+    trained = ["--config", str(workdir / "figure_config.json"), *bench]
+    yield f"train_{args.preset}_as_trained", 40.0, lambda: _benchmark(trained, workdir, deadline)
+    for name in args.bench_presets:  # the prior and one bucket to compile
+        argv = ["--preset", name, "--split", str(_mean_split(name)), *bench]
+        yield f"train_{name}", 100.0, lambda argv=argv: _benchmark(argv, workdir, deadline)
     for name in args.generate_presets:
         yield f"generate_{name}_1000x100", 30.0, lambda name=name: _generate_latency(name)
+
+
+def _benchmark(argv: list[str], workdir: Path, deadline: float) -> dict:
+    """The figures of `python -m mothernet_jax.benchmarks.train ARGV` (its output passed through)."""
+    result = workdir / "figure.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "mothernet_jax.benchmarks.train", *argv, "--json", str(result)]
+    done = subprocess.run(command, timeout=max(1.0, deadline - time.monotonic()), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.train exited with {done.returncode}")
+    return json.loads(result.read_text())[0]
 
 
 def _mean_split(name: str) -> int:
@@ -173,7 +189,6 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
     import numpy as np
 
     import mothernet_jax as mn
-    from mothernet_jax.benchmarks.common import median_seconds
     from mothernet_jax.generation import bucket_rows, generate_batch_jit
 
     config = mn.preset(name)
@@ -190,9 +205,12 @@ def _generate_latency(name: str, repeats: int = 20) -> dict:
     began = time.perf_counter()
     jax.block_until_ready(generate_batch_jit(params, X, y, n_rows, n_features, config=config))
     compile_s = time.perf_counter() - began
-    seconds = median_seconds(
-        lambda: generate_batch_jit(params, X, y, n_rows, n_features, config=config), repeats=repeats
-    )
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(generate_batch_jit(params, X, y, n_rows, n_features, config=config))
+        times.append(time.perf_counter() - began)
+    seconds = statistics.median(times)
     print(f"  generate {name} 1000 x 100: {1e3 * seconds:.2f} ms (compile {compile_s:.1f} s)")
     return {"median_ms": 1e3 * seconds, "compile_seconds": compile_s, "params": mn.count_params(config)}
 

@@ -45,7 +45,8 @@ def run_variant(
     import jax
 
     from mothernet_jax.train.config import TrainConfig
-    from mothernet_jax.train.loop import METRICS, read_metrics, train
+    from mothernet_jax.train.loop import train
+    from mothernet_jax.train.metrics import METRICS, read_metrics
     from mothernet_jax.train.step import eval_params
     from mothernet_jax.train.validate import Validator, default_data_dir
 
@@ -92,7 +93,7 @@ def _validate(validator, params, path: Path, step, datasets, cpu, wall, config) 
 
 
 def curves(out: Path, names: list[str]) -> dict[str, list[dict]]:
-    from mothernet_jax.train.loop import read_metrics
+    from mothernet_jax.train.metrics import read_metrics
 
     return {n: [m for m in read_metrics(out / n) if "val_auc" in m] for n in names}
 

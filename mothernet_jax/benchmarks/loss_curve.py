@@ -23,7 +23,7 @@ from mothernet_jax.benchmarks.figures import pyplot, save
 
 
 def read_runs(workdirs: list[str]) -> list[dict]:
-    from mothernet_jax.train.loop import read_metrics
+    from mothernet_jax.train.metrics import read_metrics
 
     runs = []
     for workdir in workdirs:

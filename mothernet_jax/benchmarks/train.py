@@ -2,6 +2,7 @@
 
     python -m mothernet_jax.benchmarks.train --preset paper          # on a GPU: batch 64, as the reference
     python -m mothernet_jax.benchmarks.train                         # GPU: paper and small; CPU: tiny and small
+    python -m mothernet_jax.benchmarks.train --config runs/small/config.json   # a run's configuration
 
 Each preset runs the real training step (`TrainStep`: prior on device -> generate -> child loss ->
 AdamW) on every device. It first compiles, as training does, the prior (once: the split is traced)
@@ -21,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -28,9 +30,9 @@ import numpy as np
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.mothernet import count_params
 from mothernet_jax.train import config as train_config
+from mothernet_jax.train.budget import learning_rate
 from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.mesh import make_mesh
-from mothernet_jax.train.schedule import learning_rate
 
 # bf16 dense peak FLOP/s per chip, matched as substrings of `device.device_kind`
 PEAK_BF16 = {
@@ -228,6 +230,11 @@ def main(argv=None) -> int:
         help="preset(s) to time (default: paper and small on accelerators, tiny and small on CPU)",
     )
     parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="time this TrainConfig JSON file as given (e.g. a run's config.json) instead of presets",
+    )
+    parser.add_argument(
         "--batch-size", type=int, help="global datasets per step (default: per preset and backend)"
     )
     parser.add_argument("--steps", type=int, help="timed steps (default: 50 on accelerators, 10 on CPU)")
@@ -264,6 +271,11 @@ def main(argv=None) -> int:
             "CPU: splits fixed at the mean position (one bucket per preset); --split or --random-splits change it"
         )
     results = []
+    if args.config:
+        config = train_config.TrainConfig.from_json(Path(args.config).read_text())
+        results.append(run("config", config=config, steps=args.steps, split=args.split, devices=args.devices,
+                           attention=args.attention, prior=not args.no_prior, threads=args.threads))  # fmt: skip
+        presets = args.preset or []
     for name in presets:
         split = args.split
         if fixed:

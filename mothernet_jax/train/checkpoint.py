@@ -1,15 +1,16 @@
 """Checkpoints: an orbax `CheckpointManager` in `<workdir>/checkpoints`, the config beside the weights.
 
 Each step folder holds `state` (the `TrainState`: step, parameters, optimiser state), `config`
-(the `TrainConfig` as JSON) and `progress` (JSON: the budget seconds spent and the schedule's
-progress, which a budget run resumes from). Saves are synchronous and atomic: orbax writes into a
-temporary folder and renames it on commit, so a process killed while saving leaves the previous
-checkpoints intact (the half-written folder is ignored, and removed on the next start). The latest
-`keep` are kept.
+(the `TrainConfig` as JSON) and `progress` (JSON: the schedule's progress, the budget seconds spent
+and the training seconds, which a resumed run goes on from). Saves are synchronous and atomic: orbax
+writes into a temporary folder and renames it on commit, so a process killed while saving leaves the
+previous checkpoints intact (the half-written folder is ignored, and removed on the next start). The
+latest `keep` are kept. When a periodic save is due is orbax's decision (`due`): every `every`
+steps, or at a preemption sync point where JAX's preemption service reports one.
 
 `restore_latest` resumes from the newest checkpoint that reads back: a truncated or corrupted one
-(damaged files, bad JSON) is skipped with a one-line warning naming its folder, and is replaced
-when the run saves that step again.
+(damaged files, bad JSON) is skipped with a one-line warning naming its folder, and removed once an
+earlier one reads back (the run then writes that step again).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as save_decision_policy
 
 from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.step import TrainState
@@ -33,16 +35,20 @@ class Restored(NamedTuple):
     step: int
     state: TrainState
     config: TrainConfig
-    progress: dict[str, Any]  # {"budget_spent_s", "schedule_progress"}; {} in older checkpoints
+    progress: dict[str, Any]  # {"schedule_progress", "budget_spent_s", "train_seconds"}; fewer in older ones
 
 
 class Checkpoints:
     """`<workdir>/checkpoints`: save, find the latest, restore. All processes call every method."""
 
-    def __init__(self, workdir: str | os.PathLike, keep: int = 3):
+    def __init__(self, workdir: str | os.PathLike, keep: int = 3, every: int = 0):
         self.workdir = Path(workdir).absolute()
         self.directory = self.workdir / CHECKPOINTS
+        policies = [save_decision_policy.PreemptionCheckpointingPolicy()]
+        if every:
+            policies.append(save_decision_policy.FixedIntervalPolicy(every))
         options = ocp.CheckpointManagerOptions(
+            save_decision_policy=save_decision_policy.AnySavePolicy(policies),
             max_to_keep=keep,
             create=True,
             cleanup_tmp_directories=True,
@@ -59,14 +65,16 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
+    def due(self, step: int) -> bool:
+        """Whether the state after `step` steps is to be saved now (every `every` steps, or at a
+        preemption sync point); all processes ask at the same steps."""
+        return self.manager.should_save(step)
+
     def save(
         self, state: TrainState, config: TrainConfig, step: int, progress: dict[str, Any] | None = None
     ) -> None:
         """Save `state` as step `step` (a no-op if that step is already saved and readable);
         returns once committed."""
-        if step in self.unreadable:  # replace the damaged folder with this good state
-            self.manager.delete(step)
-            self.unreadable.discard(step)
         if step in self.manager.all_steps():
             return
         args = ocp.args.Composite(
@@ -132,6 +140,9 @@ class Checkpoints:
             except Exception as error:
                 self._skip(step, error, warn)
                 continue
+            for damaged in sorted(self.unreadable):  # all newer than `step`: the run writes them again
+                self.manager.delete(damaged)
+            self.unreadable.clear()
             return Restored(step, state, config, progress)
         if steps:
             raise ConfigError(

@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mothernet_jax.train import schedule
+from mothernet_jax.train.budget import learning_rate as scheduled_rate
 from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS, make_mesh, put_replicated, replicated
 from mothernet_jax.train.step import (
@@ -395,7 +395,7 @@ class TrainStep:
         """Optimiser step `step` at `learning_rate` (default: the step-based schedule's rate)."""
         split = self.split(step)
         bucket, micro_batches = self.bucket(split), self.config.micro_batches(step)
-        rate = schedule.learning_rate(self.config, step) if learning_rate is None else learning_rate
+        rate = scheduled_rate(self.config, step) if learning_rate is None else learning_rate
         args = (self.sample(step, split), np.int32(split), np.float32(rate))
         first = (bucket, micro_batches) not in self._keys
         try:

@@ -1,15 +1,21 @@
-"""`train(config, workdir)`: the training loop the CLI, notebooks and tests share.
+"""`train(config, workdir)`: the training loop the CLI, notebooks and tests share, in one function.
 
-It resumes from the newest readable checkpoint in `workdir` (else starts from
-`config.init_weights` or a fresh initialisation), compiles the prior and every split bucket's step
-before the first step (printing the seconds), runs jitted steps (`TrainStep`) until
-`config.steps` or, with `config.budget_s`, until the wall-clock budget is spent (the schedule then
-runs on the budget, see `schedule.py`), and
+It resumes from the newest readable checkpoint in `workdir` (else starts from `config.init_weights`
+or a fresh initialisation), compiles the prior and every split bucket's step before the first step
+(printing the seconds), runs jitted steps (`TrainStep`) until `config.steps` or, with
+`config.budget_s`, until the wall-clock budget is spent (the schedule then runs on the budget, see
+`budget.py`), and
 
-- checkpoints every `config.checkpoint_every` steps, at the end, and when it stops early: on SIGINT
-  or SIGTERM, at `time_limit` seconds, by the budget, or at `stop_at`;
-- appends metrics as JSON lines to `<workdir>/metrics.jsonl` and draws a progress bar; a step whose
-  batch held no valid dataset has no loss (NaN in `TrainResult.losses`, left out of the logged mean);
+- checkpoints when orbax says a save is due (every `config.checkpoint_every` steps), at the end,
+  and when it stops early: on SIGINT or SIGTERM, at `time_limit` seconds, by the budget, or at
+  `stop_at`;
+- appends metrics as JSON lines to `<workdir>/metrics.jsonl` (`metrics.py`) and shows its progress;
+  a step whose batch held no valid dataset has no loss (NaN in `TrainResult.losses`, left out of
+  the logged mean);
+- validates (`validator=`, every `validate_every` wall seconds and at the end): scores the weights
+  that would be exported and logs a line with `step`, `datasets`, `seconds` (training seconds of
+  the work directory so far, validation excluded), `val_auc`, `val_auc_categorical`, `val_seconds`
+  and `val_datasets`;
 - raises `NonFiniteLossError` at the first non-finite loss or gradient, naming the step, and saves
   nothing after it, so the last checkpoint is the last good state;
 - exports (`export=PATH`) on every one of these stops, a non-finite loss included (then the last
@@ -24,23 +30,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 from jax.sharding import Mesh
 
+from mothernet_jax.train.budget import BudgetClock, learning_rate
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, lineage
-from mothernet_jax.train.mesh import is_main_process
-from mothernet_jax.train.run import METRICS, NonFiniteLossError, Run, RunPlan, StopSignals, host_values, say
-from mothernet_jax.train.schedule import BudgetClock
+from mothernet_jax.train.mesh import agree, host_values, is_main_process
+from mothernet_jax.train.metrics import METRICS, MetricWriter, NonFiniteLossError, StepLog, progress_bar, say
 from mothernet_jax.train.step import TrainState, eval_params
 
-__all__ = ["NonFiniteLossError", "TrainResult", "check_resumable", "host_values", "read_metrics", "train"]
+__all__ = ["NonFiniteLossError", "StopSignals", "TrainResult", "check_resumable", "train"]
 
 CONFIG = "config.json"
 
@@ -80,8 +89,9 @@ def train(
     sample_fn=None,
     compiler_options: dict[str, Any] | None = None,
     compile_threads: int | None = None,
+    validator: Callable[[Any], dict[str, Any]] | None = None,
     validate_every: float | None = None,
-    validation_data: str | os.PathLike | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Meta-train (or resume) until `config.steps` or the end of `config.budget_s`; see the module
     docstring.
@@ -95,104 +105,248 @@ def train(
     mesh: the data-parallel mesh (default: every device of every process).
     sample_fn: the task sampler (default `priors.sample_batch`); compiler_options: XLA options for
     every compilation (see `TrainStep`); compile_threads: threads compiling the split buckets.
-    validate_every: every this many wall seconds, and at the end, score the weights that would be
-    exported on real datasets that are not TabPFN-test datasets (`validate.Validator`, from
-    `validation_data`, default `../shared/datasets` beside a source checkout) and log `val_auc`.
+    validator: `validator(params) -> {"val_auc", "val_auc_categorical", "val_seconds",
+    "val_datasets"}` (a `validate.Validator`), called every `validate_every` wall seconds and at
+    the end (without `validate_every`: at the end only).
+    clock: the time source of the budget, the time limit and the logged seconds (tests simulate it).
     """
-    started = time.monotonic()
+    # == set up ======================================================================================
+    started = clock()
     workdir = None if workdir is None else Path(workdir)
     main = is_main_process()
     if export_dtype not in EXPORT_DTYPES:
         raise ConfigError(f"export dtype must be one of {EXPORT_DTYPES}, got {export_dtype!r}")
     if config.budget_s and jax.process_count() > 1:
         raise ConfigError("a budget (--budget) needs one process: use --time-limit and --steps on several")
-    validator = None
-    if validate_every is not None:
-        validator = make_validator(config, validate_every, validation_data)
+    if validate_every is not None and not validate_every > 0:
+        raise ConfigError(f"--validate-every must be a positive number of seconds, got {validate_every!r}")
+    if validate_every is not None and validator is None:
+        raise ConfigError("validate_every needs a validator (validate.Validator)")
     stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
     checkpoints = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+        checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
+    writer = MetricWriter(workdir / METRICS if workdir is not None and main else None)
+    multiprocess = jax.process_count() > 1
     try:
-        state, first, saved = _initial_state(config, stepper, checkpoints)
-        carried = lineage(config, workdir, fresh=saved is None)
+        # == resume or initialise ====================================================================
+        state, first, record = _initial_state(config, stepper, checkpoints)
+        carried = lineage(config, workdir, fresh=record is None)
         if workdir is not None and main:
             (workdir / CONFIG).write_text(config.to_json() + "\n")
             if carried:
                 (workdir / LINEAGE).write_text(json.dumps(carried, indent=1) + "\n")
         end = config.steps if stop_at is None else min(config.steps, stop_at)
-        clock = None
-        if config.budget_s:
-            saved = saved or {}
-            clock = BudgetClock(
-                config.budget_s,
-                spent_before=float(saved.get("budget_spent_s", 0.0)),
-                progress_before=float(saved.get("schedule_progress", 0.0)),
-                started=started,
-            )
-        run = Run(RunPlan(
-            config=config, stepper=stepper, checkpoints=checkpoints, workdir=workdir, first=first, end=end,
-            started=started, time_limit=time_limit, clock=clock, show=progress and main,
-            export=export is not None, validator=validator, validate_every=validate_every,
-        ))  # fmt: skip
+        record = record or {}
+        state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(stepper.abstract_state()))
+        budget = BudgetClock(
+            config.budget_s,
+            time_limit=time_limit,
+            spent_before=float(record.get("budget_spent_s", 0.0)),
+            progress_before=float(record.get("schedule_progress", 0.0)),
+            trained_before=_trained_before(record, workdir),
+            clock=clock,
+            started=started,
+            shape=lambda step: (stepper.bucket(stepper.split(step)), config.micro_batches(step)),
+            save_every=config.checkpoint_every,
+            # until measured: saving the state at ~100 MB/s, exporting the weights at ~50 MB/s
+            save_s=0.5 + state_bytes / 100e6 if checkpoints is not None else None,
+            export_s=0.5 + state_bytes / 3 / 50e6 if export is not None else 0.0,
+            validating=validator is not None,
+        )
+        step, stop_reason = first, "completed" if end == config.steps else "stop_at"
+        progress_now = budget.progress if config.budget_s else first / config.steps
+        last_saved = first if record else None  # the newest good checkpoint: the one resumed from
+        validated_at = budget.now()
 
-        def write(params, steps, losses, reason):
-            if export is not None and main:
-                export_weights(export, params, config, steps=steps, losses=losses, carried=carried,
-                               stop_reason=reason, dtype=export_dtype)  # fmt: skip
-                say(f"exported the parameters of step {steps} to {export}")
+        # == precompile: the prior and every (bucket, micro-batches) the steps will run ==============
+        compile_seconds: dict = {}
+        if end > first and not budget.out_of_time():
+            compile_seconds = stepper.compile(stepper.plan(first, end), threads=compile_threads)
+            _report_compile(compile_seconds)
+        bar = progress_bar(None if config.budget_s else end - first, f"train {first}->{end}",
+                           enabled=progress and main and end > first,
+                           every=config.log_every if config.budget_s else None)  # fmt: skip
+        log = StepLog(config, first, end, writer, bar, budget)
 
+        # == the step loop ===========================================================================
         try:
             with StopSignals() as signals:
-                run.compile(compile_threads)
-                state = run.loop(state, signals)
-        except NonFiniteLossError:
-            if export is not None and run.last_saved is not None:
-                good = checkpoints.restore(stepper.abstract_state(), run.last_saved)
-                losses = run.losses[: max(0, run.last_saved - first)]
-                write(host_values(eval_params(good, config)), run.last_saved, losses, "non_finite_loss")
+                if config.budget_s and checkpoints is not None:  # measures what the last save will cost
+                    last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
+                while step < end:
+                    # -- stop checks: signals, time limit, budget, multi-host agreement --
+                    reason = signals.received or budget.stop_reason(step, first)
+                    if multiprocess:  # every process stops at the same step
+                        reason = agree(reason) if step % config.log_every == 0 or step == first else None
+                    if reason:
+                        stop_reason = reason
+                        break
+                    # -- learning rate: of the step's progress through the budget, or of the step --
+                    if config.budget_s:
+                        progress_now = budget.step_progress(step, first)
+                        rate = learning_rate(config, step, progress_now)
+                    else:
+                        progress_now = step / config.steps
+                        rate = learning_rate(config, step)
+                    # -- dispatch --
+                    state, metrics = stepper(state, step, learning_rate=rate)
+                    # -- log: reads the step before (done by now), so the host never waits here --
+                    log.queue(step, metrics, progress_now)
+                    step += 1
+                    # -- checkpoint if due (orbax decides), after the step's loss is checked --
+                    if checkpoints is not None and checkpoints.due(step):
+                        log.flush()
+                        last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
+                    # -- validate if due --
+                    if validate_every is not None:
+                        due = budget.now() - validated_at >= validate_every
+                        if multiprocess:  # every process validates at the same step, or none does
+                            due = step % config.log_every == 0 and agree("due" if due else None) is not None
+                        if due:
+                            log.flush()
+                            _validate(validator, state, config, step, writer, budget)
+                            validated_at = budget.now()
+                log.flush()
+                log.write()
+                # == final validation and save ===========================================================
+                if validator is not None and step > first:
+                    _validate(validator, state, config, step, writer, budget)
+                if checkpoints is not None:
+                    last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
+        except NonFiniteLossError as error:
+            where = "none (no checkpoint was saved)"
+            if last_saved is not None:
+                where = f"step {last_saved} in {checkpoints.directory}"
+            message = (f"{error} The last good checkpoint is {where}; nothing was saved after it. Lower the "
+                       "learning rate (--set learning_rate=...) or check the prior, then rerun to resume.")  # fmt: skip
+            if export is not None and last_saved is not None:
+                good = checkpoints.restore(stepper.abstract_state(), last_saved)
+                _export(export, export_dtype, good, config, carried, last_saved,
+                        log.losses[: max(0, last_saved - first)], "non_finite_loss", main)  # fmt: skip
             elif export is not None:
                 say(f"nothing exported to {export}: no checkpoint was saved before the non-finite loss")
-            raise
-        write(host_values(eval_params(state, config)), run.step, run.losses, run.stop_reason)
+            raise NonFiniteLossError(message) from None
+        finally:
+            bar.close()
+        if stop_reason not in ("completed", "stop_at"):
+            say(f"stopped at step {step} ({stop_reason}); rerun the same command to resume")
+
+        # == export ======================================================================================
+        if export is not None:
+            _export(export, export_dtype, state, config, carried, step, log.losses, stop_reason, main)
     finally:
         if checkpoints is not None:
             checkpoints.close()
     return TrainResult(
         config=config,
         state=state,
-        step=run.step,
+        step=step,
         first_step=first,
-        losses=run.losses,
-        stop_reason=run.stop_reason,
+        losses=log.losses,
+        stop_reason=stop_reason,
         workdir=workdir,
-        seconds=time.monotonic() - started,
-        progress=run.progress,
-        budget_spent_s=None if clock is None else clock.spent(time.monotonic()),
-        compile_seconds=run.compile_seconds,
+        seconds=clock() - started,
+        progress=progress_now,
+        budget_spent_s=budget.spent() if config.budget_s else None,
+        compile_seconds=compile_seconds,
     )
 
 
-# -- start: resume, initial weights, or fresh --------------------------------------------------------------
+# -- the stages' parts --------------------------------------------------------------------------------------
 
 
-def make_validator(config: TrainConfig, every: float, data: str | os.PathLike | None):
-    """The `Validator` of `train(validate_every=...)`: one clear error when it cannot be built."""
-    from mothernet_jax.train.validate import Validator, default_data_dir
+class StopSignals:
+    """SIGINT / SIGTERM set `received`; the loop then checkpoints and returns. A second signal
+    interrupts at once. Installed only in the main thread (where Python delivers signals)."""
 
-    if not every > 0:
-        raise ConfigError(f"--validate-every must be a positive number of seconds, got {every!r}")
-    folder = data if data is not None else default_data_dir()
-    if folder is None:
-        raise ConfigError(
-            "--validate-every needs validation datasets: pass --validation-data DIR (a folder of .npz "
-            "datasets; ../shared/datasets beside a source checkout is the default)"
-        )
-    try:
-        return Validator(folder, config.model)
-    except (FileNotFoundError, ValueError) as error:
-        raise ConfigError(f"validation data: {error}") from None
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        say(f"{self.received} received: saving a checkpoint and stopping (again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _report_compile(seconds: dict) -> None:
+    if len(seconds) > 1:
+        parts = [f"prior {seconds['prior']:.1f} s"] if "prior" in seconds else []
+        parts += [f"bucket {b}" + (f"x{m}" if m > 1 else "") + f" {t:.1f} s"
+                  for (b, m), t in ((k, v) for k, v in seconds.items() if isinstance(k, tuple))]  # fmt: skip
+        say(f"compiled in {seconds['total']:.1f} s: {', '.join(parts)}")
+
+
+def _save(checkpoints: Checkpoints, budget: BudgetClock, state, config: TrainConfig, step: int, progress: float,
+          last_saved: int | None) -> int:
+    """Save the state after `step` steps (unless saved already) with what a resumed run goes on
+    from; returns `step`."""
+    if last_saved == step:
+        return step
+    record = {"step": step, "schedule_progress": progress, "train_seconds": budget.trained()}
+    if config.budget_s:
+        record["budget_spent_s"] = budget.spent()
+    with budget.aside("save"):
+        checkpoints.save(state, config, step, record)
+    return step
+
+
+def _validate(validator, state, config: TrainConfig, step: int, writer: MetricWriter, budget: BudgetClock) -> None:
+    """Score the weights that would be exported and write their line (see the module docstring)."""
+    writer.measure("datasets", config.datasets_seen(step))
+    writer.measure("seconds", budget.trained())
+    with budget.aside("validation"):
+        scores = validator(host_values(eval_params(state, config)))
+    for name in ("val_auc", "val_auc_categorical", "val_seconds", "val_datasets"):
+        writer.measure(name, scores[name])
+    writer.write(step)
+    say(f"step {step}: val_auc {scores['val_auc']:.4f} ({scores['val_seconds']:.0f} s)")
+
+
+def _export(path, dtype: str, state, config: TrainConfig, carried, steps: int, losses, reason: str, main: bool) -> None:
+    if main:
+        export_weights(path, host_values(eval_params(state, config)), config, steps=steps, losses=losses,
+                       carried=carried, stop_reason=reason, dtype=dtype)  # fmt: skip
+        say(f"exported the parameters of step {steps} to {path}")
+
+
+def _trained_before(record: dict[str, Any], workdir: Path | None) -> float:
+    """Training seconds of the work directory's earlier runs, from the checkpoint resumed; from
+    metrics.jsonl for checkpoints written before they held them (each run's last `elapsed_s`, less
+    the seconds its validations took); 0 for a fresh run."""
+    if "train_seconds" in record:
+        return float(record["train_seconds"])
+    path = None if workdir is None else workdir / METRICS
+    if not record or path is None or not path.exists():
+        return 0.0
+    total, elapsed, validating = 0.0, 0.0, 0.0
+    for text in path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if "val_auc" in line:
+            validating += float(line.get("val_seconds") or 0.0)
+        elif "elapsed_s" in line:
+            if line["elapsed_s"] < elapsed:  # a new run started
+                total += elapsed
+            elapsed = float(line["elapsed_s"])
+    return max(0.0, total + elapsed - validating)
 
 
 def _initial_state(
@@ -241,11 +395,3 @@ def check_resumable(saved: TrainConfig, config: TrainConfig, where: os.PathLike 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(set(old) | set(new))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
-
-
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The metric lines written to `<workdir>/metrics.jsonl`, in order."""
-    path = Path(workdir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

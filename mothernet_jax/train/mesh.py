@@ -38,6 +38,27 @@ def put_replicated(tree, mesh: Mesh):
     return jax.tree.map(put, tree)
 
 
+def host_values(tree):
+    """NumPy copies of replicated (possibly multi-host) arrays: each process reads its own copy."""
+
+    def get(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return np.asarray(leaf.addressable_data(0))
+        return leaf
+
+    return jax.device_get(jax.tree.map(get, tree))
+
+
+def agree(reason: str | None) -> str | None:
+    """The most urgent stop reason of any process, on every process (one small all-gather): None,
+    "time_limit" (any other reason counts as this one), "SIGTERM", "SIGINT"."""
+    from jax.experimental import multihost_utils
+
+    codes = [None, "time_limit", "SIGTERM", "SIGINT"]
+    code = codes.index(reason) if reason in codes else 1
+    return codes[int(np.max(multihost_utils.process_allgather(np.int32(code))))]
+
+
 def is_main_process() -> bool:
     """True on the process that writes logs and exports (process 0)."""
     return jax.process_index() == 0

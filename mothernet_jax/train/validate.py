@@ -35,6 +35,7 @@ from mothernet_jax.evaluation import (
     read_manifest,
     roc_auc,
 )
+from mothernet_jax.train.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,6 +80,21 @@ def default_data_dir() -> Path | None:
     """`../shared/datasets` beside a source checkout of the repository, where it exists."""
     candidate = Path(__file__).resolve().parents[3] / "shared" / "datasets"
     return candidate if candidate.is_dir() else None
+
+
+def for_training(model_config: ModelConfig, data: str | Path | None = None) -> Validator:
+    """The `Validator` of `mothernet-jax train --validate-every`: from the folder `data` (default:
+    `default_data_dir()`), or one `ConfigError` line saying why it cannot be built."""
+    folder = data if data is not None else default_data_dir()
+    if folder is None:
+        raise ConfigError(
+            "--validate-every needs validation datasets: pass --validation-data DIR (a folder of .npz "
+            "datasets; ../shared/datasets beside a source checkout is the default)"
+        )
+    try:
+        return Validator(folder, model_config)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"validation data: {error}") from None
 
 
 class Validator:

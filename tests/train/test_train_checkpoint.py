@@ -24,7 +24,7 @@ from train_helpers import (
 from mothernet_jax.pretrained import load_info, load_pretrained
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.run import StopSignals
+from mothernet_jax.train.loop import StopSignals
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,18 @@
 preset: it trains by the budget, exports a float32-inference weight file that loads, and measures
 the figures in the time left."""
 
+import ast
 import json
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from train_helpers import REPO, subprocess_env
 
+from mothernet_jax import gpu_session
 from mothernet_jax.config import preset as model_preset
 from mothernet_jax.pretrained import load_info, load_pretrained
 
@@ -31,6 +35,29 @@ def test_the_model_card_documents_the_command():
     assert COMMAND in card
 
 
+def test_the_session_runs_the_benchmarks_as_commands_and_never_imports_them():
+    """The library never imports its benchmarks: the figures run `python -m ...benchmarks.train`."""
+    source = (REPO / "mothernet_jax" / "gpu_session.py").read_text()
+    imported = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            imported += [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [a.name for a in node.names]
+    assert imported and not [name for name in imported if "benchmarks" in name]
+    args = gpu_session._parser().parse_args(["--out", "o", "--bench-presets", "paper", "--bench-steps", "3"])
+    figures = list(gpu_session._figures(args, Path("w"), Path("c"), deadline=0.0))
+    assert [name for name, _, _ in figures] == ["train_small_as_trained", "train_paper", "generate_paper_1000x100"]
+
+
+def test_a_bad_setting_stops_the_session_at_once_in_one_line(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "out"), "--allow-cpu", "--set", "learning_rat=1"]
+    assert gpu_session.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpu_session: unknown setting 'learning_rat'") and "\n" not in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_without_a_gpu_it_stops_at_once_saying_so(tmp_path):
     began = time.monotonic()
     done = session("--out", str(tmp_path / "out"), timeout=120)
@@ -39,6 +66,7 @@ def test_without_a_gpu_it_stops_at_once_saying_so(tmp_path):
     assert time.monotonic() - began < 60 and not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_path):
     out = tmp_path / "out"
     args = ["--out", str(out), "--allow-cpu", "--preset", "tiny", "--budget", str(BUDGET)]
@@ -62,14 +90,14 @@ def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_pa
     trained = info["history"][-1]["train_config"]
     assert trained["model"]["dtype"] == "bfloat16" and trained["budget_s"] == BUDGET
     assert trained["prior"]["two_class_probability"] == 1.0 and trained["seed"] == 1
-    # trained by its budget; the figures in the time left, the training's compiled functions reused
+    # trained by its budget; the figures in the time left, by benchmarks.train in a subprocess
     report = json.loads((out / "figures.json").read_text())
     training = report["training"]
     assert training["stop_reason"] == "budget" and training["budget_spent_s"] <= BUDGET + 2.0
     figures = report["figures"]
     as_trained = figures["train_tiny_as_trained"]
     assert as_trained["datasets_per_s"] > 0 and as_trained["prior_datasets_per_s"] > 0
-    assert as_trained["compile_seconds_per_bucket"] == {} and as_trained["prior_compile_seconds"] is None
+    assert (as_trained["batch_size"], as_trained["dtype"], as_trained["split"]) == (8, "bfloat16", "random")
     assert figures["generate_tiny_1000x100"]["median_ms"] > 0 and report["skipped"] == {}
     assert took <= DEADLINE + 30.0  # the last figure starts before the deadline
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][

@@ -11,7 +11,14 @@ from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
 import priors
 from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train.driver import TrainStep
-from mothernet_jax.train.step import eval_params, init_state, make_optimizer, muon_labels, task_losses
+from mothernet_jax.train.step import (
+    eval_params,
+    init_key,
+    init_state,
+    make_optimizer,
+    muon_labels,
+    task_losses,
+)
 
 OPTIMIZERS = ["adamw", "muon", "schedule_free_adamw"]
 
@@ -88,11 +95,17 @@ def test_schedule_free_exports_its_averaged_weights(tmp_path):
 
     export = tmp_path / "w.msgpack"
     config = make_config(steps=3, optimizer="schedule_free_adamw", learning_rate=1e-2)
-    result = fast_train(config, None, export=export)
+    result = fast_train(config, None, export=export, export_dtype="bfloat16")
     params, _ = load_pretrained(export)
+    # every array is the averaged weights rounded to the export dtype, bit for bit
     averaged = eval_params(result.state, config)
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(averaged), strict=True):
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), atol=1e-2)
+    as_stored = lambda tree: [np.asarray(jnp.asarray(x).astype(jnp.bfloat16), np.float32) for x in jax.tree.leaves(tree)]
+    for a, b in zip(jax.tree.leaves(params), as_stored(averaged), strict=True):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), b)
+    # the averaged weights are neither the last iterate's nor the initial ones
+    assert any(not np.array_equal(a, b) for a, b in zip(as_stored(averaged), as_stored(result.state.params), strict=True))
+    initial = init_params(init_key(config.seed), config.model)
+    assert any(not np.array_equal(a, b) for a, b in zip(as_stored(averaged), as_stored(initial), strict=True))
 
 
 def test_max_split_bounds_the_training_rows():

@@ -79,12 +79,14 @@ def test_validate_every_logs_val_auc_lines_and_the_cli_checks_its_options(tmp_pa
     from train_helpers import FAST_COMPILE, make_config
 
     from mothernet_jax import cli
-    from mothernet_jax.train import read_metrics, train
+    from mothernet_jax.train import read_metrics, train, validate
 
     _write(tmp_path, "easy", seed=1)
     config = make_config(steps=3, ema_decay=0.5)
+    validator = validate.for_training(config.model, tmp_path)
+    assert validator.names == ["easy"]
     result = train(config, tmp_path / "run", progress=False, compiler_options=FAST_COMPILE,
-                   validate_every=1e-6, validation_data=tmp_path)  # fmt: skip
+                   validator=validator, validate_every=1e-6)  # fmt: skip
     lines = [m for m in read_metrics(tmp_path / "run") if "val_auc" in m]
     # every step is past the (tiny) interval, and once more at the end
     assert [m["step"] for m in lines] == [1, 2, 3, 3]
