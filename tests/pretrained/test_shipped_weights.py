@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from mothernet_jax.pretrained import DEFAULT_NAME, PACKAGE_DIR, load_info, load_pretrained, sha256_of
 
 # Runs in a fresh interpreter whose sockets refuse to connect: the shipped weights must need no
-# network. Two datasets that ship inside scikit-learn (no download).
+# network. Two datasets that ship inside scikit-learn (no download). argv[1]: the estimator's
+# options, as JSON.
 OFFLINE_SCRIPT = """
-import json, socket
+import json, socket, sys
 
 def refuse(*args, **kwargs):
     raise OSError("network access attempted")
@@ -21,11 +24,12 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.model_selection import train_test_split
 from mothernet_jax import MotherNetClassifier
 
+options = json.loads(sys.argv[1])
 out = {}
 for name, loader in (("breast_cancer", load_breast_cancer), ("wine", load_wine)):
     X, y = loader(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
-    clf = MotherNetClassifier(random_state=0).fit(X_train, y_train)
+    clf = MotherNetClassifier(random_state=0, **options).fit(X_train, y_train)
     predicted = clf.predict(X_test)
     out[name] = {"accuracy": float((predicted == y_test).mean()), "multiclass": clf.multiclass_,
                  "labels": sorted(set(predicted.tolist()))}
@@ -33,10 +37,25 @@ print(json.dumps(out))
 """
 
 
-def test_shipped_weights_classify_offline():
-    done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], capture_output=True, text=True, timeout=600)
+def classify_offline(**options) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT, json.dumps(options)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_shipped_weights_classify_offline():
+    """Two members as generated (no fine-tuning): the cheap form of the check below."""
+    out = classify_offline(n_estimators=2, finetune_steps=0)
+    assert out["breast_cancer"]["accuracy"] >= 0.9 and out["breast_cancer"]["labels"] == [0, 1]
+    assert out["wine"]["accuracy"] >= 0.85 and out["wine"]["multiclass"] == "one_vs_rest"
+    assert out["wine"]["labels"] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_shipped_weights_classify_offline_at_the_defaults():
+    out = classify_offline()
     assert out["breast_cancer"]["accuracy"] >= 0.9 and out["breast_cancer"]["labels"] == [0, 1]
     assert out["wine"]["accuracy"] >= 0.85 and out["wine"]["multiclass"] == "one_vs_rest"
 
@@ -54,8 +73,10 @@ def test_shipped_file_matches_its_manifest_and_size_budget():
     assert config == mn.preset("small") and mn.count_params(config) <= 5_100_000
 
 
+@pytest.mark.slow
 def test_the_demo_runs_on_the_shipped_weights():
-    """README's first command: `python -m mothernet_jax.demo` (here on wine, 3 classes)."""
+    """README's first command: `python -m mothernet_jax.demo` (here on wine, 3 classes). Slow: a
+    fresh process fits MotherNet twice and the baselines."""
     done = subprocess.run(
         [sys.executable, "-m", "mothernet_jax.demo", "--dataset", "wine", "--n-estimators", "2"],
         capture_output=True, text=True, timeout=600,

@@ -10,10 +10,16 @@ import mothernet_jax as mn
 from mothernet_jax.pretrained import WeightFileError, load_info, load_pretrained, save_pretrained
 
 
-@pytest.fixture
-def saved(tmp_path, getkey):
+@pytest.fixture(scope="module")
+def tiny():
+    """Made once for the module (each test saves its own file)."""
     config = mn.preset("tiny")
-    params = mn.init_params(getkey(), config)
+    return mn.init_params(jax.random.key(0), config), config
+
+
+@pytest.fixture
+def saved(tmp_path, tiny):
+    params, config = tiny
     path = tmp_path / "tiny.msgpack"
     save_pretrained(path, params, config, info={"steps": 7}, dtype="float32")
     return path, params, config
