@@ -3,12 +3,12 @@
 import collections
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
 from mothernet_jax.child import factored_logits
@@ -18,10 +18,13 @@ from mothernet_jax.estimator import member_generation
 from mothernet_jax.generation import generate_batch
 from mothernet_jax.predictor import load_predictor
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 CONFIG = mn.preset("tiny")
-PARAMS = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG))
-WEIGHTS = (PARAMS, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights():
+    """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
+    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
 
 
 def dense(weight):
@@ -37,6 +40,7 @@ def blobs(n=200, d=6, k=3, seed=0):
 # -- reference parity ---------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_one_member_reproduces_the_reference_classifier(highest_precision):
     c = np.load(FIXTURES / "classifier_tiny_class_average.npz")
     f = np.load(FIXTURES / "tiny_class_average.npz")
@@ -57,7 +61,7 @@ def test_one_member_reproduces_the_reference_classifier(highest_precision):
     np.testing.assert_allclose(clf.predict_proba(c["X_test"]), c["predict_proba"], atol=1e-5)
 
 
-def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
+def test_member_children_are_generate_batch_with_the_factors_kept(getkey, tiny_weights):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3, 128, CONFIG.max_features)).astype(np.float32)
     y = rng.integers(0, 4, size=(3, 128)).astype(np.int32)
@@ -65,9 +69,11 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
     X[1, :, 7:] = 0.0
     X[2, :, 30:] = 0.0
     with jax.default_matmul_precision("highest"):
-        layers, mean, std = member_generation.generate_members(PARAMS, X, y, n_rows, n_features, config=CONFIG)
+        layers, mean, std = member_generation.generate_members(
+            tiny_weights.params, X, y, n_rows, n_features, config=CONFIG
+        )
         expected = jax.jit(generate_batch, static_argnames="config")(
-            PARAMS, X, y, n_rows, n_features, config=CONFIG
+            tiny_weights.params, X, y, n_rows, n_features, config=CONFIG
         )
     assert CONFIG.low_rank and all(isinstance(weight, tuple) for weight, _ in layers[:-1])  # factors kept
     for (weight, bias), (w_ref, b_ref) in zip(layers, expected.layers, strict=True):
@@ -84,7 +90,7 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey):
 # -- the batched ensemble ---------------------------------------------------------------------------
 
 
-def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
+def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch, tiny_weights):
     counts = collections.Counter()
 
     def traced(*args, **kwargs):
@@ -99,27 +105,29 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch):
 
     monkeypatch.setattr(member_generation, "generate_members", call)
     X, y = blobs(150, 6, 3, seed=0)
-    first = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
+    first = MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=3).fit(X, y)
     assert counts == {"traces": 1, "calls": 1}
     assert len(first.predictor_.children) == 8
     X2, y2 = blobs(140, 6, 3, seed=1)  # same row bucket and width: no new trace
-    MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=4).fit(X2, y2)
+    MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=4).fit(X2, y2)
     assert counts == {"traces": 1, "calls": 2}
 
-    again = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=3).fit(X, y)
+    again = MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=3).fit(X, y)
     np.testing.assert_array_equal(again.predict_proba(X), first.predict_proba(X))
     assert again.ensemble_ == first.ensemble_
-    other = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=5).fit(X, y)
+    other = MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=5).fit(X, y)
     assert other.ensemble_ != first.ensemble_
     variants = {(m["quantile"], m["onehot"]) for m in first.ensemble_}
     assert variants == {(True, False), (False, False)}  # no categorical column: no one-hot variant
     assert len({(m["quantile"], m["feature_shift"], m["label_shift"]) for m in first.ensemble_}) == 8
 
 
-def test_fine_tuning_fits_the_training_rows():
+def test_fine_tuning_fits_the_training_rows(tiny_weights):
     X, y = blobs(200, 4, 3, seed=2)
-    plain = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0).fit(X, y)
-    tuned = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, finetune_steps=60).fit(X, y)
+    plain = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0).fit(X, y)
+    tuned = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, finetune_steps=60).fit(
+        X, y
+    )
     assert (tuned.predict(X) == y).mean() > max(0.9, (plain.predict(X) == y).mean())
 
 
@@ -144,9 +152,9 @@ def messy():
     return frame, np.array([f"class{c:02d}" for c in y])
 
 
-def test_wide_many_class_data_with_missing_values_and_strings(messy):
+def test_wide_many_class_data_with_missing_values_and_strings(messy, tiny_weights):
     frame, labels = messy
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=8, random_state=0, finetune_steps=40)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=0, finetune_steps=40)
     clf.fit(frame, labels)
     assert list(np.flatnonzero(clf.categorical_features_)) == [150, 151]
     assert all(m["n_columns"] <= 100 and m["n_rows"] == 1024 and m["n_groups"] <= 10 for m in clf.ensemble_)
@@ -160,11 +168,11 @@ def test_wide_many_class_data_with_missing_values_and_strings(messy):
     assert np.array_equal(together, np.eye(12, dtype=bool))
 
 
-def test_more_than_ten_classes_raise_the_member_count_to_one_round():
+def test_more_than_ten_classes_raise_the_member_count_to_one_round(tiny_weights):
     rng = np.random.default_rng(0)
     y = np.arange(300) % 12
     X = rng.normal(size=(300, 3)) + y[:, None]
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1, random_state=0).fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1, random_state=0).fit(X, y)
     assert [m["n_groups"] for m in clf.ensemble_] == [10, 9]
     np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, atol=1e-6)
 
@@ -172,10 +180,10 @@ def test_more_than_ten_classes_raise_the_member_count_to_one_round():
 # -- export -----------------------------------------------------------------------------------------
 
 
-def test_export_predicts_the_same_without_jax(messy, tmp_path):
+def test_export_predicts_the_same_without_jax(messy, tmp_path, tiny_weights):
     frame, labels = messy
     frame, labels = frame.iloc[:400], labels[:400]
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(frame, labels)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=3, random_state=0).fit(frame, labels)
     path = tmp_path / "model.npz"
     clf.export(path)
     test = frame.iloc[:50].copy()
@@ -207,28 +215,28 @@ assert "jax" not in sys.modules, "jax was imported"
 # -- errors -----------------------------------------------------------------------------------------
 
 
-def test_clear_errors():
+def test_clear_errors(tiny_weights):
     X, y = blobs(60, 3, 2)
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=1).fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1).fit(X, y)
     bad = X.copy()
     bad[0, 1] = np.inf
     with pytest.raises(ValueError, match="infinite values in column 1 "):
-        MotherNetClassifier(weights=WEIGHTS).fit(bad, y)
+        MotherNetClassifier(weights=tiny_weights).fit(bad, y)
     with pytest.raises(ValueError, match="infinite values in column 1 "):
         clf.predict_proba(bad)
     with pytest.raises(ValueError, match="0 sample"):
-        MotherNetClassifier(weights=WEIGHTS).fit(np.zeros((0, 3)), np.zeros(0))
+        MotherNetClassifier(weights=tiny_weights).fit(np.zeros((0, 3)), np.zeros(0))
     with pytest.raises(ValueError, match="1 class"):
-        MotherNetClassifier(weights=WEIGHTS).fit(X, np.ones(60))
+        MotherNetClassifier(weights=tiny_weights).fit(X, np.ones(60))
     with pytest.raises(ValueError, match="features"):
         clf.predict_proba(X[:, :2])
     strings = X.astype(object)
     strings[:, 0] = "word"
     with pytest.raises(ValueError, match="non-numeric"):
-        MotherNetClassifier(weights=WEIGHTS, categorical_features=[]).fit(strings, y)
+        MotherNetClassifier(weights=tiny_weights, categorical_features=[]).fit(strings, y)
     for bad_parameter in ({"n_estimators": 0}, {"temperature": 0.0}, {"categorical_features": [7]}):
         with pytest.raises(ValueError):
-            MotherNetClassifier(weights=WEIGHTS, **bad_parameter).fit(X, y)
+            MotherNetClassifier(weights=tiny_weights, **bad_parameter).fit(X, y)
     with pytest.raises(ValueError, match="weights"):
         MotherNetClassifier(weights=42).fit(X, y)
 
@@ -260,9 +268,9 @@ def test_predictor_still_reads_version_1_files(tmp_path):
 # -- one-vs-rest ------------------------------------------------------------------------------------
 
 
-def test_one_vs_rest_members_and_probabilities(tmp_path):
+def test_one_vs_rest_members_and_probabilities(tmp_path, tiny_weights):
     X, y = blobs(240, 5, 4)
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, multiclass="one_vs_rest")
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, multiclass="one_vs_rest")
     clf.fit(X, y)
     assert clf.multiclass_ == "one_vs_rest"
     assert len(clf.ensemble_) == 8 and all(m["n_groups"] == 2 for m in clf.ensemble_)
@@ -275,18 +283,18 @@ def test_one_vs_rest_members_and_probabilities(tmp_path):
     clf.export(path)
     np.testing.assert_allclose(load_predictor(path).predict_proba(X), proba, atol=1e-7)
     # binary tasks are never split; native keeps one member per estimator
-    binary = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, multiclass="one_vs_rest").fit(X, y % 2)
+    binary = MotherNetClassifier(weights=tiny_weights, n_estimators=2, multiclass="one_vs_rest").fit(X, y % 2)
     assert binary.multiclass_ == "native" and len(binary.ensemble_) == 2
-    native = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, multiclass="native").fit(X, y)
+    native = MotherNetClassifier(weights=tiny_weights, n_estimators=2, multiclass="native").fit(X, y)
     assert len(native.ensemble_) == 2 and native.ensemble_[0]["n_groups"] == 4
 
 
-def test_auto_multiclass_follows_the_weight_file(tmp_path):
+def test_auto_multiclass_follows_the_weight_file(tmp_path, tiny_weights):
     from mothernet_jax.pretrained import save_pretrained, update_info
 
     X, y = blobs(120, 3, 3)
     path = tmp_path / "tiny.msgpack"
-    save_pretrained(path, PARAMS, CONFIG, info={"steps": 1}, dtype="float32")
+    save_pretrained(path, tiny_weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     assert MotherNetClassifier(weights=path, n_estimators=1).fit(X, y).multiclass_ == "native"
     update_info(path, {"multiclass": "one_vs_rest"})
     clf = MotherNetClassifier(weights=path, n_estimators=1).fit(X, y)
@@ -296,18 +304,18 @@ def test_auto_multiclass_follows_the_weight_file(tmp_path):
         == "native"
     )
     assert (
-        MotherNetClassifier(weights=WEIGHTS, n_estimators=1).fit(X, y).multiclass_ == "native"
+        MotherNetClassifier(weights=tiny_weights, n_estimators=1).fit(X, y).multiclass_ == "native"
     )  # no manifest
     with pytest.raises(ValueError, match="multiclass must be one of"):
-        MotherNetClassifier(weights=WEIGHTS, multiclass="ovr").fit(X, y)
+        MotherNetClassifier(weights=tiny_weights, multiclass="ovr").fit(X, y)
 
 
-def test_auto_finetune_steps_follow_the_weight_file(tmp_path):
+def test_auto_finetune_steps_follow_the_weight_file(tmp_path, tiny_weights):
     from mothernet_jax.pretrained import save_pretrained, update_info
 
     X, y = blobs(80, 3, 2)
     path = tmp_path / "tiny.msgpack"
-    save_pretrained(path, PARAMS, CONFIG, info={"steps": 1}, dtype="float32")
+    save_pretrained(path, tiny_weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     as_generated = MotherNetClassifier(weights=path, n_estimators=1, random_state=0).fit(X, y)
     assert as_generated.finetune_steps_ == 0
     update_info(path, {"finetune_steps": 20})
@@ -322,33 +330,33 @@ def test_auto_finetune_steps_follow_the_weight_file(tmp_path):
     with pytest.raises(ValueError, match="recommends finetune_steps=-3"):
         MotherNetClassifier(weights=path, n_estimators=1).fit(X, y)
     with pytest.raises(ValueError, match="finetune_steps must be an integer"):
-        MotherNetClassifier(weights=WEIGHTS, finetune_steps="some").fit(X, y)
+        MotherNetClassifier(weights=tiny_weights, finetune_steps="some").fit(X, y)
 
 
 # -- numbers as text, dates, column names -------------------------------------------------------------
 
 
-def test_numbers_stored_as_text_give_the_same_classifier_as_floats():
+def test_numbers_stored_as_text_give_the_same_classifier_as_floats(tiny_weights):
     X, y = blobs(200, 6, 4, seed=3)
     X[::17, 2] = np.nan
-    floats = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(X, y)
+    floats = MotherNetClassifier(weights=tiny_weights, n_estimators=3, random_state=0).fit(X, y)
     expected = floats.predict_proba(X)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
     for stored in (X.astype(str), frame.astype(str), frame.astype("string")):
-        clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=3, random_state=0).fit(stored, y)
+        clf = MotherNetClassifier(weights=tiny_weights, n_estimators=3, random_state=0).fit(stored, y)
         assert not clf.categorical_features_.any()
         np.testing.assert_allclose(clf.predict_proba(stored), expected, atol=1e-6)
     np.testing.assert_allclose(floats.predict_proba(X.astype(str)), expected, atol=1e-6)
 
 
-def test_a_datetime_column_is_a_number_unless_listed_as_categorical(tmp_path):
+def test_a_datetime_column_is_a_number_unless_listed_as_categorical(tmp_path, tiny_weights):
     rng = np.random.default_rng(0)
     n = 120
     when = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 24, n), unit="h")
     y = (when.month > 6).astype(int)  # the date alone decides the class
     frame = pd.DataFrame({"when": when, "noise": rng.normal(size=n)})
     frame.loc[5, "when"] = pd.NaT
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0, finetune_steps=60)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, finetune_steps=60)
     clf.fit(frame, y)
     assert clf.categorical_features_.tolist() == [False, False]
     seconds = clf.predictor_.encoder.transform(frame.to_numpy(), kinds={0})[:3, 0]
@@ -357,16 +365,16 @@ def test_a_datetime_column_is_a_number_unless_listed_as_categorical(tmp_path):
     path = tmp_path / "dates.npz"
     clf.export(path)
     np.testing.assert_allclose(load_predictor(path).predict_proba(frame), clf.predict_proba(frame), atol=1e-7)
-    listed = MotherNetClassifier(weights=WEIGHTS, n_estimators=1, categorical_features=["when"])
+    listed = MotherNetClassifier(weights=tiny_weights, n_estimators=1, categorical_features=["when"])
     with pytest.warns(UserWarning, match="'when' has"):  # one level per date: it warns
         listed.fit(frame, y)
     assert listed.categorical_features_.tolist() == [True, False]
 
 
-def test_exported_predictor_checks_column_names_as_the_estimator(tmp_path):
+def test_exported_predictor_checks_column_names_as_the_estimator(tmp_path, tiny_weights):
     X, y = blobs(100, 3, 2)
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
-    clf = MotherNetClassifier(weights=WEIGHTS, n_estimators=2, random_state=0).fit(frame, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0).fit(frame, y)
     clf.export(tmp_path / "m.npz")
     predictor = load_predictor(tmp_path / "m.npz")
     expected = clf.predict_proba(frame)

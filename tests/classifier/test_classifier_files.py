@@ -14,15 +14,20 @@ from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained
 
 CONFIG = mn.preset("tiny")
-PARAMS = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(3), CONFIG))
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def tiny_weights():
+    """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
+    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(3), CONFIG)), CONFIG)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_weights):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3))
     y = (X[:, 0] > 0).astype(int)
-    return MotherNetClassifier(weights=(PARAMS, CONFIG), n_estimators=1).fit(X, y), X
+    return MotherNetClassifier(weights=tiny_weights, n_estimators=1).fit(X, y), X
 
 
 def one_line(error) -> str:
@@ -55,7 +60,7 @@ def test_export_creates_a_missing_folder_or_names_what_is_wrong(fitted, tmp_path
     assert ".tmp-" not in str(error.value) and list((tmp_path / "written").iterdir()) == []
 
 
-def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path):
+def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path, tiny_weights):
     clf, _ = fitted
     good = tmp_path / "model.npz"
     clf.export(good)
@@ -65,7 +70,7 @@ def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path):
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
     cases["truncated.npz"] = "damaged or truncated"
     weights = tmp_path / "weights.msgpack"
-    save_pretrained(weights, PARAMS, CONFIG, dtype="float32")
+    save_pretrained(weights, tiny_weights.params, CONFIG, dtype="float32")
     cases["weights.msgpack"] = "is a weight file, not an exported classifier"
     (tmp_path / "notes.txt").write_text("hello")
     cases["notes.txt"] = r"not an exported classifier \(not a .npz archive\)"
@@ -92,7 +97,7 @@ def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path):
         load_predictor(tmp_path / "nothing.npz")
 
 
-def test_weights_that_are_not_a_weight_file(fitted, tmp_path):
+def test_weights_that_are_not_a_weight_file(fitted, tmp_path, tiny_weights):
     clf, X = fitted
     y = (X[:, 0] > 0).astype(int)
     export = tmp_path / "model.npz"
@@ -100,7 +105,7 @@ def test_weights_that_are_not_a_weight_file(fitted, tmp_path):
     renamed = tmp_path / "model.msgpack"  # an export under a weight file's name
     renamed.write_bytes(export.read_bytes())
     weights = tmp_path / "w.msgpack"
-    save_pretrained(weights, PARAMS, CONFIG, dtype="float32")
+    save_pretrained(weights, tiny_weights.params, CONFIG, dtype="float32")
     weights.with_suffix(".json").write_text("{not json")
     cases = {
         export: "is an exported classifier .* use mothernet_jax.predictor.load_predictor",
