@@ -4,10 +4,6 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DATASETS = SHARED / "datasets"
-FIXTURES = SHARED / "fixtures"
-
 
 def write_dataset(folder: Path, name: str, x: np.ndarray, y: np.ndarray, categorical: np.ndarray) -> Path:
     """Writes `folder/name.npz` with every array of the format in docs/ARCHITECTURE.md section 6."""

@@ -5,13 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from bench_helpers import DATASETS, FIXTURES, NearestMean, two_datasets
+from bench_helpers import NearestMean, two_datasets
+from shared_data import DATASETS, FIXTURES, needs_datasets, needs_fixtures
 from threadpoolctl import threadpool_limits
 
 from mothernet_jax.benchmarks import evaluate
 from mothernet_jax.benchmarks.methods import METHODS, Method, resolve_methods
-
-needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason="needs ../shared/datasets")
 
 
 @needs_datasets
@@ -129,7 +128,6 @@ def test_baselines_handle_missing_values_and_categorical_columns(name):
 
 
 def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
-    pytest.importorskip("mothernet_jax.classifier")
     model = METHODS["mothernet"].build(np.array([False, True]), 7, weights="some/path.msgpack")
     params = model.get_params()
     assert params["weights"] == "some/path.msgpack"
@@ -140,16 +138,13 @@ def test_mothernet_factory_passes_weights_seed_and_categorical_mask():
 
 
 def test_mothernet_with_a_missing_weight_file_is_skipped_with_the_reason(tmp_path, capsys):
-    pytest.importorskip("mothernet_jax.classifier")
     factories, skipped = resolve_methods(["mothernet", "knn"], weights=str(tmp_path / "none.msgpack"))
     assert list(factories) == ["knn"]
     assert "none.msgpack does not exist" in skipped["mothernet"]
 
 
+@needs_fixtures
 def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
-    pytest.importorskip("mothernet_jax.classifier")
-    if not FIXTURES.exists():
-        pytest.skip("needs ../shared/fixtures")
     import mothernet_jax as mn
     from mothernet_jax.convert import from_reference
     from mothernet_jax.pretrained import save_pretrained

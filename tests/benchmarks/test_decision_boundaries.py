@@ -1,10 +1,6 @@
 """The toy decision-boundary figure, drawn with baselines only (MotherNet's column is the same code)."""
 
-import pytest
-
 from mothernet_jax.benchmarks import decision_boundaries
-
-pytest.importorskip("matplotlib")
 
 
 def test_draws_one_png_with_baseline_columns(tmp_path, capsys):

@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from bench_helpers import DATASETS, FailsOnBinary, NearestMean, two_datasets, write_dataset
+from bench_helpers import FailsOnBinary, NearestMean, two_datasets, write_dataset
+from shared_data import DATASETS, needs_datasets
 from sklearn.metrics import roc_auc_score
 
 from mothernet_jax.benchmarks import report
@@ -194,7 +195,7 @@ def test_dataset_names_and_groups(tmp_path):
         dataset_paths(tmp_path, ["nope"])
 
 
-@pytest.mark.skipif(not DATASETS.exists(), reason="needs ../shared/datasets")
+@needs_datasets
 def test_tabpfn_test_group_has_the_twenty_datasets():
     paths = dataset_paths(DATASETS, ["tabpfn-test"])
     assert len(paths) == 20
