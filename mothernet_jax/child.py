@@ -68,14 +68,26 @@ def softmax(logits, xp):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def check_columns(child: Child, x) -> None:
+    """ValueError, in one line, unless the rows x (..., n, d) have the child's d columns (those of
+    its training set); a shape check, so it runs on tracers too."""
+    d = child.mean.shape[-1]
+    if x.ndim == 0 or x.shape[-1] != d:
+        got = "no columns" if x.ndim == 0 else f"{x.shape[-1]} columns"
+        raise ValueError(f"X has {got} (shape {tuple(x.shape)}); this child expects {d} columns, as its training set")
+
+
 # -- JAX ----------------------------------------------------------------------------------------
 
 
 def child_logits(child: Child, x):
-    """Logits of the child on raw rows. x: (n, d) float (NaN allowed) -> (n, k) float32."""
+    """Logits of the child on raw rows. x: (n, d) float (NaN allowed) -> (n, k) float32.
+    ValueError when x has not the child's d columns."""
     import jax.numpy as jnp
 
-    z = standardise_rows(jnp.asarray(x, jnp.float32), child.mean, child.std, jnp)
+    x = jnp.asarray(x, jnp.float32)
+    check_columns(child, x)
+    z = standardise_rows(x, child.mean, child.std, jnp)
     return factored_logits(child.layers, z, jnp)
 
 
@@ -97,8 +109,10 @@ def to_numpy(child: Child) -> Child:
 
 def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
     """`child_logits` with NumPy alone, in float32. x: (n, d) -> (n, k)."""
+    x = np.asarray(x, np.float32)
+    check_columns(child, x)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np)
+        z = standardise_rows(x, child.mean, child.std, np)
     return factored_logits(child.layers, z.astype(np.float32), np)
 
 

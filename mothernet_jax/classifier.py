@@ -22,8 +22,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mothernet_jax.estimator.encoding import FeatureEncoder, datetimes_as_objects, infer_categorical
-from mothernet_jax.estimator.member_generation import generate_children
+from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, missing_mask, plain_dtypes
+from mothernet_jax.estimator.member_generation import check_memory, generate_children
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
 from mothernet_jax.estimator.weights import resolve_weights, weights_info
 from mothernet_jax.predictor import Predictor
@@ -59,7 +59,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         predict_proba = softmax(logits / temperature), averaged over the members.
     max_train_rows : int or None, default 1024
         With more training rows, each member reads its own stratified subsample of this many rows
-        (every class kept). None: no limit (attention memory grows with rows squared).
+        (every class kept). None: no limit (attention memory grows with rows squared: about 17 GiB
+        for 20,000 rows with the shipped weights); fit estimates the memory first and raises a
+        MemoryError naming this setting when it exceeds what is available.
     categorical_features : "auto", bool mask, indices or column names
         "auto": the columns holding a value that is not a number, whatever their storage: numbers
         stored as text ("3.5", as from some CSV readers) are numbers, and so are dates and times
@@ -99,7 +101,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       convention the hypernetwork was meta-trained with: NaN -> 0 after standardisation), and
       where the member has room left under 100 columns it also reads a "was missing" indicator
       for each of its numeric columns that had missing training values; categorical missing
-      values are a level of their own. Infinite values raise ValueError.
+      values are a level of their own. Infinite values, and numbers beyond float32's range
+      (|x| > 3.4e38, which the model computing in float32 would see as inf), raise ValueError
+      naming the column; so does a missing label in y.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
     (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), finetune_steps_ (the steps
@@ -140,7 +144,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
-        X = datetimes_as_objects(X)
+        X = plain_dtypes(X)
+        reject_missing_labels(y)
         X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
         check_classification_targets(y)
         classes, y_codes = np.unique(y, return_inverse=True)
@@ -165,6 +170,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             rng=np.random.default_rng(seed),
             one_vs_rest=strategy == "one_vs_rest",
         )
+        check_memory(plans, config, f"max_train_rows={self.max_train_rows!r}")
         finetune_steps = self._finetune_steps()
         children = generate_children(
             params, config, encoded, y_codes, plans, finetune_steps=finetune_steps, temperature=self.temperature
@@ -190,7 +196,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n, n_classes) probabilities (in the order of classes_)."""
         check_is_fitted(self)
-        X = validate_data(self, datetimes_as_objects(X), reset=False, dtype=None, ensure_all_finite=False)
+        X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
         return self.predictor_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
@@ -228,10 +234,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """`finetune_steps`, with "auto" resolved by the weight file (0 where it says nothing)."""
         if self.finetune_steps != "auto":
             return int(self.finetune_steps)
-        steps = weights_info(self.weights).get("finetune_steps", 0)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            raise ValueError(f"the weight file's manifest recommends finetune_steps={steps!r}: not an integer >= 0")
-        return steps
+        return weights_info(self.weights).get("finetune_steps", 0)  # checked with the manifest
 
     def _multiclass_strategy(self) -> str:
         """ "native" or "one_vs_rest": `multiclass`, with "auto" resolved by the weight file."""
@@ -267,6 +270,21 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         mask = np.zeros(n_features, bool)
         mask[spec.astype(np.int64)] = True
         return mask
+
+
+def reject_missing_labels(y) -> None:
+    """ValueError, in one line, if y holds a missing label (None, NaN, pandas NA or NaT), whatever
+    its storage (a list, NumPy, a pandas Series of any dtype); scikit-learn's own checks would
+    fail later with a TypeError comparing None with str, or "boolean value of NA is ambiguous"."""
+    values = y.to_numpy() if hasattr(y, "to_numpy") and hasattr(y, "dtype") else np.asarray(y)
+    if values.ndim == 0 or values.dtype.kind not in "fcmMO":
+        return
+    missing = missing_mask(values.reshape(-1))
+    if missing.any():
+        raise ValueError(
+            f"y contains missing labels ({int(missing.sum())} of {missing.size}, the first in row "
+            f"{int(np.flatnonzero(missing)[0])}): drop those rows, or give them a label"
+        )
 
 
 def _is_auto(spec) -> bool:

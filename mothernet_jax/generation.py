@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import operator
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mothernet_jax.checks import reject_infinite
+from mothernet_jax.checks import reject_beyond_float32
 from mothernet_jax.child import CLIP, Child
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.identify import resolve_config
@@ -196,11 +197,12 @@ def check_values(X: np.ndarray | None, y: np.ndarray | None, config: ModelConfig
 
     X: (n, d) the real rows and features; y: (n,) their labels. Returns X as float32 and y as
     int32 (or None). Raises ValueError for infinite features, non-integer labels or labels outside
-    0..max_classes-1. NaN is accepted.
+    0..max_classes-1 (and for finite values beyond float32's range, which would become inf). NaN is
+    accepted.
     """
     if X is not None:
+        reject_beyond_float32(X)
         X = X.astype(np.float32)
-        reject_infinite(X)
     if y is not None:
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
@@ -286,7 +288,9 @@ def generate(
         (`model.identify.config_of`: the presets and the shipped weights' configs), which raises a
         ValueError asking for config= when that cannot be decided (any other config).
     n_classes: k, the child's outputs; a Python int (static). Left out: max(y) + 1 from concrete
-        labels; all max_classes outputs when y is traced (slice them, or pass n_classes).
+        labels, but inside jit / vmap / grad (traced y) the labels are unknown, so the child has
+        all max_classes outputs (10 for the shipped weights, whatever y holds) and a UserWarning
+        says so: pass n_classes, e.g. ``jax.jit(lambda X, y: generate(params, X, y, n_classes=2))``.
     n_rows, n_features: optional padding, ints or traced int scalars: only the first n_rows rows
         and the first n_features columns are the dataset; what lies beyond is ignored (any value,
         NaN and inf included). The child keeps d columns: W1's rows beyond n_features are zero and
@@ -335,6 +339,13 @@ def generate(
             params, X_pad, y_pad, np.array([rows]), np.array([features]), config=config, attention=attention
         )
     else:  # traced: the same computation on the arrays as they are
+        if n_classes is None:
+            warnings.warn(
+                f"generate traced (inside jit, vmap or grad) without n_classes: the child has all "
+                f"max_classes={config.max_classes} outputs, whatever y holds; pass n_classes=k",
+                UserWarning,
+                stacklevel=2,
+            )
         k = config.max_classes if n_classes is None else n_classes
         X, y = jnp.asarray(X), jnp.asarray(y)
         n_rows = jnp.asarray(n_rows, jnp.int32)

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from mothernet_jax.checks import reject_infinite
+from mothernet_jax.checks import reject_beyond_float32
 from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_predict_proba
 from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
 
@@ -105,7 +105,7 @@ class Predictor:
         if self.encoder is None:
             if X.dtype.kind not in "biuf":
                 X = X.astype(np.float64)
-            reject_infinite(X)
+            reject_beyond_float32(X)
             return X.astype(np.float32)
         return self.encoder.transform(X, kinds=self._kinds)
 

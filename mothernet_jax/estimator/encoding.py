@@ -15,7 +15,9 @@ predictor, so this module imports no JAX. The encoded columns, in blocks:
 
 Missing values: numeric NaN (and None, pandas NA) are imputed with the column's training mean after
 the encoding (so `raw` and `quantile` impute in their own scale); categorical ones go to the
-"missing" level. A level never seen in training counts as missing. Infinite values raise.
+"missing" level. A level never seen in training counts as missing. Infinite values, and numbers
+beyond float32's range (|x| > 3.4e38, which the model would see as inf), raise ValueError naming the
+column.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mothernet_jax.checks import reject_infinite
+from mothernet_jax.checks import reject_beyond_float32, reject_infinite
 
 MAX_ONEHOT_LEVELS = 10  # wider categorical columns stay ordinal in every member (as the reference)
 MAX_QUANTILES = 1000  # quantile-table size, as scikit-learn's QuantileTransformer
@@ -151,30 +153,46 @@ def infer_categorical(X) -> np.ndarray:
     return np.array([not all_numbers(X[:, j]) for j in range(X.shape[1])], bool)
 
 
-def datetimes_as_objects(X):
-    """A pandas DataFrame whose datetime64 / timedelta64 columns are cast to object (Timestamps),
-    which scikit-learn's validation cannot mix with numeric columns; anything else unchanged."""
+def plain_dtypes(X):
+    """A pandas DataFrame with every column in a NumPy dtype that scikit-learn's validation can mix
+    with the others (it cannot mix pandas' extension dtypes, e.g. a category of strings with a bool
+    or ``Int64`` column: "Cannot cast str dtype to float64"); anything that is not a DataFrame is
+    returned unchanged. Nullable numbers and booleans (``Int64``, ``Float64``, ``boolean``) become
+    float64 with NaN for missing; other extension dtypes (category, string, datetimes with a time
+    zone, periods, ...) become object (their values, NaN / NA / NaT for missing); datetime64 and
+    timedelta64 columns become object (Timestamps) unless every column is one. The values, and so
+    the encoding, are those of the original columns (`to_numbers`, `missing_mask`)."""
     if not (hasattr(X, "dtypes") and hasattr(X, "columns")):
         return X
-    columns = [j for j, dtype in enumerate(X.dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "mM"]
-    if not columns or len(columns) == X.shape[1]:  # all datetimes: one datetime64 array is fine
+    dtypes = list(X.dtypes)
+    all_datetimes = all(isinstance(d, np.dtype) and d.kind in "mM" for d in dtypes)
+    changes = {}
+    for j, dtype in enumerate(dtypes):
+        if isinstance(dtype, np.dtype):
+            if dtype.kind in "mM" and not all_datetimes:
+                changes[j] = X.iloc[:, j].astype(object)
+        elif str(dtype) != "category" and getattr(dtype, "kind", "O") in "biuf":
+            changes[j] = X.iloc[:, j].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            changes[j] = X.iloc[:, j].astype(object)
+    if not changes:
         return X
     X = X.copy()
-    for j in columns:
-        X.isetitem(j, X.iloc[:, j].astype(object))
+    for j, column in changes.items():
+        X.isetitem(j, column)
     return X
 
 
 def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
-    """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text or
-    infinite values."""
+    """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text, infinite
+    values or values beyond float32's range (`checks.reject_beyond_float32`)."""
     try:
         values = to_numbers(column)
     except ValueError as error:
         raise ValueError(
             f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
         ) from error
-    reject_infinite(values, column=index)
+    reject_beyond_float32(values, column=index)
     return values
 
 

@@ -11,6 +11,9 @@ rows; 64 of 128): the transformer's activations, the largest buffers, grow with 
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +26,10 @@ from mothernet_jax.generation import bucket_rows, generate_batch
 
 MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
 FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
+# float32 attention matrices (members x heads x rows^2) alive at once at the peak of a generation
+# call: fitted to the measured process peaks of one member of `small` (3 heads): 17.1 GiB at 20,000
+# rows (estimate 18.2), 1.70 GiB at 6,000 (estimate 1.67)
+ATTENTION_BUFFERS = 4
 
 
 # -- the jitted work: one chunk of members at once ----------------------------------------------------
@@ -73,6 +80,66 @@ def finetune_layers(layers, mean, std, X, y, n_rows, n_groups, temperature, step
 
 
 finetune_members = jax.jit(finetune_layers)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def peak_bytes(members: int, padded_rows: int, config: ModelConfig) -> int:
+    """Estimated peak memory of one generation call of `members` members with `padded_rows`
+    training rows each: the attention matrices (`ATTENTION_BUFFERS` x members x heads x rows^2
+    float32), which grow with rows squared, plus the row activations of one layer."""
+    attention = ATTENTION_BUFFERS * members * config.n_heads * padded_rows**2 * 4
+    activations = 4 * members * padded_rows * (8 * config.embed_dim + 2 * config.ffn_dim)
+    return attention + activations
+
+
+def available_memory() -> int | None:
+    """Bytes free for a generation call: the accelerator's free memory, or on CPU the host's
+    available memory (/proc/meminfo's MemAvailable); None where it cannot be read."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(
+    plans: list[MemberPlan], config: ModelConfig, setting: str, member_rows: int = MEMBER_ROWS_PER_CALL
+) -> None:
+    """MemoryError, in one line naming `setting` (the parameter that sets the rows, e.g.
+    "max_train_rows=None"), when a generation call of these members would need more memory than
+    is available (`peak_bytes`, `available_memory`), and a ResourceWarning naming it when it would
+    take more than half: checked before anything is allocated."""
+    rows = max(len(p.rows) for p in plans)
+    padded = bucket_rows(rows)
+    need = peak_bytes(members_per_call(len(plans), padded, member_rows), padded, config)
+    have = available_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{setting}: generating with {rows:,} training rows per member needs about "
+            f"{need / 2**30:.1f} GiB (attention grows with rows squared), but {have / 2**30:.1f} GiB "
+            "are available; set max_train_rows lower (the default, 1024, subsamples rows per member)"
+        )
+    if have is not None and need > have / 2:
+        warnings.warn(
+            f"{setting}: generating with {rows:,} training rows per member needs about "
+            f"{need / 2**30:.1f} GiB of the {have / 2**30:.1f} GiB available (attention grows with rows "
+            "squared); set max_train_rows lower to use less",
+            ResourceWarning,
+            stacklevel=3,
+        )
 
 
 # -- chunks ---------------------------------------------------------------------------------------

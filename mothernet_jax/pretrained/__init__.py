@@ -7,8 +7,10 @@ File layout (`flax.serialization` msgpack, no pickle, nothing executable):
      "params": <the params pytree; arrays stored as bfloat16 or float32>}
 
 Beside it, `NAME.json` records the file's SHA-256 (and the same info, for people). The loader checks
-the hash before it parses anything, then checks every array's shape against the config, so a
-corrupted or truncated file is an error, never a silently wrong model.
+every field of the manifest that the library writes or reads (`MANIFEST_FIELDS`: e.g. "multiclass"
+must be "native" or "one_vs_rest"), the hash before it parses anything, then every array's shape
+against the config, so a corrupted or truncated file is an error, never a silently wrong model; a
+file that is not a weight file at all (a pickle, say) is refused as such before anything is read.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ DEFAULT_NAME = "small"
 
 
 MANIFEST_KEYS = ("file", "sha256", "bytes", "storage_dtype", "config")  # written by save_pretrained
+STORAGE_DTYPES = ("bfloat16", "float32", "float16")
+MULTICLASS_RECOMMENDATIONS = ("native", "one_vs_rest")  # MotherNetClassifier(multiclass="auto") reads it
+MARKER = FORMAT.encode()  # every weight file holds its format name near its start (after the config)
 
 
 class WeightFileError(ValueError):
@@ -90,6 +95,9 @@ def save_pretrained(
     ("bfloat16" halves the file; "float32" keeps every bit). Returns the file's SHA-256.
     """
     path = Path(path)
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
+    check_manifest({"storage_dtype": dtype, "config": config.to_dict(), **(info or {})}, path.with_suffix(".json"))
     path.parent.mkdir(parents=True, exist_ok=True)
     store = np.dtype(jax.numpy.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32).astype(store), params)
@@ -164,11 +172,20 @@ def _check_weight_path(path: Path) -> None:
         hint = " (the package was installed without its weights)" if path == _default_path() else ""
         raise MissingWeightFileError(f"weight file {path} does not exist{hint}")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head == ZIP_MAGIC or path.suffix == ".npz":
+        head = f.read(1 << 16)
+    if head.startswith(ZIP_MAGIC) or path.suffix == ".npz":
         raise WeightFileError(
             f"{path} is an exported classifier (a .npz archive), not a weight file: "
             "use mothernet_jax.predictor.load_predictor to load it"
+        )
+    if MARKER not in head and not path.with_suffix(".json").exists():  # with a manifest: its hash tells
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            what = "a Python pickle, which mothernet-jax never loads"
+        else:
+            what = "empty" if not head else "no mothernet-jax msgpack header"
+        raise WeightFileError(
+            f"{path} is not a weight file ({what}): weight files are written by "
+            "mothernet_jax.save_pretrained or mothernet-jax train --export"
         )
 
 
@@ -187,7 +204,60 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
         raise WeightFileError(f"{manifest_path} is not a valid manifest (not JSON: {error})") from None
     if not isinstance(manifest, dict):
         raise WeightFileError(f"{manifest_path} is not a valid manifest (not a JSON object)")
+    check_manifest(manifest, manifest_path)
     return manifest
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _model_config(value) -> bool:
+    try:
+        ModelConfig.from_dict(value)
+    except Exception:  # a field it lacks, one it does not know, a value it refuses
+        return False
+    return True
+
+
+# every field the library writes or reads: field -> (test, what it must be). Other fields are free
+# notes (update_info(path, {"note": ...})).
+MANIFEST_FIELDS = {
+    "file": (lambda v: isinstance(v, str) and bool(v), "a file name"),
+    "sha256": (
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+        "64 lowercase hexadecimal digits",
+    ),
+    "bytes": (_count, "an integer >= 0"),
+    "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
+    "config": (lambda v: isinstance(v, dict) and _model_config(v), "a ModelConfig as a JSON object"),
+    "multiclass": (
+        lambda v: v in MULTICLASS_RECOMMENDATIONS,
+        f"one of {', '.join(MULTICLASS_RECOMMENDATIONS)}",
+    ),
+    "finetune_steps": (_count, "an integer >= 0"),
+    "steps": (_count, "an integer >= 0"),
+    "datasets_seen": (_count, "an integer >= 0"),
+    "total_steps": (_count, "an integer >= 0"),
+    "total_datasets_seen": (_count, "an integer >= 0"),
+    "loss_last_50": (
+        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)),
+        "a finite number or null",
+    ),
+    "stop_reason": (lambda v: isinstance(v, str), "a string"),
+    "train_config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of JSON objects"),
+}
+
+
+def check_manifest(manifest: dict[str, Any], where: Path) -> None:
+    """WeightFileError, in one line naming the manifest `where` and the field, for a field of
+    `MANIFEST_FIELDS` whose value is not what it must be (e.g. ``"multiclass": "bogus"``)."""
+    for field, (test, expected) in MANIFEST_FIELDS.items():
+        if field in manifest and not test(manifest[field]):
+            value = json.dumps(manifest[field])
+            value = value if len(value) <= 60 else value[:57] + "..."
+            raise WeightFileError(f"{where}: manifest field {field!r} is {value}; expected {expected}")
 
 
 def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -326,9 +326,9 @@ def test_auto_finetune_steps_follow_the_weight_file(tmp_path, tiny_weights):
     assert np.abs(auto.predict_proba(X) - as_generated.predict_proba(X)).max() > 1e-3
     zero = MotherNetClassifier(weights=path, n_estimators=1, random_state=0, finetune_steps=0).fit(X, y)
     np.testing.assert_allclose(zero.predict_proba(X), as_generated.predict_proba(X), atol=1e-6)
-    update_info(path, {"finetune_steps": -3})
-    with pytest.raises(ValueError, match="recommends finetune_steps=-3"):
-        MotherNetClassifier(weights=path, n_estimators=1).fit(X, y)
+    with pytest.raises(ValueError, match="manifest field 'finetune_steps' is -3; expected an integer >= 0"):
+        update_info(path, {"finetune_steps": -3})  # refused before anything is written
+    assert MotherNetClassifier(weights=path, n_estimators=1).fit(X, y).finetune_steps_ == 20
     with pytest.raises(ValueError, match="finetune_steps must be an integer"):
         MotherNetClassifier(weights=tiny_weights, finetune_steps="some").fit(X, y)
 

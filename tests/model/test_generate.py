@@ -1,6 +1,8 @@
 """`generate(params, X, y)` as a JAX user calls it: no config, under jit, vmap, grad and pmap, with
 padding for ragged data, and with the checks that still apply when traced."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -127,9 +129,12 @@ def test_jit_gives_the_eager_child(tiny):
     params, X, y = tiny  # the tiny preset: found without config=, as the shipped weights are
     config = mn.preset("tiny")
     jitted = jax.jit(lambda X, y: mn.generate(params, X, y, n_classes=3))
-    assert_same_child(jitted(X[0], y[0]), mn.generate(params, X[0], y[0]))
-    # without n_classes a traced call keeps every output; its first k are the eager child's
-    every = jax.jit(lambda X, y: mn.generate(params, X, y))(X[0], y[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # n_classes given: nothing to warn about
+        assert_same_child(jitted(X[0], y[0]), mn.generate(params, X[0], y[0]))
+    # without n_classes a traced call keeps every output, and says so; its first k are the eager child's
+    with pytest.warns(UserWarning, match="without n_classes: the child has all max_classes=10 outputs"):
+        every = jax.jit(lambda X, y: mn.generate(params, X, y))(X[0], y[0])
     assert every.layers[-1][0].shape == (config.child_hidden_size, config.max_classes)
     np.testing.assert_allclose(every.layers[-1][0][:, :3], jitted(X[0], y[0]).layers[-1][0], atol=1e-5)
 

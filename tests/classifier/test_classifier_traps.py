@@ -1,0 +1,248 @@
+"""What a new user trips over (issue 22): pandas dtypes mixed in one DataFrame, values beyond
+float32, children given the wrong columns, missing labels, memory at max_train_rows=None; and a
+property-based test over DataFrames mixing every supported pandas dtype with missing values."""
+
+import datetime
+import os
+import tomllib
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mothernet_jax as mn
+from mothernet_jax.child import numpy_predict_proba
+from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator import member_generation
+from mothernet_jax.predictor import load_predictor
+
+CONFIG = mn.preset("tiny")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights():
+    """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
+    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
+
+
+def small(weights, **kwargs):
+    return MotherNetClassifier(weights=weights, n_estimators=2, finetune_steps=0, random_state=0, **kwargs)
+
+
+def one_line(error) -> str:
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+# -- a category of strings beside a bool, Int64 or Float64 column --------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["bool", "Int64", "Float64", "boolean"])
+def test_a_category_column_beside_a_nullable_or_bool_column_fits(tiny_weights, tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    n = 60
+    y = rng.integers(0, 2, n)
+    words = np.where(y == 1, "yes", "no").astype(object)
+    words[::7] = None
+    numbers = (y + rng.integers(0, 3, n)).astype(float)
+    if dtype != "bool":
+        numbers[::5] = np.nan
+    if dtype in ("bool", "boolean"):
+        numbers = np.where(np.isnan(numbers), np.nan, numbers > 1)
+    column = pd.Series(numbers > 0.5 if dtype == "bool" else numbers).astype(dtype)
+    frame = pd.DataFrame({"word": pd.Categorical(words), "number": column, "x": rng.normal(size=n)})
+    clf = small(tiny_weights).fit(frame, y)  # was: ValueError: Cannot cast str dtype to float64
+    assert clf.categorical_features_.tolist() == [True, False, False]
+    # the same values as plain NumPy storage (object strings, float64 with NaN) give the same model
+    plain = pd.DataFrame({"word": words, "number": numbers.astype(float), "x": frame["x"]})
+    expected = small(tiny_weights).fit(plain, y).predict_proba(plain)
+    proba = clf.predict_proba(frame)
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    clf.export(tmp_path / "model.npz")
+    np.testing.assert_allclose(load_predictor(tmp_path / "model.npz").predict_proba(frame), proba, atol=1e-6)
+
+
+# -- values beyond float32 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1e39, -1e300])
+def test_values_beyond_float32_are_one_line_errors_naming_the_column(tiny_weights, value):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    bad = X.copy()
+    bad[3, 2] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy overflow warning on the way to the error
+        with pytest.raises(ValueError, match="beyond float32's range in column 2 ") as error:
+            small(tiny_weights).fit(bad, y)
+        one_line(error)
+        clf = small(tiny_weights).fit(X, y)
+        with pytest.raises(ValueError, match="beyond float32's range in column 2 "):
+            clf.predict_proba(bad)
+        with pytest.raises(ValueError, match="beyond float32's range in column 2 "):
+            mn.generate(tiny_weights.params, bad, y)
+    # the largest float32 is still a number
+    edge = X.copy()
+    edge[3, 2] = float(np.finfo(np.float32).max)
+    assert np.isfinite(clf.predict_proba(edge)).all()
+
+
+# -- a child given the wrong number of columns ------------------------------------------------------------
+
+
+def test_a_child_given_the_wrong_number_of_columns_says_how_many_it_expects(tiny_weights, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4))
+    y = (X[:, 0] > 0).astype(int)
+    child = mn.generate(tiny_weights.params, X, y)
+    for predict in (mn.predict_proba, jax.jit(mn.predict_proba), numpy_predict_proba, mn.child_logits):
+        with pytest.raises(ValueError, match=r"X has 3 columns .*this child expects 4 columns") as error:
+            predict(child, X[:, :3])
+        one_line(error)
+    assert mn.predict_proba(child, X).shape == (50, 2)
+    clf = small(tiny_weights).fit(X, y)
+    clf.export(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match=r"expects \(n, 4\) features") as error:
+        load_predictor(tmp_path / "model.npz").predict_proba(X[:, :3])
+    one_line(error)
+
+
+# -- missing labels ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["a", "b"] * 9 + [None, "a"],  # was: TypeError: '<' not supported between 'NoneType' and 'str'
+        np.array([0.0, 1.0] * 9 + [np.nan, 1.0]),
+        pd.Series(["a", "b"] * 9 + [None, "a"], dtype="string"),  # was: boolean value of NA is ambiguous
+        pd.Series([0, 1] * 9 + [None, 1], dtype="Int64"),
+        pd.Series(pd.Categorical(["a", "b"] * 9 + [None, "a"])),
+    ],
+    ids=["object", "float", "string", "Int64", "category"],
+)
+def test_missing_labels_are_one_line_value_errors(tiny_weights, labels):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match=r"y contains missing labels \(1 of 20, the first in row 18\)") as error:
+        small(tiny_weights).fit(X, labels)
+    one_line(error)
+
+
+# -- memory at max_train_rows=None ------------------------------------------------------------------------
+
+
+def test_the_memory_estimate_is_checked_before_the_fit(tiny_weights, monkeypatch):
+    # the estimate against the issue's measurement: 17.1 GiB peak at 20,000 rows, shipped config
+    need = member_generation.peak_bytes(1, member_generation.bucket_rows(20_000), mn.preset("small"))
+    assert 15 * 2**30 < need < 21 * 2**30
+    assert member_generation.peak_bytes(8, 1024, mn.preset("small")) < 2**30  # the default's chunk
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] > 0).astype(int)
+    generated = []
+    monkeypatch.setattr(member_generation, "generate_members", lambda *a, **k: generated.append(1))
+    monkeypatch.setattr(member_generation, "available_memory", lambda: 2**20)  # 1 MiB free
+    with pytest.raises(MemoryError, match=r"max_train_rows=None: .*300 training rows .*GiB") as error:
+        small(tiny_weights, max_train_rows=None).fit(X, y)
+    one_line(error)
+    assert not generated  # refused before any generation call
+    rows = member_generation.bucket_rows(300)
+    need = member_generation.peak_bytes(2, rows, CONFIG)
+    monkeypatch.setattr(member_generation, "available_memory", lambda: int(need * 1.5))  # over half
+    with pytest.warns(ResourceWarning, match="max_train_rows=None: .*of the .* GiB available"):
+        with pytest.raises(TypeError):  # the patched generation call: the check let the fit go on
+            small(tiny_weights, max_train_rows=None).fit(X, y)
+    assert generated == [1]
+
+
+def test_pandas_is_installed_with_the_package():
+    """The README promises DataFrames (pandas dtypes, categorical columns): pandas is a dependency."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.replace(" ", "").startswith("pandas>=") for d in dependencies)
+
+
+# -- property: DataFrames mixing every supported pandas dtype, with missing values ---------------------------
+
+EPOCH = datetime.datetime(2020, 1, 1)
+MAYBE = st.integers(0, 3)  # 0: missing, else present (a quarter of the values missing)
+
+
+def _column(kind: str, values: list, present: list) -> pd.Series:
+    def pick(v, missing):
+        return [x if keep else missing for x, keep in zip(v, present, strict=True)]
+
+    if kind == "float64":
+        return pd.Series(pick([float(v) for v in values], np.nan), dtype="float64")
+    if kind == "int64":
+        return pd.Series(values, dtype="int64")
+    if kind in ("Int64", "Float64"):
+        return pd.Series(pick(values, None), dtype=kind)
+    if kind == "bool":
+        return pd.Series([v % 2 == 0 for v in values], dtype=bool)
+    if kind == "boolean":
+        return pd.Series(pick([v % 2 == 0 for v in values], None), dtype="boolean")
+    if kind == "category_str":
+        return pd.Series(pd.Categorical(pick([f"level{v % 4}" for v in values], None)))
+    if kind == "category_num":
+        return pd.Series(pd.Categorical(pick([v % 5 * 1.5 for v in values], None)))
+    if kind == "object_str":
+        return pd.Series(pick([f"w{v % 3}" for v in values], None), dtype=object)
+    if kind == "string":
+        return pd.Series(pick([f"s{v % 3}" for v in values], None), dtype="string")
+    if kind == "datetime":
+        return pd.Series(pd.to_datetime(pick([EPOCH + datetime.timedelta(days=v) for v in values], None)))
+    if kind == "datetime_tz":
+        times = pick([EPOCH + datetime.timedelta(hours=v) for v in values], None)
+        return pd.Series(pd.to_datetime(times).tz_localize("Europe/Berlin"))
+    if kind == "timedelta":
+        return pd.Series(pd.to_timedelta(pick([datetime.timedelta(minutes=v) for v in values], None)))
+    raise AssertionError(kind)
+
+
+KINDS = ("float64", "int64", "Int64", "Float64", "bool", "boolean", "category_str", "category_num",
+         "object_str", "string", "datetime", "datetime_tz", "timedelta")  # fmt: skip
+
+
+@st.composite
+def frames(draw):
+    n = draw(st.integers(6, 30))
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6))
+    columns = {}
+    for j, kind in enumerate(kinds):
+        values = draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n))
+        present = [m > 0 for m in draw(st.lists(MAYBE, min_size=n, max_size=n))]
+        columns[f"{kind}_{j}"] = _column(kind, values, present)
+    labels = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
+    labels[:2] = ["a", "b"]  # at least two classes
+    return pd.DataFrame(columns), np.array(labels)
+
+
+@settings(
+    max_examples=int(os.environ.get("MOTHERNET_HYPOTHESIS_EXAMPLES", "15")),
+    deadline=None,
+    derandomize=True,  # the same examples on every run of the default suite (CI)
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=frames())
+def test_any_mix_of_pandas_dtypes_with_missing_values_fits_and_predicts(tiny_weights, data):
+    frame, labels = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # identifier-like categorical columns are named
+        clf = small(tiny_weights).fit(frame, labels)
+        proba = clf.predict_proba(frame)
+        assert proba.shape == (len(frame), len(np.unique(labels)))
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+        # the exported predictor reads the DataFrame as it is (pandas values, no conversion)
+        np.testing.assert_allclose(clf.predictor_.predict_proba(frame), proba, atol=1e-6)
+        # and new rows: the first three, alone
+        np.testing.assert_allclose(clf.predict_proba(frame.iloc[:3]), proba[:3], atol=1e-6)

@@ -1,0 +1,102 @@
+"""Weight files as a new user meets them (issue 22): a manifest field with a bad value, a pickle given
+as weights, and the weights `mothernet-jax train --export` writes, used as README says."""
+
+import json
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+import mothernet_jax as mn
+from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.pretrained import WeightFileError, load_info, load_pretrained, save_pretrained
+from mothernet_jax.train import preset
+from mothernet_jax.train.export import export_weights
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Made once for the module (each test saves its own file)."""
+    config = mn.preset("tiny")
+    return jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(0), config)), config
+
+
+@pytest.fixture
+def saved(tmp_path, tiny):
+    params, config = tiny
+    path = tmp_path / "tiny.msgpack"
+    save_pretrained(path, params, config, info={"steps": 7, "multiclass": "native"}, dtype="float32")
+    return path
+
+
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    return X, (X[:, 0] + 0.3 * X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+
+
+def test_the_shipped_manifest_passes_its_own_checks():
+    info = load_info()
+    assert info["multiclass"] == "one_vs_rest" and info["finetune_steps"] == 100
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("multiclass", "bogus", "one of native, one_vs_rest"),  # was accepted: multiclass_ == "bogus"
+        ("finetune_steps", 1.5, "an integer >= 0"),
+        ("finetune_steps", True, "an integer >= 0"),
+        ("sha256", "abc", "64 lowercase hexadecimal digits"),
+        ("bytes", -1, "an integer >= 0"),
+        ("storage_dtype", "int8", "one of bfloat16, float32, float16"),
+        ("config", {"embed_dim": "big"}, "a ModelConfig as a JSON object"),
+        ("steps", "many", "an integer >= 0"),
+        ("loss_last_50", "low", "a finite number or null"),
+        ("history", {"steps": 1}, "a list of JSON objects"),
+    ],
+)
+def test_every_manifest_field_is_checked_in_one_line_naming_it(saved, field, value, expected):
+    manifest_path = saved.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest[field] = value
+    manifest_path.write_text(json.dumps(manifest))
+    X, y = data()
+    for load in (load_info, load_pretrained, lambda p: MotherNetClassifier(weights=p, n_estimators=1).fit(X, y)):
+        with pytest.raises(WeightFileError, match=f"manifest field '{field}' is .*; expected {expected}") as error:
+            load(saved)
+        message = str(error.value)
+        assert "\n" not in message and str(manifest_path) in message
+
+
+def test_a_pickle_given_as_weights_is_not_a_weight_file(tmp_path, tiny):
+    params, _ = tiny
+    X, y = data()
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(pickle.dumps(params))
+    garbage = tmp_path / "weights.msgpack"
+    garbage.write_bytes(b"\x00" * 100)
+    cases = {pickled: r"is not a weight file \(a Python pickle", garbage: r"is not a weight file \(no mothernet"}
+    for path, problem in cases.items():
+        for load in (load_pretrained, load_info, lambda p: MotherNetClassifier(weights=p).fit(X, y)):
+            with pytest.raises(WeightFileError, match=problem) as error:  # was: "the .json manifest is missing"
+                load(path)
+            message = str(error.value)
+            assert "\n" not in message and message.startswith(str(path)) and "manifest" not in message
+
+
+def test_weights_exported_by_train_work_as_readme_says(tmp_path, tiny):
+    """README: MotherNetClassifier(weights="runs/x/small.msgpack") and mn.load_pretrained(path) take
+    what `mothernet-jax train --export` writes (`train.export.export_weights`)."""
+    params, config = tiny
+    path = tmp_path / "runs" / "x" / "tiny.msgpack"
+    export_weights(path, params, preset("tiny"), steps=3, losses=[0.7, 0.6, 0.5], carried={}, stop_reason="steps")
+    loaded, loaded_config = mn.load_pretrained(path)
+    assert loaded_config == config
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
+    X, y = data()
+    proba = MotherNetClassifier(weights=str(path), n_estimators=2, random_state=0).fit(X, y).predict_proba(X)
+    expected = (
+        MotherNetClassifier(weights=mn.Weights(params, config), n_estimators=2, random_state=0).fit(X, y).predict_proba(X)
+    )
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
