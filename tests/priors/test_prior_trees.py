@@ -66,9 +66,14 @@ def test_a_tree_is_a_function_of_the_row_that_cuts_the_data(getkey, depth):
     leaves = np.asarray(grow(rng.fold(stream, 2), depth))
     assert leaves.dtype == np.int32 and leaves.min() >= 0 and leaves.max() < 2**depth
     np.testing.assert_array_equal(leaves[: rows // 2], leaves[rows // 2 :])  # equal rows, equal leaves
-    # thresholds are medians of rows of their node, so nodes split their rows: on 128 distinct rows
-    # the shallow trees fill every leaf, a depth-6 tree (2 rows a leaf on average) most
-    assert len(np.unique(leaves)) >= (2**depth if depth <= 3 else 0.6 * 2**depth)
+    # thresholds are medians of three rows of their node, so nodes split their rows: on 128 distinct
+    # rows the shallow trees fill (almost) every leaf, a depth-6 tree (2 rows a leaf on average) most.
+    # One tree in ten leaves a leaf empty at depth 3 (two of the three rows, the node's largest), so
+    # the bound is on 64 trees. Measured: filled 1.0 (depth 1), 0.98 (3), 0.67 (6)
+    streams = jax.vmap(lambda i: rng.fold(stream, i))(jnp.arange(10, 74))
+    forest = np.asarray(jax.vmap(grow, in_axes=(0, None))(streams, depth))
+    filled = np.mean([len(np.unique(tree_leaves)) for tree_leaves in forest]) / 2**depth
+    assert filled >= {1: 1.0, 3: 0.95, 6: 0.6}[depth], filled
     # split features only from the candidates (columns 0..4 here): the other columns do not matter
     moved = x.at[:, 5:].set(rng.normal(rng.fold(stream, 3), (rows, f_max - 5)))
     inputs_moved = inputs._replace(x=moved)
