@@ -169,7 +169,7 @@ class TrainConfig(ConfigBase):
 
     def device_part(self) -> TrainConfig:
         """This config with every field of HOST_FIELDS at its default: what the compiled step and
-        the initial state depend on (the driver's compilation cache key)."""
+        the initial state depend on (`TrainStep`'s compilation cache key)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in HOST_FIELDS}
         return self.replace(**defaults)
 

@@ -43,11 +43,10 @@ from jax.sharding import Mesh
 from mothernet_jax.train.budget import BudgetClock, learning_rate
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import ConfigError, TrainConfig
-from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, lineage
 from mothernet_jax.train.mesh import agree, host_values, is_main_process
 from mothernet_jax.train.metrics import METRICS, MetricWriter, NonFiniteLossError, StepLog, progress_bar, say
-from mothernet_jax.train.step import TrainState, eval_params
+from mothernet_jax.train.step import TrainState, TrainStep, eval_params
 
 __all__ = ["NonFiniteLossError", "StopSignals", "TrainResult", "check_resumable", "train"]
 

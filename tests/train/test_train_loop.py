@@ -11,6 +11,7 @@ from mothernet_jax.train import config as train_config
 from mothernet_jax.train import read_metrics, train
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_by_itself_and_logs(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     args = ["train", "--preset", "tiny", "--workdir", workdir, "--set", "log_every=2"]
@@ -54,6 +55,7 @@ def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
         fast_train(other, tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_the_loss_falls_on_the_tiny_preset():
     """The tiny preset, 300 steps of 8 datasets on CPU: the mean loss of the last 50 steps is at
     most 0.85 x that of the first 50 (measured: about 0.5)."""

@@ -1,12 +1,14 @@
-"""Data parallelism: 8 devices == 1 device, pmap == mesh, and 2 processes x 2 devices == 4 devices."""
+"""Data parallelism: 8 devices == 1 device, and 2 processes x 2 devices == 4 devices (both slow: the
+other training tests run on the 8-device mesh by default)."""
 
 import chex
 import jax
 import numpy as np
 import pytest
-from train_helpers import FAST_COMPILE, fast_train, free_port, make_config, start_python
+from train_helpers import fast_train, free_port, make_config, start_python
 
-from mothernet_jax.train import PmapTrainStep, make_mesh
+from mothernet_jax.train import make_mesh
+from mothernet_jax.train.mesh import agree, host_values, put_replicated
 
 STEPS = 3
 
@@ -17,6 +19,7 @@ def eight_devices():
     return fast_train(make_config(steps=STEPS), None, mesh=make_mesh())
 
 
+@pytest.mark.slow
 def test_eight_devices_train_like_one_device_with_the_same_global_batch(eight_devices):
     one = fast_train(make_config(steps=STEPS), None, mesh=make_mesh(jax.devices()[:1]))
     assert one.step == eight_devices.step == STEPS
@@ -24,16 +27,16 @@ def test_eight_devices_train_like_one_device_with_the_same_global_batch(eight_de
     chex.assert_trees_all_close(one.params, eight_devices.params, atol=1e-5, rtol=0)
 
 
-def test_the_same_step_under_pmap_gives_the_same_parameters(eight_devices):
-    stepper = PmapTrainStep(make_config(steps=STEPS), jax.devices(), compiler_options=FAST_COMPILE)
-    state = stepper.init()
-    losses = []
-    for step in range(STEPS):
-        state, metrics = stepper(state, step)
-        losses.append(float(metrics["loss"][0]))
-    params = jax.device_get(stepper.unreplicate(state.params))
-    np.testing.assert_allclose(losses, eight_devices.losses, rtol=1e-5)
-    chex.assert_trees_all_close(params, eight_devices.params, atol=1e-5, rtol=0)
+def test_processes_agree_on_the_most_urgent_stop_and_read_their_own_copies():
+    """The multi-host helpers in one process: the all-gathered stop reason, host values of a
+    replicated array (two processes: test_two_processes_with_two_devices_each_equal_one_process_with_four)."""
+    assert [agree(reason) for reason in (None, "time_limit", "SIGTERM", "SIGINT", "due")] == [
+        None, "time_limit", "SIGTERM", "SIGINT", "time_limit"
+    ]  # fmt: skip
+    mesh = make_mesh()
+    replicated_tree = put_replicated({"w": np.arange(6.0).reshape(2, 3)}, mesh)
+    assert replicated_tree["w"].sharding.is_fully_replicated and len(replicated_tree["w"].devices()) == 8
+    np.testing.assert_array_equal(host_values(replicated_tree)["w"], np.arange(6.0).reshape(2, 3))
 
 
 MULTIHOST = """
@@ -53,6 +56,7 @@ np.savez(out, *jax.tree.leaves(result.params), losses=np.asarray(first.losses + 
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
     """The two processes also checkpoint after 2 steps and resume from it (orbax across hosts)."""
     config = make_config(steps=STEPS)

@@ -10,8 +10,8 @@ from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
 
 import priors
 from mothernet_jax.model.mothernet import init_params
-from mothernet_jax.train.driver import TrainStep
 from mothernet_jax.train.step import (
+    TrainStep,
     eval_params,
     init_key,
     init_state,
@@ -30,6 +30,7 @@ def fixed_tasks():
     return sample(jax.random.key(3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_each_optimiser_lowers_the_loss_of_the_tiny_model(name, fixed_tasks):
     config = make_config(optimizer=name, learning_rate=3e-3)
@@ -67,6 +68,7 @@ def test_muon_takes_the_transformer_matrices_and_adam_the_rest():
     assert flat["['x_encoder']['linear']['kernel']"] == "adam"
 
 
+@pytest.mark.slow
 def test_the_moving_average_is_what_is_exported(tmp_path):
     from mothernet_jax.pretrained import load_pretrained
     from mothernet_jax.train.step import ema_rate

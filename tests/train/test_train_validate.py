@@ -82,7 +82,7 @@ def test_validate_every_logs_val_auc_lines_and_the_cli_checks_its_options(tmp_pa
     from mothernet_jax.train import read_metrics, train, validate
 
     _write(tmp_path, "easy", seed=1)
-    config = make_config(steps=3, ema_decay=0.5)
+    config = make_config(steps=3)
     validator = validate.for_training(config.model, tmp_path)
     assert validator.names == ["easy"]
     result = train(config, tmp_path / "run", progress=False, compiler_options=FAST_COMPILE,
@@ -95,6 +95,11 @@ def test_validate_every_logs_val_auc_lines_and_the_cli_checks_its_options(tmp_pa
         assert set(m["val_datasets"]) == {"easy"}
     assert [m["seconds"] for m in lines] == sorted(m["seconds"] for m in lines)
     assert result.step == 3
+    # resumed, the training seconds go on from those stored in the checkpoint
+    train(config.replace(steps=4), tmp_path / "run", progress=False, compiler_options=FAST_COMPILE,
+          validator=validator)  # fmt: skip
+    resumed = [m for m in read_metrics(tmp_path / "run") if "val_auc" in m][-1]
+    assert resumed["step"] == 4 and resumed["seconds"] > lines[-1]["seconds"]
     bad = ["train", "--preset", "tiny", "--workdir", str(tmp_path / "bad"), "--steps", "1"]
     assert cli.main([*bad, "--validate-every", "10", "--validation-data", str(tmp_path / "none")]) == 1
     assert "validation data" in capsys.readouterr().err

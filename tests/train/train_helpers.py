@@ -3,7 +3,8 @@
 Most in-process tests train `make_config()` on the default mesh (the 8 forced CPU devices) with
 `fast_train`, so the step compiles once per pytest process (`TrainStep` caches it across `train`
 calls; the learning-rate schedule is an argument, so `steps` and `learning_rate` may differ freely).
-Subprocesses share a persistent compilation cache, so only the first one compiles.
+Subprocesses share the tests' persistent compilation cache (conftest.py), so only the first one
+compiles.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def subprocess_env(device_count: int = 8) -> dict[str, str]:
         f"--xla_force_host_platform_device_count={device_count} --xla_backend_optimization_level=0"
     )
     env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(COMPILATION_CACHE)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE))  # conftest.py's, where set
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 

@@ -1,0 +1,112 @@
+"""What a run reports: metric lines measured by name, the step log's checks and window, the bar."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+from train_helpers import make_config
+
+from mothernet_jax.train import metrics as metrics_module
+from mothernet_jax.train.budget import BudgetClock
+from mothernet_jax.train.metrics import MetricWriter, NonFiniteLossError, StepLog, read_metrics
+
+
+class Bar:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, n=1, **fields):
+        self.updates.append(fields)
+
+
+def step_metrics(loss, grad_norm=1.0, valid_fraction=1.0):
+    return {"loss": np.float32(loss), "grad_norm": np.float32(grad_norm), "learning_rate": np.float32(1e-3),
+            "valid_fraction": np.float32(valid_fraction)}  # fmt: skip
+
+
+def test_a_metric_is_measured_by_name_and_written_as_one_line(tmp_path):
+    writer = MetricWriter(tmp_path / "metrics.jsonl", wall=lambda: 123.0)
+    writer.measure("val_auc", 0.75)
+    writer.measure("datasets", 80)
+    writer.write(10)
+    writer.write(11)  # nothing measured since: the step and the time alone
+    assert read_metrics(tmp_path) == [
+        {"step": 10, "val_auc": 0.75, "datasets": 80, "time": 123.0},
+        {"step": 11, "time": 123.0},
+    ]
+    MetricWriter(None).write(1)  # no file (a process other than 0): nothing written, no error
+
+
+def test_the_step_log_reads_one_step_late_averages_its_window_and_stops_at_a_non_finite_loss(tmp_path):
+    now = [0.0]
+    budget = BudgetClock(clock=lambda: now[0])
+    config = make_config(log_every=2)
+    bar = Bar()
+    log = StepLog(config, 0, 5, MetricWriter(tmp_path / "metrics.jsonl"), bar, budget)
+    for step, (loss, valid) in enumerate([(2.0, 1.0), (1.0, 0.0), (4.0, 1.0), (3.0, 1.0)]):
+        log.queue(step, step_metrics(loss, valid_fraction=valid), step / 5)
+        now[0] += 0.5
+        assert log.read_until == step  # the step before was read, not this one
+    log.flush()
+    assert log.losses[:1] == [2.0] and math.isnan(log.losses[1]) and log.losses[2:] == [4.0, 3.0]
+    lines = read_metrics(tmp_path)
+    assert [line["step"] for line in lines] == [2, 4]
+    # the mean over the steps with a valid dataset: none in step 1's window but step 0
+    assert (lines[0]["loss"], lines[0]["loss_steps"], lines[1]["loss"], lines[1]["loss_steps"]) == (2.0, 1, 3.5, 2)
+    assert lines[1]["datasets_per_step"] == 8 and lines[1]["schedule_progress"] == 0.6
+    assert lines[1]["seconds_per_step"] == pytest.approx(0.5) and lines[1]["datasets_per_s"] == pytest.approx(16)
+    assert len(bar.updates) == 4 and bar.updates[-1]["loss"] == 3.0
+    log.queue(4, step_metrics(math.inf), 0.8)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(inf\) at step 4"):
+        log.flush()
+    log.queue(5, step_metrics(1.0, grad_norm=math.nan), 1.0)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite grad_norm \(nan\) at step 5"):
+        log.flush()
+
+
+def test_the_bar_is_rich_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
+    plain = io.StringIO()
+    monkeypatch.setattr(metrics_module.sys, "stderr", plain)
+    bar = metrics_module.progress_bar(4, "train 0->4", enabled=True, every=2)
+    for step in range(4):
+        bar.update(1, loss=1.0 / (step + 1), datasets_per_s=10.0)
+    bar.close()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("train 0->4") and "loss=0.25" in lines[-1]
+    assert "datasets_per_s=10" in lines[-1]
+    quiet = io.StringIO()
+    monkeypatch.setattr(metrics_module.sys, "stderr", quiet)
+    off = metrics_module.progress_bar(4, "train", enabled=False)
+    off.update(1, loss=1.0)
+    off.close()
+    assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(metrics_module.sys, "stderr", Terminal())
+    rich_bar = metrics_module.progress_bar(4, "train", enabled=True)
+    try:
+        assert type(rich_bar).__module__ == metrics_module.__name__ and hasattr(rich_bar, "progress")
+        rich_bar.update(1, loss=0.5)
+        assert rich_bar.progress.tasks[0].completed == 1 and "loss=0.5" in rich_bar.progress.tasks[0].fields["info"]
+    finally:
+        rich_bar.close()
+
+
+def test_the_training_seconds_come_from_the_checkpoint_else_from_old_metric_lines(tmp_path):
+    from mothernet_jax.train.loop import _trained_before
+
+    lines = [
+        '{"step": 10, "elapsed_s": 30.0}',
+        '{"step": 10, "val_auc": 0.7, "val_seconds": 5.0, "seconds": 25.0}',
+        '{"step": 20, "elapsed_s": 60.0}',
+        '{"step": 25, "elapsed_s": 20.0}',  # a resumed run: its clock restarted
+        "not json",
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert _trained_before({"step": 20, "train_seconds": 42.5}, tmp_path) == 42.5  # stored: used as is
+    assert _trained_before({"step": 20}, tmp_path) == 60.0 + 20.0 - 5.0  # an older checkpoint
+    assert _trained_before({}, tmp_path) == 0.0  # a fresh run
