@@ -34,7 +34,7 @@ class Ticks:
 
 
 def budget_config(**changes):
-    defaults = dict(steps=100_000, budget_s=20.0, warmup_fraction=0.1, checkpoint_every=10, log_every=1)
+    defaults = dict(steps=100_000, budget_s=10.0, warmup_fraction=0.1, checkpoint_every=5, log_every=1)
     return make_config(**{**defaults, **changes})
 
 
@@ -55,7 +55,7 @@ def test_a_budget_run_ends_within_it_on_its_schedule(tmp_path):
     config = budget_config()
     clock = Ticks()
     result = fast_train(config, tmp_path, export=tmp_path / "weights.msgpack", clock=clock)
-    assert result.stop_reason == "budget" and result.step >= 10
+    assert result.stop_reason == "budget" and result.step >= 8
     assert result.budget_spent_s <= clock.now <= config.budget_s
     assert (tmp_path / "weights.msgpack").exists() and max(committed_steps(tmp_path)) == result.step
     lines = read_metrics(tmp_path)
@@ -68,8 +68,8 @@ def test_a_budget_run_ends_within_it_on_its_schedule(tmp_path):
 
 
 def test_resuming_under_a_budget_continues_its_schedule(tmp_path):
-    config = budget_config(budget_s=30.0, warmup_fraction=0.02, checkpoint_every=0)
-    first = fast_train(config, tmp_path, time_limit=15.0, clock=Ticks())  # stops halfway through the budget
+    config = budget_config(budget_s=12.0, warmup_fraction=0.02, checkpoint_every=0)
+    first = fast_train(config, tmp_path, time_limit=6.0, clock=Ticks())  # stops halfway through the budget
     assert first.stop_reason == "time_limit" and first.step >= 2
     assert 0 < first.progress < 1
     second = fast_train(config, tmp_path, clock=Ticks())
@@ -91,7 +91,7 @@ def test_resuming_under_a_budget_continues_its_schedule(tmp_path):
 def test_a_budget_run_in_real_time_ends_within_it(tmp_path):
     """The same on the machine's clock: compiles count, then some 5-50 steps."""
     fast_train(make_config(steps=1, checkpoint_every=1), tmp_path / "warm")  # compiles, a first save
-    config = budget_config(budget_s=6.0)
+    config = budget_config(budget_s=6.0, checkpoint_every=10)
     began = time.monotonic()
     result = fast_train(config, tmp_path / "run", export=tmp_path / "weights.msgpack")
     assert result.stop_reason == "budget" and result.step >= 3
