@@ -74,10 +74,11 @@ class BudgetClock:
     budget_s: the whole budget (0: none; the schedule then runs on steps); time_limit: seconds of
     this call after which to stop (the schedule untouched); spent_before / progress_before /
     trained_before: what earlier runs of the work directory spent, reached and trained (0 for a
-    fresh run); clock: the time source; started: when the call began (default: now). shape(step): what a step's time depends on (its bucket and
-    micro-batches), so that it is predicted from steps of the same shape. save_every: steps between
-    checkpoints (0: none periodic); save_s: the predicted seconds of a save (None: the run does not
-    save); export_s: of the export; validating: whether the run validates (its seconds are reserved).
+    fresh run); clock: the time source; started: when the call began (default: now). shape(step):
+    what a step's time depends on (its bucket and micro-batches), so that it is predicted from steps
+    of the same shape. save_every: steps between checkpoints (0: none periodic); save_s: the
+    predicted seconds of a save (None: the run does not save); export_s: of the export; validating:
+    whether the run validates (its seconds are reserved).
     """
 
     def __init__(
