@@ -120,25 +120,16 @@ def table(runs: dict[str, list[dict]]) -> str:
 
 
 def plot(runs: dict[str, list[dict]], path: Path) -> Path:
-    from mothernet_jax.benchmarks.figures import pyplot, save
+    from mothernet_jax.benchmarks.figures import plot_auc_curves
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for name, run in runs.items():
-        if not run:
-            continue
-        auc = [m["val_auc"] for m in run]
-        axes[0].plot([m["datasets"] for m in run], auc, marker="o", ms=3, label=name)
-        axes[1].plot([m["cpu_seconds"] for m in run], auc, marker="o", ms=3, label=name)
-    axes[0].set_xlabel("synthetic datasets seen")
-    axes[1].set_xlabel("training CPU seconds (validation excluded)")
-    axes[0].set_ylabel("val_auc (mean ROC AUC, non-test datasets)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("Recipe ablation")
-    fig.tight_layout()
-    return save(fig, path)
+    curves = {
+        name: ([m["datasets"] for m in run], [m["cpu_seconds"] for m in run], [m["val_auc"] for m in run])
+        for name, run in runs.items()
+        if run
+    }
+    seconds = "training CPU seconds (validation excluded)"
+    ylabel = "val_auc (mean ROC AUC, non-test datasets)"
+    return plot_auc_curves(curves, path, seconds_label=seconds, ylabel=ylabel, title="Recipe ablation")
 
 
 def main(argv=None) -> None:

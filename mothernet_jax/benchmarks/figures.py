@@ -36,6 +36,27 @@ def save(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def plot_auc_curves(
+    curves: dict[str, tuple[list, list, list]], path: str | Path, *, seconds_label: str, ylabel: str, title: str
+) -> Path:
+    """val_auc against synthetic datasets seen (left) and against seconds (right), one line per
+    `curves[label] = (datasets, seconds, auc)`; the figure of a training run's validation."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for label, (datasets, seconds, auc) in curves.items():
+        axes[0].plot(datasets, auc, marker="o", ms=3, label=label)
+        axes[1].plot(seconds, auc, marker="o", ms=3, label=label)
+    axes[0].set_xlabel("synthetic datasets seen")
+    axes[1].set_xlabel(seconds_label)
+    axes[0].set_ylabel(ylabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
     """Mean AUC of each method against its median predict (left) and fit (right) seconds, log x."""
     plt = pyplot()

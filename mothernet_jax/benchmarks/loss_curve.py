@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mothernet_jax.benchmarks.figures import pyplot, save
+from mothernet_jax.benchmarks.figures import plot_auc_curves, pyplot, save
 
 
 def read_runs(workdirs: list[str]) -> list[dict]:
@@ -95,29 +95,20 @@ def plot(runs: list[dict], path: str | Path, window: int = 20, compare: bool = F
 
 def plot_validation(runs: list[dict], path: str | Path, compare: bool = False) -> Path:
     """val_auc against datasets seen and against training wall seconds, one line per run."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    curves = {}
     seconds_offset = 0.0
     for run, offset in zip(runs, offsets(runs, compare), strict=True):
         validation = run["validation"]
         if not validation:
             continue
-        auc = [m["val_auc"] for m in validation]
-        label = Path(run["workdir"]).name
-        axes[0].plot([offset + m["datasets"] for m in validation], auc, marker="o", ms=3, label=label)
         seconds = [(0.0 if compare else seconds_offset) + m["seconds"] for m in validation]
-        axes[1].plot(seconds, auc, marker="o", ms=3, label=label)
+        datasets = [offset + m["datasets"] for m in validation]
+        curves[Path(run["workdir"]).name] = (datasets, seconds, [m["val_auc"] for m in validation])
         if not compare:
             seconds_offset = seconds[-1]
-    axes[0].set_xlabel("synthetic datasets seen")
-    axes[1].set_xlabel("training wall seconds")
-    axes[0].set_ylabel("val_auc (non-test datasets)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("MotherNet validation during meta-training")
-    fig.tight_layout()
-    return save(fig, path)
+    title = "MotherNet validation during meta-training"
+    return plot_auc_curves(curves, path, seconds_label="training wall seconds", ylabel="val_auc (non-test datasets)",
+                           title=title)  # fmt: skip
 
 
 def main(argv=None) -> None:
