@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax.model.mothernet import MotherNet, count_params
+from mothernet_jax.model.mothernet import MotherNet, abstract_params, count_params
 
 EXTRAS = {
     "thinking_rows": dict(thinking_rows=4),
@@ -40,7 +40,7 @@ def test_extras_are_off_by_default_and_the_parameter_tree_is_the_reference():
             False,
             1.0,
         )
-    params = mn.init_params(jax.random.key(0), mn.preset("tiny"))
+    params = abstract_params(mn.preset("tiny"))  # the tree init_params makes, its leaves shapes
     assert set(params) == {"x_encoder", "y_encoder", "transformer", "weight_head"}
     assert set(params["transformer"]) == {"layer_0", "layer_1"}
     assert set(params["transformer"]["layer_0"]["norm1"]) == {"scale", "bias"}
@@ -69,7 +69,8 @@ def test_with_extras_the_model_stays_a_set_function_of_the_real_rows(name, getke
     x = jax.random.normal(getkey(), (1, 24, config.max_features))
     y = jax.random.randint(getkey(), (1, 24), 0, 3)
     n = jnp.array([20])
-    apply = jax.jit(lambda x, y, n: MotherNet(config).apply({"params": params}, x, y, n).generated)
+    forward = jax.jit(lambda p, x, y, n: MotherNet(config).apply({"params": p}, x, y, n).generated)
+    apply = lambda x, y, n: forward(params, x, y, n)
     reference = apply(x, y, n)
     order = jnp.concatenate([jax.random.permutation(getkey(), 20), jnp.arange(20, 24)])
     np.testing.assert_allclose(apply(x[:, order], y[:, order], n), reference, rtol=1e-4, atol=1e-5)
@@ -79,7 +80,7 @@ def test_with_extras_the_model_stays_a_set_function_of_the_real_rows(name, getke
     # the thinking rows take part: a different value changes the output
     if config.thinking_rows:
         moved = dict(params, thinking_rows=params["thinking_rows"] + 1.0)
-        other = MotherNet(config).apply({"params": moved}, x, y, n).generated
+        other = forward(moved, x, y, n)
         assert float(jnp.max(jnp.abs(other - reference))) > 1e-4
 
 
