@@ -29,12 +29,17 @@ line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s
 --validate-every also lines with val_auc).
 SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
 keeps the last good checkpoint. --export writes on every one of these stops (the last good
-checkpoint after a non-finite loss). Without installing: PYTHONPATH=. python -m mothernet_jax.cli train ...
+checkpoint after a non-finite loss). One run at a time per work directory (a second is refused;
+the lock, workdir/.lock, goes with the process that held it). A resumed run drops the metric lines
+past its checkpoint's step, so metrics.jsonl has one line per step.
+Use the exported weights: MotherNetClassifier(weights=PATH).fit(X, y) (or load_pretrained(PATH)).
+Without installing: PYTHONPATH=. python -m mothernet_jax.cli train ...
 
 --budget SECONDS trains for that much wall-clock time, compiles included, and fits the schedule to
 it: warm-up over the first warmup_fraction, cosine decay to min_learning_rate when the budget ends,
 whatever the throughput. A resumed run continues the same schedule with what is left of the budget
-(the seconds spent are stored with each checkpoint). --steps then only caps the steps.
+(the seconds spent are stored with each checkpoint). --steps then caps the steps; where the cap
+comes first, the schedule fits the cap instead (it ends on its floor either way).
 """
 
 
@@ -97,7 +102,10 @@ def add_train(subparsers) -> None:
         help="start a fresh work directory from these weights (load_pretrained; same model config)",
     )
     parser.add_argument(
-        "--export", metavar="PATH", help="write the final parameters here (save_pretrained, msgpack)"
+        "--export",
+        metavar="PATH",
+        help="write the final parameters to this .msgpack file (save_pretrained; checked before training); "
+        "use them with MotherNetClassifier(weights=PATH)",
     )
     parser.add_argument(
         "--export-dtype",
@@ -110,7 +118,7 @@ def add_train(subparsers) -> None:
         type=float,
         metavar="SECONDS",
         help="train for this much wall-clock time (compiles included), the learning-rate schedule "
-        "fitted to it; resuming continues it (sets budget_s)",
+        "fitted to it; resuming continues it (sets budget_s; a positive number)",
     )
     parser.add_argument(
         "--validate-every",
@@ -183,6 +191,8 @@ def train_config(args: argparse.Namespace):
         if args.steps is not None:
             config = config.replace(steps=args.steps)
         if args.budget is not None:
+            if not args.budget > 0:  # 0 would silently mean no budget
+                raise ValueError(f"--budget must be a positive number of seconds, got {args.budget:g}")
             config = config.replace(budget_s=args.budget)
         if args.init_weights is not None:
             config = config.replace(init_weights=args.init_weights)

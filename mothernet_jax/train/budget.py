@@ -96,6 +96,7 @@ class BudgetClock:
         save_s: float | None = None,
         export_s: float = 0.0,
         validating: bool = False,
+        steps: int | None = None,
     ):
         self.budget_s, self.time_limit = float(budget_s), time_limit
         self.spent_before, self.trained_before = float(spent_before), float(trained_before)
@@ -112,6 +113,7 @@ class BudgetClock:
         self._export_s = export_s
         self._validation_s = 60.0 if validating else 0.0  # the last validation's seconds (a guess at first)
         self._aside_s = {"save": 0.0, "validation": 0.0}  # seconds spent on each in this call
+        self.steps = steps  # the step cap (config.steps): the schedule ends by it if it comes first
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -210,13 +212,20 @@ class BudgetClock:
         steps began to 1 at the budget less the reserve, evaluated at the step's predicted end and
         never decreasing; 1 for the last steps that fit (those of FLOOR_STEPS typical steps and the
         work between them), so that a step or two slower than predicted does not end the run above
-        the floor."""
+        the floor. With `steps` (the cap) it is at least (step + 1) / steps: a run that reaches its
+        step cap before its budget ends its schedule on the floor too."""
+        progress = self._budget_progress(step, first)
+        if self.steps:  # a step cap that comes before the budget's end: the schedule fits the cap
+            progress = max(progress, min((step + 1) / self.steps, 1.0))
+        self.progress = max(self.progress, progress)
+        return self.progress
+
+    def _budget_progress(self, step: int, first: int) -> float:
         ends, reserve = self._ends(step, first), self.reserve()
         # the median, so that one slow step earlier does not put the rest of the run on the floor
         typical = max(self.predict(step + 1), float(np.median(self._recent)) if self._recent else 0.0)
         tail = ends + FLOOR_STEPS * typical + self._between(step, 3)
         if self.spent(tail) + reserve > self.budget_s:
-            self.progress = 1.0
             return 1.0
         spent = self.spent(ends)
         if self._anchor is None:
@@ -224,6 +233,4 @@ class BudgetClock:
         spent0, progress0 = self._anchor
         stop = self.budget_s - reserve
         fraction = (spent - spent0) / (stop - spent0) if stop > spent0 else 1.0
-        progress = progress0 + (1.0 - progress0) * min(max(fraction, 0.0), 1.0)
-        self.progress = max(self.progress, min(progress, 1.0))
-        return self.progress
+        return min(progress0 + (1.0 - progress0) * min(max(fraction, 0.0), 1.0), 1.0)

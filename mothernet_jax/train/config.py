@@ -111,6 +111,10 @@ class TrainConfig(ConfigBase):
                 "TrainConfig.accumulation must be (first step, micro-batches >= 1) pairs in increasing "
                 f"step order, got {self.accumulation}"
             )
+        for field in dataclasses.fields(self):  # e.g. --set learning_rate=abc
+            value = getattr(self, field.name)
+            if field.type in ("float", float) and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise ValueError(f"TrainConfig.{field.name} must be a number, got {value!r}")
         for name in ("learning_rate", "min_learning_rate", "adam_eps", "weight_decay", "grad_clip"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be non-negative, got {getattr(self, name)!r}")

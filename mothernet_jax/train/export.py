@@ -55,6 +55,25 @@ def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[s
     return carried
 
 
+def check_export_path(path: str | os.PathLike) -> None:
+    """Refuse, before any training, an export path `export_weights` could not write: a wrong
+    suffix, a folder, a path under a file. A ConfigError naming the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--export {path} is a folder: give a file in it, e.g. {path / 'weights.msgpack'}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--export {path}: {parent} is a file, not a folder")
+            break
+    if path.suffix != ".msgpack":
+        suggestion = path.with_suffix(".msgpack") if path.suffix else path.parent / (path.name + ".msgpack")
+        raise ConfigError(
+            f"--export {path}: the weights are a .msgpack file (its manifest goes beside it as .json); "
+            f"give e.g. {suggestion}"
+        )
+
+
 def export_weights(
     path: str | os.PathLike,
     params,

@@ -27,6 +27,7 @@ is written only after the loss that produced its state was checked.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,10 +44,19 @@ from jax.sharding import Mesh
 from mothernet_jax.train.budget import BudgetClock, learning_rate
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import ConfigError, TrainConfig
-from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, export_weights, lineage
+from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, check_export_path, export_weights, lineage
 from mothernet_jax.train.mesh import agree, host_values, is_main_process
-from mothernet_jax.train.metrics import METRICS, MetricWriter, NonFiniteLossError, StepLog, progress_bar, say
+from mothernet_jax.train.metrics import (
+    METRICS,
+    MetricWriter,
+    NonFiniteLossError,
+    StepLog,
+    progress_bar,
+    roll_back,
+    say,
+)
 from mothernet_jax.train.step import TrainState, TrainStep, eval_params
+from mothernet_jax.train.workdir import claim
 
 __all__ = ["NonFiniteLossError", "StopSignals", "TrainResult", "check_resumable", "train"]
 
@@ -121,18 +131,25 @@ def train(
         raise ConfigError(f"--validate-every must be a positive number of seconds, got {validate_every!r}")
     if validate_every is not None and validator is None:
         raise ConfigError("validate_every needs a validator (validate.Validator)")
+    if export is not None:
+        check_export_path(export)
     stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
-    checkpoints = None
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
     writer = MetricWriter(workdir / METRICS if workdir is not None and main else None)
     multiprocess = jax.process_count() > 1
+    held = contextlib.ExitStack()  # the work directory's lock and checkpoints, released on return
+    checkpoints = None
     try:
+        if workdir is not None:  # one run at a time: process 0 holds the lock (workdir.py)
+            held.enter_context(claim(workdir, lock=main))
+            checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
+            held.callback(checkpoints.close)
         # == resume or initialise ====================================================================
         state, first, record = _initial_state(config, stepper, checkpoints)
         carried = lineage(config, workdir, fresh=record is None)
         if workdir is not None and main:
+            dropped = roll_back(workdir, first)  # the lines of steps this run replays go
+            if dropped:
+                say(f"{workdir / METRICS}: dropped {dropped} lines past step {first} (this run writes them again)")
             (workdir / CONFIG).write_text(config.to_json() + "\n")
             if carried:
                 (workdir / LINEAGE).write_text(json.dumps(carried, indent=1) + "\n")
@@ -153,6 +170,7 @@ def train(
             save_s=0.5 + state_bytes / 100e6 if checkpoints is not None else None,
             export_s=0.5 + state_bytes / 3 / 50e6 if export is not None else 0.0,
             validating=validator is not None,
+            steps=config.steps,
         )
         step, stop_reason = first, "completed" if end == config.steps else "stop_at"
         progress_now = budget.progress if config.budget_s else first / config.steps
@@ -236,8 +254,7 @@ def train(
         if export is not None:
             _export(export, export_dtype, state, config, carried, step, log.losses, stop_reason, main)
     finally:
-        if checkpoints is not None:
-            checkpoints.close()
+        held.close()
     return TrainResult(
         config=config,
         state=state,

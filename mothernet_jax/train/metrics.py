@@ -5,8 +5,9 @@ values measured since the last line as one JSON line (with `step` and the wall `
 reads each step's metrics on the host (one step late, so the host never waits for the device),
 raises `NonFiniteLossError` at the first non-finite loss or gradient, keeps the per-step losses and
 measures the window of steps since the last line. Lines of a training window carry `loss` (the mean
-over its steps with a valid dataset; None if none had one), `loss_steps`, `last_loss`, the step's
-own metrics (`grad_norm`, `learning_rate`, `valid_fraction`, `schedule_progress`),
+over its steps with a valid dataset; None if none had one), `loss_steps`, `last_loss`, the last
+step's own metrics (`grad_norm`, `learning_rate`, `valid_fraction`, `schedule_progress`; a step
+without a valid dataset has `valid_fraction` 0 and `last_loss` and `grad_norm` None, never 0),
 `datasets_per_step`, `datasets_per_s`, `seconds_per_step`, `elapsed_s` and, under a budget,
 `budget_spent_s`; validation lines carry `val_auc` and friends (see `loop.py`).
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mothernet_jax.npz import atomic_write
 from mothernet_jax.progress import Progress
 from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import host_values, is_main_process
@@ -47,6 +49,33 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def roll_back(workdir: str | os.PathLike, step: int) -> int:
+    """Drop the lines of `<workdir>/metrics.jsonl` past `step` (those of steps a resumed run
+    replays from its checkpoint at `step`, validation lines included) and any torn line (a process
+    killed while writing), so that every step has one line; rewrites the file atomically. Returns
+    the number of lines dropped."""
+    path = Path(workdir) / METRICS
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for text in path.read_text().splitlines():
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+            keep = isinstance(line, dict) and int(line["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(text)
+        else:
+            dropped += 1
+    if dropped:
+        data = "".join(f"{text}\n" for text in kept).encode()
+        atomic_write(path, lambda f: f.write(data))
+    return dropped
 
 
 class MetricWriter:
@@ -103,12 +132,13 @@ class StepLog:
             if not math.isfinite(values[name]):
                 raise NonFiniteLossError(f"non-finite {name} ({values[name]}) at step {step}: training stopped.")
         values["schedule_progress"] = progress
-        self._values = values
         if values["valid_fraction"] > 0:
             self.losses.append(values["loss"])
             self._window.append(values["loss"])
-        else:  # no valid dataset: the 0 the step reports is no loss
+        else:  # no valid dataset: the 0s the step reports are no loss and no gradient
             self.losses.append(math.nan)
+            values["loss"] = values["grad_norm"] = None
+        self._values = values
         self.read_until = step + 1
         self.budget.step_read(step)
         self._datasets += self.config.datasets_per_step(step)
@@ -116,7 +146,8 @@ class StepLog:
         t0, n0 = self._rate
         if now - t0 > 10:
             self._rate = (now, self._datasets)
-        fields = {"loss": self.losses[-1], "datasets_per_s": round((self._datasets - n0) / max(now - t0, 1e-9), 1)}
+        fields = {"loss": values["loss"] if values["loss"] is not None else "none",
+                  "datasets_per_s": round((self._datasets - n0) / max(now - t0, 1e-9), 1)}
         if self.budget.budget_s:
             fields["budget"] = f"{100 * progress:.0f}%"
         self.bar.update(1, **fields)
@@ -133,7 +164,7 @@ class StepLog:
         measure = self.writer.measure
         measure("loss", float(np.mean(self._window)) if self._window else None)  # None: no valid dataset
         measure("loss_steps", len(self._window))  # the steps in that mean
-        measure("last_loss", self._values.get("loss"))
+        measure("last_loss", self._values.get("loss"))  # None: the last step had no valid dataset
         for name, value in self._values.items():  # grad_norm, learning_rate, valid_fraction, ...
             if name != "loss":
                 measure(name, value)

@@ -172,4 +172,8 @@ def test_a_batch_without_a_valid_dataset_has_no_loss(tmp_path):
             assert line["loss"] == pytest.approx(float(np.mean(valid)))
         else:
             assert line["loss"] is None  # not 0.0
+        if invalid[line["step"] - 1]:  # the line's last step: marked, no loss and no gradient norm
+            assert (line["valid_fraction"], line["last_loss"], line["grad_norm"]) == (0.0, None, None)
+        else:
+            assert line["valid_fraction"] > 0 and line["last_loss"] > 0.1 and line["grad_norm"] > 0
     assert jax.tree.leaves(result.params)  # trained through the invalid steps

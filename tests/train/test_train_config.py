@@ -131,7 +131,9 @@ def test_settings_of_one_nested_config_apply_together():
     "extra, message",
     [
         (["--steps", "-5"], "TrainConfig.steps must be a positive integer, got -5"),
-        (["--budget", "-1"], "TrainConfig.budget_s must be a non-negative number of seconds, got -1.0"),
+        (["--budget", "-1"], "--budget must be a positive number of seconds, got -1"),
+        (["--budget", "0"], "--budget must be a positive number of seconds, got 0"),  # not "no budget"
+        (["--set", "learning_rate=abc"], "TrainConfig.learning_rate must be a number, got 'abc'"),
         (["--set", "warmup_fraction=1.5"], "TrainConfig.warmup_fraction must lie in [0, 1), got 1.5"),
     ],
 )

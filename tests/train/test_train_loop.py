@@ -53,6 +53,13 @@ def test_export_then_start_a_fresh_run_from_the_weights(tmp_path):
     other = config.replace(model=config.model.replace(n_layers=1))
     with pytest.raises(ValueError, match="model config differs"):
         fast_train(other, tmp_path / "c")
+    # what `train --help` tells a user to do with them
+    from mothernet_jax import MotherNetClassifier
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    proba = MotherNetClassifier(weights=str(exported), n_estimators=1).fit(X, y).predict_proba(X)
+    assert proba.shape == (40, 2) and np.allclose(proba.sum(axis=1), 1.0)
 
 
 @pytest.mark.slow

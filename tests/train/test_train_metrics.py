@@ -1,6 +1,7 @@
 """What a run reports: metric lines measured by name, the step log's checks and window, the bar."""
 
 import io
+import json
 import math
 
 import numpy as np
@@ -63,6 +64,43 @@ def test_the_step_log_reads_one_step_late_averages_its_window_and_stops_at_a_non
     log.queue(5, step_metrics(1.0, grad_norm=math.nan), 1.0)
     with pytest.raises(NonFiniteLossError, match=r"non-finite grad_norm \(nan\) at step 5"):
         log.flush()
+
+
+def test_a_step_without_a_valid_dataset_is_marked_and_has_no_loss_or_gradient(tmp_path):
+    """Its 0 loss and 0 gradient norm are no measurements: the line says valid_fraction 0 and leaves
+    them null; the window's mean skips it; the bar shows no number."""
+    now = [0.0]
+    config = make_config(log_every=1)
+    bar = Bar()
+    log = StepLog(config, 0, 3, MetricWriter(tmp_path / "metrics.jsonl"), bar, BudgetClock(clock=lambda: now[0]))
+    for step, valid in enumerate([1.0, 0.0, 0.5]):
+        loss = 2.0 if valid else 0.0  # what the step reports for a batch without a valid dataset
+        log.queue(step, step_metrics(loss, grad_norm=0.3 if valid else 0.0, valid_fraction=valid), step / 3)
+        now[0] += 1.0
+    log.flush()
+    lines = read_metrics(tmp_path)
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    invalid = lines[1]
+    assert invalid["valid_fraction"] == 0.0 and invalid["loss_steps"] == 0
+    assert invalid["loss"] is None and invalid["last_loss"] is None and invalid["grad_norm"] is None
+    assert '"last_loss": null' in (tmp_path / "metrics.jsonl").read_text().splitlines()[1]
+    assert lines[2]["last_loss"] == 2.0 and lines[2]["grad_norm"] == pytest.approx(0.3)
+    assert lines[2]["valid_fraction"] == 0.5
+    assert bar.updates[1]["loss"] == "none" and bar.updates[2]["loss"] == 2.0  # not nan, not 0
+    assert math.isnan(log.losses[1]) and log.losses[::2] == [2.0, 2.0]
+
+
+def test_rolling_back_drops_the_lines_past_a_step_and_torn_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}, {"step": 2, "val_auc": 0.6},
+             {"step": 3, "loss": 0.8}, {"step": 4, "val_auc": 0.7}]  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 5, "lo')  # killed mid-line
+    assert metrics_module.roll_back(tmp_path, 2) == 3
+    assert read_metrics(tmp_path) == lines[:3]
+    assert metrics_module.roll_back(tmp_path, 2) == 0 and read_metrics(tmp_path) == lines[:3]
+    assert metrics_module.roll_back(tmp_path, 0) == 3 and path.read_text() == ""
+    assert metrics_module.roll_back(tmp_path / "missing", 0) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name != "metrics.jsonl"]  # no temporary file left
 
 
 def test_the_bar_is_rich_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
