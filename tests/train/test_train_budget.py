@@ -1,14 +1,13 @@
 """Budget runs (on a simulated clock): the schedule fits a wall-clock budget and resumes continue it;
 unreadable checkpoints fall back to the one before; a batch without a valid dataset has no loss."""
 
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import FAST_COMPILE, committed_steps, fast_train, make_config
+from train_helpers import FAST_COMPILE, committed_steps, fast_train, make_config, truncate_the_arrays
 
 import priors
 from mothernet_jax import cli
@@ -102,20 +101,13 @@ def test_a_budget_run_in_real_time_ends_within_it(tmp_path):
     assert lines[-1]["schedule_progress"] > 0.5
 
 
-def _truncate_the_arrays(folder):
-    for path in folder.rglob("*"):
-        if path.is_file() and path.parent.name == "d":  # orbax's (ocdbt) data files
-            with open(path, "r+b") as f:
-                f.truncate(os.path.getsize(path) // 2)
-
-
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     config = make_config(steps=4, checkpoint_every=2)
     fast_train(config, tmp_path)
     assert committed_steps(tmp_path) == [2, 4]
     capsys.readouterr()
     # 1. the newest checkpoint's arrays truncated: one warning line naming it, resume from step 2
-    _truncate_the_arrays(tmp_path / "checkpoints" / "4")
+    truncate_the_arrays(tmp_path / "checkpoints" / "4")
     resumed = fast_train(config.replace(steps=6), tmp_path)
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "is unreadable (" in line]
@@ -136,7 +128,7 @@ def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys)
     assert (again.first_step, again.step) == (4, 6)
     # 3. none readable: the CLI says so in one line naming the work directory, and stops
     for step in committed_steps(tmp_path):
-        _truncate_the_arrays(tmp_path / "checkpoints" / str(step))
+        truncate_the_arrays(tmp_path / "checkpoints" / str(step))
     (tmp_path / "run.json").write_text(config.replace(steps=6).to_json())
     argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 1

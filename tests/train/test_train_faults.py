@@ -9,8 +9,8 @@ import os
 import chex
 import numpy as np
 import pytest
-from test_train_budget import Ticks, _truncate_the_arrays, budget_config
-from train_helpers import FAST_COMPILE, committed_steps, fast_train, make_config
+from test_train_budget import Ticks, budget_config
+from train_helpers import FAST_COMPILE, committed_steps, fast_train, make_config, truncate_the_arrays
 
 from mothernet_jax import cli
 from mothernet_jax.train import ConfigError, read_metrics
@@ -44,7 +44,7 @@ def test_a_resume_from_an_older_checkpoint_leaves_one_metric_line_per_step(tmp_p
     metrics = tmp_path / "metrics.jsonl"
     with open(metrics, "a") as f:
         f.write('{"step": 5, "val_auc": 0.5, "time": 0}\n{"step": 6, "lo')
-    _truncate_the_arrays(tmp_path / "checkpoints" / "6")
+    truncate_the_arrays(tmp_path / "checkpoints" / "6")
     capsys.readouterr()
     resumed = fast_train(config, tmp_path)
     err = capsys.readouterr().err
