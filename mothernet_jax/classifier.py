@@ -66,7 +66,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         "auto": the columns holding a value that is not a number, whatever their storage: numbers
         stored as text ("3.5", as from some CSV readers) are numbers, and so are dates and times
         (datetime dtypes or objects; seconds since 1970-01-01 UTC) and durations (seconds); the
-        pandas category dtype is categorical. Listing a datetime column here keeps its dates as
+        pandas category dtype is categorical, and so is a text or object column whose training
+        values are all missing. Any mix of pandas dtypes works (nullable, category, string,
+        datetimes with a time zone, ...). Listing a datetime column here keeps its dates as
         levels. Levels are encoded as ordinal codes, or one-hot (columns of at most 10 levels) in
         the one-hot members. A level not seen in training is treated as missing. A categorical
         column with nearly one level per row (an identifier, or dates stored as text) gets a

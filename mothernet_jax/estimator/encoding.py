@@ -118,22 +118,25 @@ def to_numbers(column: np.ndarray) -> np.ndarray:
     return values
 
 
-def all_numbers(column: np.ndarray) -> bool:
-    """Whether every value of a 1-D raw column is a number, missing, numeric text, a date or a
-    duration (`to_numbers` succeeds)."""
+def _text_is_numbers(column: np.ndarray) -> bool:
+    """Whether a column stored as text or objects holds numbers: every value a number, numeric
+    text, a date or a duration, or missing (`to_numbers` succeeds), and at least one present. A
+    column with no present value is categorical: whatever text its new rows bring is then an
+    unseen level (missing), not an error."""
     try:
-        to_numbers(column)
+        values = to_numbers(column)
     except ValueError:
         return False
-    return True
+    return not np.isnan(values).all()
 
 
 def infer_categorical(X) -> np.ndarray:
     """The "auto" rule: (d,) bool, True for the columns holding a value that is not a number.
 
     Numbers stored as text, dates, times and durations count as numbers (`to_numbers`), whatever
-    the column's storage: a pandas object or string column, a NumPy string or object array. The
-    pandas category dtype is always categorical (the user declared it).
+    the column's storage: a pandas object or string column, a NumPy string or object array; such a
+    column with every training value missing is categorical (`_text_is_numbers`). The pandas
+    category dtype is always categorical (the user declared it).
     """
     if hasattr(X, "dtypes") and hasattr(X, "columns"):
         mask = []
@@ -143,14 +146,14 @@ def infer_categorical(X) -> np.ndarray:
             elif getattr(dtype, "kind", "O") in NUMERIC_KINDS:
                 mask.append(False)
             else:
-                mask.append(not all_numbers(X.iloc[:, j].to_numpy(dtype=object)))
+                mask.append(not _text_is_numbers(X.iloc[:, j].to_numpy(dtype=object)))
         return np.array(mask, bool)
     X = np.asarray(X)
     if X.ndim != 2:
         return np.zeros(X.shape[-1] if X.ndim else 0, bool)
     if X.dtype.kind not in "USO":
         return np.zeros(X.shape[1], bool)
-    return np.array([not all_numbers(X[:, j]) for j in range(X.shape[1])], bool)
+    return np.array([not _text_is_numbers(X[:, j]) for j in range(X.shape[1])], bool)
 
 
 def plain_dtypes(X):

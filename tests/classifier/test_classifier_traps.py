@@ -69,6 +69,24 @@ def test_a_category_column_beside_a_nullable_or_bool_column_fits(tiny_weights, t
     np.testing.assert_allclose(load_predictor(tmp_path / "model.npz").predict_proba(frame), proba, atol=1e-6)
 
 
+def test_a_text_column_missing_in_every_training_row_takes_text_later(tiny_weights):
+    """Found by the property test below: such a column was read as numbers, and text in new rows
+    raised "holds non-numeric values"; it is categorical, so new text is an unseen level."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    y = (X[:, 0] > 0).astype(int)
+    for empty in (pd.Series([None] * 20, dtype=object), pd.Series([None] * 20, dtype="string")):
+        frame = pd.DataFrame({"x0": X[:, 0], "note": empty, "x1": X[:, 1]})
+        clf = small(tiny_weights).fit(frame, y)
+        assert clf.categorical_features_.tolist() == [False, True, False]
+        new = frame.iloc[:3].copy()
+        new["note"] = pd.Series(["late", None, "text"], dtype=empty.dtype, index=new.index)
+        np.testing.assert_allclose(clf.predict_proba(new), clf.predict_proba(frame.iloc[:3]), atol=1e-12)
+    # a float column with no value stays numeric, as before
+    frame = pd.DataFrame({"x0": X[:, 0], "nothing": np.full(20, np.nan), "x1": X[:, 1]})
+    assert small(tiny_weights).fit(frame, y).categorical_features_.tolist() == [False, False, False]
+
+
 # -- values beyond float32 ------------------------------------------------------------------------------
 
 
@@ -172,19 +190,22 @@ def test_pandas_is_installed_with_the_package():
 # -- property: DataFrames mixing every supported pandas dtype, with missing values ---------------------------
 
 EPOCH = datetime.datetime(2020, 1, 1)
-MAYBE = st.integers(0, 3)  # 0: missing, else present (a quarter of the values missing)
+MISSING = st.sampled_from([0.0, 0.25, 0.75, 1.0])  # each column's share of missing values
+FLOATS = st.one_of(st.integers(-1000, 1000).map(float), st.floats(-1e30, 1e30, allow_nan=False))
 
 
-def _column(kind: str, values: list, present: list) -> pd.Series:
+def _column(kind: str, values: list, reals: list, present: list) -> pd.Series:
     def pick(v, missing):
         return [x if keep else missing for x, keep in zip(v, present, strict=True)]
 
-    if kind == "float64":
-        return pd.Series(pick([float(v) for v in values], np.nan), dtype="float64")
+    if kind in ("float64", "float64_huge"):
+        return pd.Series(pick(reals, np.nan), dtype="float64")
     if kind == "int64":
         return pd.Series(values, dtype="int64")
-    if kind in ("Int64", "Float64"):
-        return pd.Series(pick(values, None), dtype=kind)
+    if kind == "Int64":
+        return pd.Series(pick(values, None), dtype="Int64")
+    if kind == "Float64":
+        return pd.Series(pick(reals, None), dtype="Float64")
     if kind == "bool":
         return pd.Series([v % 2 == 0 for v in values], dtype=bool)
     if kind == "boolean":
@@ -195,6 +216,8 @@ def _column(kind: str, values: list, present: list) -> pd.Series:
         return pd.Series(pd.Categorical(pick([v % 5 * 1.5 for v in values], None)))
     if kind == "object_str":
         return pd.Series(pick([f"w{v % 3}" for v in values], None), dtype=object)
+    if kind == "object_mixed":  # numbers and text in one column: categorical
+        return pd.Series(pick([v % 3 if v % 2 else f"t{v % 3}" for v in values], None), dtype=object)
     if kind == "string":
         return pd.Series(pick([f"s{v % 3}" for v in values], None), dtype="string")
     if kind == "datetime":
@@ -207,22 +230,44 @@ def _column(kind: str, values: list, present: list) -> pd.Series:
     raise AssertionError(kind)
 
 
-KINDS = ("float64", "int64", "Int64", "Float64", "bool", "boolean", "category_str", "category_num",
-         "object_str", "string", "datetime", "datetime_tz", "timedelta")  # fmt: skip
+KINDS = ("float64", "float64_huge", "int64", "Int64", "Float64", "bool", "boolean", "category_str", "category_num",
+         "object_str", "object_mixed", "string", "datetime", "datetime_tz", "timedelta")  # fmt: skip
+
+
+def _table(draw, kinds: list[str], missing: list[float], n: int) -> pd.DataFrame:
+    columns = {}
+    for j, (kind, share) in enumerate(zip(kinds, missing, strict=True)):
+        values = draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n))
+        reals = draw(st.lists(FLOATS, min_size=n, max_size=n))
+        if kind == "float64_huge" and draw(st.booleans()):  # a finite float64 beyond float32's range
+            reals[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-1.0, 1.0])) * draw(
+                st.floats(3.5e38, 1.7e308)
+            )
+        present = [u >= share for u in draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=n, max_size=n))]
+        columns[f"{kind}_{j}"] = _column(kind, values, reals, present)
+    return pd.DataFrame(columns)
 
 
 @st.composite
 def frames(draw):
-    n = draw(st.integers(6, 30))
+    """A training table, its labels (at least two classes) and new rows of the same dtypes (their
+    levels may be unseen, their categories differ)."""
     kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6))
-    columns = {}
-    for j, kind in enumerate(kinds):
-        values = draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n))
-        present = [m > 0 for m in draw(st.lists(MAYBE, min_size=n, max_size=n))]
-        columns[f"{kind}_{j}"] = _column(kind, values, present)
+    missing = [draw(MISSING) for _ in kinds]
+    n = draw(st.integers(6, 30))
     labels = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
-    labels[:2] = ["a", "b"]  # at least two classes
-    return pd.DataFrame(columns), np.array(labels)
+    labels[:2] = ["a", "b"]
+    return _table(draw, kinds, missing, n), np.array(labels), _table(draw, kinds, missing, draw(st.integers(1, 8)))
+
+
+def _beyond_float32(frame: pd.DataFrame) -> int | None:
+    """The first column holding a finite number beyond float32's range, or None."""
+    for j, name in enumerate(frame.columns):
+        if name.startswith("float64"):
+            values = frame[name].to_numpy(dtype=np.float64)
+            if (np.abs(values[~np.isnan(values)]) > np.finfo(np.float32).max).any():
+                return j
+    return None
 
 
 @settings(
@@ -234,15 +279,29 @@ def frames(draw):
 )
 @given(data=frames())
 def test_any_mix_of_pandas_dtypes_with_missing_values_fits_and_predicts(tiny_weights, data):
-    frame, labels = data
+    """Every supported dtype, in any mix, with any share of missing values: fit and predict give
+    finite probabilities that sum to one, the same from the exported predictor (which reads the
+    DataFrame's pandas values as they are); or, for a number beyond float32's range, one clear
+    ValueError naming its column."""
+    frame, labels, new = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # identifier-like categorical columns are named
+        if (bad := _beyond_float32(frame)) is not None:  # or one clear error naming the column
+            with pytest.raises(ValueError, match=f"beyond float32's range in column {bad} ") as error:
+                small(tiny_weights).fit(frame, labels)
+            one_line(error)
+            return
         clf = small(tiny_weights).fit(frame, labels)
-        proba = clf.predict_proba(frame)
-        assert proba.shape == (len(frame), len(np.unique(labels)))
+    for rows in (frame, new):
+        if (bad := _beyond_float32(rows)) is not None:
+            for predict in (clf.predict_proba, clf.predictor_.predict_proba):
+                with pytest.raises(ValueError, match=f"beyond float32's range in column {bad} ") as error:
+                    predict(rows)
+                one_line(error)
+            continue
+        proba = clf.predict_proba(rows)
+        assert proba.shape == (len(rows), len(np.unique(labels)))
         assert np.isfinite(proba).all()
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
-        # the exported predictor reads the DataFrame as it is (pandas values, no conversion)
-        np.testing.assert_allclose(clf.predictor_.predict_proba(frame), proba, atol=1e-6)
-        # and new rows: the first three, alone
-        np.testing.assert_allclose(clf.predict_proba(frame.iloc[:3]), proba[:3], atol=1e-6)
+        np.testing.assert_allclose(clf.predictor_.predict_proba(rows), proba, atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(frame.iloc[:3]), clf.predict_proba(frame)[:3], atol=1e-6)
