@@ -120,7 +120,7 @@ def check_memory(
 ) -> None:
     """MemoryError, in one line naming `setting` (the parameter that sets the rows, e.g.
     "max_train_rows=None"), when a generation call of these members would need more memory than
-    is available (`peak_bytes`, `available_memory`), and a ResourceWarning naming it when it would
+    is available (`peak_bytes`, `available_memory`), and a UserWarning naming it when it would
     take more than half: checked before anything is allocated."""
     rows = max(len(p.rows) for p in plans)
     padded = bucket_rows(rows)
@@ -137,7 +137,7 @@ def check_memory(
             f"{setting}: generating with {rows:,} training rows per member needs about "
             f"{need / 2**30:.1f} GiB of the {have / 2**30:.1f} GiB available (attention grows with rows "
             "squared); set max_train_rows lower to use less",
-            ResourceWarning,
+            UserWarning,  # shown by default (a ResourceWarning is not)
             stacklevel=3,
         )
 

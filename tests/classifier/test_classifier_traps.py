@@ -175,7 +175,7 @@ def test_the_memory_estimate_is_checked_before_the_fit(tiny_weights, monkeypatch
     rows = member_generation.bucket_rows(300)
     need = member_generation.peak_bytes(2, rows, CONFIG)
     monkeypatch.setattr(member_generation, "available_memory", lambda: int(need * 1.5))  # over half
-    with pytest.warns(ResourceWarning, match="max_train_rows=None: .*of the .* GiB available"):
+    with pytest.warns(UserWarning, match="max_train_rows=None: .*of the .* GiB available"):
         with pytest.raises(TypeError):  # the patched generation call: the check let the fit go on
             small(tiny_weights, max_train_rows=None).fit(X, y)
     assert generated == [1]
