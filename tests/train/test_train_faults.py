@@ -5,12 +5,21 @@ paths (each refused in one line naming it, before any training). Bad settings (-
 
 import functools
 import os
+import signal
 
 import chex
 import numpy as np
 import pytest
 from test_train_budget import Ticks, budget_config
-from train_helpers import FAST_COMPILE, committed_steps, fast_train, make_config, truncate_the_arrays
+from train_helpers import (
+    FAST_COMPILE,
+    committed_steps,
+    fast_train,
+    make_config,
+    start_python,
+    truncate_the_arrays,
+    wait_for,
+)
 
 from mothernet_jax import cli
 from mothernet_jax.train import ConfigError, read_metrics
@@ -131,3 +140,49 @@ def test_bad_export_paths_and_work_directories_are_refused_before_training(tmp_p
         assert line.startswith("mothernet-jax train: ") and str(bad) in line, line
     with pytest.raises(ConfigError, match=f"^work directory {a_file} is a file, not a folder"):
         fast_train(config, a_file)
+
+
+CLI = "import sys\nfrom mothernet_jax.cli import main\nsys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.slow
+def test_a_killed_run_with_a_corrupted_checkpoint_resumes_to_the_log_and_weights_of_an_uninterrupted_run(tmp_path):
+    """The CLI in subprocesses: a run killed (SIGKILL) after a few checkpoints, its newest checkpoint
+    then damaged, resumes from the one before; its metrics.jsonl has one line per step, the same
+    steps and losses as an uninterrupted run's, and its exported weights equal that run's bit for
+    bit."""
+    from mothernet_jax.pretrained import load_pretrained
+
+    config = make_config(steps=30, checkpoint_every=3)
+    (tmp_path / "run.json").write_text(config.to_json())
+
+    def cli_args(name):
+        return ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(tmp_path / name),
+                "--export", str(tmp_path / f"{name}.msgpack"), "--no-progress"]  # fmt: skip
+
+    def run_to_the_end(name, log):
+        process = start_python(CLI, *cli_args(name), log=log)
+        assert process.wait(timeout=600) == 0, log.read_text()
+
+    run_to_the_end("straight", tmp_path / "straight.log")
+    workdir = tmp_path / "killed"
+    process = start_python(CLI, *cli_args("killed"), log=tmp_path / "killed.log")
+    wait_for(lambda: len(committed_steps(workdir)) >= 3, 600, "three checkpoints", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    saved = committed_steps(workdir)
+    assert process.returncode == -signal.SIGKILL and max(saved) < config.steps, saved
+    newest, before = saved[-1], saved[-2]
+    truncate_the_arrays(workdir / "checkpoints" / str(newest))
+    text = (workdir / "metrics.jsonl").read_text()
+    assert f'{{"step": {newest}, ' in text and newest > before  # steps the resumed run replays were logged
+    run_to_the_end("killed", tmp_path / "resumed.log")
+    log = (tmp_path / "resumed.log").read_text()
+    assert f"checkpoint {workdir / 'checkpoints' / str(newest)} is unreadable" in log
+    assert f"resuming from step {before}" in log
+    lines, straight = read_metrics(workdir), read_metrics(tmp_path / "straight")
+    assert [line["step"] for line in lines] == [line["step"] for line in straight] == list(range(1, 31))
+    assert [line["last_loss"] for line in lines] == [line["last_loss"] for line in straight]
+    params, _ = load_pretrained(tmp_path / "killed.msgpack")
+    reference, _ = load_pretrained(tmp_path / "straight.msgpack")
+    chex.assert_trees_all_close(params, reference, atol=0, rtol=0)  # bit for bit
