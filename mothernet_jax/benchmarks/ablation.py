@@ -7,7 +7,7 @@
 
 Every variant trains in its own work directory `<out>/<name>` (resumable: rerun the same command
 to continue) in a fresh process, so that its process CPU seconds are its own. It trains in chunks
-of `--validate-every` steps and validates the weights that would be exported (`step.eval_params`)
+of `--validate-every` steps and validates the weights that would be exported (`optimizer.eval_params`)
 after each chunk with `train.validate.Validator` (the non-TabPFN-test datasets), appending lines
 with `step`, `datasets`, `seconds` (training wall time so far), `cpu_seconds` (training process CPU
 so far, validation excluded) and `val_auc` to `<out>/<name>/metrics.jsonl`. At the end it prints a
@@ -47,7 +47,7 @@ def run_variant(
     from mothernet_jax.train.config import TrainConfig
     from mothernet_jax.train.loop import train
     from mothernet_jax.train.metrics import METRICS, read_metrics
-    from mothernet_jax.train.step import eval_params
+    from mothernet_jax.train.optimizer import eval_params
     from mothernet_jax.train.validate import Validator, default_data_dir
 
     config = TrainConfig.from_json(config_json)

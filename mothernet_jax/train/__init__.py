@@ -24,7 +24,7 @@ _EXPORTS = {
     "TrainStep": "mothernet_jax.train.step",
     "device_step": "mothernet_jax.train.step",
     "task_losses": "mothernet_jax.train.step",
-    "make_optimizer": "mothernet_jax.train.step",
+    "make_optimizer": "mothernet_jax.train.optimizer",
     "learning_rate": "mothernet_jax.train.budget",
     "BudgetClock": "mothernet_jax.train.budget",
     "ConfigError": "mothernet_jax.train.config",

@@ -55,7 +55,8 @@ from mothernet_jax.train.metrics import (
     roll_back,
     say,
 )
-from mothernet_jax.train.step import TrainState, TrainStep, eval_params
+from mothernet_jax.train.optimizer import eval_params
+from mothernet_jax.train.step import TrainState, TrainStep
 from mothernet_jax.train.workdir import claim
 
 __all__ = ["NonFiniteLossError", "StopSignals", "TrainResult", "check_resumable", "train"]

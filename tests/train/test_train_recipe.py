@@ -10,15 +10,8 @@ from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
 
 import priors
 from mothernet_jax.model.mothernet import init_params
-from mothernet_jax.train.step import (
-    TrainStep,
-    eval_params,
-    init_key,
-    init_state,
-    make_optimizer,
-    muon_labels,
-    task_losses,
-)
+from mothernet_jax.train.optimizer import eval_params, make_optimizer, muon_labels
+from mothernet_jax.train.step import TrainStep, init_key, init_state, task_losses
 
 OPTIMIZERS = ["adamw", "muon", "schedule_free_adamw"]
 
@@ -71,7 +64,7 @@ def test_muon_takes_the_transformer_matrices_and_adam_the_rest():
 @pytest.mark.slow
 def test_the_moving_average_is_what_is_exported(tmp_path):
     from mothernet_jax.pretrained import load_pretrained
-    from mothernet_jax.train.step import ema_rate
+    from mothernet_jax.train.optimizer import ema_rate
 
     export = tmp_path / "w.msgpack"
     config = make_config(steps=4, ema_decay=0.5, optimizer="muon", warmup_steps=0)
@@ -137,7 +130,7 @@ def test_bad_recipe_values_name_the_field(change, field):
 
 
 def test_the_average_warms_up_from_the_first_steps():
-    from mothernet_jax.train.step import ema_rate
+    from mothernet_jax.train.optimizer import ema_rate
 
     config = make_config(ema_decay=0.999)
     rates = [float(ema_rate(config, jnp.int32(t))) for t in (0, 10, 100, 100_000)]
