@@ -9,9 +9,12 @@ or a fresh initialisation), compiles the prior and every split bucket's step bef
 - checkpoints when orbax says a save is due (every `config.checkpoint_every` steps), at the end,
   and when it stops early: on SIGINT or SIGTERM, at `time_limit` seconds, by the budget, or at
   `stop_at`;
+- holds the work directory's lock while it runs (a second run on it is refused, `workdir.py`) and
+  refuses an export path it could not write before any training;
 - appends metrics as JSON lines to `<workdir>/metrics.jsonl` (`metrics.py`) and shows its progress;
-  a step whose batch held no valid dataset has no loss (NaN in `TrainResult.losses`, left out of
-  the logged mean);
+  a resumed run first drops the lines past the step it resumes from, so each step has one line; a
+  step whose batch held no valid dataset has no loss (NaN in `TrainResult.losses`, left out of
+  the logged mean, null in its line);
 - validates (`validator=`, every `validate_every` wall seconds and at the end): scores the weights
   that would be exported and logs a line with `step`, `datasets`, `seconds` (training seconds of
   the work directory so far, validation excluded), `val_auc`, `val_auc_categorical`, `val_seconds`
