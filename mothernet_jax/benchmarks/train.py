@@ -32,7 +32,7 @@ from mothernet_jax.model.mothernet import count_params
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train.budget import learning_rate
 from mothernet_jax.train.mesh import make_mesh
-from mothernet_jax.train.step import TrainStep
+from mothernet_jax.train.stepper import TrainStep
 
 # bf16 dense peak FLOP/s per chip, matched as substrings of `device.device_kind`
 PEAK_BF16 = {

@@ -21,7 +21,7 @@ _EXPORTS = {
     "read_metrics": "mothernet_jax.train.metrics",
     "Checkpoints": "mothernet_jax.train.checkpoint",
     "TrainState": "mothernet_jax.train.step",
-    "TrainStep": "mothernet_jax.train.step",
+    "TrainStep": "mothernet_jax.train.stepper",
     "device_step": "mothernet_jax.train.step",
     "task_losses": "mothernet_jax.train.step",
     "make_optimizer": "mothernet_jax.train.optimizer",

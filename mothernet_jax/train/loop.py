@@ -59,7 +59,8 @@ from mothernet_jax.train.metrics import (
     say,
 )
 from mothernet_jax.train.optimizer import eval_params
-from mothernet_jax.train.step import TrainState, TrainStep
+from mothernet_jax.train.step import TrainState
+from mothernet_jax.train.stepper import TrainStep
 from mothernet_jax.train.workdir import claim
 
 __all__ = ["NonFiniteLossError", "StopSignals", "TrainResult", "check_resumable", "train"]

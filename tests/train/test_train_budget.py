@@ -13,7 +13,7 @@ import priors
 from mothernet_jax import cli
 from mothernet_jax.train import Checkpoints, read_metrics
 from mothernet_jax.train.budget import learning_rate
-from mothernet_jax.train.step import TrainStep
+from mothernet_jax.train.stepper import TrainStep
 
 # A failed orbax read leaves a callback for its closed event loop, reported as unraisable during the
 # test after it (test_an_unreadable_checkpoint_falls_back_to_the_one_before; the next one is here).

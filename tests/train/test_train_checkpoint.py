@@ -24,7 +24,7 @@ from train_helpers import (
 from mothernet_jax.pretrained import load_info, load_pretrained
 from mothernet_jax.train import Checkpoints, NonFiniteLossError, read_metrics
 from mothernet_jax.train.loop import StopSignals
-from mothernet_jax.train.step import TrainStep
+from mothernet_jax.train.stepper import TrainStep
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from train_helpers import FAST_COMPILE, TEST_PRIOR, fast_train, make_config
 import priors
 from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train.optimizer import eval_params, make_optimizer, muon_labels
-from mothernet_jax.train.step import TrainStep, init_key, init_state, task_losses
+from mothernet_jax.train.step import init_key, init_state, task_losses
+from mothernet_jax.train.stepper import TrainStep
 
 OPTIMIZERS = ["adamw", "muon", "schedule_free_adamw"]
 

@@ -10,7 +10,8 @@ import priors
 from mothernet_jax.config import preset as model_preset
 from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train.mesh import make_mesh
-from mothernet_jax.train.step import TrainStep, split_bucket, task_losses
+from mothernet_jax.train.step import split_bucket, task_losses
+from mothernet_jax.train.stepper import TrainStep
 
 MODEL = model_preset("tiny")
 
