@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import DATASETS, needs_datasets
 
 from mothernet_jax.train.validate import TABPFN_TEST, ValidationConfig, Validator, validation_paths
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DATASETS = SHARED / "datasets"
 
 
 def _write(folder: Path, name: str, rows: int = 60, classes: int = 2, categorical: bool = False, seed=0):
@@ -24,6 +22,7 @@ def _write(folder: Path, name: str, rows: int = 60, classes: int = 2, categorica
     np.savez(folder / f"{name}.npz", X=x, y=y, categorical=cat)
 
 
+@needs_datasets
 def test_validation_never_reads_a_tabpfn_test_dataset():
     """On the shared datasets: exactly the manifest's rows whose tabpfn_split is not `test`."""
     paths = validation_paths(DATASETS)
