@@ -72,6 +72,7 @@ def test_the_session_on_the_cpu_trains_by_its_budget_exports_and_measures(tmp_pa
     args = ["--out", str(out), "--allow-cpu", "--preset", "tiny", "--budget", str(BUDGET)]
     args += ["--deadline", str(DEADLINE), "--workdir", str(tmp_path / "run"), "--bench-presets"]
     args += ["--generate-presets", "tiny", *(f"--set={s}" for s in NARROW)]
+    args += ["--set=steps=1000000"]  # the budget ends the run, not the tiny preset's 500 steps on a fast machine
     began = time.monotonic()
     done = session(*args)
     took = time.monotonic() - began
