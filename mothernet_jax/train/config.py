@@ -51,7 +51,7 @@ class TrainConfig(ConfigBase):
     prior: Any = dataclasses.field(default_factory=_default_prior)  # a priors.PriorConfig
     steps: int = 100_000  # optimiser steps; the schedule's length unless a budget is set (then a cap)
     budget_s: float = 0.0  # > 0: wall-clock seconds (compiles included, over resumes) to train for;
-    # the schedule then runs on the fraction of it spent, and the run stops by it (see schedule.py)
+    # the schedule then runs on the fraction of it spent, and the run stops by it (see budget.py)
     seed: int = 0  # every random draw (init, tasks, splits) derives from it
     # -- batch -----------------------------------------------------------------------------------
     batch_size: int = 8  # datasets per micro-batch, over all devices and hosts together
