@@ -6,9 +6,15 @@
 
 Every dataset is split 5 times (see `evaluation.make_split`) and every method is fitted on each split.
 The output folder receives `splits.jsonl` (one record per split and method, written as they
-finish), `datasets.csv` (one row per dataset and method), `summary.md` (the tables) and two
-figures, `auc_vs_time.png` and `ranks.png`. A method that fails on a dataset is recorded as failed
-there and the run goes on; a method that cannot be imported is skipped with the reason.
+finish), `datasets.csv` (one row per dataset and method), `summary.md` (the tables: mean AUC, mean
+rank, median fit and predict seconds and their ratio to HistGradientBoosting's) and three figures:
+`auc_vs_time.png` (mean AUC against median fit and predict seconds), `ranks.png` (the spread of the
+ranks) and `cd_diagram.png` (the critical-difference diagram, drawn by autorank where it is
+installed). A method that fails on a dataset is recorded as failed there and the run goes on; a
+method that cannot be imported is skipped with the reason.
+
+`--threads N` gives every method N threads: n_jobs, the BLAS and OpenMP pools, and XLA's CPU pools
+(PJRT_NPROC, set before JAX starts its backend; see `common.cap_xla_threads`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,24 @@ from pathlib import Path
 import numpy as np
 
 from mothernet_jax.benchmarks import figures, report
+from mothernet_jax.benchmarks.common import cap_xla_threads, device_line
 from mothernet_jax.benchmarks.methods import METHODS, resolve_methods
 from mothernet_jax.evaluation import dataset_paths, run_benchmark
 from mothernet_jax.progress import Progress
 
-OUTPUT_FILES = ("splits.jsonl", "datasets.csv", "summary.md", "auc_vs_time.png", "ranks.png")
+OUTPUT_FILES = (
+    "splits.jsonl",
+    "datasets.csv",
+    "summary.md",
+    "auc_vs_time.png",
+    "ranks.png",
+    "cd_diagram.png",
+)
+FIGURES = {  # file -> (what it shows, how it is drawn)
+    "auc_vs_time.png": ("mean AUC against median fit and predict seconds", figures.plot_auc_vs_time),
+    "cd_diagram.png": ("critical-difference diagram (Friedman, Nemenyi)", figures.plot_cd_diagram),
+    "ranks.png": ("ranks per dataset: quartiles and mean", figures.plot_ranks),
+}
 
 
 def evaluate(
@@ -60,10 +79,13 @@ def evaluate(
     multiclass: MotherNet's `multiclass` ("auto": what the weight file recommends).
     finetune_steps: MotherNet's `finetune_steps` (Adam steps on each generated child; "auto": what
       the weight file recommends, as `MotherNetClassifier()` does).
-    threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, and a cap
-      on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl.
-      None: each library's default, all cores. XLA's own pool (MotherNet on CPU) is not capped.
+    threads: CPU threads per method: `n_jobs` of random forest, KNN, XGBoost and LightGBM, a cap
+      on the BLAS and OpenMP pools (histogram boosting, logistic regression, MLP) with threadpoolctl,
+      and XLA's CPU pools (MotherNet on CPU) through PJRT_NPROC and XLA_FLAGS, which XLA reads when
+      JAX starts its backend: in a process where it has started already, XLA is not capped and the
+      header says so. None: each library's default, all cores.
     """
+    xla_threads = cap_xla_threads(threads) if threads else ""  # first: before anything starts JAX
     paths = dataset_paths(data, datasets)[:max_datasets]
     skipped: dict[str, str] = {}
     if isinstance(methods, Mapping):
@@ -109,16 +131,18 @@ def evaluate(
             else "not run"
         ),
         "threads": (
-            f"{threads} per method (--threads; XLA's pool, used by MotherNet, is not capped)"
+            f"{threads} per method (--threads: n_jobs, BLAS/OpenMP pools; {xla_threads})"
             if threads
             else "library defaults (all cores)"
         ),
+        "JAX": device_line(),  # the backend MotherNet runs on
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "load average (1 min)": f"{load_before} at the start, {_load_average()} at the end",
         "commit": _git_commit(),
         "wall time": f"{elapsed:.0f} s" + (" (with an untimed warm-up fit per dataset)" if warmup else ""),
     }
-    write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    written = write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    print(f"wrote splits.jsonl, {', '.join(written)} to {out}", file=sys.stderr)
     return records
 
 
@@ -129,24 +153,32 @@ def write_outputs(
     *,
     header: Mapping[str, str] | None = None,
     skipped: Mapping[str, str] | None = None,
-) -> None:
-    """`datasets.csv`, `summary.md` and, where matplotlib is installed, the figures, into `out`."""
+) -> list[str]:
+    """`datasets.csv`, the figures that can be drawn here and `summary.md` into `out`; returns the
+    names of the files written. A figure that cannot be drawn (a library missing, too few datasets
+    or methods) is left out with one line saying why, on stderr and in the summary."""
     out = Path(out)
     report.write_dataset_csv(records, out / "datasets.csv")
+    written = ["datasets.csv"]
+    summary = report.summarise(records, methods)
+    drawn = {}
+    for name, (description, plot) in FIGURES.items():
+        try:
+            if not summary.datasets:
+                raise ValueError("no dataset has a score")
+            plot(summary, out / name)
+        except (ImportError, ValueError) as error:
+            drawn[name] = f"not drawn: {error}"
+            print(f"no {name}: {error}", file=sys.stderr)
+        else:
+            drawn[name] = description
+            written.append(name)
     descriptions = {name: METHODS[name].description for name in methods if name in METHODS}
     markdown = report.summary_markdown(
-        records, methods, header=header, descriptions=descriptions, skipped=skipped
+        records, methods, header=header, descriptions=descriptions, skipped=skipped, figures=drawn
     )
     (out / "summary.md").write_text(markdown)
-    summary = report.summarise(records, methods)
-    if not summary.datasets:
-        print("no dataset has a score: no figures", file=sys.stderr)
-        return
-    try:
-        figures.plot_auc_vs_time(summary, out / "auc_vs_time.png")
-        figures.plot_ranks(summary, out / "ranks.png")
-    except ImportError as error:
-        print(f"no figures: {error}", file=sys.stderr)
+    return [*written, "summary.md"]
 
 
 def _thread_limit(threads: int | None):
@@ -221,8 +253,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU threads per method (n_jobs and BLAS/OpenMP pools); default: all cores. "
-        "1 keeps times stable on a shared machine",
+        help="CPU threads per method (n_jobs, BLAS/OpenMP pools and XLA's CPU pools); default: all "
+        "cores. 1 keeps times stable on a shared machine",
     )
     parser.add_argument(
         "--warmup", action="store_true", help="one untimed fit per dataset and method first (JIT)"
@@ -285,7 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     methods = list(dict.fromkeys(r["method"] for r in records))
     print(report.summary_table(report.summarise(records, methods)))
-    print(f"\nwrote {', '.join(OUTPUT_FILES)} to {args.out}")
     return 0
 
 

@@ -1,16 +1,21 @@
-"""The two figures of a benchmark run: AUC against time, and mean ranks with their spread.
+"""The figures of a benchmark run: AUC against time, mean ranks with their spread, and the
+critical-difference diagram.
 
-matplotlib is optional (the `test` and `bench` extras); it is imported when a figure is drawn, with
-the Agg backend so that no display is needed.
+matplotlib and autorank are optional (the `test` and `bench` extras); they are imported when a
+figure is drawn, matplotlib with the Agg backend so that no display is needed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
 
-from mothernet_jax.benchmarks.report import Summary
+from mothernet_jax.benchmarks.report import REFERENCE, Summary
+
+CD_ALPHA = 0.05  # significance level of the Friedman test and the Nemenyi critical difference
 
 
 def pyplot():
@@ -27,11 +32,11 @@ def pyplot():
     return plt
 
 
-def save(fig, path: str | Path, dpi: int = 110) -> Path:
+def save(fig, path: str | Path, dpi: int = 110, **savefig) -> Path:
     """Write `fig` to `path` (making its folder) and close it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, **savefig)
     pyplot().close(fig)
     return path
 
@@ -58,33 +63,45 @@ def plot_auc_curves(
 
 
 def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
-    """Mean AUC of each method against its median predict (left) and fit (right) seconds, log x."""
+    """Mean AUC of each method against its median fit (left) and predict (right) seconds, log x, one
+    labelled point per method; where HistGradientBoosting ran, a dashed line at twice its fit time
+    and at its predict time (the issue's bounds)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^v<>p"
-    for ax, times, label in [
-        (axes[0], summary.predict_seconds, "median predict seconds per split"),
-        (axes[1], summary.fit_seconds, "median fit seconds per split"),
-    ]:
+    bounds = {}
+    if summary.time_ratios() is not None:
+        bounds = {
+            0: (2 * summary.fit_seconds[REFERENCE], "2x gradient boosting"),
+            1: (summary.predict_seconds[REFERENCE], "1x gradient boosting"),
+        }
+    for i, (ax, times, label) in enumerate(
+        [
+            (axes[0], summary.fit_seconds, "median fit seconds per split"),
+            (axes[1], summary.predict_seconds, "median predict seconds per split"),
+        ]
+    ):
         for j, method in enumerate(summary.methods):
-            seconds = times[method]
+            seconds, auc = times[method], summary.scores[:, j].mean()
             if not np.isfinite(seconds):
                 continue
             ax.scatter(
                 seconds,
-                summary.scores[:, j].mean(),
+                auc,
                 s=50,
                 zorder=3,
-                label=method,
                 color=colours[j % len(colours)],
                 marker=markers[j // len(colours) % len(markers)],
             )
+            ax.annotate(method, (seconds, auc), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        if i in bounds:
+            ax.axvline(bounds[i][0], color="grey", linestyle="--", linewidth=1, label=bounds[i][1])
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
-        ax.margins(x=0.2, y=0.1)
+        ax.margins(x=0.25, y=0.12)
         ax.set_xlabel(label + " (log scale)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     axes[0].set_ylabel(f"mean ROC AUC over {len(summary.datasets)} datasets")
     fig.suptitle("AUC against time")
     fig.tight_layout()
@@ -114,3 +131,38 @@ def plot_ranks(summary: Summary, path: str | Path) -> None:
     ax.set_title("Mean rank by ROC AUC, with the spread over datasets")
     fig.tight_layout()
     save(fig, path, dpi=120)
+
+
+def plot_cd_diagram(summary: Summary, path: str | Path, *, alpha: float = CD_ALPHA):
+    """Demšar's critical-difference diagram, drawn by autorank: mean rank by AUC over the datasets
+    (1 is best), methods joined by a bar where the Nemenyi test at `alpha` does not tell them apart.
+
+    Ranks are per dataset with ties averaged, as in the summary table. The Friedman test and the
+    Nemenyi critical difference need at least 3 methods and 5 datasets (ValueError otherwise);
+    ImportError says how to install autorank where it is missing. Returns autorank's result.
+    """
+    n_datasets, n_methods = summary.scores.shape
+    if n_methods < 3 or n_datasets < 5:
+        raise ValueError(
+            f"the critical-difference diagram needs 3 methods and 5 datasets, got {n_methods} and {n_datasets}"
+        )
+    pyplot()  # the Agg backend, before autorank imports pyplot
+    try:
+        import pandas as pd
+        from autorank import autorank, plot_stats
+    except ImportError as error:
+        raise ImportError(
+            "the critical-difference diagram needs autorank: pip install 'mothernet-jax[bench]'"
+        ) from error
+    data = pd.DataFrame(summary.scores, columns=summary.methods)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints that the test was forced
+        result = autorank(data, alpha=alpha, order="descending", force_mode="nonparametric")
+    ax = plot_stats(result, allow_insignificant=True, width=7)
+    ax.set_title(
+        f"Mean rank by ROC AUC over {n_datasets} datasets; CD {result.cd:.2f} "
+        f"(Nemenyi, alpha {alpha}); Friedman p = {result.pvalue:.2g}",
+        fontsize=9,
+        pad=14,
+    )
+    save(ax.figure, path, dpi=120, bbox_inches="tight")  # its labels lie outside the axes
+    return result

@@ -7,7 +7,8 @@ that a method cannot gain by failing on hard datasets. The aggregates over datas
 - mean rank: per dataset, the rank of each method's mean AUC among the methods (1 is best, ties
   share the average rank), averaged over datasets; the spread is their standard deviation;
 - normalised AUC: per dataset `(auc - min) / (max - min)` over the methods (1 where all tie), averaged;
-- median fit and predict seconds over every split that ran.
+- median fit and predict seconds over every split that ran, and their ratio to the reference
+  method's (HistGradientBoosting, `REFERENCE`) where it ran: 2.0 is twice its time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 FAILED_AUC = 0.5
+REFERENCE = "hist_gradient_boosting"  # the method whose median times the others are divided by
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,6 +106,15 @@ class Summary:
     fit_seconds: dict[str, float]  # method -> median over all splits that ran
     predict_seconds: dict[str, float]
 
+    def time_ratios(self, reference: str = REFERENCE) -> dict[str, tuple[float, float]] | None:
+        """method -> (median fit s, median predict s) over `reference`'s; None where it did not run."""
+        if reference not in self.methods:
+            return None
+        fit, predict = self.fit_seconds[reference], self.predict_seconds[reference]
+        if not (math.isfinite(fit) and fit > 0 and math.isfinite(predict) and predict > 0):
+            return None
+        return {m: (self.fit_seconds[m] / fit, self.predict_seconds[m] / predict) for m in self.methods}
+
     def order(self) -> list[int]:
         """Method indices by mean rank, best first."""
         return sorted(
@@ -172,21 +183,35 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-def summary_table(summary: Summary) -> str:
-    """The Markdown table of the aggregates, methods by mean rank."""
-    lines = [
-        "| method | mean AUC | mean rank (sd) | normalised AUC | failed datasets "
-        "| median fit s | median predict s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+def _ratio(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+
+
+def summary_table(summary: Summary, reference: str = REFERENCE) -> str:
+    """The Markdown table of the aggregates, methods by mean rank; where `reference` ran, each
+    method's median fit and predict time as a multiple of its."""
+    ratios = summary.time_ratios(reference)
+    columns = ["method", "mean AUC", "mean rank (sd)", "normalised AUC", "failed datasets"]
+    columns += ["median fit s", "median predict s"]
+    if ratios is not None:
+        columns += ["fit / HGB", "predict / HGB"]
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
     for j in summary.order():
         method = summary.methods[j]
-        lines.append(
-            f"| {method} | {summary.scores[:, j].mean():.4f} "
-            f"| {summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f}) "
-            f"| {summary.normalised[:, j].mean():.3f} | {len(summary.failed[method])} "
-            f"| {_seconds(summary.fit_seconds[method])} | {_seconds(summary.predict_seconds[method])} |"
-        )
+        row = [
+            method,
+            f"{summary.scores[:, j].mean():.4f}",
+            f"{summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f})",
+            f"{summary.normalised[:, j].mean():.3f}",
+            str(len(summary.failed[method])),
+            _seconds(summary.fit_seconds[method]),
+            _seconds(summary.predict_seconds[method]),
+        ]
+        if ratios is not None:
+            row += [_ratio(ratios[method][0]), _ratio(ratios[method][1])]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -216,8 +241,10 @@ def summary_markdown(
     header: Mapping[str, str] | None = None,
     descriptions: Mapping[str, str] | None = None,
     skipped: Mapping[str, str] | None = None,
+    figures: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole Markdown report: run facts, the summary table, AUC per dataset, failures, methods."""
+    """The whole Markdown report: run facts, the summary table, the figures (`figures`: file -> what
+    it shows, or why it was not drawn), AUC per dataset, failures, methods."""
     summary = summarise(records, methods)
     out = ["# Benchmark summary", ""]
     out += [f"- {key}: {value}" for key, value in (header or {}).items()]
@@ -228,9 +255,17 @@ def summary_markdown(
         "ranks are per dataset (1 is best). A dataset on which a method failed in any split counts as",
         f"failed for it and is scored as a constant predictor (AUC {FAILED_AUC}). Binary AUC is that of",
         "class 1; multiclass AUC is the one-vs-rest macro average over the classes in the test part.",
+        "Median fit and predict seconds are over every split that ran (fit on the training part,",
+        "predict_proba on the test part).",
     ]
+    if summary.time_ratios() is not None:
+        out.append("fit / HGB and predict / HGB: multiples of HistGradientBoosting's times (2.00: twice).")
+    else:
+        out.append(f"{REFERENCE} did not run: no ratios to its times.")
     if summary.unscored:
         out += ["", f"Left out of the aggregates (no AUC): {', '.join(summary.unscored)}."]
+    if figures:
+        out += ["", "Figures:", ""] + [f"- `{name}`: {text}" for name, text in figures.items()]
     out += ["", "## AUC per dataset: mean (std) over splits", "", dataset_table(records, methods), ""]
     failures = [c for c in aggregate(records) if c.failed]
     out += ["## Failures", ""]

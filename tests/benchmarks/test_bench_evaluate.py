@@ -20,9 +20,15 @@ def test_cli_end_to_end_on_two_datasets_with_two_methods(tmp_path, capsys):
     argv += ["--methods", "logistic_regression", "knn", "--out", str(out), "--quiet"]
     assert evaluate.main(argv) == 0
 
-    for name in evaluate.OUTPUT_FILES:
+    for name in set(evaluate.OUTPUT_FILES) - {"cd_diagram.png"}:
         assert (out / name).stat().st_size > 0, name
     assert (out / "auc_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    # two methods on two datasets: too few for the Friedman test, said in one line
+    captured = capsys.readouterr()
+    assert not (out / "cd_diagram.png").exists()
+    assert "no cd_diagram.png: the critical-difference diagram needs 3 methods and 5 datasets, got 2 and 2" in (
+        captured.err
+    )
 
     records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
     assert len(records) == 2 * 2 * 5
@@ -40,7 +46,7 @@ def test_cli_end_to_end_on_two_datasets_with_two_methods(tmp_path, capsys):
     assert "## Summary over 2 datasets" in summary
     assert "| logistic_regression |" in summary and "| knn |" in summary
     assert "python -m mothernet_jax.benchmarks.evaluate --data" in summary
-    assert "| method | mean AUC | mean rank (sd) |" in capsys.readouterr().out
+    assert "| method | mean AUC | mean rank (sd) |" in captured.out
 
 
 def test_evaluate_records_a_failing_method_and_goes_on(tmp_path):
