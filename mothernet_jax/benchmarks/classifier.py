@@ -2,7 +2,7 @@
 as the number of classes grows.
 
     python -m mothernet_jax.benchmarks.classifier [--repeats 5] [--skip-paper] [--threads N]
-        [--classes 2 10 26 100] [--skip-speed]
+        [--classes 2 7 26] [--class-repeats 3] [--set KEY=VALUE ...] [--skip-speed]
 
 Speed: one dataset (make_classification: 1,000 training rows x 50 features, 10,000 test rows, 3
 classes). MotherNet with n_estimators 1 and 8, for the `paper` preset (random weights: speed does
@@ -18,20 +18,26 @@ threads), which other processes disturb less. Accuracy on the test rows is print
 multi-threaded BLAS and OpenMP (both sides) lose most of their speed waiting for their threads,
 and `--threads 1` gives steadier figures.
 
-Classes: for each count in --classes, `MotherNetClassifier()` at its defaults (shipped weights,
-8 members, one-vs-rest where the weights recommend it: 8 members per class) on make_classification
-data of --class-rows training rows x 10 features (1,040 rows: 40 per class at 26 classes), in a
-fresh process each, so that the peak resident memory (ru_maxrss, the whole process: Python, JAX,
-the weights, compilation) belongs to that setting alone. It prints the members, the jitted calls
-that generate them, the first fit (which compiles), a second fit (warm), the warm fit per member,
-the peak memory and the accuracy on as many held-out rows. `--measure-classes K` runs one setting
-in this process and prints it as JSON (what each fresh process runs; the tests run it small).
+Classes (issue 20's cost as classes grow): for each count in --classes (2, 7 and 26),
+`MotherNetClassifier()` with no arguments (its defaults: the shipped weights and what their manifest
+recommends), or with the settings of `--set KEY=VALUE` (repeatable; the value is read as JSON where
+it parses, else as text: `--set finetune_steps=0 --set multiclass=native`), on make_classification
+data of --class-rows training rows (1,000) x 10 features, each count in a fresh process, so that
+the peak resident memory (ru_maxrss: Python, JAX, the weights, compilation) belongs to that count
+alone. It prints the members, the jitted calls that generate them, the first fit (which compiles),
+the median of --class-repeats warm fits, its ratio to the first count's (the 2-class fit), the peak
+memory and its ratio to the first count's, the peak's growth during the fits, and the accuracy on
+as many held-out rows; then the verdict on the issue's bounds (`VERDICT_BOUNDS`: a 7-class fit at
+most 2x the 2-class fit, a 26-class fit at most 5x, and the peak flat: every count's peak within
+`MEMORY_FLAT` of the 2-class peak). `--measure-classes K` runs one count in this process and
+prints it as JSON (what each fresh process runs; the tests run it small).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -44,10 +50,13 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 import mothernet_jax as mn
-from mothernet_jax.benchmarks.common import device_line
+from mothernet_jax.benchmarks.common import cap_xla_threads, device_line
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator.member_generation import members_per_call
 from mothernet_jax.generation import bucket_rows
+
+VERDICT_BOUNDS = {7: 2.0, 26: 5.0}  # class count -> most its median fit may take, in 2-class fits
+MEMORY_FLAT = 1.25  # "flat": no class count's peak memory above this multiple of the 2-class peak
 
 
 def _median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
@@ -83,10 +92,14 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def measure_classes(n_classes: int, *, rows: int, n_estimators: int = 8, warm: bool = True) -> dict:
-    """Fit `MotherNetClassifier` (shipped weights, defaults but n_estimators) on `rows` training
-    rows x 10 features of n_classes classes and measure it in this process: members, jitted calls,
-    first and warm fit seconds, peak resident memory (bytes), held-out accuracy."""
+def measure_classes(
+    n_classes: int, *, rows: int = 1000, settings: dict | None = None, repeats: int = 3
+) -> dict:
+    """Fit `MotherNetClassifier(**settings)` (no settings: its defaults) on `rows` training rows x 10
+    features of n_classes classes and measure it in this process: members, jitted calls, the first
+    fit's seconds, the median of `repeats` warm fits (None for 0), peak resident memory (bytes)
+    before and after the fits, held-out accuracy."""
+    settings = dict(settings or {})
     X, y = make_classification(
         n_samples=2 * rows, n_features=10, n_informative=10, n_redundant=0, n_classes=n_classes,
         n_clusters_per_class=1, class_sep=2.0, random_state=0,
@@ -94,29 +107,46 @@ def measure_classes(n_classes: int, *, rows: int, n_estimators: int = 8, warm: b
     X_train, y_train, X_test, y_test = X[:rows], y[:rows], X[rows:], y[rows:]
     rss_before = peak_rss_bytes()
     start = time.perf_counter()
-    clf = MotherNetClassifier(n_estimators=n_estimators, random_state=0).fit(X_train, y_train)
+    clf = MotherNetClassifier(**settings).fit(X_train, y_train)
     first_fit = time.perf_counter() - start
-    fit = None
-    if warm:
+    fits = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        clf = MotherNetClassifier(n_estimators=n_estimators, random_state=0).fit(X_train, y_train)
-        fit = time.perf_counter() - start
+        clf = MotherNetClassifier(**settings).fit(X_train, y_train)
+        fits.append(time.perf_counter() - start)
     accuracy = float((clf.predict(X_test) == y_test).mean())
     n_members = len(clf.ensemble_)
     chunk = members_per_call(n_members, bucket_rows(max(m["n_rows"] for m in clf.ensemble_)))
     return {
         "classes": n_classes,
         "rows": rows,
+        "settings": {k: repr(v) for k, v in settings.items()},
         "multiclass": clf.multiclass_,
         "members": n_members,
         "members_per_call": chunk,
         "calls": -(-n_members // chunk),
         "first_fit_s": first_fit,
-        "fit_s": fit,
+        "fit_s": statistics.median(fits) if fits else None,
+        "fit_times_s": fits,
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_before_fit_bytes": rss_before,
         "accuracy": accuracy,
     }
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """`["n_estimators=4", "multiclass=native"]` -> {"n_estimators": 4, "multiclass": "native"}:
+    each value read as JSON where it parses (numbers, null, true), else as text."""
+    settings = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY a MotherNetClassifier argument")
+        try:
+            settings[key] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key] = text
+    return settings
 
 
 def main(argv=None) -> None:
@@ -132,24 +162,40 @@ def main(argv=None) -> None:
     parser.add_argument("--features", type=int, default=50)
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="limit BLAS and OpenMP threads (both sides; XLA's own threads are not limited)",
+        help="threads for both sides: BLAS and OpenMP pools, and XLA's CPU pools (PJRT_NPROC)",
     )  # fmt: skip
     parser.add_argument("--skip-speed", action="store_true", help="only the table over class counts")
     parser.add_argument(
-        "--classes", type=int, nargs="*", default=[2, 10, 26, 100],
-        help="class counts of the fit-time and peak-memory table (none: skip it)",
+        "--classes", type=int, nargs="*", default=[2, 7, 26],
+        help="class counts of the fit-time and peak-memory table, the first the reference (none: skip it)",
     )  # fmt: skip
-    parser.add_argument("--class-rows", type=int, default=1040, help="training rows of that table")
-    parser.add_argument("--class-estimators", type=int, default=8, help="n_estimators of that table")
+    parser.add_argument("--class-rows", type=int, default=1000, help="training rows of that table")
+    parser.add_argument(
+        "--class-repeats", type=int, default=3, help="warm fits per class count (their median)"
+    )
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+        help="a MotherNetClassifier argument for that table (repeatable; default: none, its defaults)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--class-estimators", type=int, default=None, help="shortcut for --set n_estimators=N"
+    )
     parser.add_argument("--measure-classes", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--no-warm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-warm", action="store_true", help="shortcut for --class-repeats 0")
     args = parser.parse_args(argv)
+    try:
+        args.settings = parse_settings(args.settings)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.class_estimators is not None:
+        args.settings["n_estimators"] = args.class_estimators
+    if args.no_warm:
+        args.class_repeats = 0
+    if args.threads is not None:
+        args.xla_threads = cap_xla_threads(args.threads)  # before anything starts JAX's backend
     if args.measure_classes is not None:  # one setting, in this (fresh) process
         result = measure_classes(
-            args.measure_classes,
-            rows=args.class_rows,
-            n_estimators=args.class_estimators,
-            warm=not args.no_warm,
+            args.measure_classes, rows=args.class_rows, settings=args.settings, repeats=args.class_repeats
         )
         print(json.dumps(result))
         return
@@ -162,40 +208,98 @@ def main(argv=None) -> None:
             run(args)
 
 
-def run_classes(args) -> None:
-    """The fit-time and peak-memory table, one fresh process per class count."""
-    print(
-        f"# MotherNetClassifier() defaults (shipped weights, n_estimators={args.class_estimators}), "
-        f"{args.class_rows} training rows x 10 features; one fresh process per class count"
-    )
-    print(
-        f"{'classes':>7s} {'strategy':>11s} {'members':>7s} {'per call':>8s} {'calls':>5s} "
-        f"{'first fit':>10s} {'fit':>8s} {'fit/member':>10s} {'peak memory':>11s} {'acc':>6s}"
-    )
-    for n_classes in args.classes:
-        command = [
-            sys.executable, "-m", "mothernet_jax.benchmarks.classifier", "--measure-classes", str(n_classes),
-            "--class-rows", str(args.class_rows), "--class-estimators", str(args.class_estimators),
-        ]  # fmt: skip
-        if args.threads is not None:
-            command += ["--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{n_classes:7d} failed: {done.stderr.strip().splitlines()[-1:]}")
+def measure_in_subprocess(n_classes: int, args) -> dict:
+    """`measure_classes` in a fresh process (its own peak memory); raises RuntimeError with the
+    child's last error line where it fails."""
+    command = [
+        sys.executable, "-m", "mothernet_jax.benchmarks.classifier", "--measure-classes", str(n_classes),
+        "--class-rows", str(args.class_rows), "--class-repeats", str(args.class_repeats),
+    ]  # fmt: skip
+    for key, value in args.settings.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def verdict(results: list[dict]) -> list[str]:
+    """Issue 20's bounds on the measured class counts (`results` as `measure_classes` returns them,
+    the 2-class one among them): a line per bound, then 'holds' or 'does not hold' for them all."""
+    by_classes = {r["classes"]: r for r in results}
+    base = by_classes.get(2)
+    lines, holds = [], True
+    for classes, bound in VERDICT_BOUNDS.items():
+        r = by_classes.get(classes)
+        if base is None or r is None or base["fit_s"] is None or r["fit_s"] is None:
+            lines.append(f"{classes}-class fit <= {bound:g}x the 2-class fit: not measured")
+            holds = False
             continue
-        r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(
-            f"{r['classes']:7d} {r['multiclass']:>11s} {r['members']:7d} {r['members_per_call']:8d} "
-            f"{r['calls']:5d} {r['first_fit_s']:9.2f}s {r['fit_s']:7.2f}s "
-            f"{r['fit_s'] / r['members'] * 1e3:8.0f}ms {r['peak_rss_bytes'] / 2**30:8.2f} GiB "
-            f"{r['accuracy']:6.3f}"
+        ratio = r["fit_s"] / base["fit_s"]
+        ok = ratio <= bound
+        holds &= ok
+        lines.append(
+            f"{classes}-class fit <= {bound:g}x the 2-class fit: {ratio:.2f}x ({'holds' if ok else 'FAILS'})"
         )
+    if base is None or len(results) < 2:
+        lines.append("peak memory flat: not measured (needs 2 classes and another count)")
+        holds = False
+    else:
+        worst = max(results, key=lambda r: r["peak_rss_bytes"])
+        ratio = worst["peak_rss_bytes"] / base["peak_rss_bytes"]
+        ok = ratio <= MEMORY_FLAT
+        holds &= ok
+        lines.append(
+            f"peak memory flat (every peak <= {MEMORY_FLAT:g}x the 2-class peak): highest "
+            f"{ratio:.2f}x at {worst['classes']} classes ({'holds' if ok else 'FAILS'})"
+        )
+    lines.append("issue 20's cost as classes grow: " + ("holds" if holds else "does not hold"))
+    return lines
+
+
+def run_classes(args, measure=measure_in_subprocess) -> list[dict]:
+    """The fit-time and peak-memory table, one fresh process per class count (`measure`), then the
+    verdict; returns the measurements."""
+    settings = ", ".join(f"{k}={v!r}" for k, v in args.settings.items())
+    print(
+        f"# MotherNetClassifier({settings}){'' if settings else ': its defaults'}, {args.class_rows} "
+        f"training rows x 10 features; one fresh process per class count; fit: median of "
+        f"{args.class_repeats} warm fits"
+    )
+    print(
+        f"{'classes':>7s} {'strategy':>11s} {'members':>7s} {'calls':>5s} {'first fit':>10s} "
+        f"{'fit':>8s} {'fit/base':>8s} {'peak memory':>11s} {'peak/base':>9s} {'growth':>10s} {'acc':>6s}"
+    )
+    results = []
+    for n_classes in args.classes:
+        try:
+            r = measure(n_classes, args)
+        except RuntimeError as error:
+            print(f"{n_classes:7d} failed: {error}")
+            continue
+        results.append(r)
+        base = results[0]
+        fit_ratio = r["fit_s"] / base["fit_s"] if r["fit_s"] and base["fit_s"] else math.nan
+        fit = f"{r['fit_s']:7.2f}s" if r["fit_s"] is not None else f"{'-':>8s}"
+        growth = (r["peak_rss_bytes"] - r["rss_before_fit_bytes"]) / 2**30
+        print(
+            f"{r['classes']:7d} {r['multiclass']:>11s} {r['members']:7d} {r['calls']:5d} "
+            f"{r['first_fit_s']:9.2f}s {fit} {fit_ratio:8.2f} {r['peak_rss_bytes'] / 2**30:7.2f} GiB "
+            f"{r['peak_rss_bytes'] / base['peak_rss_bytes']:9.2f} {growth:6.2f} GiB {r['accuracy']:6.3f}"
+        )
+    if results:
+        print(f"# base: {results[0]['classes']} classes; growth: the peak's rise during the fits")
+    for line in verdict(results):
+        print(f"# {line}")
+    return results
 
 
 def run(args) -> None:
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    threads = "library defaults" if args.threads is None else args.threads
-    print(f"# {device_line()} cpus={os.cpu_count()} load={load} blas/openmp threads={threads}")
+    threads = "library defaults" if args.threads is None else f"{args.threads} ({args.xla_threads})"
+    print(f"# {device_line()} cpus={os.cpu_count()} load={load} threads={threads}")
     if not args.skip_speed:
         run_speed(args)
     if args.classes:
