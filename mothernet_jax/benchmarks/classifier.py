@@ -266,7 +266,7 @@ def run_classes(args, measure=measure_in_subprocess) -> list[dict]:
     print(
         f"# MotherNetClassifier({settings}){'' if settings else ': its defaults'}, {args.class_rows} "
         f"training rows x 10 features; one fresh process per class count; fit: median of "
-        f"{args.class_repeats} warm fits"
+        f"{args.class_repeats} warm fit{'' if args.class_repeats == 1 else 's'}"
     )
     print(
         f"{'classes':>7s} {'strategy':>11s} {'members':>7s} {'calls':>5s} {'first fit':>10s} "

@@ -97,7 +97,7 @@ def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
             ax.annotate(method, (seconds, auc), xytext=(6, 4), textcoords="offset points", fontsize=8)
         if i in bounds:
             ax.axvline(bounds[i][0], color="grey", linestyle="--", linewidth=1, label=bounds[i][1])
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
         ax.set_xscale("log")
         ax.margins(x=0.25, y=0.12)
         ax.set_xlabel(label + " (log scale)")
