@@ -22,14 +22,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from mothernet_jax import settings
 from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, missing_mask, plain_dtypes
+from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import check_memory, generate_children
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
 from mothernet_jax.estimator.weights import resolve_weights, weights_info
 from mothernet_jax.predictor import Predictor
 
-DEFAULT_MAX_TRAIN_ROWS = 1024  # the weights are meta-trained on at most 1,151 training rows
-MULTICLASS = ("auto", "native", "one_vs_rest")
+MULTICLASS = ("auto", *settings.MULTICLASS_STRATEGIES)
 
 
 # -- the estimator ----------------------------------------------------------------------------------
@@ -38,14 +39,19 @@ MULTICLASS = ("auto", "native", "one_vs_rest")
 class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     """MotherNet as a scikit-learn classifier: an ensemble of generated MLPs, no training loop.
 
+    Settings marked "auto" take what the weight file recommends in its manifest (the key of the same
+    name), else the library's default (`mothernet_jax.settings`); ``settings_`` says what fit used.
+    The shipped weights' recommendations, and the measurements they come from:
+    docs/FAST_DEFAULTS.md.
+
     Parameters
     ----------
     weights : None, path, Weights or (params, ModelConfig)
         None: the shipped weights (`mothernet_jax.pretrained`); a path: a weight file; or a params
         pytree with its config, best as `mothernet_jax.Weights` (what `load_pretrained` returns),
         which prints in one short line and is shared, not copied, by `sklearn.clone`.
-    n_estimators : int, default 8
-        Ensemble members. Member 0 is the reference configuration (no rotation, no label shift, raw
+    n_estimators : int or "auto"
+        Ensemble members (library default 8). Member 0 is the reference configuration (no rotation, no label shift, raw
         numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference
         ``MotherNetClassifier`` (plus the limits below). Members 1, 2, ... cycle through quantile
         transform on/off x one-hot/ordinal categorical codes, and each draws a cyclic rotation of its
@@ -57,11 +63,11 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         Seeds the member draws and subsamples; the same seed gives the same classifier.
     temperature : float, default 0.8
         predict_proba = softmax(logits / temperature), averaged over the members.
-    max_train_rows : int or None, default 1024
-        With more training rows, each member reads its own stratified subsample of this many rows
-        (every class kept). None: no limit (attention memory grows with rows squared: about 17 GiB
-        for 20,000 rows with the shipped weights); fit estimates the memory first and raises a
-        MemoryError naming this setting when it exceeds what is available.
+    max_train_rows : int, None or "auto"
+        Context rows: with more training rows, each member reads its own stratified subsample of
+        this many rows (every class kept; library default 1024). Attention costs rows squared.
+        None: no limit (about 17 GiB for 20,000 rows with the shipped weights); fit estimates the
+        memory first and raises a MemoryError naming this setting when it exceeds what is available.
     categorical_features : "auto", bool mask, indices or column names
         "auto": the columns holding a value that is not a number, whatever their storage: numbers
         stored as text ("3.5", as from some CSV readers) are numbers, and so are dates and times
@@ -73,21 +79,29 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         the one-hot members. A level not seen in training is treated as missing. A categorical
         column with nearly one level per row (an identifier, or dates stored as text) gets a
         warning that names it: its levels cannot generalise to new rows.
-    multiclass : "auto", "native" or "one_vs_rest", default "auto"
-        How a task with k > 2 classes is put to the model. "native": every member sees all k
-        classes (the reference). "one_vs_rest": k binary tasks, each class against the others,
+    multiclass : "auto", "native" or "one_vs_rest"
+        How a task with k > 2 classes is put to the model (library default "native"). "native": every
+        member sees all k classes (up to 10; groups of classes above, see below), so fit costs the
+        same at any k. "one_vs_rest": k binary tasks, each class against the others,
         ``n_estimators`` members per class (k times the members, so fit and predict cost k times
         as much); a class's probability is its members' "this class" probability plus the share
-        of the other members' "other classes" probability. "auto": what the weight file
-        recommends in its manifest (``"multiclass"``), else "native". The shipped ``small`` weights
-        recommend one-vs-rest: they have seen few tasks with many classes and tell two classes
-        apart much better (see MODEL_CARD.md).
-    finetune_steps : int or "auto", default "auto"
-        After generation, this many full-batch Adam steps (learning rate 1e-3) on each child's
-        cross-entropy over its training rows ("MotherNet + gradient descent"), vmapped over the
-        members of each generation call. "auto": what the weight file recommends in its manifest
-        (``"finetune_steps"``), else 0 (the children as generated). The shipped ``small`` weights
-        recommend fine-tuning (see MODEL_CARD.md).
+        of the other members' "other classes" probability.
+    finetune_steps : int or "auto"
+        After generation, at most this many Adam steps on each child's cross-entropy over its
+        member's training rows ("MotherNet + gradient descent"), vmapped over the members of each
+        generation call (library default 0: the children as generated).
+    finetune_learning_rate : float or "auto"
+        Adam's step size (library default 1e-3, the reference's).
+    finetune_layers : "all", "output" or "auto"
+        Which layers change (library default "all"); "output": the last layer only, a convex
+        problem on the child's fixed hidden features, cheaper and slower to overfit.
+    finetune_rows : int, None or "auto"
+        About this many of the member's rows, drawn at random, per step (library default None:
+        all of them).
+    finetune_holdout : float in [0, 0.5] or "auto"
+        Early stopping: this share of each member's rows is kept out of the fine-tuning and scored
+        after every step; the child keeps its best step (the child as generated included) and stops
+        after 20 steps without a better one. 0 (library default): no early stopping.
 
     The model's limits, handled per member:
 
@@ -108,8 +122,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       naming the column; so does a missing label in y.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
-    (bool mask), multiclass_ ("native" or "one_vs_rest": what fit did), finetune_steps_ (the steps
-    fit ran, 'auto' resolved), ensemble_ (one dict per member: what it reads), predictor_ (the `predictor.Predictor` that predict_proba runs and `export`
+    (bool mask), settings_ (every "auto" setting as fit resolved it), multiclass_ ("native" or
+    "one_vs_rest": what fit did), finetune_steps_ (the step limit fit used), ensemble_ (one dict per member: what it reads), predictor_ (the `predictor.Predictor` that predict_proba runs and `export`
     writes).
     """
 
@@ -117,13 +131,17 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self,
         weights=None,
         *,
-        n_estimators: int = 8,
+        n_estimators: int | str = "auto",
         random_state=None,
         temperature: float = 0.8,
-        max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
+        max_train_rows: int | None | str = "auto",
         categorical_features="auto",
         multiclass: str = "auto",
         finetune_steps: int | str = "auto",
+        finetune_learning_rate: float | str = "auto",
+        finetune_layers: str = "auto",
+        finetune_rows: int | None | str = "auto",
+        finetune_holdout: float | str = "auto",
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -133,6 +151,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.categorical_features = categorical_features
         self.multiclass = multiclass
         self.finetune_steps = finetune_steps
+        self.finetune_learning_rate = finetune_learning_rate
+        self.finetune_layers = finetune_layers
+        self.finetune_rows = finetune_rows
+        self.finetune_holdout = finetune_holdout
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -145,6 +167,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
+        chosen = self._settings()
         auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
         X = plain_dtypes(X)
         reject_missing_labels(y)
@@ -159,28 +182,35 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
         encoded = encoder.transform(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        strategy = self._multiclass_strategy() if len(classes) > 2 else "native"
+        strategy = chosen["multiclass"] if len(classes) > 2 else "native"
         plans = plan_members(
             encoder,
             encoded,
             y_codes,
             n_classes=len(classes),
-            n_estimators=self.n_estimators,
-            max_train_rows=self.max_train_rows,
+            n_estimators=chosen["n_estimators"],
+            max_train_rows=chosen["max_train_rows"],
             max_features=config.max_features,
             max_classes=config.max_classes,
             rng=np.random.default_rng(seed),
             one_vs_rest=strategy == "one_vs_rest",
         )
-        check_memory(plans, config, f"max_train_rows={self.max_train_rows!r}")
-        finetune_steps = self._finetune_steps()
+        check_memory(plans, config, f"max_train_rows={chosen['max_train_rows']!r}")
+        finetune = Finetune(
+            steps=chosen["finetune_steps"],
+            learning_rate=chosen["finetune_learning_rate"],
+            layers=chosen["finetune_layers"],
+            rows=chosen["finetune_rows"],
+            holdout=chosen["finetune_holdout"],
+        )
         children = generate_children(
-            params, config, encoded, y_codes, plans, finetune_steps=finetune_steps, temperature=self.temperature
+            params, config, encoded, y_codes, plans, finetune=finetune, temperature=self.temperature, seed=seed
         )
         self.classes_ = classes
         self.categorical_features_ = mask
+        self.settings_ = {**chosen, "multiclass": strategy}
         self.multiclass_ = strategy
-        self.finetune_steps_ = finetune_steps
+        self.finetune_steps_ = finetune.steps
         self.ensemble_ = [_describe(p) for p in plans]
         self.predictor_ = Predictor(
             children,
@@ -216,33 +246,18 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------------------------
 
     def _check_parameters(self) -> None:
-        def integer(name, low, allow_none=False):
+        for name in settings.RECOMMENDABLE:
             value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-        integer("n_estimators", 1)
-        integer("max_train_rows", 1, allow_none=True)
-        if not (isinstance(self.finetune_steps, str) and self.finetune_steps == "auto"):
-            integer("finetune_steps", 0)
-        if self.multiclass not in MULTICLASS:
-            raise ValueError(f"multiclass must be one of {', '.join(MULTICLASS)}; got {self.multiclass!r}")
+            if not (isinstance(value, str) and value == "auto"):
+                settings.check(name, value)
         if not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 
-    def _finetune_steps(self) -> int:
-        """`finetune_steps`, with "auto" resolved by the weight file (0 where it says nothing)."""
-        if self.finetune_steps != "auto":
-            return int(self.finetune_steps)
-        return weights_info(self.weights).get("finetune_steps", 0)  # checked with the manifest
-
-    def _multiclass_strategy(self) -> str:
-        """ "native" or "one_vs_rest": `multiclass`, with "auto" resolved by the weight file."""
-        if self.multiclass != "auto":
-            return self.multiclass
-        return weights_info(self.weights).get("multiclass", "native")
+    def _settings(self) -> dict:
+        """Every setting of `settings.RECOMMENDABLE`, "auto" resolved by the weight file's manifest
+        (the library's defaults where it says nothing)."""
+        recommended = weights_info(self.weights)  # checked with the manifest
+        return {name: settings.resolve(name, getattr(self, name), recommended) for name in settings.RECOMMENDABLE}
 
     def _categorical_mask(self, n_features: int) -> np.ndarray:
         spec = self.categorical_features

@@ -15,17 +15,15 @@ import os
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mothernet_jax.child import Child, factored_logits, standardise_rows
+from mothernet_jax.child import Child
 from mothernet_jax.config import ModelConfig
+from mothernet_jax.estimator.finetune import Finetune, finetune_children
 from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.generation import bucket_rows, generate_batch
 
 MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
-FINETUNE_LEARNING_RATE = 1e-3  # Adam step size of `finetune_steps`, as the reference's MLP fine-tuning
 # float32 attention matrices (members x heads x rows^2) alive at once at the peak of a generation
 # call: fitted to the measured process peaks of one member of `small` (3 heads): 17.1 GiB at 20,000
 # rows (estimate 18.2), 1.70 GiB at 6,000 (estimate 1.67)
@@ -53,33 +51,6 @@ def member_layers(params, X, y, n_rows, n_features, *, config: ModelConfig):
 generate_members = jax.jit(member_layers, static_argnames=("config",))
 
 
-def finetune_layers(layers, mean, std, X, y, n_rows, n_groups, temperature, steps, learning_rate):
-    """`steps` full-batch Adam steps on every member's child (vmapped), cross-entropy of
-    softmax(logits / temperature) on the member's training rows. Shapes as `member_layers`;
-    n_groups: (B,) outputs in use (the others are masked). Returns the tuned layers."""
-    optimizer = optax.adam(learning_rate)
-
-    def one(layers, mean, std, x, y, n, g):
-        z = standardise_rows(x, mean, std, jnp)
-        row_mask = jnp.arange(x.shape[0]) < n
-
-        def loss(layers):
-            logits = factored_logits(layers, z, jnp) / temperature
-            logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] < g, logits, -1e30)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            return jnp.sum(jnp.where(row_mask, ce, 0.0)) / jnp.maximum(n, 1)
-
-        def step(_, carry):
-            layers, state = carry
-            updates, state = optimizer.update(jax.grad(loss)(layers), state, layers)
-            return optax.apply_updates(layers, updates), state
-
-        return jax.lax.fori_loop(0, steps, step, (layers, optimizer.init(layers)))[0]
-
-    return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups)
-
-
-finetune_members = jax.jit(finetune_layers)
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -201,21 +172,24 @@ def generate_children(
     y: np.ndarray,
     plans: list[MemberPlan],
     *,
-    finetune_steps: int = 0,
+    finetune: Finetune | None = None,
     temperature: float = 0.8,
     member_rows: int = MEMBER_ROWS_PER_CALL,
+    seed: int = 0,
 ) -> list[Child]:
     """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
 
     encoded: (n, n_columns) the encoded training table; y: (n,) int class codes; plans: the
-    members (`plan.plan_members`). finetune_steps > 0: that many Adam steps on each child's
-    training rows (softmax(logits / temperature)). member_rows bounds members x padded rows per
+    members (`plan.plan_members`). finetune.steps > 0: fine-tune each child on its member's
+    training rows (softmax(logits / temperature); `finetune.Finetune`), its random draws (held-out
+    rows, row subsets) seeded by `seed`. member_rows bounds members x padded rows per
     call. Returns the children in data space, NumPy float32, sliced to each member's columns and
     output groups; the same (to float tolerance) whatever the chunk size.
     """
     rows = bucket_rows(max(len(p.rows) for p in plans))
     chunk = members_per_call(len(plans), rows, member_rows)
     children: list[Child] = []
+    rng = np.random.default_rng(seed)
     for start in range(0, len(plans), chunk):
         real = plans[start : start + chunk]
         padded = real + [real[0]] * (chunk - len(real))  # same shapes in every call: one compile
@@ -223,11 +197,10 @@ def generate_children(
             encoded, y, padded, rows, config.max_features
         )
         layers, mean, std = generate_members(params, X, labels, n_rows, n_features, config=config)
-        if finetune_steps:
-            layers = finetune_members(
-                layers, mean, std, X, labels, n_rows, n_groups,
-                np.float32(temperature), np.int32(finetune_steps), np.float32(FINETUNE_LEARNING_RATE),
-            )  # fmt: skip
+        if finetune is not None and finetune.steps:
+            layers = finetune_children(
+                layers, mean, std, X, labels, n_rows, n_groups, finetune=finetune, temperature=temperature, rng=rng
+            )
         layers, mean, std = jax.device_get((layers, mean, std))
         children.extend(_children(layers, mean, std, real))
     return children

@@ -27,6 +27,7 @@ from flax import serialization
 
 from mothernet_jax.config import PRESETS, ModelConfig
 from mothernet_jax.npz import ZIP_MAGIC, atomic_write
+from mothernet_jax.settings import SETTINGS
 
 FORMAT = "mothernet-jax-weights"
 VERSION = 1
@@ -36,7 +37,6 @@ DEFAULT_NAME = "small"
 
 MANIFEST_KEYS = ("file", "sha256", "bytes", "storage_dtype", "config")  # written by save_pretrained
 STORAGE_DTYPES = ("bfloat16", "float32", "float16")
-MULTICLASS_RECOMMENDATIONS = ("native", "one_vs_rest")  # MotherNetClassifier(multiclass="auto") reads it
 MARKER = FORMAT.encode()  # every weight file holds its format name near its start (after the config)
 
 
@@ -231,11 +231,8 @@ MANIFEST_FIELDS = {
     "bytes": (_count, "an integer >= 0"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
     "config": (lambda v: isinstance(v, dict) and _model_config(v), "a ModelConfig as a JSON object"),
-    "multiclass": (
-        lambda v: v in MULTICLASS_RECOMMENDATIONS,
-        f"one of {', '.join(MULTICLASS_RECOMMENDATIONS)}",
-    ),
-    "finetune_steps": (_count, "an integer >= 0"),
+    # the classifier settings the weights recommend ("auto" parameters): checked as the estimator checks them
+    **{name: (test, expected) for name, (test, expected, _, _) in SETTINGS.items()},
     "steps": (_count, "an integer >= 0"),
     "datasets_seen": (_count, "an integer >= 0"),
     "total_steps": (_count, "an integer >= 0"),

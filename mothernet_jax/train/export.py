@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mothernet_jax.settings import RECOMMENDABLE
 from mothernet_jax.train.config import ConfigError, TrainConfig
 
 LINEAGE = "lineage.json"  # what the init weights carried in (see `lineage`)
@@ -26,13 +27,13 @@ EXPORT_DTYPES = ("float32", "bfloat16")
 
 # manifest keys that tell MotherNetClassifier how to use the weights ("auto" options): an export
 # keeps those of its init weights
-RECOMMENDATIONS = ("multiclass", "finetune_steps")
+RECOMMENDATIONS = RECOMMENDABLE
 
 
 def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[str, Any]:
     """What `config.init_weights` carries into this run's export: its training history (a list of
     phases, each {steps, datasets_seen, train_config}) and the classifier's recommendations
-    (`RECOMMENDATIONS`: "multiclass", "finetune_steps"). Read from the weight file's manifest when the run starts fresh, else from the
+    (`RECOMMENDATIONS`: `settings.RECOMMENDABLE`, "multiclass", "finetune_steps", ...). Read from the weight file's manifest when the run starts fresh, else from the
     work directory."""
     saved = None if workdir is None else workdir / LINEAGE
     if saved is not None and saved.exists() and not fresh:

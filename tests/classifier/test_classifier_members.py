@@ -12,6 +12,7 @@ import mothernet_jax as mn
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import member_generation
 from mothernet_jax.estimator.encoding import FeatureEncoder
+from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import (
     MEMBER_ROWS_PER_CALL,
     generate_children,
@@ -72,10 +73,10 @@ def test_chunked_generation_equals_one_call(finetune_steps, tiny_weights):
     encoded, plans = _plans(X, y, 3, 3, one_vs_rest=True)  # 9 members of 150 rows (256 padded)
     with jax.default_matmul_precision("highest"):
         one_call = generate_children(
-            tiny_weights.params, CONFIG, encoded, y, plans, finetune_steps=finetune_steps
+            tiny_weights.params, CONFIG, encoded, y, plans, finetune=Finetune(steps=finetune_steps)
         )
         chunked = generate_children(
-            tiny_weights.params, CONFIG, encoded, y, plans, finetune_steps=finetune_steps, member_rows=2 * 256
+            tiny_weights.params, CONFIG, encoded, y, plans, finetune=Finetune(steps=finetune_steps), member_rows=2 * 256
         )  # chunks of 2: 5 calls, the last padded with a copy of a member
     assert members_per_call(9, 256) == 9 and members_per_call(9, 256, 2 * 256) == 2
     assert len(one_call) == len(chunked) == 9

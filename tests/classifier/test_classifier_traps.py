@@ -260,6 +260,23 @@ def frames(draw):
     return _table(draw, kinds, missing, n), np.array(labels), _table(draw, kinds, missing, draw(st.integers(1, 8)))
 
 
+def _text_in_numeric(clf, rows: pd.DataFrame) -> int | None:
+    """The first column the classifier reads as numbers (its training values were) that holds a
+    value in `rows` that is not a number, e.g. text in an object column whose training values were
+    all numbers or missing; or None."""
+    for j, name in enumerate(rows.columns):
+        if clf.categorical_features_[j] or not name.startswith("object"):
+            continue
+        for value in rows[name]:
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                return j
+    return None
+
+
 def _beyond_float32(frame: pd.DataFrame) -> int | None:
     """The first column holding a finite number beyond float32's range, or None."""
     for j, name in enumerate(frame.columns):
@@ -281,8 +298,8 @@ def _beyond_float32(frame: pd.DataFrame) -> int | None:
 def test_any_mix_of_pandas_dtypes_with_missing_values_fits_and_predicts(tiny_weights, data):
     """Every supported dtype, in any mix, with any share of missing values: fit and predict give
     finite probabilities that sum to one, the same from the exported predictor (which reads the
-    DataFrame's pandas values as they are); or, for a number beyond float32's range, one clear
-    ValueError naming its column."""
+    DataFrame's pandas values as they are); or, for a number beyond float32's range or text in a
+    column that held numbers in training, one clear ValueError naming its column."""
     frame, labels, new = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # identifier-like categorical columns are named
@@ -296,6 +313,12 @@ def test_any_mix_of_pandas_dtypes_with_missing_values_fits_and_predicts(tiny_wei
         if (bad := _beyond_float32(rows)) is not None:
             for predict in (clf.predict_proba, clf.predictor_.predict_proba):
                 with pytest.raises(ValueError, match=f"beyond float32's range in column {bad} ") as error:
+                    predict(rows)
+                one_line(error)
+            continue
+        if (bad := _text_in_numeric(clf, rows)) is not None:
+            for predict in (clf.predict_proba, clf.predictor_.predict_proba):
+                with pytest.raises(ValueError, match=f"column {bad} holds non-numeric values") as error:
                     predict(rows)
                 one_line(error)
             continue

@@ -1,0 +1,283 @@
+"""The cost/accuracy map of MotherNetClassifier's levers, on validation datasets only.
+
+    python -m mothernet_jax.benchmarks.levers --out runs/levers --threads 1
+    python -m mothernet_jax.benchmarks.levers --out runs/levers --report-only --figure docs/levers.png
+
+Every setting (`SETTINGS`: a name and the classifier parameters it changes) and the two baselines
+users compare against (logistic regression with scaling, HistGradientBoosting) are fitted on the
+same splits of every validation dataset (`validation_paths`: the datasets of `--data` folders that
+are not TabPFN-test datasets), with the same threads: XLA's pool is capped with the BLAS and OpenMP
+pools (`--threads`), so the seconds compare. Each (dataset, setting) pair gets an untimed warm-up fit
+first (compilation stays out of the times; `--compile` measures it apart). Records are appended to
+`OUT/splits.jsonl` as they finish and a rerun skips the pairs already there, so an interrupted map
+resumes. The report (`OUT/levers.md`, and the figure): per setting, mean AUC, median fit and predict
+seconds, their ratio to HistGradientBoosting's, and whether it lies on the Pareto front of mean AUC
+against median fit seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+# name -> MotherNetClassifier parameters (every other parameter: the library default, not "auto", so
+# that a setting means the same whatever the weight file recommends)
+BASE = {
+    "multiclass": "native",
+    "n_estimators": 8,
+    "max_train_rows": 1024,
+    "finetune_steps": 0,
+    "finetune_learning_rate": 1e-3,
+    "finetune_layers": "all",
+    "finetune_rows": None,
+    "finetune_holdout": 0.0,
+}
+SETTINGS: dict[str, dict] = {
+    # what the shipped weights recommended before this map, and its children as generated
+    "ovr 8x1024 ft100": {"multiclass": "one_vs_rest", "finetune_steps": 100},
+    "ovr 8x1024": {"multiclass": "one_vs_rest"},
+    # native multiclass: members x context rows, no fine-tuning
+    "8x1024": {},
+    "8x512": {"max_train_rows": 512},
+    "4x512": {"n_estimators": 4, "max_train_rows": 512},
+    "8x256": {"max_train_rows": 256},
+    "4x256": {"n_estimators": 4, "max_train_rows": 256},
+    "16x256": {"n_estimators": 16, "max_train_rows": 256},
+    "2x512": {"n_estimators": 2, "max_train_rows": 512},
+    # fine-tuning: steps, layers, learning rate, early stopping, rows per step
+    "8x512 ft100": {"max_train_rows": 512, "finetune_steps": 100},
+    "8x512 ft30": {"max_train_rows": 512, "finetune_steps": 30},
+    "8x512 ft100 es": {"max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2},
+    "8x512 ft100 rows128": {"max_train_rows": 512, "finetune_steps": 100, "finetune_rows": 128},
+    "8x512 ft100 out": {"max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output"},
+    "8x512 ft100 out lr1e-2": {
+        "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output", "finetune_learning_rate": 1e-2,
+    },
+    "8x512 ft100 out lr1e-2 es": {
+        "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
+        "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
+    },
+    "4x512 ft100 out lr1e-2 es": {
+        "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
+        "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
+    },
+}  # fmt: skip
+BASELINES = ("logistic_regression", "hist_gradient_boosting")
+REFERENCE = "hist_gradient_boosting"
+
+
+def cap_threads(threads: int | None) -> None:
+    """Cap XLA's CPU pools (`common.xla_thread_environment`) and the BLAS and OpenMP pools at
+    `threads`, before JAX starts its backend."""
+    if threads is None:
+        return
+    from mothernet_jax.benchmarks.common import backend_started, xla_thread_environment
+
+    if backend_started():
+        raise RuntimeError("cap_threads must run before JAX starts its backend")
+    os.environ.update(xla_thread_environment(threads))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def validation_paths(folders: Sequence[str | Path]) -> list[Path]:
+    """The datasets of the folders that are not TabPFN-test datasets (manifest's split or name)."""
+    from mothernet_jax.evaluation import TABPFN_TEST, dataset_paths, read_manifest
+
+    paths = []
+    for folder in folders:
+        test = {r["name"] for r in read_manifest(folder) if r.get("tabpfn_split") == "test"} | set(TABPFN_TEST)
+        paths += [p for p in dataset_paths(folder) if p.stem not in test]
+    return paths
+
+
+def factory(setting: dict, weights=None):
+    """A method factory (categorical mask, seed) -> MotherNetClassifier with BASE | setting."""
+    import numpy as np
+
+    from mothernet_jax.classifier import MotherNetClassifier
+
+    params = {**BASE, **setting}
+
+    def make(categorical_mask, seed):
+        mask = np.asarray(categorical_mask, dtype=bool)
+        return MotherNetClassifier(weights=weights, random_state=seed, categorical_features=mask, **params)
+
+    return make
+
+
+def run(out: Path, paths: list[Path], names: Sequence[str], *, splits: int, weights=None) -> None:
+    """Fit every setting of `names` (and the baselines) on every dataset; append to splits.jsonl."""
+    from mothernet_jax.benchmarks.methods import resolve_methods
+    from mothernet_jax.evaluation import run_benchmark
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "splits.jsonl"
+    done = {(r["dataset"], r["method"]) for r in read_records(path)}
+    methods = {name: factory(SETTINGS[name], weights) for name in names if name not in BASELINES}
+    methods.update(resolve_methods([name for name in names if name in BASELINES], n_jobs=1)[0])
+    with path.open("a") as jsonl:
+        for p in paths:
+            todo = {m: f for m, f in methods.items() if (p.stem, m) not in done}
+            if not todo:
+                continue
+            for record in run_benchmark([p], todo, splits=splits, warmup=True):
+                jsonl.write(json.dumps(record) + "\n")
+                jsonl.flush()
+                print(
+                    f"{record['dataset']:<32} {record['method']:<28} auc={record['auc']} "
+                    f"fit={record['fit_seconds']} {record['status']}",
+                    flush=True,
+                )
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One row per method over the datasets every method scored: mean AUC, median fit and predict
+    seconds, ratios to HistGradientBoosting's medians, Pareto (no method has a higher mean AUC at a
+    lower or equal median fit time)."""
+    ok = [r for r in records if r["status"] == "ok" and r["auc"] is not None]
+    methods = sorted({r["method"] for r in ok})
+    by_method = {m: {} for m in methods}
+    for r in ok:
+        by_method[r["method"]].setdefault(r["dataset"], []).append(r)
+    common = set.intersection(*(set(d) for d in by_method.values())) if methods else set()
+    rows = []
+    for m in methods:
+        rs = [r for d in sorted(common) for r in by_method[m][d]]
+        rows.append(
+            {
+                "method": m,
+                "datasets": len(common),
+                "auc": statistics.fmean(statistics.fmean(x["auc"] for x in by_method[m][d]) for d in common),
+                "fit": statistics.median(r["fit_seconds"] for r in rs),
+                "predict": statistics.median(r["predict_seconds"] for r in rs),
+            }
+        )
+    reference = next((r for r in rows if r["method"] == REFERENCE), None)
+    for r in rows:
+        r["fit_ratio"] = r["fit"] / reference["fit"] if reference else float("nan")
+        r["predict_ratio"] = r["predict"] / reference["predict"] if reference else float("nan")
+        r["pareto"] = not any(o["auc"] > r["auc"] and o["fit"] <= r["fit"] for o in rows if o is not r)
+    return sorted(rows, key=lambda r: r["fit"])
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| setting | mean AUC | median fit s | median predict s | fit / HGB | predict / HGB | Pareto |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['auc']:.4f} | {r['fit']:.3f} | {r['predict']:.4f} | "
+            f"{r['fit_ratio']:.2f} | {r['predict_ratio']:.2f} | {'yes' if r['pareto'] else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict], path: Path, title: str) -> None:
+    """Mean AUC against median fit seconds (log), one labelled point per setting, the front joined."""
+    from mothernet_jax.benchmarks.figures import pyplot, save
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for r in rows:
+        colour = "tab:gray" if r["method"] in BASELINES else "tab:red" if r["pareto"] else "tab:blue"
+        ax.scatter(r["fit"], r["auc"], color=colour, zorder=3)
+        ax.annotate(r["method"], (r["fit"], r["auc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["fit"])
+    ax.plot([r["fit"] for r in front], [r["auc"] for r in front], color="tab:red", alpha=0.5, lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("median fit seconds (log)")
+    ax.set_ylabel("mean ROC AUC")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def compile_cost(threads: int | None) -> dict[str, float]:
+    """Seconds of a first fit in a fresh process (compilation included) against a warm second fit,
+    without and with JAX's persistent compilation cache (a fresh cache folder, filled by a first
+    process, read by a second)."""
+    import tempfile
+
+    script = (
+        "import time, numpy as np; from mothernet_jax import MotherNetClassifier;"
+        "from sklearn.datasets import make_classification;"
+        "X, y = make_classification(1000, 10, n_informative=5, n_classes=3, random_state=0);"
+        "t = time.perf_counter(); MotherNetClassifier(random_state=0).fit(X, y); a = time.perf_counter() - t;"
+        "t = time.perf_counter(); MotherNetClassifier(random_state=0).fit(X, y); b = time.perf_counter() - t;"
+        "print(a, b)"
+    )
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for label, extra in (("no cache", {}), ("cache filled", {"JAX_COMPILATION_CACHE_DIR": cache}),
+                             ("cache read", {"JAX_COMPILATION_CACHE_DIR": cache})):  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | extra
+            env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+            env["MOTHERNET_JAX_COMPILATION_CACHE"] = "0"  # the library's own default cache off
+            done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+            first, warm = (float(v) for v in done.stdout.split()[-2:])
+            out[f"first fit, {label}"], out[f"warm fit, {label}"] = first, warm
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mothernet_jax.benchmarks.levers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", default=["../shared/datasets", "../shared/datasets-extra"])
+    parser.add_argument("--out", required=True, help="folder of splits.jsonl and levers.md")
+    parser.add_argument("--settings", nargs="+", help=f"names (default: all and the baselines): {', '.join(SETTINGS)}")
+    parser.add_argument("--splits", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads of every method, XLA's too (default 1)")
+    parser.add_argument("--weights", help="weight file (default: the shipped weights)")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also measure a first fit's compilation")
+    parser.add_argument("--figure", help="where the figure goes (default OUT/levers.png)")
+    args = parser.parse_args(argv)
+    cap_threads(args.threads)
+    out = Path(args.out)
+    names = args.settings or [*BASELINES, *SETTINGS]
+    unknown = [n for n in names if n not in SETTINGS and n not in BASELINES]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; choose from {', '.join([*BASELINES, *SETTINGS])}")
+    paths = validation_paths(args.data)
+    start = time.perf_counter()
+    if not args.report_only:
+        run(out, paths, names, splits=args.splits, weights=args.weights)
+    from mothernet_jax.benchmarks.common import device_line
+
+    records = [r for r in read_records(out / "splits.jsonl") if r["method"] in names]
+    rows = summarise(records)
+    failed = sorted({(r["dataset"], r["method"]) for r in records if r["status"] != "ok"})
+    header = (
+        f"{len(paths)} validation datasets ({', '.join(str(d) for d in args.data)}, TabPFN-test left out), "
+        f"{args.splits} split(s) each (train rows min(1000, n/2)), threads={args.threads} for every method "
+        f"(XLA, BLAS, OpenMP), {device_line()}, {os.cpu_count()} CPU cores"
+    )
+    text = f"{header}\n\n{table(rows)}\n"
+    if failed:
+        text += f"\nfailed (left out of the means): {failed}\n"
+    if args.compile:
+        text += "\nCompilation (3-class 1,000 x 10, the classifier's defaults, fresh processes):\n\n"
+        text += "\n".join(f"- {k}: {v:.2f} s" for k, v in compile_cost(args.threads).items()) + "\n"
+    (out / "levers.md").write_text(text)
+    print(text)
+    figure(rows, Path(args.figure or out / "levers.png"), header)
+    print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The classifier's settings a weight file recommends: one place for their names, checks and the
+library's defaults.
+
+`MotherNetClassifier`'s parameters of these names default to "auto": the value the weight file's
+manifest records under the same key (written by `pretrained.update_info`, carried by training
+exports), else `LIBRARY_DEFAULTS`. The manifest's checks (`pretrained.MANIFEST_FIELDS`) and the
+estimator's parameter checks are the same functions (`check`), so a manifest cannot recommend what
+the estimator would refuse. NumPy-free and JAX-free: the weight reader and the estimator both
+import it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+MULTICLASS_STRATEGIES = ("native", "one_vs_rest")
+FINETUNE_LAYERS = ("all", "output")
+
+
+def _integer(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# name -> (test, what it must be, library default, what it does); the defaults apply to weights
+# whose manifest says nothing (random weights, a custom config).
+SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
+    "multiclass": (
+        lambda v: v in MULTICLASS_STRATEGIES,
+        f"one of {', '.join(MULTICLASS_STRATEGIES)}",
+        "native",
+        "how k > 2 classes are put to the model",
+    ),
+    "n_estimators": (_integer(1), "an integer >= 1", 8, "ensemble members"),
+    "max_train_rows": (
+        lambda v: v is None or _integer(1)(v),
+        "an integer >= 1 or null",
+        1024,
+        "training rows each member reads (context rows)",
+    ),
+    "finetune_steps": (_integer(0), "an integer >= 0", 0, "Adam steps on each generated child"),
+    "finetune_learning_rate": (
+        lambda v: _number(v) and v > 0,
+        "a positive number",
+        1e-3,
+        "Adam step size of the fine-tuning",
+    ),
+    "finetune_layers": (
+        lambda v: v in FINETUNE_LAYERS,
+        f"one of {', '.join(FINETUNE_LAYERS)}",
+        "all",
+        "which layers of the child the fine-tuning changes",
+    ),
+    "finetune_rows": (
+        lambda v: v is None or _integer(1)(v),
+        "an integer >= 1 or null",
+        None,
+        "training rows per fine-tuning step (null: all)",
+    ),
+    "finetune_holdout": (
+        lambda v: _number(v) and 0 <= v <= 0.5,
+        "a number in [0, 0.5]",
+        0.0,
+        "share of a member's rows held out to stop the fine-tuning early (0: no early stopping)",
+    ),
+}
+
+RECOMMENDABLE = tuple(SETTINGS)
+LIBRARY_DEFAULTS = {name: spec[2] for name, spec in SETTINGS.items()}
+
+
+def check(name: str, value) -> None:
+    """ValueError, in one line naming the setting, unless `value` is valid for it."""
+    test, expected, _, _ = SETTINGS[name]
+    if not test(value):
+        raise ValueError(f"{name} must be {expected} or 'auto', got {value!r}")
+
+
+def resolve(name: str, value, recommended: Mapping[str, Any]):
+    """`value`, with "auto" replaced by the manifest's recommendation (else the library default)."""
+    if isinstance(value, str) and value == "auto":
+        return recommended.get(name, LIBRARY_DEFAULTS[name])
+    check(name, value)
+    return value
