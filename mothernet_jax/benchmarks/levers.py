@@ -64,6 +64,14 @@ SETTINGS: dict[str, dict] = {
         "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
         "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
     },
+    "4x512 ft100 es": {"n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2},
+    "4x512 ft100 rows128 es": {
+        "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_rows": 128, "finetune_holdout": 0.2,
+    },
+    "4x256 ft100 es": {"n_estimators": 4, "max_train_rows": 256, "finetune_steps": 100, "finetune_holdout": 0.2},
+    "8x512 ft100 es lr3e-3": {
+        "max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2, "finetune_learning_rate": 3e-3,
+    },
     "4x512 ft100 out lr1e-2 es": {
         "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
         "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,

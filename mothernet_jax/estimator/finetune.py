@@ -75,7 +75,6 @@ def finetune_layers(
         in_data = jnp.arange(x.shape[0]) < n
         fit_rows = in_data & ~held
         held = in_data & held
-        n_fit = jnp.maximum(jnp.sum(fit_rows), 1)
         early = jnp.any(held) if early_stopping else jnp.bool_(False)
         frozen, trainable = (layers[:-1], layers[-1:]) if output_only else ((), layers)
         features = jnp.maximum(factored_logits(frozen, z, jnp), 0.0) if frozen else z
