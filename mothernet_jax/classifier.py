@@ -23,6 +23,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
+from mothernet_jax.estimator.compile_cache import use_default_cache
 from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, missing_mask, plain_dtypes
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import check_memory, generate_children
@@ -167,6 +168,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
+        use_default_cache()
         chosen = self._settings()
         auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
         X = plain_dtypes(X)

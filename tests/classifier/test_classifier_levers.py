@@ -152,3 +152,31 @@ def test_native_multiclass_costs_the_same_members_at_any_class_count(tiny_weight
         assert len(native.ensemble_) == 3 and {m["n_groups"] for m in native.ensemble_} == {k}
         ovr = fit(tiny_weights, X, y, n_estimators=3, multiclass="one_vs_rest")
         assert len(ovr.ensemble_) == (3 * k if k > 2 else 3)
+
+
+@pytest.mark.slow  # three fresh processes: about 20 s on an idle 2-core machine
+def test_first_fit_compilation_is_cached_across_processes_unless_opted_out(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, jax; from mothernet_jax.classifier import MotherNetClassifier;"
+        "import mothernet_jax as mn;"
+        "c = mn.preset('tiny'); w = mn.Weights(mn.init_params(jax.random.key(0), c), c);"
+        "X = np.random.default_rng(0).normal(size=(40, 3)); y = np.arange(40) % 2;"
+        "MotherNetClassifier(w, n_estimators=1).fit(X, y); print(jax.config.jax_compilation_cache_dir)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "MOTHERNET_JAX_COMPILATION_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "home-cache")
+
+    def run(**extra):
+        done = subprocess.run([sys.executable, "-c", script], env=env | extra, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
+    folder = tmp_path / "home-cache" / "mothernet_jax" / "xla"
+    assert run() == str(folder)
+    assert any(folder.iterdir())  # the generation call's executable was written
+    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine")) == str(tmp_path / "mine")  # the user's choice
+    assert run(MOTHERNET_JAX_COMPILATION_CACHE="0") == "None"
