@@ -4,7 +4,9 @@
         [--sizes 1000x100,100x10]
 
 For each training-set size (rows x features) prints the median latency of
-- the jitted core with its preprocessing (`generate_batch` on one padded dataset, on device);
+- the jitted core with its preprocessing (`generate_batch` on one padded dataset, on device), with
+  its FLOP count, its GFLOP/s and that rate's share of the machine's jitted float32 matrix-product
+  rate (a 1024 x 1024 @ 1024 x 1024 product, timed in the same rounds, so under the same load);
 - `generate()` called from NumPy without config (its recovery, host checks, row bucketing,
   transfer, the core);
 - `jit(generate)` on device arrays, the call a JAX pipeline makes;
@@ -12,22 +14,28 @@ For each training-set size (rows x features) prints the median latency of
   to that of `jit(generate)` called once per dataset;
 then the child's rows/s on 100,000 rows (jitted JAX and NumPy alone), on whatever backend runs it.
 The four generate figures of a size are timed in turn, round after round, so that their ratios
-hold on a shared machine. Random weights: speed does not depend on their values. The reference
-PyTorch implementation's figures: docs/ARCHITECTURE.md section 5.
+hold on a shared machine. Random weights: speed does not depend on their values. The header names
+the backend, the device and the CPU threads the process may use (and XLA_FLAGS when set). The
+FLOP count is XLA's own (`cost_analysis()` of the compiled core), or `core_flops_estimate` where
+this jax does not report it. The reference PyTorch implementation's figures: docs/ARCHITECTURE.md
+section 5.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import mothernet_jax as mn
 from mothernet_jax.benchmarks.common import device_line, median_seconds
 from mothernet_jax.child import numpy_logits, to_numpy
+from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import bucket_rows, generate_batch_jit
 
 
@@ -56,6 +64,69 @@ def interleaved_medians(fns: list, *, repeats: int, warmup: int = 2) -> list[flo
     return [statistics.median(spent) for spent in times]
 
 
+def matmul_operands(size: int = 1024, seed: int = 0) -> tuple:
+    """The jitted float32 product and its two (size, size) operands, on the default device."""
+    rng = np.random.default_rng(seed)
+    a, b = (jax.device_put(rng.normal(size=(size, size)).astype(np.float32)) for _ in range(2))
+    return jax.jit(jnp.matmul), a, b
+
+
+def matmul_gflops(size: int = 1024, *, repeats: int = 20) -> float:
+    """The machine's jitted float32 matrix-product rate, GFLOP/s: 2 size^3 over the median time of
+    a (size, size) @ (size, size) product."""
+    product, a, b = matmul_operands(size)
+    return 2 * size**3 / median_seconds(lambda: product(a, b), repeats=repeats) / 1e9
+
+
+def compiled_flops(fn, *args, **kwargs) -> float | None:
+    """XLA's FLOP count of `fn(*args, **kwargs)` compiled (`cost_analysis()`), or None where this
+    jax or backend does not report one. fn: a jitted function (its static arguments stay static)
+    or a plain one, which is jitted here; args may be `jax.ShapeDtypeStruct`s."""
+    compiled = (fn if hasattr(fn, "lower") else jax.jit(fn)).lower(*args, **kwargs).compile()
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - an analysis this backend cannot give is not an error
+        return None
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def core_flops_estimate(config: ModelConfig, rows: int) -> float:
+    """The matrix products of the core on one dataset padded to `rows` rows, counted 2 per
+    multiply-add (elementwise work left out: XLA's count is a few % higher): the encoders, per layer
+    the q/k/v, output and FFN projections and the two attention products over all `rows` keys
+    (padding included: the static shape computes them), the pooling (class average: one product),
+    the weight head, and the low-rank products W_l = A_l S_l."""
+    d, ffn, layers = config.embed_dim, config.ffn_dim, config.n_layers
+    tokens = rows + config.thinking_rows
+    flops = 2 * rows * (config.max_features + config.max_classes) * d
+    flops += layers * (2 * tokens * (4 * d * d + 2 * d * ffn) + 4 * tokens * tokens * d)
+    if config.pooling == "output_attention":
+        e = config.pooling_embed_dim
+        flops += 2 * rows * d * 2 * e + 4 * rows * e + 4 * e * e  # k, v; attention; q, out
+    else:
+        flops += 2 * rows * d * (config.max_classes if config.pooling == "class_average" else 1)
+    hidden = config.head_hidden_size
+    flops += 2 * hidden * (config.pooled_size + config.head_extra_layers * hidden + config.n_generated)
+    if config.low_rank and config.child_hidden_layers:
+        p, r = config.child_hidden_size, config.rank
+        flops += 2 * r * p * (config.max_features + (config.child_hidden_layers - 1) * p)
+    return float(flops)
+
+
+def thread_line() -> str:
+    """'cpu_threads=2' (the CPUs this process may run on, which XLA's CPU thread pool follows), and
+    XLA_FLAGS when set."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count()
+    flags = os.environ.get("XLA_FLAGS")
+    return f"cpu_threads={cpus}" + (f" XLA_FLAGS={flags!r}" if flags else "")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,13 +136,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=64, help="datasets per jit(vmap(generate)) call")
     parser.add_argument("--sizes", type=_sizes, default=[(1000, 100), (100, 10)], help="rows x features")
     parser.add_argument("--predict-rows", type=int, default=100_000, help="rows for the child's throughput")
+    parser.add_argument("--matmul-size", type=int, default=1024, help="side of the reference matrix product")
     args = parser.parse_args(argv)
 
     config = mn.preset(args.preset)
     params = jax.device_put(mn.init_params(jax.random.key(0), config))
     rng = np.random.default_rng(0)
     print(f"# generate benchmark: preset={args.preset} ({mn.count_params(config):,} parameters)")
-    print(f"# {device_line()}")
+    print(f"# {device_line()} {thread_line()}")
+    product, mat_a, mat_b = matmul_operands(args.matmul_size)
+    matmul_flops = 2 * args.matmul_size**3
     print(f"{'what':52s} {'median':>12s} {'datasets/s':>12s}")
     row = lambda what, seconds, datasets=1: print(
         f"{what:52s} {seconds * 1e3:9.2f} ms {datasets / seconds:12.1f}"
@@ -93,16 +167,27 @@ def main(argv=None) -> None:
         X1, y1 = jax.device_put(X), jax.device_put(y.astype(np.int32))
         Xb = jax.device_put(rng.normal(size=(args.batch, n, d)).astype(np.float32))
         yb = jax.device_put(rng.integers(0, config.max_classes, size=(args.batch, n)).astype(np.int32))
-        core, full, single, batched = interleaved_medians(
+        core, full, single, batched, matmul = interleaved_medians(
             [
                 lambda: generate_batch_jit(params, X_dev, y_dev, n_rows, n_feat, config=config),
                 lambda: mn.generate(params, X, y),  # config recovered from the params
                 lambda: one(params, X1, y1),
                 lambda: many(params, Xb, yb),
+                lambda: product(mat_a, mat_b),
             ],
             repeats=args.repeats,
         )
+        flops = compiled_flops(generate_batch_jit, params, X_dev, y_dev, n_rows, n_feat, config=config)
+        source = "XLA cost analysis"
+        if flops is None:
+            flops, source = core_flops_estimate(config, rows), "estimate of its matrix products"
+        rate, matmul_rate = flops / core / 1e9, matmul_flops / matmul / 1e9
         row(f"generate {n} x {d}, jitted core (on device)", core)
+        print(
+            f"{'  (core: GFLOP, GFLOP/s, share of the matmul rate)':52s} {flops / 1e9:9.2f} GF {rate:9.1f} GF/s"
+            f" {rate / matmul_rate:6.1%}  ({rows} rows padded, FLOPs from the {source};"
+            f" {args.matmul_size}^3 float32 matmul: {matmul_rate:.1f} GFLOP/s)"
+        )
         row(f"generate {n} x {d}, generate() from NumPy", full)
         row(f"generate {n} x {d}, jit(generate)", single)
         row(f"generate {args.batch} x ({n} x {d}), jit(vmap(generate))", batched, args.batch)

@@ -94,3 +94,36 @@ def test_bad_extra_values_name_the_field():
     ]:
         with pytest.raises(ValueError, match=f"ModelConfig.{field}"):
             mn.preset("tiny").replace(**change)
+
+
+# -- the CPU attention form -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, tolerance, thinking_rows", [("float32", 2e-6, 0), ("float32", 2e-6, 3), ("bfloat16", 2e-2, 0)]
+)
+def test_cpu_attention_form_equals_jax_dot_product_attention(dtype, tolerance, thinking_rows):
+    # attention=None on CPU takes transformer.head_major_attention; "xla" is jax.nn's own form.
+    # Ragged datasets (one of a single row), every weight nonzero, values and gradients alike.
+    config = mn.preset("tiny").replace(dtype=dtype, thinking_rows=thinking_rows)
+    params = mn.init_params(jax.random.key(0), config)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)])
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 128, config.max_features)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, config.max_classes, size=(3, 128)))
+    n_rows = jnp.array([128, 57, 1])
+
+    def loss(p, attention):
+        out = MotherNet(config, attention).apply({"params": p}, x, y, n_rows)
+        return out.generated.astype(jnp.float32).sum(), out
+
+    (_, ours), grads = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(params, None)
+    (_, theirs), grads_xla = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(params, "xla")
+    real = np.arange(128)[None, :] < np.asarray(n_rows)[:, None]
+    scale = lambda a: np.abs(np.asarray(a, np.float32)).max()
+    for a, b in [(ours.transformer_out[real], theirs.transformer_out[real]), (ours.generated, theirs.generated)]:
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tolerance * scale(b))
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_xla), strict=True):
+        np.testing.assert_allclose(a, b, atol=tolerance * max(scale(b), 1e-6))
