@@ -1,7 +1,7 @@
 """Speed of `generate` and of the generated child.
 
     python -m mothernet_jax.benchmarks.generate [--preset paper] [--repeats 20] [--batch 64]
-        [--sizes 1000x100,100x10]
+        [--sizes 1000x100,100x10] [--threads N] [--attention xla]
 
 For each training-set size (rows x features) prints the median latency of
 - the jitted core with its preprocessing (`generate_batch` on one padded dataset, on device), with
@@ -15,7 +15,7 @@ For each training-set size (rows x features) prints the median latency of
 then the child's rows/s on 100,000 rows (jitted JAX and NumPy alone), on whatever backend runs it.
 The four generate figures of a size are timed in turn, round after round, so that their ratios
 hold on a shared machine. Random weights: speed does not depend on their values. The header names
-the backend, the device and the CPU threads the process may use (and XLA_FLAGS when set). The
+the backend, the device and the size of XLA's CPU thread pools (`--threads` caps them). The
 FLOP count is XLA's own (`cost_analysis()` of the compiled core), or `core_flops_estimate` where
 this jax does not report it. The reference PyTorch implementation's figures: docs/ARCHITECTURE.md
 section 5.
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mothernet_jax as mn
-from mothernet_jax.benchmarks.common import device_line, median_seconds
+from mothernet_jax.benchmarks.common import cap_xla_threads, device_line, median_seconds
 from mothernet_jax.child import numpy_logits, to_numpy
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import bucket_rows, generate_batch_jit
@@ -117,14 +117,15 @@ def core_flops_estimate(config: ModelConfig, rows: int) -> float:
 
 
 def thread_line() -> str:
-    """'cpu_threads=2' (the CPUs this process may run on, which XLA's CPU thread pool follows), and
-    XLA_FLAGS when set."""
+    """'xla_threads=2 (cpus=2)': the size of XLA's CPU pools (PJRT_NPROC when set, else one per
+    CPU this process may run on) and those CPUs; XLA_FLAGS when set."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count()
+    threads = os.environ.get("PJRT_NPROC") or cpus
     flags = os.environ.get("XLA_FLAGS")
-    return f"cpu_threads={cpus}" + (f" XLA_FLAGS={flags!r}" if flags else "")
+    return f"xla_threads={threads} (cpus={cpus})" + (f" XLA_FLAGS={flags!r}" if flags else "")
 
 
 def main(argv=None) -> None:
@@ -137,12 +138,25 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=_sizes, default=[(1000, 100), (100, 10)], help="rows x features")
     parser.add_argument("--predict-rows", type=int, default=100_000, help="rows for the child's throughput")
     parser.add_argument("--matmul-size", type=int, default=1024, help="side of the reference matrix product")
+    parser.add_argument("--threads", type=int, default=None, help="cap XLA's CPU pools (PJRT_NPROC)")
+    parser.add_argument(
+        "--attention",
+        choices=["xla", "cudnn"],
+        default=None,
+        help="a jax.nn.dot_product_attention implementation (default: the library's choice; on CPU "
+        "its head-major form, transformer.head_major_attention; xla: jax.nn's own form, as before)",
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        print(f"# {cap_xla_threads(args.threads)}")
 
     config = mn.preset(args.preset)
     params = jax.device_put(mn.init_params(jax.random.key(0), config))
     rng = np.random.default_rng(0)
-    print(f"# generate benchmark: preset={args.preset} ({mn.count_params(config):,} parameters)")
+    print(
+        f"# generate benchmark: preset={args.preset} ({mn.count_params(config):,} parameters), "
+        f"attention={args.attention or 'default'}"
+    )
     print(f"# {device_line()} {thread_line()}")
     product, mat_a, mat_b = matmul_operands(args.matmul_size)
     matmul_flops = 2 * args.matmul_size**3
@@ -151,8 +165,10 @@ def main(argv=None) -> None:
         f"{what:52s} {seconds * 1e3:9.2f} ms {datasets / seconds:12.1f}"
     )
     # params are an argument, not a constant folded into the compiled program
-    one = jax.jit(lambda p, X, y: mn.generate(p, X, y, n_classes=config.max_classes))
-    many = jax.jit(jax.vmap(lambda p, X, y: mn.generate(p, X, y, n_classes=config.max_classes), (None, 0, 0)))
+    attention = args.attention
+    gen = lambda p, X, y: mn.generate(p, X, y, n_classes=config.max_classes, attention=attention)
+    one = jax.jit(gen)
+    many = jax.jit(jax.vmap(gen, (None, 0, 0)))
     child = None
     for n, d in args.sizes:
         X = rng.normal(size=(n, d)).astype(np.float32)
@@ -169,15 +185,17 @@ def main(argv=None) -> None:
         yb = jax.device_put(rng.integers(0, config.max_classes, size=(args.batch, n)).astype(np.int32))
         core, full, single, batched, matmul = interleaved_medians(
             [
-                lambda: generate_batch_jit(params, X_dev, y_dev, n_rows, n_feat, config=config),
-                lambda: mn.generate(params, X, y),  # config recovered from the params
+                lambda: generate_batch_jit(params, X_dev, y_dev, n_rows, n_feat, config=config, attention=attention),
+                lambda: mn.generate(params, X, y, attention=attention),  # config recovered from the params
                 lambda: one(params, X1, y1),
                 lambda: many(params, Xb, yb),
                 lambda: product(mat_a, mat_b),
             ],
             repeats=args.repeats,
         )
-        flops = compiled_flops(generate_batch_jit, params, X_dev, y_dev, n_rows, n_feat, config=config)
+        flops = compiled_flops(
+            generate_batch_jit, params, X_dev, y_dev, n_rows, n_feat, config=config, attention=attention
+        )
         source = "XLA cost analysis"
         if flops is None:
             flops, source = core_flops_estimate(config, rows), "estimate of its matrix products"

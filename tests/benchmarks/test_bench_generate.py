@@ -46,7 +46,7 @@ def test_cli_prints_threads_and_the_share_of_the_matmul_rate(capsys):
         "--preset tiny --sizes 50x5 --repeats 2 --batch 2 --predict-rows 1000 --matmul-size 64".split()
     )
     out = capsys.readouterr().out
-    assert re.search(r"backend=\w+ device=.+ cpu_threads=\d+", out)
+    assert re.search(r"backend=\w+ device=.+ xla_threads=\d+ \(cpus=\d+\)", out)
     line = next(line for line in out.splitlines() if "share of the matmul rate" in line)
     gflop, rate, share = re.search(r"([\d.]+) GF\s+([\d.]+) GF/s\s+([\d.]+)%", line).groups()
     config, shape = mn.preset("tiny"), jax.ShapeDtypeStruct
