@@ -85,8 +85,13 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         member sees all k classes (up to 10; groups of classes above, see below), so fit costs the
         same at any k. "one_vs_rest": k binary tasks, each class against the others,
         ``n_estimators`` members per class (k times the members, so fit and predict cost k times
-        as much); a class's probability is its members' "this class" probability plus the share
-        of the other members' "other classes" probability.
+        as much, unless ``max_members`` caps them); a class's probability is its members' "this
+        class" probability plus the share of the other members' "other classes" probability.
+    max_members : int, None or "auto"
+        With one-vs-rest, at most this many members in all (library default None: no cap): each
+        class gets min(n_estimators, max_members // k) members, at least one, and where k exceeds
+        max_members the classes are put natively; so fit and predict cost at most max_members
+        members whatever the number of classes.
     finetune_steps : int or "auto"
         After generation, at most this many Adam steps on each child's cross-entropy over its
         member's training rows ("MotherNet + gradient descent"), vmapped over the members of each
@@ -143,6 +148,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         finetune_layers: str = "auto",
         finetune_rows: int | None | str = "auto",
         finetune_holdout: float | str = "auto",
+        max_members: int | None | str = "auto",
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -156,6 +162,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.finetune_layers = finetune_layers
         self.finetune_rows = finetune_rows
         self.finetune_holdout = finetune_holdout
+        self.max_members = max_members
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -184,13 +191,13 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
         encoded = encoder.transform(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        strategy = chosen["multiclass"] if len(classes) > 2 else "native"
+        strategy, n_estimators = member_budget(len(classes), chosen)
         plans = plan_members(
             encoder,
             encoded,
             y_codes,
             n_classes=len(classes),
-            n_estimators=chosen["n_estimators"],
+            n_estimators=n_estimators,
             max_train_rows=chosen["max_train_rows"],
             max_features=config.max_features,
             max_classes=config.max_classes,
@@ -289,6 +296,20 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         mask = np.zeros(n_features, bool)
         mask[spec.astype(np.int64)] = True
         return mask
+
+
+def member_budget(n_classes: int, chosen: dict) -> tuple[str, int]:
+    """(strategy, members per class for one-vs-rest else members) for k classes: one-vs-rest gives
+    every class n_estimators members, at most max_members in all (at least one a class), and puts
+    the classes natively where k exceeds max_members."""
+    strategy, n_estimators, cap = chosen["multiclass"], chosen["n_estimators"], chosen["max_members"]
+    if n_classes <= 2:
+        return "native", n_estimators
+    if strategy == "one_vs_rest" and cap is not None:
+        if n_classes > cap:
+            return "native", n_estimators
+        return strategy, max(1, min(n_estimators, cap // n_classes))
+    return strategy, n_estimators
 
 
 def reject_missing_labels(y) -> None:

@@ -43,6 +43,12 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
         1024,
         "training rows each member reads (context rows)",
     ),
+    "max_members": (
+        lambda v: v is None or _integer(1)(v),
+        "an integer >= 1 or null",
+        None,
+        "one-vs-rest: members in all at most (at least one a class; native above)",
+    ),
     "finetune_steps": (_integer(0), "an integer >= 0", 0, "Adam steps on each generated child"),
     "finetune_learning_rate": (
         lambda v: _number(v) and v > 0,

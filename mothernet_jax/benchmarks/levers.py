@@ -40,6 +40,7 @@ BASE = {
     "finetune_layers": "all",
     "finetune_rows": None,
     "finetune_holdout": 0.0,
+    "max_members": None,
 }
 SETTINGS: dict[str, dict] = {
     # what the shipped weights recommended before this map, and its children as generated
@@ -67,6 +68,20 @@ SETTINGS: dict[str, dict] = {
     "4x512 ft100 out lr1e-2 es": {
         "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
         "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
+    },
+    # one-vs-rest with a member budget: n_estimators per class, at most 10 members in all (native above 10 classes)
+    "ovr<=10 4x256": {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256},
+    "ovr<=10 4x256 ft100 es": {
+        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
+        "finetune_steps": 100, "finetune_holdout": 0.2,
+    },
+    "ovr<=10 4x512 ft100 es": {
+        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 512,
+        "finetune_steps": 100, "finetune_holdout": 0.2,
+    },
+    "ovr<=16 8x256 ft100 es": {
+        "multiclass": "one_vs_rest", "max_members": 16, "n_estimators": 8, "max_train_rows": 256,
+        "finetune_steps": 100, "finetune_holdout": 0.2,
     },
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")

@@ -46,7 +46,7 @@ class ValidationConfig:
     n_estimators: int = 2  # ensemble members per class group (MotherNetClassifier)
     max_train_rows: int = 512  # training rows per split (fewer where the dataset is small)
     max_test_rows: int = 1_000  # test rows per split
-    multiclass: str = "native"  # how k > 2 classes are put to the model (the classifier's default)
+    multiclass: str = "one_vs_rest"  # how k > 2 classes are put to the model
     seed: int = 0
 
     def __post_init__(self):

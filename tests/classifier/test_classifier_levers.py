@@ -47,6 +47,7 @@ RECOMMENDED = {
     "finetune_layers": "output",
     "finetune_rows": 16,
     "finetune_holdout": 0.25,
+    "max_members": 12,
 }
 
 
@@ -82,6 +83,7 @@ def test_every_auto_setting_follows_the_weight_file_and_explicit_values_win(tmp_
         ("finetune_rows", 0),
         ("finetune_holdout", 0.9),
         ("multiclass", "ovr"),
+        ("max_members", 0),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name, value, tiny_weights, tmp_path):
@@ -180,3 +182,14 @@ def test_first_fit_compilation_is_cached_across_processes_unless_opted_out(tmp_p
     assert any(folder.iterdir())  # the generation call's executable was written
     assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine")) == str(tmp_path / "mine")  # the user's choice
     assert run(MOTHERNET_JAX_COMPILATION_CACHE="0") == "None"
+
+
+def test_max_members_caps_one_vs_rest_and_puts_more_classes_natively(tiny_weights):
+    for k, members, strategy in ((2, 4, "native"), (3, 9, "one_vs_rest"), (7, 7, "one_vs_rest"), (12, 4, "native")):
+        X, y = blobs(120, k=k)
+        clf = fit(tiny_weights, X, y, n_estimators=4, multiclass="one_vs_rest", max_members=10)
+        assert len(clf.ensemble_) == members and clf.multiclass_ == strategy, k
+        groups = {m["n_groups"] for m in clf.ensemble_}
+        assert groups == ({2} if strategy == "one_vs_rest" else {k} if k <= 10 else {10, 9})  # 12: groups mod 10, 9
+        proba = clf.predict_proba(X)
+        assert proba.shape == (120, k) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
