@@ -350,3 +350,211 @@ def _dataset_failure(name: str, method: str, index: int, error: Exception) -> di
         "status": "failed",
         "error": f"dataset: {type(error).__name__}: {error}"[:500],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression: the datasets of ../shared/regression, their validation/test split, metrics, run loop
+# ---------------------------------------------------------------------------------------------
+
+REGRESSION_PARTS = ("validation", "test")
+
+
+def regression_split(name: str) -> str:
+    """The part a regression dataset belongs to: "test" where crc32(name) % 3 == 0, else "validation".
+
+    A rule of the name alone (no file, no seed), so that it never moves: about a third of the
+    datasets are test datasets, measured once at the end of a piece of work; settings and choices are
+    made on the validation ones. On ../shared/regression it puts 9 of the 26 datasets in test.
+    """
+    return "test" if zlib.crc32(name.encode()) % 3 == 0 else "validation"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RegressionDataset:
+    """One regression dataset in the shared `.npz` format (../shared/regression/README.md).
+
+    x: (rows, features) float32, NaN for missing; categorical columns hold codes 0, 1, ...
+    y: (rows,) float64, finite, on its original scale.
+    categorical: (features,) bool.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    categorical: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x.shape[1])
+
+
+def load_regression_dataset(path: str | Path) -> RegressionDataset:
+    """Reads one regression `NAME.npz` file (no `class_names`; `y` float); raises ValueError where `y`
+    is not a finite number per row or the shapes disagree."""
+    path = Path(path)
+    with np.load(path) as data:
+        name = str(data["name"]) if "name" in data else path.stem
+        x = np.asarray(data["X"], dtype=np.float32)
+        y = np.asarray(data["y"])
+        categorical = np.asarray(data["categorical"], dtype=bool)
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"{path}: y has dtype {y.dtype}; a regression target must be numeric")
+    y = y.astype(np.float64)
+    if y.ndim != 1 or x.ndim != 2 or x.shape[0] != y.shape[0] or categorical.shape != (x.shape[1],):
+        raise ValueError(f"{path}: shapes X {x.shape}, y {y.shape}, categorical {categorical.shape} disagree")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{path}: y holds {int(np.sum(~np.isfinite(y)))} non-finite values")
+    return RegressionDataset(name=name, x=x, y=y, categorical=categorical)
+
+
+def regression_dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """The regression `.npz` files to run on, sorted by name.
+
+    names: dataset names, `all`, `validation` or `test` (the parts of `regression_split`). None
+    means `validation`: test datasets are run only when asked for.
+    """
+    data_dir = Path(data_dir)
+    available = {p.stem: p for p in sorted(data_dir.glob("*.npz"))}
+    if not available:
+        raise FileNotFoundError(f"no .npz datasets in {data_dir}")
+    chosen: dict[str, Path] = {}
+    for name in names or ["validation"]:
+        if name == "all":
+            chosen.update(available)
+        elif name in REGRESSION_PARTS:
+            chosen.update({k: p for k, p in available.items() if regression_split(k) == name})
+        elif name in available:
+            chosen[name] = available[name]
+        else:
+            groups = ", ".join(["all", *REGRESSION_PARTS])
+            raise ValueError(f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}")
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def make_regression_split(
+    n: int,
+    *,
+    seed: int,
+    dataset: str,
+    index: int,
+    max_train_rows: int = MAX_TRAIN_ROWS,
+    max_test_rows: int = MAX_TEST_ROWS,
+) -> Split:
+    """One random split of `n` rows, as `make_split` without classes: `min(max_train_rows, n // 2)`
+    training rows drawn at random, the rest in random order as the test part, cut at
+    `max_test_rows`; seeded by `(seed, crc32(dataset), index)` alone."""
+    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode()), index])
+    train_rows = min(max_train_rows, n // 2)
+    if train_rows < 2:
+        raise ValueError(f"{dataset}: {n} rows are too few to split")
+    order = rng.permutation(n)
+    method_seed = int(rng.integers(2**31 - 1))
+    return Split(index=index, train=order[:train_rows], test=order[train_rows:][:max_test_rows], seed=method_seed)
+
+
+def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
+    """(R², RMSE / std(y_true)) on the test rows; the standard deviation is the population one, so
+    a constant prediction at the test mean scores (0, 1). NaN, NaN where y_true is constant."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"predict gave shape {y_pred.shape} for {y_true.shape[0]} rows")
+    if not np.all(np.isfinite(y_pred)):
+        raise ValueError("predict returned non-finite values")
+    spread = float(np.std(y_true))
+    if spread == 0.0:
+        return math.nan, math.nan
+    mse = float(np.mean((y_true - y_pred) ** 2))
+    return 1.0 - mse / spread**2, math.sqrt(mse) / spread
+
+
+def evaluate_regression_split(
+    method: str, factory: MethodFactory, dataset: RegressionDataset, split: Split
+) -> dict:
+    """Fits one regressor on one split and scores it; never raises for the method's own errors.
+
+    Returns one JSON-ready record: dataset, method, split, the sizes, `r2`, `nrmse`, `fit_seconds`
+    (around `fit`), `predict_seconds` (around `predict`), `status` (`ok` or `failed`) and `error`.
+    """
+    record: dict = {
+        "dataset": dataset.name,
+        "method": method,
+        "split": split.index,
+        "train_rows": int(split.train.size),
+        "test_rows": int(split.test.size),
+        "features": dataset.n_features,
+        "r2": None,
+        "nrmse": None,
+        "fit_seconds": None,
+        "predict_seconds": None,
+        "status": "ok",
+        "error": None,
+    }
+    x_train, y_train = dataset.x[split.train], dataset.y[split.train]
+    x_test, y_test = dataset.x[split.test], dataset.y[split.test]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator = factory(dataset.categorical, split.seed)
+            start = time.perf_counter()
+            estimator.fit(x_train, y_train)
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            y_pred = estimator.predict(x_test)
+            predict_seconds = time.perf_counter() - start
+        r2, nrmse = regression_scores(y_test, y_pred)
+    except Exception as error:  # any failure of a method is data, not a crash
+        record["status"] = "failed"
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        record["error"] = f"{type(error).__name__}: {error}"[:500] + f" ({Path(last.filename).name}:{last.lineno})"
+        return record
+    record.update(
+        r2=None if math.isnan(r2) else r2,
+        nrmse=None if math.isnan(nrmse) else nrmse,
+        fit_seconds=fit_seconds,
+        predict_seconds=predict_seconds,
+    )
+    return record
+
+
+def run_regression_benchmark(
+    datasets: Iterable[str | Path | RegressionDataset],
+    methods: Mapping[str, MethodFactory],
+    *,
+    splits: int = 5,
+    seed: int = 0,
+    warmup: bool = False,
+    progress=None,
+) -> Iterator[dict]:
+    """`run_benchmark` for regressors: one record (see `evaluate_regression_split`) per dataset,
+    split and method, as they finish; a dataset that cannot be read or split fails for every method."""
+    for item in datasets:
+        try:
+            dataset = item if isinstance(item, RegressionDataset) else load_regression_dataset(item)
+            dataset_splits = [
+                make_regression_split(dataset.n_rows, seed=seed, dataset=dataset.name, index=i)
+                for i in range(splits)
+            ]
+        except Exception as error:
+            name = item.name if isinstance(item, RegressionDataset) else Path(item).stem
+            for method in methods:
+                for i in range(splits):
+                    failure = _dataset_failure(name, method, i, error)
+                    del failure["auc"], failure["accuracy"]
+                    yield {**failure, "r2": None, "nrmse": None}
+            if progress is not None:
+                progress.update(len(methods) * splits, dataset=name)
+            continue
+        for method, factory in methods.items():
+            if warmup:
+                evaluate_regression_split(method, factory, dataset, dataset_splits[0])
+            for split in dataset_splits:
+                record = evaluate_regression_split(method, factory, dataset, split)
+                if progress is not None:
+                    r2 = record["r2"]
+                    progress.update(1, dataset=dataset.name, method=method, r2=math.nan if r2 is None else r2)
+                yield record

@@ -13,6 +13,10 @@ ranks) and `cd_diagram.png` (the critical-difference diagram, drawn by autorank 
 installed). A method that fails on a dataset is recorded as failed there and the run goes on; a
 method that cannot be imported is skipped with the reason.
 
+`--task regression` runs the regressors on ../shared/regression instead (R², normalised RMSE, fit
+and predict seconds; see `benchmarks.regression`), on its validation datasets unless `--datasets`
+says `test`, `all` or names.
+
 `--threads N` gives every method N threads: n_jobs, the BLAS and OpenMP pools, and XLA's CPU pools
 (PJRT_NPROC, set before JAX starts its backend; see `common.cap_xla_threads`).
 """
@@ -34,10 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mothernet_jax.benchmarks import figures, report
+from mothernet_jax.benchmarks import figures, regression, report
 from mothernet_jax.benchmarks.common import cap_xla_threads, device_line
 from mothernet_jax.benchmarks.methods import METHODS, resolve_methods
-from mothernet_jax.evaluation import dataset_paths, run_benchmark
+from mothernet_jax.evaluation import (
+    dataset_paths,
+    regression_dataset_paths,
+    run_benchmark,
+    run_regression_benchmark,
+)
 from mothernet_jax.progress import Progress
 
 OUTPUT_FILES = (
@@ -71,8 +80,13 @@ def evaluate(
     warmup: bool = False,
     progress: bool = True,
     header: Mapping[str, str] | None = None,
+    task: str = "classification",
 ) -> list[dict]:
     """Runs the benchmark and writes its outputs into `out`; returns the per-split records.
+
+    task: "classification" (the classifiers on the TabPFN protocol) or "regression" (the
+      regressors of `benchmarks.regression`; datasets default to the validation part, multiclass
+      does not apply).
 
     methods: registered names (None: all that import), or {name: factory} to run other methods.
     weights: MotherNet's weight file; None for the shipped weights.
@@ -86,10 +100,21 @@ def evaluate(
       header says so. None: each library's default, all cores.
     """
     xla_threads = cap_xla_threads(threads) if threads else ""  # first: before anything starts JAX
-    paths = dataset_paths(data, datasets)[:max_datasets]
+    if task not in ("classification", "regression"):
+        raise ValueError(f"unknown task {task!r}; choose classification or regression")
+    is_regression = task == "regression"
+    paths = (regression_dataset_paths if is_regression else dataset_paths)(data, datasets)[:max_datasets]
     skipped: dict[str, str] = {}
     if isinstance(methods, Mapping):
         factories = dict(methods)
+    elif is_regression:
+        factories, skipped = resolve_methods(
+            methods,
+            registry=regression.REGRESSION_METHODS,
+            weights=weights,
+            finetune_steps=finetune_steps,
+            n_jobs=threads or -1,
+        )
     else:
         factories, skipped = resolve_methods(
             methods,
@@ -114,7 +139,8 @@ def evaluate(
         Progress(total, "benchmark", enabled=progress) as bar,
         (out / "splits.jsonl").open("w") as jsonl,
     ):
-        for record in run_benchmark(paths, factories, splits=splits, seed=seed, warmup=warmup, progress=bar):
+        run = run_regression_benchmark if is_regression else run_benchmark
+        for record in run(paths, factories, splits=splits, seed=seed, warmup=warmup, progress=bar):
             records.append(record)
             jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
@@ -126,9 +152,11 @@ def evaluate(
         "data": f"{data} ({len(paths)} datasets: {', '.join(p.stem for p in paths)})",
         "protocol": f"{splits} splits per dataset, seed {seed}, train rows min(1000, n/2), test rows up to 2000",
         "MotherNet weights": (
-            f"{weights or 'shipped'}, multiclass={multiclass}, finetune_steps={_finetune_label(finetune_steps, weights)}"
-            if "mothernet" in factories
-            else "not run"
+            "not run"
+            if "mothernet" not in factories
+            else f"{weights}, finetune_steps={finetune_steps}"
+            if is_regression
+            else f"{weights or 'shipped'}, multiclass={multiclass}, finetune_steps={_finetune_label(finetune_steps, weights)}"
         ),
         "threads": (
             f"{threads} per method (--threads: n_jobs, BLAS/OpenMP pools; {xla_threads})"
@@ -141,7 +169,11 @@ def evaluate(
         "commit": _git_commit(),
         "wall time": f"{elapsed:.0f} s" + (" (with an untimed warm-up fit per dataset)" if warmup else ""),
     }
-    written = write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    if is_regression:
+        facts["protocol"] = facts["protocol"].replace(" train rows", " regression_split parts, train rows")
+        written = regression.write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    else:
+        written = write_outputs(records, out, list(factories), header=facts, skipped=skipped)
     print(f"wrote splits.jsonl, {', '.join(written)} to {out}", file=sys.stderr)
     return records
 
@@ -218,21 +250,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m mothernet_jax.benchmarks.evaluate",
         description="MotherNet against the baselines on real tabular data (TabPFN-paper protocol).",
     )
-    parser.add_argument("--data", default="../shared/datasets", help="folder of NAME.npz files")
+    parser.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        default="classification",
+        help="classification (default) or regression (the regressors, R² and normalised RMSE)",
+    )
+    parser.add_argument(
+        "--data", help="folder of NAME.npz files (default ../shared/datasets, regression ../shared/regression)"
+    )
     parser.add_argument(
         "--datasets",
         nargs="+",
         help="dataset names, 'all' (default), or a group: tabpfn-test (the 20 TabPFN test datasets), "
-        "tabpfn-valid, non-test (every dataset but the TabPFN test ones: choose settings on these)",
+        "tabpfn-valid, non-test (every dataset but the TabPFN test ones: choose settings on these); "
+        "regression: validation (default), test, all or names",
     )
     parser.add_argument("--tabpfn-test", action="store_true", help="shortcut for --datasets tabpfn-test")
     parser.add_argument("--max-datasets", type=int, help="only the first N datasets, by name")
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=list(METHODS),
+        choices=list(dict.fromkeys([*METHODS, *regression.REGRESSION_METHODS])),
         metavar="METHOD",
-        help=f"default: all that import; choose from {', '.join(METHODS)}",
+        help=f"default: all that import; choose from {', '.join(METHODS)}; regression: "
+        f"{', '.join(regression.REGRESSION_METHODS)}",
     )
     parser.add_argument("--weights", help="MotherNet weight file (default: the shipped weights)")
     parser.add_argument(
@@ -261,6 +303,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.data is None:
+        args.data = "../shared/regression" if args.task == "regression" else "../shared/datasets"
+    registry = regression.REGRESSION_METHODS if args.task == "regression" else METHODS
+    wrong = [m for m in args.methods or [] if m not in registry]
+    if wrong:
+        parser.error(f"--task {args.task} has no method {', '.join(wrong)}; choose from {', '.join(registry)}")
+    if args.tabpfn_test and args.task == "regression":
+        parser.error("--tabpfn-test is a classification group; regression takes --datasets test")
     if args.tabpfn_test:
         if args.datasets:
             parser.error("--tabpfn-test and --datasets exclude each other")
@@ -311,12 +361,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             progress=not args.quiet,
             header={"command": f"`{command}`"},
+            task=args.task,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     methods = list(dict.fromkeys(r["method"] for r in records))
-    print(report.summary_table(report.summarise(records, methods)))
+    if args.task == "regression":
+        print(regression.summary_table(regression.summarise(records, methods)))
+    else:
+        print(report.summary_table(report.summarise(records, methods)))
     return 0
 
 

@@ -62,10 +62,11 @@ def plot_auc_curves(
     return save(fig, path)
 
 
-def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
-    """Mean AUC of each method against its median fit (left) and predict (right) seconds, log x, one
-    labelled point per method; where HistGradientBoosting ran, a dashed line at twice its fit time
-    and at its predict time (the issue's bounds)."""
+def plot_auc_vs_time(summary: Summary, path: str | Path, *, metric: str = "ROC AUC", title: str = "AUC") -> None:
+    """Mean AUC (`summary.scores`; `metric` names it, e.g. "R²" for regression) of each method against
+    its median fit (left) and predict (right) seconds, log x, one labelled point per method; where
+    HistGradientBoosting ran, a dashed line at twice its fit time and at its predict time (the
+    issue's bounds)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -102,8 +103,8 @@ def plot_auc_vs_time(summary: Summary, path: str | Path) -> None:
         ax.margins(x=0.25, y=0.12)
         ax.set_xlabel(label + " (log scale)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"mean ROC AUC over {len(summary.datasets)} datasets")
-    fig.suptitle("AUC against time")
+    axes[0].set_ylabel(f"mean {metric} over {len(summary.datasets)} datasets")
+    fig.suptitle(f"{title} against time")
     fig.tight_layout()
     save(fig, path, dpi=120)
 

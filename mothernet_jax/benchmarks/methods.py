@@ -74,31 +74,39 @@ def preprocessing(categorical_mask: np.ndarray, *, scale: bool, impute: bool = T
     )
 
 
-class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
-    """`HistGradientBoostingClassifier` with native missing values and categorical columns.
+def fit_native_hist_gradient_boosting(model_class, x, y, categorical_mask, random_state):
+    """`model_class` (HistGradientBoostingClassifier or ...Regressor) fitted with native missing values
+    and categorical columns; returns (model, the columns kept).
 
     A categorical column becomes native only where its training codes are below `max_bins` (255), the
     limit of the native splitter; wider ones (cylinder-bands has 429 levels) stay ordinal numbers.
     Columns with no value in the training part are dropped: scikit-learn 1.9's binning raises on them.
     """
+    x = np.asarray(x, dtype=np.float64)
+    mask = np.zeros(x.shape[1], dtype=bool)
+    if categorical_mask is not None:
+        mask = np.asarray(categorical_mask, dtype=bool)
+    columns = np.flatnonzero(~np.all(np.isnan(x), axis=0))
+    x, mask = x[:, columns], mask[columns]
+    with np.errstate(invalid="ignore"):
+        fits = np.all(np.isnan(x) | ((x >= 0) & (x < 255)), axis=0)
+    native = mask & fits
+    model = model_class(categorical_features=native if native.any() else None, random_state=random_state)
+    return model.fit(x, y), columns
+
+
+class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
+    """`HistGradientBoostingClassifier` with native missing values and categorical columns (see
+    `fit_native_hist_gradient_boosting`)."""
 
     def __init__(self, categorical_mask=None, random_state=None):
         self.categorical_mask = categorical_mask
         self.random_state = random_state
 
     def fit(self, x, y):
-        x = np.asarray(x, dtype=np.float64)
-        mask = np.zeros(x.shape[1], dtype=bool)
-        if self.categorical_mask is not None:
-            mask = np.asarray(self.categorical_mask, dtype=bool)
-        self.columns_ = np.flatnonzero(~np.all(np.isnan(x), axis=0))
-        x, mask = x[:, self.columns_], mask[self.columns_]
-        with np.errstate(invalid="ignore"):
-            fits = np.all(np.isnan(x) | ((x >= 0) & (x < 255)), axis=0)
-        native = mask & fits
-        self.model_ = HistGradientBoostingClassifier(
-            categorical_features=native if native.any() else None, random_state=self.random_state
-        ).fit(x, y)
+        self.model_, self.columns_ = fit_native_hist_gradient_boosting(
+            HistGradientBoostingClassifier, x, y, self.categorical_mask, self.random_state
+        )
         self.classes_ = self.model_.classes_
         return self
 
@@ -252,22 +260,24 @@ METHODS: dict[str, Method] = {
 
 
 def resolve_methods(
-    names: Sequence[str] | None = None, **options
+    names: Sequence[str] | None = None, *, registry: dict[str, Method] | None = None, **options
 ) -> tuple[dict[str, Callable[[np.ndarray, int], object]], dict[str, str]]:
     """Factories `(categorical_mask, seed) -> estimator` for `names` (None: every registered method).
 
     options: passed to every factory, which takes what it knows: `weights` (MotherNet), `n_jobs`.
     Returns the runnable factories, in the order of `names`, and {name: reason} for those skipped
     because an import or the method's preflight (MotherNet: reading the weights) failed. Raises
-    ValueError for a name that is not registered.
+    ValueError for a name that is not registered. registry: the methods to choose from (default
+    METHODS, the classifiers; `benchmarks.regression.REGRESSION_METHODS` for regressors).
     """
-    names = list(METHODS) if names is None else list(dict.fromkeys(names))
-    unknown = [n for n in names if n not in METHODS]
+    registry = METHODS if registry is None else registry
+    names = list(registry) if names is None else list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(registry)}")
     factories, skipped = {}, {}
     for name in names:
-        method = METHODS[name]
+        method = registry[name]
         reason = method.unavailable()
         if reason is None and method.preflight is not None:
             try:
@@ -275,7 +285,7 @@ def resolve_methods(
             except Exception as error:
                 reason = f"{type(error).__name__}: {error}"
         if reason is None:
-            factories[name] = functools.partial(METHODS[name].build, **options)
+            factories[name] = functools.partial(method.build, **options)
         else:
             skipped[name] = reason
     return factories, skipped
