@@ -38,7 +38,7 @@ from sklearn.pipeline import Pipeline
 
 from mothernet_jax.benchmarks import figures
 from mothernet_jax.benchmarks.methods import Method, fit_native_hist_gradient_boosting, preprocessing
-from mothernet_jax.benchmarks.report import REFERENCE, Summary, _ratio, _seconds, average_ranks
+from mothernet_jax.benchmarks.report import REFERENCE, Summary, average_ranks, format_ratio, format_seconds
 
 FAILED_R2 = 0.0  # a failed method scores as the constant prediction at the test mean
 FAILED_NRMSE = 1.0
@@ -263,11 +263,11 @@ def summary_table(result: RegressionSummary, reference: str = REFERENCE) -> str:
             f"{result.nrmse[:, j].mean():.4f}",
             f"{summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f})",
             str(len(summary.failed[method])),
-            _seconds(summary.fit_seconds[method]),
-            _seconds(summary.predict_seconds[method]),
+            format_seconds(summary.fit_seconds[method]),
+            format_seconds(summary.predict_seconds[method]),
         ]
         if ratios is not None:
-            row += [_ratio(ratios[method][0]), _ratio(ratios[method][1])]
+            row += [format_ratio(ratios[method][0]), format_ratio(ratios[method][1])]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

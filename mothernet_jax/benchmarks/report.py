@@ -177,13 +177,13 @@ def write_dataset_csv(records: Sequence[Mapping], path: str | Path) -> None:
             writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
 
 
-def _seconds(value: float) -> str:
+def format_seconds(value: float) -> str:
     if not math.isfinite(value):
         return "-"
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-def _ratio(value: float) -> str:
+def format_ratio(value: float) -> str:
     if not math.isfinite(value):
         return "-"
     return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
@@ -206,11 +206,11 @@ def summary_table(summary: Summary, reference: str = REFERENCE) -> str:
             f"{summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f})",
             f"{summary.normalised[:, j].mean():.3f}",
             str(len(summary.failed[method])),
-            _seconds(summary.fit_seconds[method]),
-            _seconds(summary.predict_seconds[method]),
+            format_seconds(summary.fit_seconds[method]),
+            format_seconds(summary.predict_seconds[method]),
         ]
         if ratios is not None:
-            row += [_ratio(ratios[method][0]), _ratio(ratios[method][1])]
+            row += [format_ratio(ratios[method][0]), format_ratio(ratios[method][1])]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
