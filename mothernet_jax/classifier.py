@@ -269,33 +269,38 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         return {name: settings.resolve(name, getattr(self, name), recommended) for name in settings.RECOMMENDABLE}
 
     def _categorical_mask(self, n_features: int) -> np.ndarray:
-        spec = self.categorical_features
-        if spec is None:
-            return np.zeros(n_features, bool)
-        if isinstance(spec, str):
-            raise ValueError(f"categorical_features must be 'auto', a mask or indices, got {spec!r}")
-        spec = np.asarray(spec)
-        if spec.dtype == bool:
-            if spec.shape != (n_features,):
-                raise ValueError(
-                    f"the categorical_features mask has shape {spec.shape}; X has {n_features} features"
-                )
-            return spec.copy()
-        if spec.dtype.kind in "USO":
-            names = list(getattr(self, "feature_names_in_", []))
-            missing = [s for s in spec.tolist() if s not in names]
-            if missing:
-                raise ValueError(f"categorical_features names {missing} are not columns of X")
-            spec = np.array([names.index(s) for s in spec.tolist()], np.int64)
-        if spec.size and (
-            spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features
-        ):
+        return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
+
+
+def categorical_mask(spec, n_features: int, feature_names=None) -> np.ndarray:
+    """The bool mask (n_features,) of a `categorical_features` setting other than "auto" (None, a mask,
+    indices or column names of `feature_names`); ValueError in one line where it does not fit X."""
+    if spec is None:
+        return np.zeros(n_features, bool)
+    if isinstance(spec, str):
+        raise ValueError(f"categorical_features must be 'auto', a mask or indices, got {spec!r}")
+    spec = np.asarray(spec)
+    if spec.dtype == bool:
+        if spec.shape != (n_features,):
             raise ValueError(
-                f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}"
+                f"the categorical_features mask has shape {spec.shape}; X has {n_features} features"
             )
-        mask = np.zeros(n_features, bool)
-        mask[spec.astype(np.int64)] = True
-        return mask
+        return spec.copy()
+    if spec.dtype.kind in "USO":
+        names = [] if feature_names is None else list(feature_names)
+        missing = [s for s in spec.tolist() if s not in names]
+        if missing:
+            raise ValueError(f"categorical_features names {missing} are not columns of X")
+        spec = np.array([names.index(s) for s in spec.tolist()], np.int64)
+    if spec.size and (
+        spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features
+    ):
+        raise ValueError(
+            f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}"
+        )
+    mask = np.zeros(n_features, bool)
+    mask[spec.astype(np.int64)] = True
+    return mask
 
 
 def member_budget(n_classes: int, chosen: dict) -> tuple[str, int]:

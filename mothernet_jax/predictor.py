@@ -6,6 +6,11 @@ The children's arithmetic is `mothernet_jax.child`'s (`numpy_predict_proba`, the
 pass); this module adds only what an export needs: the archive's header (FORMAT,
 FORMAT_VERSION), its checks (`PredictorFileError` naming the path), the averaging of members and
 the DataFrame column check. It imports no JAX.
+
+`RegressionPredictor` is an exported regressor, the same file with a header saying
+`"task": "regression"` and each member's target mean and std: its members' one output unit predicts
+the member-standardised target; `predict` maps each back to y's scale and averages them.
+`load_predictor` returns whichever the file holds.
 """
 
 from __future__ import annotations
@@ -16,14 +21,22 @@ import os
 import numpy as np
 
 from mothernet_jax.checks import reject_beyond_float32
-from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_predict_proba
+from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_logits, numpy_predict_proba
 from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
 
 FORMAT = "mothernet-jax-predictor"
 FORMAT_VERSION = 2  # 2: encoder, member columns and class groups, low-rank factors
 ROW_BLOCK = 2048  # rows predicted at a time: the members' activations stay in cache
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Predictor", "PredictorFileError", "check_feature_names", "load_predictor"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Predictor",
+    "PredictorFileError",
+    "RegressionPredictor",
+    "check_feature_names",
+    "load_predictor",
+]
 
 
 class Predictor:
@@ -129,6 +142,12 @@ class Predictor:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the predictor to `path` (a pickle-free .npz), atomically."""
+        arrays, header = self._arrays()
+        arrays["header"] = np.array(json.dumps(header))
+        atomic_savez(path, arrays)
+
+    def _arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The file's arrays (without the header) and its header."""
         classes = self.classes
         if classes.dtype.kind == "O":
             classes = np.asarray(classes.tolist())
@@ -165,9 +184,8 @@ class Predictor:
             "feature_names": self.feature_names,
             "encoder": encoder_header,
         }
-        arrays["header"] = np.array(json.dumps(header))
         arrays["classes"] = classes
-        atomic_savez(path, arrays)
+        return arrays, header
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
@@ -219,6 +237,18 @@ class Predictor:
                 from mothernet_jax.estimator.encoding import FeatureEncoder
 
                 encoder = FeatureEncoder.from_arrays(header["encoder"], data, "encoder/")
+            common = dict(
+                n_features=header["n_features"],
+                encoder=encoder,
+                columns=columns or None,
+                feature_names=header.get("feature_names"),
+            )
+            if header.get("task", "classification") == "regression":
+                return RegressionPredictor(
+                    children, target_mean=data["target/mean"], target_std=data["target/std"], **common
+                )
+            if cls is not Predictor:
+                raise PredictorFileError(f"{path} is an exported classifier, not a {cls.__name__}")
             return cls(
                 children,
                 classes=data["classes"],
@@ -231,8 +261,60 @@ class Predictor:
             )
 
 
+class RegressionPredictor(Predictor):
+    """An exported regressor: members with one output unit each, with NumPy alone.
+
+    Member m reads its encoded columns as a classifier's member does; its child's output is the
+    target standardised over the member's training rows, mapped back as
+    `output * target_std[m] + target_mean[m]` (float64); `predict` averages the members.
+    """
+
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        target_mean,
+        target_std,
+        n_features: int | None = None,
+        encoder=None,
+        columns: list[np.ndarray] | None = None,
+        feature_names: list[str] | None = None,
+    ):
+        super().__init__(
+            children, n_features=n_features, encoder=encoder, columns=columns, feature_names=feature_names
+        )
+        self.target_mean = np.asarray(target_mean, np.float64).reshape(-1)
+        self.target_std = np.asarray(target_std, np.float64).reshape(-1)
+        outputs = {c.layers[-1][1].shape[-1] for c in self.children}
+        if outputs != {1} or self.target_mean.shape != (len(self.children),) or self.target_std.shape != (
+            len(self.children),
+        ):
+            raise ValueError("a RegressionPredictor needs one output unit and one target mean and std per member")
+
+    def predict(self, X) -> np.ndarray:
+        """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y."""
+        encoded = self.encode(X)
+        prediction = np.zeros(encoded.shape[0])
+        for start in range(0, encoded.shape[0], ROW_BLOCK):
+            rows = slice(start, start + ROW_BLOCK)
+            for m, (child, columns) in enumerate(zip(self.children, self.columns, strict=True)):
+                output = numpy_logits(child, encoded[rows, columns])[:, 0].astype(np.float64)
+                prediction[rows] += output * self.target_std[m] + self.target_mean[m]
+        return prediction / len(self.children)
+
+    def predict_proba(self, X):
+        raise AttributeError("a RegressionPredictor has no predict_proba: use predict")
+
+    def _arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays, header = super()._arrays()
+        arrays["target/mean"] = self.target_mean
+        arrays["target/std"] = self.target_std
+        return arrays, {**header, "task": "regression"}
+
+
 def load_predictor(path: str | os.PathLike) -> Predictor:
-    """Load an exported classifier (`MotherNetClassifier.export`); needs NumPy alone.
+    """Load an exported classifier (`MotherNetClassifier.export`) or regressor
+    (`MotherNetRegressor.export`: a `RegressionPredictor`); needs NumPy alone.
     Raises PredictorFileError naming the path for anything that is not a sound export."""
     return Predictor.load(path)
 

@@ -6,7 +6,9 @@ all layers or the output layer only (a convex problem on the child's fixed hidde
 optionally on a random subset of rows per step, and optionally stopped early on rows held out of
 the fine-tuning: every step is scored on them and the child keeps the layers of its best step
 (step 0, the child as generated, included), and stops after `PATIENCE` steps without a better one.
-`finetune_layers` is the pure JAX function, vmapped over the members of a generation call.
+`finetune_layers` is the pure JAX function, vmapped over the members of a generation call. Its
+loss is a parameter: the cross-entropy of a classifier's children, or (loss="mse") the squared
+error of a regressor's one output unit against its member's standardised target.
 """
 
 from __future__ import annotations
@@ -56,14 +58,16 @@ def holdout_masks(n_rows: np.ndarray, padded_rows: int, share: float, rng: np.ra
 
 def finetune_layers(
     layers, mean, std, X, y, n_rows, n_groups, holdout, keys, temperature, steps, learning_rate,
-    *, output_only: bool, early_stopping: bool, batch_rows: int | None,
+    *, output_only: bool, early_stopping: bool, batch_rows: int | None, loss: str = "cross_entropy",
 ):  # fmt: skip
     """The members' children after fine-tuning (pure; jit with static output_only).
 
     layers, mean, std: the children of B members as `member_generation.member_layers` returns them;
     X: (B, T, F) encoded rows; y: (B, T) output groups; n_rows, n_groups: (B,); holdout: (B, T) bool,
     rows kept out of the fitting and scored to stop early (a member with none runs all `steps`);
-    keys: (B,) PRNG keys of the row subsets. Loss: cross-entropy of softmax(logits / temperature).
+    keys: (B,) PRNG keys of the row subsets. loss (static): "cross_entropy", of
+    softmax(logits / temperature) against y's int groups, or "mse", the squared error of the first
+    output unit against y's floats (regression; temperature unused).
     Static: output_only (train the last layer only), early_stopping (False: holdout is ignored, no
     held-out scoring), batch_rows (None: every fitting row every step; else this many of them per
     step, drawn at random, gathered so that a step costs batch_rows rows).
@@ -80,20 +84,23 @@ def finetune_layers(
         features = jnp.maximum(factored_logits(frozen, z, jnp), 0.0) if frozen else z
         features = jax.lax.stop_gradient(features)
 
-        def loss(trainable, rows):
-            logits = factored_logits(trainable, features, jnp) / temperature
-            logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] < g, logits, -1e30)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            return jnp.sum(jnp.where(rows, ce, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
+        def row_losses(trainable, x, target):
+            outputs = factored_logits(trainable, x, jnp)
+            if loss == "mse":
+                return (outputs[:, 0] - target) ** 2
+            logits = jnp.where(jnp.arange(outputs.shape[-1])[None, :] < g, outputs / temperature, -1e30)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, target)
+
+        def mean_loss(trainable, rows):
+            per_row = row_losses(trainable, features, y)
+            return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
 
         def batch_loss(trainable, take, rows):
-            logits = factored_logits(trainable, features[take], jnp) / temperature
-            logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] < g, logits, -1e30)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[take])
-            return jnp.sum(jnp.where(rows, ce, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
+            per_row = row_losses(trainable, features[take], y[take])
+            return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
 
         def held_loss(trainable):
-            return loss(trainable, held)
+            return mean_loss(trainable, held)
 
         def cond(carry):
             i, _, _, _, _, since_best = carry
@@ -102,7 +109,7 @@ def finetune_layers(
         def body(carry):
             i, trainable, state, best, best_loss, since_best = carry
             if batch_rows is None:
-                grads = jax.grad(loss)(trainable, fit_rows)
+                grads = jax.grad(mean_loss)(trainable, fit_rows)
             else:  # batch_rows of the fitting rows at random (all of them, padded, when fewer)
                 order = jnp.argsort(jnp.where(fit_rows, jax.random.uniform(jax.random.fold_in(key, i), fit_rows.shape), 2.0))
                 take = order[:batch_rows]
@@ -124,12 +131,21 @@ def finetune_layers(
     return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups, holdout, keys)
 
 
-finetune_members = jax.jit(finetune_layers, static_argnames=("output_only", "early_stopping", "batch_rows"))
+LOSSES = ("cross_entropy", "mse")
+
+finetune_members = jax.jit(
+    finetune_layers, static_argnames=("output_only", "early_stopping", "batch_rows", "loss")
+)
 
 
-def finetune_children(layers, mean, std, X, labels, n_rows, n_groups, *, finetune: Finetune, temperature: float, rng):
+def finetune_children(
+    layers, mean, std, X, labels, n_rows, n_groups, *, finetune: Finetune, temperature: float, rng,
+    loss: str = "cross_entropy",
+):  # fmt: skip
     """`finetune_members` for one generation call from NumPy: draws the held-out rows and the keys of
-    the row subsets from `rng` (a `numpy.random.Generator`)."""
+    the row subsets from `rng` (a `numpy.random.Generator`). loss: one of LOSSES."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     holdout = holdout_masks(n_rows, X.shape[1], finetune.holdout, rng)
     keys = jax.random.split(jax.random.key(int(rng.integers(2**31 - 1))), len(n_rows))
     batch_rows = finetune.rows if finetune.rows is not None and finetune.rows < int(np.max(n_rows)) else None
@@ -137,4 +153,5 @@ def finetune_children(layers, mean, std, X, labels, n_rows, n_groups, *, finetun
         layers, mean, std, X, labels, n_rows, n_groups, holdout, keys,
         np.float32(temperature), np.int32(finetune.steps), np.float32(finetune.learning_rate),
         output_only=finetune.layers == "output", early_stopping=bool(holdout.any()), batch_rows=batch_rows,
+        loss=loss,
     )  # fmt: skip

@@ -7,6 +7,11 @@ of a real member, whose outputs are dropped), so one fit compiles once, its peak
 one chunk whatever the number of classes and members, and its time grows linearly with the
 members. The chunk holds at most `MEMBER_ROWS_PER_CALL` padded training rows (8 members of 1,024
 rows; 64 of 128): the transformer's activations, the largest buffers, grow with members x rows.
+
+Regression (a config whose `task` is "regression"): y is the float target, and each member reads
+its own rows' target standardised over those rows (`member_target_scales`), so its child predicts
+the member-standardised target; the estimator maps each member's predictions back with its
+member's mean and std.
 """
 
 from __future__ import annotations
@@ -125,14 +130,32 @@ def members_per_call(n_members: int, padded_rows: int, member_rows: int = MEMBER
     return -(-n_members // calls)
 
 
-def _member_arrays(encoded, y, plans: list[MemberPlan], rows: int, width: int):
-    """The padded inputs of some members: X (B, rows, width), labels (B, rows), n_rows, n_features,
-    n_groups (B,)."""
+def is_regression(config: ModelConfig) -> bool:
+    """Whether the config's model regresses (`ModelConfig.task == "regression"`)."""
+    return getattr(config, "task", "classification") == "regression"
+
+
+def member_target_scales(y: np.ndarray, plans: list[MemberPlan]) -> tuple[np.ndarray, np.ndarray]:
+    """Regression: (mean, std) (members,) float64 of each member's training rows' target (population
+    std; 1 where those rows hold one value, so that the member predicts their mean)."""
+    y = np.asarray(y, np.float64)
+    mean = np.array([y[p.rows].mean() for p in plans])
+    std = np.array([y[p.rows].std() for p in plans])
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _member_arrays(encoded, y, plans: list[MemberPlan], rows: int, width: int, regression: bool = False):
+    """The padded inputs of some members: X (B, rows, width), labels (B, rows) (regression: the
+    member-standardised float target), n_rows, n_features, n_groups (B,)."""
     X = np.zeros((len(plans), rows, width), np.float32)
-    labels = np.zeros((len(plans), rows), np.int32)
+    labels = np.zeros((len(plans), rows), np.float32 if regression else np.int32)
+    scales = member_target_scales(y, plans) if regression else None
     for m, plan in enumerate(plans):
         X[m, : len(plan.rows), : len(plan.columns)] = encoded[np.ix_(plan.rows, plan.columns)]
-        labels[m, : len(plan.rows)] = plan.groups[y[plan.rows]]
+        if regression:
+            labels[m, : len(plan.rows)] = (y[plan.rows] - scales[0][m]) / scales[1][m]
+        else:
+            labels[m, : len(plan.rows)] = plan.groups[y[plan.rows]]
     n_rows = np.array([len(p.rows) for p in plans], np.int32)
     n_features = np.array([len(p.columns) for p in plans], np.int32)
     n_groups = np.array([p.n_groups for p in plans], np.int32)
@@ -179,7 +202,9 @@ def generate_children(
 ) -> list[Child]:
     """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
 
-    encoded: (n, n_columns) the encoded training table; y: (n,) int class codes; plans: the
+    encoded: (n, n_columns) the encoded training table; y: (n,) int class codes (regression: the
+    float target; each child then predicts its member's standardised target, see
+    `member_target_scales`, and fine-tunes on the squared error); plans: the
     members (`plan.plan_members`). finetune.steps > 0: fine-tune each child on its member's
     training rows (softmax(logits / temperature); `finetune.Finetune`), its random draws (held-out
     rows, row subsets) seeded by `seed`. member_rows bounds members x padded rows per
@@ -190,16 +215,18 @@ def generate_children(
     chunk = members_per_call(len(plans), rows, member_rows)
     children: list[Child] = []
     rng = np.random.default_rng(seed)
+    regression = is_regression(config)
     for start in range(0, len(plans), chunk):
         real = plans[start : start + chunk]
         padded = real + [real[0]] * (chunk - len(real))  # same shapes in every call: one compile
         X, labels, n_rows, n_features, n_groups = _member_arrays(
-            encoded, y, padded, rows, config.max_features
+            encoded, y, padded, rows, config.max_features, regression
         )
         layers, mean, std = generate_members(params, X, labels, n_rows, n_features, config=config)
         if finetune is not None and finetune.steps:
             layers = finetune_children(
-                layers, mean, std, X, labels, n_rows, n_groups, finetune=finetune, temperature=temperature, rng=rng
+                layers, mean, std, X, labels, n_rows, n_groups, finetune=finetune, temperature=temperature, rng=rng,
+                loss="mse" if regression else "cross_entropy",
             )
         layers, mean, std = jax.device_get((layers, mean, std))
         children.extend(_children(layers, mean, std, real))

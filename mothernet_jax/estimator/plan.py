@@ -11,6 +11,11 @@ plus what the reference refuses to do:
 - one-vs-rest (`one_vs_rest=True`, k > 2): every member sees a binary task, one class against the
   others, `n_estimators` members per class;
 - more than `max_train_rows` rows: the member reads a stratified subsample.
+
+Regression (`plan_regression_members`): the same members without classes. The rows are stratified
+by quantile bins of the target (`target_bins`: 10 bins of about equal counts, so that a subsample
+keeps the target's spread, its tails included), the column ranking scores the columns against
+those bins, and there is no label shift (one output unit).
 """
 
 from __future__ import annotations
@@ -184,6 +189,7 @@ def plan_members(
     max_classes: int,
     rng: np.random.Generator,
     one_vs_rest: bool = False,
+    label_shifts: bool = True,
 ) -> list[MemberPlan]:
     """The members of an ensemble over the encoded training table (n, n_columns) and labels y (n,)
     in 0..n_classes-1.
@@ -196,13 +202,16 @@ def plan_members(
     one_vs_rest (k > 2): member m is binary, class m % k against the others; the members of round
     m // k (one per class) share a variant, round 0 being the reference configuration, and each
     member of a later round draws its own rotation and label flip.
+
+    label_shifts=False: no member shifts its labels (only feature rotations are drawn), for
+    `plan_regression_members`, whose "classes" are bins of the target.
     """
     one_vs_rest = one_vs_rest and n_classes > 2
     has_onehot = bool(encoder.onehot.any())
     variants = [(q, o) for q in (True, False) for o in ((True, False) if has_onehot else (False,))]
     n_members = n_members_needed(n_classes, n_estimators, max_classes, one_vs_rest)
     grouped = n_classes > max_classes and not one_vs_rest
-    n_labels = 2 if one_vs_rest else 1 if grouped else n_classes  # what a label shift cycles over
+    n_labels = 2 if one_vs_rest else 1 if grouped or not label_shifts else n_classes  # what a label shift cycles over
     groupings = class_groupings(n_classes, n_members, max_classes, rng) if grouped else None
     kinds, sources = encoder.layout()
     scores = None
@@ -246,3 +255,48 @@ def plan_members(
             )
         )
     return members
+
+
+# -- regression -----------------------------------------------------------------------------------
+
+TARGET_BINS = 10  # quantile bins of a regression target for stratified rows and column scores
+
+
+def target_bins(y: np.ndarray, n_bins: int = TARGET_BINS) -> np.ndarray:
+    """(n,) int codes 0..b-1 of y's quantile bins, b <= n_bins bins of about equal counts (fewer
+    where values tie across a quantile), numbered in the order of y."""
+    y = np.asarray(y, dtype=np.float64)
+    edges = np.quantile(y, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.unique(np.searchsorted(edges, y, side="right"), return_inverse=True)[1].reshape(-1)
+
+
+def plan_regression_members(
+    encoder: FeatureEncoder,
+    encoded: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_estimators: int,
+    max_train_rows: int | None,
+    max_features: int,
+    rng: np.random.Generator,
+) -> list[MemberPlan]:
+    """The members of a regression ensemble over the encoded training table (n, n_columns) and the
+    float target y (n,): `plan_members` on y's quantile bins (`target_bins`; at most max_train_rows
+    bins, so that a stratified subsample holds every bin) without label shifts. Each plan has
+    groups (0,) and n_groups 1: one output unit."""
+    n_bins = TARGET_BINS if max_train_rows is None else max(1, min(TARGET_BINS, max_train_rows))
+    bins = target_bins(y, n_bins)
+    n_classes = int(bins.max()) + 1
+    plans = plan_members(
+        encoder,
+        encoded,
+        bins,
+        n_classes=n_classes,
+        n_estimators=n_estimators,
+        max_train_rows=max_train_rows,
+        max_features=max_features,
+        max_classes=max(n_classes, 1),
+        rng=rng,
+        label_shifts=False,
+    )
+    return [dataclasses.replace(p, groups=np.zeros(0, np.int64), n_groups=1) for p in plans]

@@ -1,0 +1,256 @@
+"""MotherNetRegressor: the scikit-learn regressor around `generate` for a regression model, with a
+batched ensemble, built from the classifier's parts.
+
+    from mothernet_jax.regressor import MotherNetRegressor
+    reg = MotherNetRegressor(weights="small-regression.msgpack").fit(X_train, y_train)
+    y_pred = reg.predict(X_test)
+    reg.export("model.npz")                     # NumPy-only: predictor.load_predictor(...).predict
+
+`fit` resolves `weights=` (a model whose `ModelConfig.task` is "regression"; no regression weights
+are shipped yet, so `weights` must be given), encodes the table as the classifier does
+(`estimator.encoding`), plans the members (`estimator.plan.plan_regression_members`: rows stratified
+by quantile bins of the target, columns as the classifier's members), standardises the target over
+each member's rows, generates the children in bounded chunks (`estimator.member_generation`),
+optionally fine-tunes them on the squared error (`estimator.finetune`, loss="mse"), and keeps them in
+a `predictor.RegressionPredictor`, which maps each member's output back to y's scale and averages
+the members.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from mothernet_jax import settings
+from mothernet_jax.classifier import categorical_mask
+from mothernet_jax.estimator.compile_cache import use_default_cache
+from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, plain_dtypes
+from mothernet_jax.estimator.finetune import Finetune
+from mothernet_jax.estimator.member_generation import (
+    check_memory,
+    generate_children,
+    is_regression,
+    member_target_scales,
+)
+from mothernet_jax.estimator.plan import plan_regression_members
+from mothernet_jax.estimator.weights import resolve_weights, weights_info
+from mothernet_jax.predictor import RegressionPredictor
+
+# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
+SETTINGS = tuple(name for name in settings.RECOMMENDABLE if name not in ("multiclass", "max_members"))
+
+
+class MotherNetRegressor(RegressorMixin, BaseEstimator):
+    """MotherNet as a scikit-learn regressor: an ensemble of generated MLPs with one output unit.
+
+    Settings marked "auto" take what the weight file recommends in its manifest (the key of the same
+    name), else the library's default (`mothernet_jax.settings`); ``settings_`` says what fit used.
+
+    Parameters
+    ----------
+    weights : path, Weights or (params, ModelConfig)
+        A regression model (`ModelConfig.task == "regression"`, e.g. the `tiny-regression` or
+        `small-regression` presets). None is refused until regression weights are shipped.
+    n_estimators : int or "auto"
+        Ensemble members (library default 8). Member 0 reads the raw numeric columns and ordinal
+        categorical codes in their order; members 1, 2, ... cycle through quantile transform on/off x
+        one-hot/ordinal categorical codes and draw a cyclic rotation of their columns, as the
+        classifier's members (there is no label shift). Generated in jitted calls of a fixed size.
+    random_state : int, RandomState or None
+        Seeds the member draws and subsamples.
+    max_train_rows : int, None or "auto"
+        Context rows: with more training rows, each member reads its own subsample of this many rows,
+        stratified by 10 quantile bins of the target (library default 1024). None: no limit (fit
+        checks the memory first, as the classifier's).
+    categorical_features : "auto", bool mask, indices or column names
+        As `MotherNetClassifier`'s.
+    finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout
+        As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
+        loss.
+
+    The target: numeric, finite, not constant, at least 2 rows (ValueError in one line otherwise).
+    Each member standardises it over its own rows (mean 0, std 1); its child predicts that, and
+    `predict` maps every member back (times the member's std, plus its mean, in float64) and
+    averages them.
+
+    Attributes: n_features_in_, feature_names_in_ (pandas input), categorical_features_ (bool
+    mask), settings_, finetune_steps_, ensemble_ (one dict per member), predictor_ (the
+    `predictor.RegressionPredictor` that predict runs and `export` writes).
+    """
+
+    def __init__(
+        self,
+        weights=None,
+        *,
+        n_estimators: int | str = "auto",
+        random_state=None,
+        max_train_rows: int | None | str = "auto",
+        categorical_features="auto",
+        finetune_steps: int | str = "auto",
+        finetune_learning_rate: float | str = "auto",
+        finetune_layers: str = "auto",
+        finetune_rows: int | None | str = "auto",
+        finetune_holdout: float | str = "auto",
+    ):
+        self.weights = weights
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+        self.max_train_rows = max_train_rows
+        self.categorical_features = categorical_features
+        self.finetune_steps = finetune_steps
+        self.finetune_learning_rate = finetune_learning_rate
+        self.finetune_layers = finetune_layers
+        self.finetune_rows = finetune_rows
+        self.finetune_holdout = finetune_holdout
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        return tags
+
+    # -- fit -------------------------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Generate the ensemble for the training table X (n, d) and the numeric target y (n,)."""
+        self._check_parameters()
+        if self.weights is None:
+            raise ValueError(
+                "MotherNetRegressor needs weights=: no regression weights are shipped yet (a file, or "
+                "(params, config) of a model with task='regression')"
+            )
+        check_target(y)
+        chosen = self._settings()
+        auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
+        X = plain_dtypes(X)
+        X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
+        y = np.asarray(y, dtype=np.float64)
+        if len(y) < 2:
+            raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
+        if np.ptp(y) == 0:
+            raise ValueError(f"y is constant (every value is {float(y[0])!r}): there is nothing to regress")
+        params, config = resolve_weights(self.weights)
+        if not is_regression(config):
+            raise ValueError(
+                f"weights {_weights_name(self.weights)} are a classification model; MotherNetRegressor "
+                "needs a regression model (ModelConfig.task='regression')"
+            )
+        use_default_cache()
+        mask = auto_mask if auto_mask is not None else self._categorical_mask(X.shape[1])
+        names = getattr(self, "feature_names_in_", None)
+        encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
+        encoded = encoder.transform(X)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        plans = plan_regression_members(
+            encoder,
+            encoded,
+            y,
+            n_estimators=chosen["n_estimators"],
+            max_train_rows=chosen["max_train_rows"],
+            max_features=config.max_features,
+            rng=np.random.default_rng(seed),
+        )
+        check_memory(plans, config, f"max_train_rows={chosen['max_train_rows']!r}")
+        finetune = Finetune(
+            steps=chosen["finetune_steps"],
+            learning_rate=chosen["finetune_learning_rate"],
+            layers=chosen["finetune_layers"],
+            rows=chosen["finetune_rows"],
+            holdout=chosen["finetune_holdout"],
+        )
+        children = generate_children(params, config, encoded, y, plans, finetune=finetune, seed=seed)
+        target_mean, target_std = member_target_scales(y, plans)
+        self.categorical_features_ = mask
+        self.settings_ = chosen
+        self.finetune_steps_ = finetune.steps
+        self.ensemble_ = [
+            {
+                "n_rows": len(p.rows),
+                "n_columns": len(p.columns),
+                "quantile": p.quantile,
+                "onehot": p.onehot,
+                "feature_shift": p.feature_shift,
+            }
+            for p in plans
+        ]
+        self.predictor_ = RegressionPredictor(
+            children,
+            target_mean=target_mean,
+            target_std=target_std,
+            encoder=encoder,
+            columns=[p.columns for p in plans],
+            feature_names=names,
+        )
+        return self
+
+    # -- predict ---------------------------------------------------------------------------------
+
+    def predict(self, X) -> np.ndarray:
+        """X: (n, d) raw rows -> (n,) float64 predictions of y, the members' average."""
+        check_is_fitted(self)
+        X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
+        return self.predictor_.predict(X)
+
+    def export(self, path: str | os.PathLike) -> None:
+        """Write the fitted regressor (encoder, children, the members' target scales) to one
+        pickle-free .npz file; `mothernet_jax.predictor.load_predictor(path).predict(X)` gives the
+        same predictions with NumPy alone."""
+        check_is_fitted(self)
+        self.predictor_.save(path)
+
+    # -- parameters ------------------------------------------------------------------------------
+
+    def _check_parameters(self) -> None:
+        for name in SETTINGS:
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value == "auto"):
+                settings.check(name, value)
+
+    def _settings(self) -> dict:
+        recommended = weights_info(self.weights)
+        return {name: settings.resolve(name, getattr(self, name), recommended) for name in SETTINGS}
+
+    def _categorical_mask(self, n_features: int) -> np.ndarray:
+        return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
+
+
+def check_target(y) -> None:
+    """ValueError, in one line, unless y holds numbers and only finite ones (a list, NumPy, a pandas
+    Series of any dtype); shapes are left to scikit-learn's checks."""
+    values = y.to_numpy() if hasattr(y, "to_numpy") and hasattr(y, "dtype") else np.asarray(y)
+    values = values.reshape(-1)
+    if values.dtype.kind not in "biuf":
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            bad = next((v for v in values.tolist() if not _is_number(v)), values[0] if values.size else None)
+            raise ValueError(
+                f"y must be numeric for a regressor; it holds {bad!r} (dtype {values.dtype})"
+            ) from None
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError(
+            f"y contains {int((~finite).sum())} non-finite values (NaN or inf) of {values.size}, the first "
+            f"in row {int(np.flatnonzero(~finite)[0])}: drop those rows"
+        )
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_auto(spec) -> bool:
+    return isinstance(spec, str) and spec == "auto"
+
+
+def _weights_name(weights) -> str:
+    return repr(weights) if isinstance(weights, str | os.PathLike) else "given"
