@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -239,7 +240,7 @@ def figure(rows: list[dict], path: Path, title: str) -> None:
     ax.set_xlabel("median fit seconds (log)")
     ax.set_ylabel("mean ROC AUC")
     ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 130)), fontsize=7)
     fig.tight_layout()
     save(fig, path)
 

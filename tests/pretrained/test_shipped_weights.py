@@ -92,3 +92,34 @@ def test_the_demo_runs_on_the_shipped_weights():
     assert fit < first_fit, done.stdout
     assert "first fit s includes JIT compilation" in done.stdout
     assert "HistGradientBoosting" in lines
+
+
+def recommended_in_docs() -> dict:
+    """The "recommended" column of the settings table in docs/FAST_DEFAULTS.md, parsed as JSON
+    values (`None` as null)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "FAST_DEFAULTS.md").read_text()
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
+            value = cells[1].strip("`")
+            table[cells[0].strip("`")] = None if value == "None" else json.loads(value) if value[0] in "0123456789" else value
+    return table
+
+
+def test_the_defaults_are_what_the_manifest_recommends_and_the_docs_say():
+    """MotherNetClassifier() resolves every "auto" setting to the shipped manifest's recommendation,
+    and docs/FAST_DEFAULTS.md's table says the same values."""
+    import numpy as np
+
+    from mothernet_jax import MotherNetClassifier
+    from mothernet_jax.settings import LIBRARY_DEFAULTS, RECOMMENDABLE
+
+    info = load_info()
+    expected = {name: info.get(name, LIBRARY_DEFAULTS[name]) for name in RECOMMENDABLE}
+    assert recommended_in_docs() == expected
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    clf = MotherNetClassifier(random_state=0, finetune_steps=0).fit(X, np.arange(60) % 2)
+    assert clf.settings_ == {**expected, "finetune_steps": 0, "multiclass": "native"}  # binary: native
