@@ -30,6 +30,7 @@ _EXPORTS = {
     "Child": "mothernet_jax.child",
     "child_logits": "mothernet_jax.child",
     "predict_proba": "mothernet_jax.child",
+    "predict_regression": "mothernet_jax.child",
     "to_numpy": "mothernet_jax.child",
     "load_predictor": "mothernet_jax.predictor",
     "load_pretrained": "mothernet_jax.pretrained",

@@ -21,7 +21,8 @@ DEFAULT_TEMPERATURE = 0.8  # predict_proba = softmax(logits / 0.8), as the refer
 
 
 class Child(NamedTuple):
-    """A generated classifier. Leading batch dimensions are allowed on every leaf (many children).
+    """A generated classifier (or regressor: k = 1 output unit, in the target's units). Leading
+    batch dimensions are allowed on every leaf (many children).
 
     layers: ((W1 (d, P), b1 (P)), ..., (W_out (P, k), b_out (k))), in data space: the 100/d
         scaling of the preprocessing and the low-rank factors are folded into the weights.
@@ -98,6 +99,12 @@ def predict_proba(child: Child, x, temperature: float = DEFAULT_TEMPERATURE):
     return jax.nn.softmax(child_logits(child, x) / temperature, axis=-1)
 
 
+def predict_regression(child: Child, x):
+    """Predictions of a regression child (one output unit, in the target's units as `generate`
+    returns it). x: (n, d) raw rows (NaN allowed) -> (n,) float32."""
+    return child_logits(child, x)[..., 0]
+
+
 def to_numpy(child: Child) -> Child:
     """The same child with NumPy float32 arrays (for pickling, export and NumPy-only prediction)."""
     layers = tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in child.layers)
@@ -120,6 +127,11 @@ def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAUL
     """`predict_proba` with NumPy alone: the one NumPy forward pass (the exported classifier runs it
     for each member). x: (n, d) raw rows (NaN allowed) -> (n, k)."""
     return softmax(numpy_logits(child, x) / temperature, np)
+
+
+def numpy_predict_regression(child: Child, x: np.ndarray) -> np.ndarray:
+    """`predict_regression` with NumPy alone. x: (n, d) raw rows (NaN allowed) -> (n,) float32."""
+    return numpy_logits(child, x)[..., 0]
 
 
 def numpy_layers(layers) -> tuple:

@@ -12,6 +12,13 @@ Presets (`preset(name)`):
 - ``tiny``: a 0.34 M-parameter model for tests, smoke runs and CPU training.
 - ``tiny_class_average``, ``tiny_output_attention``, ``tiny_full_rank_one_layer``: the three
   configurations of the reference parity fixtures (docs/ARCHITECTURE.md section 6).
+- ``tiny-regression``, ``small-regression``: ``tiny`` and ``small`` with task="regression" (average
+  pooling, a linear y encoder, a child with one output unit).
+
+`task` ("classification" or "regression") decides what y is: class labels one-hot encoded, or a
+float target standardised over the training rows (`generation.generate` does it) entering through
+Linear(1 -> d); a regression child has one output unit (the standardised target, trained with MSE).
+Class-average pooling needs classes, so regression pools with "average" or "output_attention".
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from mothernet_jax.config_base import ConfigBase
 
 Pooling = Literal["class_average", "output_attention", "average"]
 Activation = Literal["gelu", "relu"]
+Task = Literal["classification", "regression"]
 
 POOLINGS = ("class_average", "output_attention", "average")
 ACTIVATIONS = ("gelu", "relu")
 DTYPES = ("float32", "bfloat16")
 NORMS = ("layernorm", "rmsnorm")
+TASKS = ("classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,8 +64,17 @@ class ModelConfig(ConfigBase):
     norm: str = "layernorm"  # "rmsnorm": no bias, so n_layers * 2 * d fewer parameters (post-norm)
     norm_first: bool = False  # pre-norm blocks h + f(N(h)), and one final norm (d or 2 d parameters)
     residual_scale: float = 1.0  # layer i's attention and FFN outputs are scaled by residual_scale**i
+    # -- what y is: "regression" takes a float target and emits a child with one output unit -------
+    task: Task = "classification"  # max_classes is unused by "regression"
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"ModelConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "regression" and self.pooling == "class_average":
+            raise ValueError(
+                "ModelConfig.pooling 'class_average' needs classes: task='regression' takes 'average' or "
+                "'output_attention'"
+            )
         self.check_integers(1, ("embed_dim", "n_layers", "n_heads", "ffn_dim", "pooling_embed_dim",
                                 "head_hidden_size", "child_hidden_size", "max_features", "max_classes"))  # fmt: skip
         if self.embed_dim % self.n_heads:
@@ -95,6 +113,16 @@ class ModelConfig(ConfigBase):
         return self.rank is not None
 
     @property
+    def n_outputs(self) -> int:
+        """K, the child's output units: max_classes logits, or one standardised target."""
+        return 1 if self.task == "regression" else self.max_classes
+
+    @property
+    def y_inputs(self) -> int:
+        """Width of the y encoder's input: the one-hot over max_classes, or the one float target."""
+        return 1 if self.task == "regression" else self.max_classes
+
+    @property
     def pooled_size(self) -> int:
         """Length of the pooled vector phi that enters the weight head."""
         if self.pooling == "class_average":
@@ -106,7 +134,7 @@ class ModelConfig(ConfigBase):
     @property
     def n_generated(self) -> int:
         """Length N_out of the weight head's flat output per dataset (docs/ARCHITECTURE.md section 1)."""
-        p, k, f = self.child_hidden_size, self.max_classes, self.max_features
+        p, k, f = self.child_hidden_size, self.n_outputs, self.max_features
         n_out = (p + 1) * k
         if self.child_hidden_layers == 0:
             return (f + 1) * k
@@ -180,6 +208,19 @@ def tiny_full_rank_one_layer() -> ModelConfig:
     )
 
 
+def tiny_regression() -> ModelConfig:
+    """`tiny` for a continuous target (tests and CPU smoke runs): average pooling, a linear y
+    encoder, a child 100 -> 32 -> 32 -> 1 of rank 8."""
+    return tiny().replace(task="regression", pooling="average")
+
+
+def small_regression() -> ModelConfig:
+    """The `small` shapes for a continuous target (the regression model the library ships):
+    average pooling (phi is 192 wide), a linear y encoder, a child 100 -> 128 -> 128 -> 1 of rank 16.
+    Train: `mothernet-jax train --preset small-regression --workdir runs/small-regression`."""
+    return small().replace(task="regression", pooling="average")
+
+
 PRESETS = {
     "paper": paper,
     "paper_2023": paper_2023,
@@ -188,6 +229,8 @@ PRESETS = {
     "tiny_class_average": tiny_class_average,
     "tiny_output_attention": tiny_output_attention,
     "tiny_full_rank_one_layer": tiny_full_rank_one_layer,
+    "tiny-regression": tiny_regression,
+    "small-regression": small_regression,
 }
 
 

@@ -19,6 +19,21 @@ One implementation, three entry points, each a pure JAX function (jit, vmap and 
 `config=` is optional in the last two: left out, it is recovered from the params' names and shapes
 (`model.identify.config_of`: a preset's or a shipped weight file's config), which works on tracers
 too; params of any other config need `config=`.
+
+Regression (a model whose `ModelConfig.task` is "regression", e.g. the `tiny-regression` and
+`small-regression` presets): y is a float target (n,). `generate` standardises it itself over the
+training rows, z = (y - mean) / std (mean and unbiased std, ddof 1 as the regression prior, of the
+first n_rows values: `standardise_target`), and the hypernetwork reads z. The child it emits
+predicts z with ONE output unit, but its output layer comes back already mapped to y's scale:
+W_out * std, b_out * std + mean. So the returned `Child` predicts y in y's own units, nothing to map
+back: `child.predict_regression(child, X)` (or `child_logits(child, X)[:, 0]`, or
+`child.numpy_predict_regression` without JAX) gives (n,) predictions of y. A constant target (std 0,
+one row included) gives a child that predicts that constant exactly. The training loss
+(train/step.py) works in standardised units and calls `generate_layers` with z directly (the prior
+standardises its targets). To get standardised predictions from a returned child, compute
+(prediction - mean) / std with the training rows' mean and std (`standardise_target` returns them).
+The arithmetic is float32: standardise y beforehand (the estimator does, per member) when its mean
+is large against its spread.
 """
 
 from __future__ import annotations
@@ -59,7 +74,8 @@ def generate_layers(
 ) -> list[Layer]:
     """The child's layers for preprocessed, padded datasets.
 
-    x: (B, T, max_features) float, y: (B, T) int, n_rows: (B,) int (rows >= n_rows are padding).
+    x: (B, T, max_features) float, y: (B, T) int (regression: float, standardised over the
+    training rows), n_rows: (B,) int (rows >= n_rows are padding).
     Returns [(W1 (B, F, P), b1 (B, P)), ..., (W_out (B, P, K), b_out (B, K))], float32; with
     factored=True a low-rank weight is its factors (A (B, in, r), S (B, r, P)) (`child_layers`).
     """
@@ -100,6 +116,26 @@ def standardise(
     return z, mean, std
 
 
+def standardise_target(y: jax.Array, n_rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A regression target standardised over the training rows.
+
+    y: (B, T) float (anything beyond n_rows, NaN and inf included, is ignored), n_rows: (B,) int.
+    Returns z (B, T) = (y - mean) / std on the training rows (0 elsewhere), and mean, std (B,): the
+    mean and the unbiased std (ddof 1, as the regression prior standardises) of the first n_rows
+    values. A constant target (one row included) has std 0 and z 0 (gradients stay finite: sqrt
+    and the division never see 0).
+    """
+    row_mask = jnp.arange(y.shape[1])[None, :] < n_rows[:, None]
+    y = jnp.where(row_mask, y.astype(jnp.float32), 0.0)
+    count = row_mask.sum(axis=1).astype(jnp.float32)
+    mean = y.sum(axis=1) / jnp.maximum(count, 1.0)
+    var = jnp.where(row_mask, (y - mean[:, None]) ** 2, 0.0).sum(axis=1) / jnp.maximum(count - 1.0, 1.0)
+    spread = var > 0
+    std = jnp.where(spread, jnp.sqrt(jnp.where(spread, var, 1.0)), 0.0)
+    z = jnp.where(row_mask, (y - mean[:, None]) / jnp.where(spread, std, 1.0)[:, None], 0.0)
+    return z, mean, std
+
+
 def generate_batch(
     params,
     X: jax.Array,
@@ -114,9 +150,11 @@ def generate_batch(
     """Children for many raw datasets in one call (pure; jit and vmap it freely).
 
     X: (B, T, F) raw features, F <= max_features, padded with anything beyond n_rows / n_features;
-    y: (B, T) int labels in 0..max_classes-1 (clipped into it); n_rows, n_features: (B,) int.
+    y: (B, T) int labels in 0..max_classes-1 (clipped into it); regression: float targets, raw
+    (standardised here, and the output layer mapped back: see the module docstring); n_rows,
+    n_features: (B,) int.
     Returns a batched `Child`: W1 (B, F, P) (rows beyond n_features are zero), ..., W_out (B, P, K)
-    over all max_classes outputs; mean, std (B, F) (0 and 1 beyond n_features). factored=True
+    over all max_classes outputs (regression: W_out (B, P, 1), in y's units); mean, std (B, F) (0 and 1 beyond n_features). factored=True
     keeps each low-rank weight as its factors (A, S) (W1's A (B, F, r) carries the zero rows and
     the 100 / d scaling), for `child.factored_logits`: cheaper per row when r (in + P) < in x P.
     config: left out, recovered from the params' shapes (`model.identify.config_of`). No checks of
@@ -125,9 +163,16 @@ def generate_batch(
     config = resolve_config(params, config)
     X = X.astype(jnp.float32)
     z, mean, std = standardise(X, n_rows, n_features, config)
-    row_mask = jnp.arange(X.shape[1])[None, :] < n_rows[:, None]
-    y = jnp.where(row_mask, jnp.clip(y, 0, config.max_classes - 1), 0).astype(jnp.int32)
+    regression = config.task == "regression"
+    if regression:
+        y, y_mean, y_std = standardise_target(y, n_rows)
+    else:
+        row_mask = jnp.arange(X.shape[1])[None, :] < n_rows[:, None]
+        y = jnp.where(row_mask, jnp.clip(y, 0, config.max_classes - 1), 0).astype(jnp.int32)
     layers = generate_layers(params, z, y, n_rows, config=config, attention=attention, factored=factored)
+    if regression:  # the output unit predicts z: map it to y's scale, y = z * std + mean
+        w_out, b_out = layers[-1]
+        layers = [*layers[:-1], (w_out * y_std[:, None, None], b_out * y_std[:, None] + y_mean[:, None])]
     (w1, b1), rest = layers[0], layers[1:]
     features = X.shape[2]
     feature_mask = jnp.arange(features)[None, :] < n_features[:, None]
@@ -171,10 +216,11 @@ def check_shapes(X, y, config: ModelConfig) -> None:
     Raises ValueError naming the problem: X not 2-D, y not 1-D, lengths differ, no rows, no
     features, more than max_features features, X not numeric, y neither integer nor float.
     """
+    what = "targets" if config.task == "regression" else "labels"
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array (n_rows, n_features), got shape {X.shape}")
     if y.ndim != 1:
-        raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        raise ValueError(f"y must be a 1-D array of {what}, got shape {y.shape}")
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}")
     if X.shape[0] == 0:
@@ -189,6 +235,8 @@ def check_shapes(X, y, config: ModelConfig) -> None:
     if not jnp.issubdtype(X.dtype, jnp.number) and X.dtype != bool:
         raise ValueError(f"X must be numeric, got dtype {X.dtype}")
     if not (jnp.issubdtype(y.dtype, jnp.integer) or jnp.issubdtype(y.dtype, jnp.floating)):
+        if config.task == "regression":
+            raise ValueError(f"y must hold numeric targets, got dtype {y.dtype}")
         raise ValueError(f"y must hold integer class labels 0..k-1, got dtype {y.dtype}")
 
 
@@ -198,12 +246,17 @@ def check_values(X: np.ndarray | None, y: np.ndarray | None, config: ModelConfig
     X: (n, d) the real rows and features; y: (n,) their labels. Returns X as float32 and y as
     int32 (or None). Raises ValueError for infinite features, non-integer labels or labels outside
     0..max_classes-1 (and for finite values beyond float32's range, which would become inf). NaN is
-    accepted.
+    accepted in X. Regression: y must be finite (and within float32's range); returned as float32.
     """
     if X is not None:
         reject_beyond_float32(X)
         X = X.astype(np.float32)
-    if y is not None:
+    if y is not None and config.task == "regression":
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y must hold finite targets, got NaN or inf")
+        reject_beyond_float32(y)
+        y = y.astype(np.float32)
+    elif y is not None:
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
                 raise ValueError("y must hold integer class labels 0..k-1, got non-integer values")
@@ -245,11 +298,12 @@ def _count(value, name: str, upper: int) -> tuple[jax.Array | int, int | None]:
     return count, count
 
 
-def valid_dataset(X, y, n_classes: int, *, n_rows=None, n_features=None) -> jax.Array:
+def valid_dataset(X, y, n_classes: int | None, *, n_rows=None, n_features=None) -> jax.Array:
     """Whether a (possibly traced) training set passes `generate`'s checks of values: a () bool.
 
     X: (n, d), y: (n,), n_rows / n_features as `generate` takes them (None: all). False when a
-    real entry of X is infinite, or a real label is not an integer in 0..n_classes-1. A traced
+    real entry of X is infinite, or a real label is not an integer in 0..n_classes-1
+    (n_classes=None: a regression target, which must be finite). A traced
     `generate` skips these checks (a check would make every function around it effectful, which
     costs each call of a jitted function the fast dispatch path); compute this beside it to mask
     a loss, or to check under `jax.experimental.checkify`:
@@ -260,6 +314,8 @@ def valid_dataset(X, y, n_classes: int, *, n_rows=None, n_features=None) -> jax.
     rows = jnp.arange(n) < (n if n_rows is None else n_rows)
     columns = jnp.arange(d) < (d if n_features is None else n_features)
     finite = ~jnp.any(rows[:, None] & columns[None, :] & jnp.isinf(X))
+    if n_classes is None:
+        return finite & jnp.all(~rows | jnp.isfinite(y))
     labels = (y >= 0) & (y < n_classes)
     if jnp.issubdtype(y.dtype, jnp.floating):
         labels &= y == jnp.round(y)
@@ -277,17 +333,20 @@ def generate(
     n_features=None,
     attention: str | None = None,
 ) -> Child:
-    """Generate the child classifier for one training set, in one forward pass. A JAX function:
-    jit it, vmap it over datasets of one shape, differentiate through it.
+    """Generate the child classifier (or regressor) for one training set, in one forward pass. A
+    JAX function: jit it, vmap it over datasets of one shape, differentiate through it.
 
-    X: (n, d) raw features, d <= max_features (NaN allowed); y: (n,) integer labels 0..k-1.
+    X: (n, d) raw features, d <= max_features (NaN allowed); y: (n,) integer labels 0..k-1, or
+    for a regression model (task="regression") float targets, finite, on any scale.
     Returns a `Child` that takes raw rows (d columns): layers W1 (d, P), ..., W_out (P, k), mean
-    and std (d,).
+    and std (d,). Regression: W_out (P, 1) with the output already in y's units (y standardised
+    over the training rows inside, the output layer mapped back; see the module docstring):
+    `predict_regression(child, X_test)` gives (n,) predictions of y.
 
     config: the params' `ModelConfig`; left out, it is recovered from the params' names and shapes
         (`model.identify.config_of`: the presets and the shipped weights' configs), which raises a
         ValueError asking for config= when that cannot be decided (any other config).
-    n_classes: k, the child's outputs; a Python int (static). Left out: max(y) + 1 from concrete
+    n_classes: k, the child's outputs; a Python int (static); not for regression (one output). Left out: max(y) + 1 from concrete
         labels, but inside jit / vmap / grad (traced y) the labels are unknown, so the child has
         all max_classes outputs (10 for the shipped weights, whatever y holds) and a UserWarning
         says so: pass n_classes, e.g. ``jax.jit(lambda X, y: generate(params, X, y, n_classes=2))``.
@@ -310,6 +369,9 @@ def generate(
     X, y = _as_array(X), _as_array(y)
     check_shapes(X, y, config)
     n, d = X.shape
+    regression = config.task == "regression"
+    if regression and n_classes is not None:
+        raise ValueError("n_classes is for classification: this model regresses (one output unit)")
     if n_classes is not None:
         try:
             n_classes = operator.index(n_classes)
@@ -325,37 +387,42 @@ def generate(
     X_real = None if X_host is None or rows is None or features is None else X_host[:rows, :features]
     y_real = None if y_host is None or rows is None else y_host[:rows]
     X_real, y_real = check_values(X_real, y_real, config)
-    if y_real is not None and n_classes is not None and y_real.max() >= n_classes:
+    if not regression and y_real is not None and n_classes is not None and y_real.max() >= n_classes:
         raise ValueError(f"n_classes={n_classes} does not fit labels up to {y_real.max()}")
 
     if X_real is not None and y_real is not None:  # concrete: pad rows to a bucket on the host
-        k = int(y_real.max()) + 1 if n_classes is None else n_classes
+        if regression:
+            k = 1
+        else:
+            k = int(y_real.max()) + 1 if n_classes is None else n_classes
         padded = bucket_rows(rows)
         X_pad = np.zeros((1, padded, config.max_features), np.float32)
         X_pad[0, :rows, :features] = X_real
-        y_pad = np.zeros((1, padded), np.int32)
+        y_pad = np.zeros((1, padded), np.float32 if regression else np.int32)
         y_pad[0, :rows] = y_real
         child = generate_batch_jit(
             params, X_pad, y_pad, np.array([rows]), np.array([features]), config=config, attention=attention
         )
     else:  # traced: the same computation on the arrays as they are
-        if n_classes is None:
+        if n_classes is None and not regression:
             warnings.warn(
                 f"generate traced (inside jit, vmap or grad) without n_classes: the child has all "
                 f"max_classes={config.max_classes} outputs, whatever y holds; pass n_classes=k",
                 UserWarning,
                 stacklevel=2,
             )
-        k = config.max_classes if n_classes is None else n_classes
+        k = config.n_outputs if n_classes is None else n_classes
         X, y = jnp.asarray(X), jnp.asarray(y)
         n_rows = jnp.asarray(n_rows, jnp.int32)
         n_features = jnp.asarray(n_features, jnp.int32)
-        if jnp.issubdtype(y.dtype, jnp.floating):
-            y = jnp.round(y)
+        if regression:
+            y = y.astype(jnp.float32)
+        else:
+            y = (jnp.round(y) if jnp.issubdtype(y.dtype, jnp.floating) else y).astype(jnp.int32)
         child = generate_batch(
             params,
             X.astype(jnp.float32)[None],
-            y.astype(jnp.int32)[None],
+            y[None],
             n_rows[None],
             n_features[None],
             config=config,
@@ -364,5 +431,5 @@ def generate(
     child = jax.tree_util.tree_map(lambda a: a[0], child)
     layers = [list(layer) for layer in child.layers]
     layers[0][0] = layers[0][0][:d]  # the eager call pads features to max_features
-    layers[-1] = [layers[-1][0][:, :k], layers[-1][1][:k]]  # the dataset's k classes
+    layers[-1] = [layers[-1][0][:, :k], layers[-1][1][:k]]  # the dataset's k classes (regression: 1)
     return Child(tuple(map(tuple, layers)), child.mean[:d], child.std[:d])

@@ -23,14 +23,18 @@ class XEncoder(nn.Module):
 
 
 class YEncoder(nn.Module):
-    """One-hot over max_classes, then Linear(max_classes -> d); a masked row gets a zero one-hot."""
+    """Classification: one-hot over max_classes, then Linear(max_classes -> d). Regression: the
+    standardised float target as a 1-vector, then Linear(1 -> d). A masked row gets a zero input."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, y: jax.Array, row_mask: jax.Array) -> jax.Array:
-        """y: (...,) int labels, row_mask: (...,) bool -> (..., d)."""
-        one_hot = jax.nn.one_hot(y, self.config.max_classes) * row_mask[..., None]
-        return torch_dense(
-            self.config.embed_dim, self.config.max_classes, dtype=self.config.dtype, name="linear"
-        )(one_hot)
+        """y: (...,) int labels (classification) or float standardised targets (regression),
+        row_mask: (...,) bool -> (..., d)."""
+        cfg = self.config
+        if cfg.task == "regression":
+            inputs = jnp.where(row_mask, y.astype(jnp.float32), 0.0)[..., None]
+        else:
+            inputs = jax.nn.one_hot(y, cfg.max_classes) * row_mask[..., None]
+        return torch_dense(cfg.embed_dim, cfg.y_inputs, dtype=cfg.dtype, name="linear")(inputs)

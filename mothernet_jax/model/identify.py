@@ -5,7 +5,8 @@ it would not survive `jax.tree.map`, a checkpoint or a trace. What it does carry
 as tracers inside jit, vmap and grad, is its tree of names and shapes. The shapes fix most fields
 (embed_dim, n_layers, ffn_dim, pooling, head sizes, child sizes, rank, max_features,
 max_classes) but not n_heads, head_activation or dtype, so `config_of` matches the names and
-shapes against a fixed list of configs, in this order:
+shapes against a fixed list of configs (the task shows in the y encoder's input width, 1 for
+regression), in this order:
 
 1. the `candidates` the caller passes (say the config a checkpoint was saved with);
 2. the presets (`config.PRESETS`);
@@ -76,6 +77,8 @@ def _architecture(config: ModelConfig) -> tuple:
     fields.pop("dtype")
     if config.pooling != "output_attention":
         fields.pop("pooling_embed_dim")  # unused by the other poolings
+    if config.task == "regression":
+        fields.pop("max_classes")  # unused: one output unit, a float target
     return tuple(sorted(fields.items()))
 
 

@@ -26,7 +26,8 @@ class MotherNet(nn.Module):
     """The hypernetwork. Inputs are padded: the first `n_rows` rows of each dataset are real.
 
     x: (B, T, max_features) preprocessed features (NaN counts as 0), y: (B, T) int labels in
-    0..max_classes-1, n_rows: (B,) int. Test rows never enter.
+    0..max_classes-1 (task="regression": float targets standardised over the training rows),
+    n_rows: (B,) int. Test rows never enter.
 
     With `config.thinking_rows = m`, m learned tokens (shared by every dataset) go before the
     training rows: every row attends to them, and they are left out of the pooling.
@@ -76,7 +77,7 @@ def init_params(key: jax.Array, config: ModelConfig) -> dict:
     shipped config from the shapes (`model.identify`); for any other config pass `config=`.
     """
     x = jnp.zeros((1, 8, config.max_features), jnp.float32)
-    y = jnp.zeros((1, 8), jnp.int32)
+    y = jnp.zeros((1, 8), jnp.float32 if config.task == "regression" else jnp.int32)
     return MotherNet(config).init(key, x, y, jnp.array([8]))["params"]
 
 

@@ -1,7 +1,7 @@
 """The weight head: an MLP from the pooled vector phi to the flat weights of the child.
 
 Flat layout per dataset (docs/ARCHITECTURE.md section 1), each block row-major:
-`W_out (P x K)`, `b_out (K)`, `A1 (F x r)`, `b1 (P)`, then per further hidden layer `A_l (P x r)`,
+`W_out (P x K)`, `b_out (K)` (K = max_classes, or 1 for regression), `A1 (F x r)`, `b1 (P)`, then per further hidden layer `A_l (P x r)`,
 `b_l (P)`. Full rank generates W1 (F x P) and W_l (P x P) in place of the A_l. With low rank, the
 child's hidden weights are W_l = A_l S_l, where the factors S_l (r x P) are learned parameters of
 the weight head, shared by every dataset.
@@ -51,7 +51,7 @@ def split_generated(flat: jax.Array, config: ModelConfig) -> list[Layer]:
     weights are the per-dataset factors A_l ((..., F, r), then (..., P, r)); the output layer
     (..., P, K) is last (for a linear child, (..., F, K)).
     """
-    p, k, f = config.child_hidden_size, config.max_classes, config.max_features
+    p, k, f = config.child_hidden_size, config.n_outputs, config.max_features
     lead = flat.shape[:-1]
     offset = 0
 

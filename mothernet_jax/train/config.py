@@ -7,7 +7,9 @@ checkpoint. It is hashable (a static argument of the jitted step), is stored as 
 checkpoint, and `with_overrides(["model.dtype=bfloat16", "learning_rate=1e-4"])` reaches nested
 fields (the CLI's `--set`).
 
-Presets (`preset(name)`): ``tiny`` (CPU), ``small`` (the shipped model, H100), ``paper`` (reference).
+Presets (`preset(name)`): ``tiny`` (CPU), ``small`` (the shipped model, H100), ``paper`` (reference);
+``tiny-regression`` and ``small-regression``: the same recipes for the regression models (the model's
+task picks the regression prior and the MSE loss, `step.py`).
 """
 
 from __future__ import annotations
@@ -266,7 +268,30 @@ def paper() -> TrainConfig:
     )
 
 
-PRESETS = {"tiny": tiny, "small": small, "paper": paper}
+def tiny_regression() -> TrainConfig:
+    """`tiny` for the `tiny-regression` model (CPU smoke runs and tests): the same prior config, read
+    by the regression prior (`priors.sample_regression_batch`), and the child's squared error on the
+    standardised target.
+    `mothernet-jax train --preset tiny-regression --workdir runs/tiny-regression`."""
+    return tiny().replace(model=model_config.tiny_regression())
+
+
+def small_regression() -> TrainConfig:
+    """`small` for the `small-regression` model (3,703,297 parameters, bf16 compute): the paper
+    prior config through the regression prior, 512 datasets per step (one H100), the child's
+    squared error on the standardised target.
+    `mothernet-jax train --preset small-regression --workdir runs/small-regression --budget 3300`
+    (`--export small-regression.msgpack` writes the weights)."""
+    return small().replace(model=model_config.small_regression().replace(dtype="bfloat16"))
+
+
+PRESETS = {
+    "tiny": tiny,
+    "small": small,
+    "paper": paper,
+    "tiny-regression": tiny_regression,
+    "small-regression": small_regression,
+}
 
 
 def preset(name: str) -> TrainConfig:

@@ -17,8 +17,9 @@ or a fresh initialisation), compiles the prior and every split bucket's step bef
   the logged mean, null in its line);
 - validates (`validator=`, every `validate_every` wall seconds and at the end): scores the weights
   that would be exported and logs a line with `step`, `datasets`, `seconds` (training seconds of
-  the work directory so far, validation excluded), `val_auc`, `val_auc_categorical`, `val_seconds`
-  and `val_datasets`;
+  the work directory so far, validation excluded) and the validator's scores: `val_auc`,
+  `val_auc_categorical`, `val_seconds` and `val_datasets` (a regression model: `val_r2` in place of
+  the two AUCs);
 - raises `NonFiniteLossError` at the first non-finite loss or gradient, naming the step, and saves
   nothing after it, so the last checkpoint is the last good state;
 - exports (`export=PATH`) on every one of these stops, a non-finite loss included (then the last
@@ -117,10 +118,11 @@ def train(
     export: write the final parameters with `save_pretrained` (float32 inference config; arrays as
     `export_dtype`), also on a stop and a non-finite loss (see `export.py`).
     mesh: the data-parallel mesh (default: every device of every process).
-    sample_fn: the task sampler (default `priors.sample_batch`); compiler_options: XLA options for
+    sample_fn: the task sampler (default: the prior of the model's task, `step.task_sampler`); compiler_options: XLA options for
     every compilation (see `TrainStep`); compile_threads: threads compiling the split buckets.
     validator: `validator(params) -> {"val_auc", "val_auc_categorical", "val_seconds",
-    "val_datasets"}` (a `validate.Validator`), called every `validate_every` wall seconds and at
+    "val_datasets"}` (a `validate.Validator`; for regression {"val_r2", "val_seconds",
+    "val_datasets"}, a `validate.RegressionValidator`), called every `validate_every` wall seconds and at
     the end (without `validate_every`: at the end only).
     clock: the time source of the budget, the time limit and the logged seconds (tests simulate it).
     """
@@ -333,10 +335,11 @@ def _validate(validator, state, config: TrainConfig, step: int, writer: MetricWr
     writer.measure("seconds", budget.trained())
     with budget.aside("validation"):
         scores = validator(host_values(eval_params(state, config)))
-    for name in ("val_auc", "val_auc_categorical", "val_seconds", "val_datasets"):
-        writer.measure(name, scores[name])
+    for name, value in scores.items():
+        writer.measure(name, value)
     writer.write(step)
-    say(f"step {step}: val_auc {scores['val_auc']:.4f} ({scores['val_seconds']:.0f} s)")
+    score = "val_r2" if "val_r2" in scores else "val_auc"
+    say(f"step {step}: {score} {scores[score]:.4f} ({scores['val_seconds']:.0f} s)")
 
 
 def _export(path, dtype: str, state, config: TrainConfig, carried, steps: int, losses, reason: str, main: bool) -> None:
@@ -361,7 +364,7 @@ def _trained_before(record: dict[str, Any], workdir: Path | None) -> float:
             line = json.loads(text)
         except json.JSONDecodeError:
             continue
-        if "val_auc" in line:
+        if "val_seconds" in line:
             validating += float(line.get("val_seconds") or 0.0)
         elif "elapsed_s" in line:
             if line["elapsed_s"] < elapsed:  # a new run started

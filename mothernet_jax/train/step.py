@@ -7,17 +7,20 @@ jitted per split bucket (the padded number of training rows is its static shape)
 1. keys: `fold_in(task_root, step)`, then per micro-batch `fold_in(., micro)`, then per prior call
    `fold_in(., global_call_index)`. Each device samples only its own calls, and the tasks depend on
    the global index alone, so the result does not depend on how many devices share the batch.
-2. `priors.sample_batch` draws the tasks for the step's split position s (drawn on the host from
+2. the task's prior (`task_sampler`: `priors.sample_batch`, or `priors.sample_regression_batch`) draws the tasks for the step's split position s (drawn on the host from
    the seed and the step, see `stepper.TrainStep.split`); the step pads the training rows to a bucket (a
    multiple of `split_bucket` rows).
-3. `generate_layers` on the padded training rows (padding masked as keys), the child's logits on
-   the test rows (rows >= s), cross-entropy over all max_classes logits, mean per dataset, then mean
-   over the valid datasets of the whole (global, accumulated) batch.
+3. `generate_layers` on the padded training rows (padding masked as keys), the child's outputs on
+   the test rows (rows >= s), the task's loss per row (`ROW_LOSSES`: cross-entropy over all
+   max_classes logits, or for task="regression" the squared error of the one output against the
+   target standardised over the training rows), mean per dataset, then mean over the valid datasets
+   of the whole (global, accumulated) batch.
 4. gradients summed over micro-batches (`lax.scan`) and devices (`psum`), then clipping and the
    optimiser (`optimizer.py`: AdamW, Muon or schedule-free AdamW), and the moving average of
    the weights where `ema_decay` is on.
 
-The host side that compiles and calls them is `stepper.py` (`TrainStep`).
+The host side that compiles and calls them is `stepper.py` (`TrainStep`). The model's task picks the
+prior (`task_sampler`) and the loss (`ROW_LOSSES`), here and nowhere else.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from mothernet_jax.child import factored_logits
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import generate_layers
 from mothernet_jax.model.mothernet import init_params
-from mothernet_jax.train.config import TrainConfig
+from mothernet_jax.train.config import ConfigError, TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS
 from mothernet_jax.train.optimizer import ema_rate, make_optimizer, tree_norm
 
@@ -124,25 +127,57 @@ def resolve_attention(config: TrainConfig) -> str | None:
     return None
 
 
-# -- the loss -----------------------------------------------------------------------------------------
+# -- the task: which prior draws the datasets, which loss scores the child ------------------------------
+
+
+def task_sampler(model: ModelConfig) -> Callable:
+    """The prior of the model's task: `priors.sample_batch` (classes) or
+    `priors.sample_regression_batch` (a continuous target standardised over the training rows);
+    both `(key, prior_config, batch_size, split) -> task` with x, y and valid."""
+    import priors
+
+    if model.task == "classification":
+        return priors.sample_batch
+    sampler = getattr(priors, "sample_regression_batch", None)
+    if sampler is None:
+        raise ConfigError("task='regression' needs the regression prior (priors.sample_regression_batch)")
+    return sampler
+
+
+def _cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:
+    """outputs: (B, R, max_classes) logits, y: (B, R) int -> (B, R)."""
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, y)
+
+
+def _squared_error(outputs: jax.Array, y: jax.Array) -> jax.Array:
+    """outputs: (B, R, 1) the standardised prediction, y: (B, R) the standardised target -> (B, R)."""
+    return (outputs[..., 0] - y) ** 2
+
+
+ROW_LOSSES = {"classification": _cross_entropy, "regression": _squared_error}  # the loss of each test row
 
 
 def _clean(task, model: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Features padded to the model's width; invalid datasets and non-finite values zeroed, so that
-    nothing non-finite enters the forward pass (its gradient would be NaN even where masked)."""
+    nothing non-finite enters the forward pass (its gradient would be NaN even where masked).
+    y: labels clipped into 0..max_classes-1, or for regression the float target."""
     valid = task.valid.astype(bool)
     x = task.x.astype(jnp.float32)
     x = jnp.pad(x, ((0, 0), (0, 0), (0, model.max_features - x.shape[2])))
     x = jnp.where(valid[:, None, None] & jnp.isfinite(x), x, 0.0)
-    y = jnp.clip(task.y.astype(jnp.int32), 0, model.max_classes - 1)
-    y = jnp.where(valid[:, None], y, 0)
+    if model.task == "regression":
+        y = task.y.astype(jnp.float32)
+        y = jnp.where(valid[:, None] & jnp.isfinite(y), y, 0.0)
+    else:
+        y = jnp.clip(task.y.astype(jnp.int32), 0, model.max_classes - 1)
+        y = jnp.where(valid[:, None], y, 0)
     return x, y, valid
 
 
 def task_losses(
     params, task, split, *, model: ModelConfig, bucket: int, floor: int, attention: str | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-dataset child cross-entropy on the test rows.
+    """Per-dataset child loss on the test rows (`ROW_LOSSES[model.task]`).
 
     task: x (B, R, F), y (B, R), valid (B,); split: () int, floor < split <= bucket <= R.
     Returns loss (B,) float32 (mean over the test rows) and valid (B,) bool.
@@ -151,10 +186,10 @@ def task_losses(
     batch, rows = y.shape
     n_rows = jnp.full((batch,), split, jnp.int32)
     layers = generate_layers(params, x[:, :bucket], y[:, :bucket], n_rows, config=model, attention=attention)
-    logits = jax.vmap(factored_logits)(layers, x[:, floor:])
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[:, floor:])
+    outputs = jax.vmap(factored_logits)(layers, x[:, floor:])
+    losses = ROW_LOSSES[model.task](outputs, y[:, floor:])
     is_test = (jnp.arange(floor, rows) >= split)[None, :]
-    per_dataset = jnp.sum(jnp.where(is_test, ce, 0.0), axis=1) / (rows - split).astype(jnp.float32)
+    per_dataset = jnp.sum(jnp.where(is_test, losses, 0.0), axis=1) / (rows - split).astype(jnp.float32)
     return per_dataset, valid
 
 

@@ -36,6 +36,7 @@ from mothernet_jax.train.step import (
     resolve_attention,
     split_bucket,
     split_key,
+    task_sampler,
 )
 
 SPLIT_BLOCK = 1024  # split positions are drawn for this many steps at a time (one transfer)
@@ -81,9 +82,7 @@ class TrainStep:
         compiler_options: dict[str, Any] | None = None,
     ):
         if sample_fn is None:
-            import priors
-
-            sample_fn = priors.sample_batch
+            sample_fn = task_sampler(config.model)
         self.config, self.sample_fn = config, sample_fn
         self.compiler_options = dict(compiler_options or {})
         self.shapes = prior_shapes(config.prior, sample_fn)
@@ -103,7 +102,8 @@ class TrainStep:
         if features > config.model.max_features:
             raise ConfigError(f"the prior emits {features} features, the model reads {config.model.max_features}")
         prior_classes = getattr(config.prior, "max_classes", None)
-        if prior_classes is not None and prior_classes > config.model.max_classes:
+        classes = config.model.task == "classification"
+        if classes and prior_classes is not None and prior_classes > config.model.max_classes:
             raise ConfigError(f"the prior draws {prior_classes} classes, the model has {config.model.max_classes}")
         if not config.min_split < rows:
             raise ConfigError(f"min_split ({config.min_split}) must be below the prior's {rows} rows")
