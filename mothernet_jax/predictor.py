@@ -290,6 +290,10 @@ class RegressionPredictor(Predictor):
             len(self.children),
         ):
             raise ValueError("a RegressionPredictor needs one output unit and one target mean and std per member")
+        # The forward pass multiplies by float64 weights: the same row gives the same prediction in
+        # any batch (float32 matrix kernels round differently by batch size, and the target's std
+        # magnifies that), at float32 inputs' precision.
+        self._weights64 = [tuple((_float64(w), _float64(b)) for w, b in c.layers) for c in self.children]
 
     def predict(self, X) -> np.ndarray:
         """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y."""
@@ -298,7 +302,8 @@ class RegressionPredictor(Predictor):
         for start in range(0, encoded.shape[0], ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
             for m, (child, columns) in enumerate(zip(self.children, self.columns, strict=True)):
-                output = numpy_logits(child, encoded[rows, columns])[:, 0].astype(np.float64)
+                child = Child(self._weights64[m], child.mean, child.std)
+                output = numpy_logits(child, encoded[rows, columns])[:, 0]
                 prediction[rows] += output * self.target_std[m] + self.target_mean[m]
         return prediction / len(self.children)
 
@@ -310,6 +315,10 @@ class RegressionPredictor(Predictor):
         arrays["target/mean"] = self.target_mean
         arrays["target/std"] = self.target_std
         return arrays, {**header, "task": "regression"}
+
+
+def _float64(weight):
+    return tuple(np.asarray(a, np.float64) for a in weight) if isinstance(weight, tuple) else np.asarray(weight, np.float64)
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:

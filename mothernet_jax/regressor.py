@@ -221,8 +221,12 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
 def check_target(y) -> None:
     """ValueError, in one line, unless y holds numbers and only finite ones (a list, NumPy, a pandas
     Series of any dtype); shapes are left to scikit-learn's checks."""
+    if y is None:
+        raise ValueError("MotherNetRegressor requires y to be passed, but the target y is None")
     values = y.to_numpy() if hasattr(y, "to_numpy") and hasattr(y, "dtype") else np.asarray(y)
     values = values.reshape(-1)
+    if values.dtype.kind == "c":
+        raise ValueError("Complex data not supported: y holds complex numbers; a regressor needs real ones")
     if values.dtype.kind not in "biuf":
         try:
             values = values.astype(np.float64)

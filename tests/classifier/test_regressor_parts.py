@@ -127,6 +127,9 @@ def test_regression_predictor_averages_members_mapped_back_to_y():
     np.testing.assert_allclose(predictor.predict(X), expected / 3, rtol=1e-5)
     with pytest.raises(AttributeError, match="use predict"):
         predictor.predict_proba(X)
+    # a row predicts the same alone as in any batch (float64 weights; float32 kernels differ by size)
+    single = np.concatenate([predictor.predict(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(single, predictor.predict(X))
 
 
 def test_regression_export_round_trip_without_jax(tmp_path):
@@ -202,6 +205,8 @@ def test_mse_fine_tuning_fits_the_standardised_target():
         (np.array(["a", "1.5", "b"], object), "y must be numeric for a regressor; it holds 'a'"),
         (np.array([1.0, np.nan, 2.0]), "y contains 1 non-finite values .* the first in row 1"),
         (np.array([1.0, 2.0, -np.inf]), "y contains 1 non-finite values .* the first in row 2"),
+        (np.array([1 + 1j, 2.0, 3.0]), "Complex data not supported: y holds complex numbers"),
+        (None, "requires y to be passed, but the target y is None"),
     ],
 )
 def test_bad_targets_in_one_line(y, message):
