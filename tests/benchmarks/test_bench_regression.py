@@ -197,3 +197,33 @@ def test_cli_end_to_end_regression(tmp_path, capsys):
         evaluate.main([*argv[:4], "--methods", "logistic_regression", "--out", str(out)])
     with pytest.raises(SystemExit):
         evaluate.main(["--methods", "ridge", "--out", str(out)])
+
+
+@pytest.mark.slow  # about 16 s: compiles the tiny model for two row buckets
+def test_cli_runs_the_mothernet_regressor_from_a_weight_file(tmp_path):
+    import jax
+
+    import mothernet_jax as mn
+    from mothernet_jax.pretrained import save_pretrained
+
+    config = mn.preset("tiny-regression")
+    weights = tmp_path / "tiny-regression.msgpack"
+    save_pretrained(weights, mn.init_params(jax.random.key(0), config), config, dtype="float32")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_regression(data, "lin-a", *linear_data(80))
+    out = tmp_path / "run"
+    argv = ["--task", "regression", "--data", str(data), "--datasets", "lin-a", "--methods", "mothernet", "ridge"]
+    argv += ["--weights", str(weights), "--splits", "2", "--threads", "1", "--out", str(out), "--quiet"]
+    assert evaluate.main(argv) == 0
+    records = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
+    mothernet = [r for r in records if r["method"] == "mothernet"]
+    assert len(mothernet) == 2 and all(r["status"] == "ok" for r in mothernet), mothernet
+    assert all(math.isfinite(r["r2"]) and r["fit_seconds"] > 0 for r in mothernet)
+    assert f"MotherNet weights: {weights}, finetune_steps=auto" in (out / "summary.md").read_text()
+
+
+def test_mothernet_regressor_factory_passes_weights_seed_and_categorical_mask():
+    model = regression.REGRESSION_METHODS["mothernet"].build(np.array([False, True]), 7, weights="w.msgpack")
+    assert model.get_params()["random_state"] == 7 and model.get_params()["weights"] == "w.msgpack"
+    np.testing.assert_array_equal(model.get_params()["categorical_features"], [False, True])
