@@ -26,7 +26,7 @@ examples:
 Rerunning a command resumes from the latest checkpoint in the work directory. The work directory
 holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
 line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...; with
---validate-every also lines with val_auc).
+--validate-every also lines with val_auc, or val_r2 for a regression model).
 SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
 keeps the last good checkpoint. --export writes on every one of these stops (the last good
 checkpoint after a non-finite loss). One run at a time per work directory (a second is refused;
@@ -125,13 +125,14 @@ def add_train(subparsers) -> None:
         type=float,
         metavar="SECONDS",
         help="every this many wall seconds, and at the end, score the weights that would be exported "
-        "on real datasets that are not TabPFN-test datasets; logs val_auc to metrics.jsonl",
+        "on real datasets that are not TabPFN-test datasets; logs val_auc to metrics.jsonl (a regression "
+        "model: val_r2 on ../shared/regression's validation datasets)",
     )
     parser.add_argument(
         "--validation-data",
         metavar="DIR",
-        help="folder of .npz datasets for --validate-every (default: ../shared/datasets beside a "
-        "source checkout); TabPFN-test datasets in it are never read",
+        help="folder of .npz datasets for --validate-every (default: ../shared/datasets, for a regression "
+        "model ../shared/regression, beside a source checkout); test datasets in it are never read",
     )
     parser.add_argument(
         "--time-limit",

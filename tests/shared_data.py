@@ -13,9 +13,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 DATASETS = SHARED / "datasets"
 PRIOR_REFERENCE = SHARED / "prior_reference"
+REGRESSION = SHARED / "regression"
 
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs ../shared/fixtures")
 needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason="needs ../shared/datasets")
+needs_regression = pytest.mark.skipif(not REGRESSION.is_dir(), reason="needs ../shared/regression")
 needs_prior_reference = pytest.mark.skipif(
     not PRIOR_REFERENCE.is_dir(), reason="needs ../shared/prior_reference"
 )

@@ -11,6 +11,13 @@ The protocol (`ValidationConfig`) is fixed and cheap: 2 splits per dataset, 2 en
 at most 512 training and 1,000 test rows, one-vs-rest for more than 2 classes. Splits and member
 seeds depend only on the dataset and the split index, so two runs, or two points of one run, are
 compared on the same rows.
+
+A regression model (`ModelConfig.task == "regression"`) is validated by `RegressionValidator`
+instead (`for_training` picks it): `val_r2`, the mean over the validation datasets of
+`../shared/regression` (`evaluation.regression_split(name) == "validation"`; the test ones are
+never read) of the mean R² over 2 seeded splits (`evaluation.make_regression_split`) of the child
+as generated: one `generate` call on at most 512 raw training rows (categorical codes as numbers,
+NaN as missing), predicting at most 1,000 test rows.
 """
 
 from __future__ import annotations
@@ -29,10 +36,15 @@ from mothernet_jax.config import ModelConfig
 from mothernet_jax.evaluation import (
     TABPFN_TEST,
     Dataset,
+    RegressionDataset,
     load_dataset,
+    load_regression_dataset,
+    make_regression_split,
     make_split,
     proba_by_label,
     read_manifest,
+    regression_dataset_paths,
+    regression_scores,
     roc_auc,
 )
 from mothernet_jax.train.config import ConfigError
@@ -76,23 +88,28 @@ def validation_paths(data_dir: str | Path) -> list[Path]:
     return paths
 
 
-def default_data_dir() -> Path | None:
-    """`../shared/datasets` beside a source checkout of the repository, where it exists."""
-    candidate = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+def default_data_dir(task: str = "classification") -> Path | None:
+    """`../shared/datasets` (regression: `../shared/regression`) beside a source checkout of the
+    repository, where it exists."""
+    folder = "regression" if task == "regression" else "datasets"
+    candidate = Path(__file__).resolve().parents[3] / "shared" / folder
     return candidate if candidate.is_dir() else None
 
 
-def for_training(model_config: ModelConfig, data: str | Path | None = None) -> Validator:
-    """The `Validator` of `mothernet-jax train --validate-every`: from the folder `data` (default:
-    `default_data_dir()`), or one `ConfigError` line saying why it cannot be built."""
-    folder = data if data is not None else default_data_dir()
+def for_training(model_config: ModelConfig, data: str | Path | None = None) -> Validator | RegressionValidator:
+    """The validator of `mothernet-jax train --validate-every` for the model's task (`Validator`,
+    or `RegressionValidator`): from the folder `data` (default: `default_data_dir(task)`), or one
+    `ConfigError` line saying why it cannot be built."""
+    regression = model_config.task == "regression"
+    folder = data if data is not None else default_data_dir(model_config.task)
     if folder is None:
+        default = "../shared/regression" if regression else "../shared/datasets"
         raise ConfigError(
             "--validate-every needs validation datasets: pass --validation-data DIR (a folder of .npz "
-            "datasets; ../shared/datasets beside a source checkout is the default)"
+            f"datasets; {default} beside a source checkout is the default)"
         )
     try:
-        return Validator(folder, model_config)
+        return (RegressionValidator if regression else Validator)(folder, model_config)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"validation data: {error}") from None
 
@@ -174,6 +191,75 @@ class Validator:
         }
 
 
+class RegressionValidator:
+    """`validator(params) -> {"val_r2", "val_seconds", "val_datasets"}` for a regression model.
+
+    data_dir: a folder of regression `.npz` datasets; only those `evaluation.regression_split` puts in
+    "validation" are read. val_r2 is the mean over datasets of the mean R² over splits of the child
+    as generated (see the module docstring; a child predicting a non-finite value is scored as the
+    constant training-rows mean); val_datasets the per-dataset R²s. A dataset wider than
+    the model's max_features keeps its first max_features columns.
+    """
+
+    def __init__(self, data_dir: str | Path, model_config: ModelConfig, protocol: ValidationConfig | None = None):
+        if model_config.task != "regression":
+            raise ValueError(f"RegressionValidator needs a regression model, got task={model_config.task!r}")
+        self.protocol = protocol or ValidationConfig()
+        self.model_config = model_config
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"validation data folder {data_dir} does not exist")
+        self.paths = regression_dataset_paths(data_dir, ["validation"])
+        if not self.paths:
+            raise FileNotFoundError(f"no regression validation datasets in {data_dir}")
+        self.datasets: list[RegressionDataset] = [load_regression_dataset(p) for p in self.paths]
+        self.splits = {
+            d.name: [
+                make_regression_split(
+                    d.n_rows,
+                    seed=self.protocol.seed,
+                    dataset=d.name,
+                    index=i,
+                    max_train_rows=self.protocol.max_train_rows,
+                    max_test_rows=self.protocol.max_test_rows,
+                )
+                for i in range(self.protocol.splits)
+            ]
+            for d in self.datasets
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        from mothernet_jax.child import predict_regression
+        from mothernet_jax.generation import generate
+
+        started = time.perf_counter()
+        params = jax.device_put(jax.device_get(params))
+        width = self.model_config.max_features
+        per_dataset: dict[str, float] = {}
+        for dataset in self.datasets:
+            x = dataset.x[:, :width]
+            scores = []
+            for split in self.splits[dataset.name]:
+                child = generate(params, x[split.train], dataset.y[split.train], config=self.model_config)
+                prediction = np.asarray(predict_regression(child, x[split.test]))
+                if not np.all(np.isfinite(prediction)):  # scored as the constant training mean
+                    prediction = np.full(split.test.size, dataset.y[split.train].mean())
+                r2, _ = regression_scores(dataset.y[split.test], prediction)
+                if not math.isnan(r2):
+                    scores.append(r2)
+            per_dataset[dataset.name] = float(np.mean(scores)) if scores else math.nan
+        scored = [v for v in per_dataset.values() if not math.isnan(v)]
+        return {
+            "val_r2": float(np.mean(scored)) if scored else math.nan,
+            "val_seconds": time.perf_counter() - started,
+            "val_datasets": per_dataset,
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m mothernet_jax.train.validate WEIGHTS [WEIGHTS ...] [--data DIR]`: the val_auc of
     weight files (msgpack + manifest, as `load_pretrained` reads them), one line each, so that a
@@ -186,28 +272,36 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m mothernet_jax.train.validate",
-        description="val_auc (mean ROC AUC on the non-TabPFN-test datasets, the training-time protocol) of weight files",
+        description="val_auc (mean ROC AUC on the non-TabPFN-test datasets, the training-time protocol) of weight "
+        "files; val_r2 (mean R² on ../shared/regression's validation datasets) of regression weights",
     )
     parser.add_argument("weights", nargs="+", help="weight files (.msgpack with their .json manifest)")
-    parser.add_argument("--data", help="folder of .npz datasets (default: ../shared/datasets beside the checkout)")
+    parser.add_argument(
+        "--data",
+        help="folder of .npz datasets (default: ../shared/datasets, for regression ../shared/regression, "
+        "beside the checkout)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per file, with the per-dataset AUCs")
     args = parser.parse_args(argv)
-    data = args.data or default_data_dir()
-    if data is None:
-        print("validate: no validation data: pass --data DIR", file=sys.stderr)
-        return 1
-    validators: dict[ModelConfig, Validator] = {}
+    validators: dict[ModelConfig, Validator | RegressionValidator] = {}
     for path in args.weights:
         try:
             params, config = load_pretrained(path)
         except (WeightFileError, FileNotFoundError) as error:
             print(f"validate: {error}", file=sys.stderr)
             return 1
+        data = args.data or default_data_dir(config.task)
+        if data is None:
+            print("validate: no validation data: pass --data DIR", file=sys.stderr)
+            return 1
         if config not in validators:
-            validators[config] = Validator(data, config)
+            validators[config] = (RegressionValidator if config.task == "regression" else Validator)(data, config)
         scores = validators[config](params)
         if args.json:
             print(json_module.dumps({"weights": str(path), **scores}))
+        elif "val_r2" in scores:
+            print(f"{path}: val_r2 {scores['val_r2']:.4f} ({len(scores['val_datasets'])} datasets, "
+                  f"{scores['val_seconds']:.0f} s)")  # fmt: skip
         else:
             categorical = scores["val_auc_categorical"]
             print(

@@ -1,18 +1,24 @@
 """Meta-training a regression model (task="regression"): the MSE loss of the step, a tiny run whose
 loss falls, the presets, and the export / import of its weights."""
 
+import zlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from shared_data import REGRESSION, needs_regression
 from train_helpers import TEST_PRIOR, fast_train
 
 import mothernet_jax as mn
 from mothernet_jax.child import factored_logits
+from mothernet_jax.evaluation import regression_split
 from mothernet_jax.generation import generate_layers, standardise_target
 from mothernet_jax.train import config as train_config
+from mothernet_jax.train import read_metrics
 from mothernet_jax.train.step import bucket_floor, task_losses
+from mothernet_jax.train.validate import RegressionValidator, for_training
 
 
 class LinearTask(NamedTuple):
@@ -73,16 +79,42 @@ def test_the_step_loss_is_the_squared_error_of_the_standardised_target():
     assert np.isfinite(float(losses[2]))  # an invalid dataset (NaN targets) is zeroed, not NaN
 
 
-def test_a_tiny_regression_run_lowers_its_loss_and_exports_loadable_weights(tmp_path):
+def _write_datasets(folder):
+    """Three small regression datasets in the shared format: two the split rule puts in validation
+    (named val-*), one in test (test-*); returns their names."""
+    folder.mkdir()
+    names = {"validation": [], "test": []}
+    for i in range(200):
+        part = regression_split(f"set-{i}")
+        if len(names[part]) < (2 if part == "validation" else 1):
+            names[part].append(f"set-{i}")
+    rng = np.random.default_rng(0)
+    for name in names["validation"] + names["test"]:
+        x = rng.normal(size=(80, 3)).astype(np.float32)
+        x[::7, 1] = np.nan
+        y = x[:, 0] * 5.0 + 20.0 + rng.normal(size=80) * 0.5
+        np.savez(folder / f"{name}.npz", X=x, y=y, categorical=np.zeros(3, bool))
+    assert all(zlib.crc32(n.encode()) % 3 == 0 for n in names["test"])
+    return names
+
+
+def test_a_tiny_regression_run_lowers_its_loss_validates_and_exports_loadable_weights(tmp_path):
     """25 steps of 8 datasets of the stand-in prior at lr 3e-3: the mean loss of the last 10 steps
-    is at most half that of the first 10 (measured: 2.13 -> 0.29)."""
+    is at most half that of the first 10 (measured: 2.13 -> 0.29); the run logs val_r2 lines."""
+    names = _write_datasets(tmp_path / "data")
+    validator = for_training(mn.preset("tiny-regression"), tmp_path / "data")
+    assert isinstance(validator, RegressionValidator) and validator.names == names["validation"]
     path = tmp_path / "tiny-regression.msgpack"
     config = regression_config(steps=25, learning_rate=3e-3, warmup_steps=5, checkpoint_every=0)
-    result = fast_train(config, None, sample_fn=linear_tasks, export=path)
+    result = fast_train(config, tmp_path / "run", sample_fn=linear_tasks, export=path, validator=validator)
     losses = np.asarray(result.losses)
     assert len(losses) == 25 and np.all(np.isfinite(losses))
     first, last = losses[:10].mean(), losses[-10:].mean()
     assert last <= 0.5 * first, (first, last)
+    validated = [line for line in read_metrics(tmp_path / "run") if "val_r2" in line]
+    assert len(validated) == 1 and validated[0]["step"] == 25
+    assert sorted(validated[0]["val_datasets"]) == names["validation"]
+    assert np.isfinite(validated[0]["val_r2"]) and validated[0]["val_r2"] <= 1.0
     # the export: the manifest's config carries the task, and generate needs no config
     params, model = mn.load_pretrained(path)
     assert model.task == "regression" and model == config.model.replace(dtype="float32")
@@ -90,3 +122,31 @@ def test_a_tiny_regression_run_lowers_its_loss_and_exports_loadable_weights(tmp_
     x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
     prediction = mn.predict_regression(mn.generate(params, x, x @ np.arange(4.0) + 10.0), x)
     assert prediction.shape == (30,) and np.all(np.isfinite(prediction))
+
+
+def test_val_r2_scores_the_children_as_generated(tmp_path):
+    names = _write_datasets(tmp_path / "data")
+    config = mn.preset("tiny-regression")
+    validator = RegressionValidator(tmp_path / "data", config)
+    params = mn.init_params(jax.random.key(0), config)
+    scores = validator(params)
+    assert sorted(scores["val_datasets"]) == names["validation"] and "val_auc" not in scores
+    # by hand for one dataset: mean R² over its two splits of one generate call each
+    dataset = validator.datasets[0]
+    r2 = []
+    for split in validator.splits[dataset.name]:
+        child = mn.generate(params, dataset.x[split.train], dataset.y[split.train])
+        residual = dataset.y[split.test] - np.asarray(mn.predict_regression(child, dataset.x[split.test]))
+        r2.append(1 - np.mean(residual**2) / np.var(dataset.y[split.test]))
+    np.testing.assert_allclose(scores["val_datasets"][dataset.name], np.mean(r2), rtol=1e-4)
+    np.testing.assert_allclose(scores["val_r2"], np.mean(list(scores["val_datasets"].values())))
+    with pytest.raises(ValueError, match="needs a regression model"):
+        RegressionValidator(tmp_path / "data", mn.preset("tiny"))
+
+
+@needs_regression
+def test_val_r2_never_reads_a_regression_test_dataset():
+    validator = for_training(mn.preset("small-regression"))  # ../shared/regression by default
+    everything = sorted(p.stem for p in REGRESSION.glob("*.npz"))
+    assert validator.names == [n for n in everything if regression_split(n) == "validation"]
+    assert 0 < len(validator.names) < len(everything)
