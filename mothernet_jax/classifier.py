@@ -106,8 +106,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         all of them).
     finetune_holdout : float in [0, 0.5] or "auto"
         Early stopping: this share of each member's rows is kept out of the fine-tuning and scored
-        after every step; the child keeps its best step (the child as generated included) and stops
-        after 20 steps without a better one. 0 (library default): no early stopping.
+        every 5 steps; the child keeps its best (the child as generated included) and stops after
+        20 steps without a better one. 0 (library default): no early stopping.
 
     The model's limits, handled per member:
 

@@ -4,9 +4,11 @@ one place.
 `Finetune` says how: Adam steps on each child's cross-entropy over its member's training rows,
 all layers or the output layer only (a convex problem on the child's fixed hidden features),
 optionally on a random subset of rows per step, and optionally stopped early on rows held out of
-the fine-tuning: every step is scored on them and the child keeps the layers of its best step
-(step 0, the child as generated, included), and stops after `PATIENCE` steps without a better one.
-`finetune_layers` is the pure JAX function, vmapped over the members of a generation call. Its
+the fine-tuning: every `CHECK_EVERY` steps the children are scored on them, each keeps the layers
+of its best check (step 0, the child as generated, included) and stops after `PATIENCE` steps
+without a better one; the loop ends when every member has stopped. `finetune_layers` is the pure
+JAX function over the members of a generation call (the steps vmapped, the loop shared, so the
+checks are a real branch). Its
 loss is a parameter: the cross-entropy of a classifier's children, or (loss="mse") the squared
 error of a regressor's one output unit against its member's standardised target.
 """
@@ -23,6 +25,7 @@ import optax
 from mothernet_jax.child import factored_logits, standardise_rows
 
 PATIENCE = 20  # early stopping: steps without a better held-out loss before a member stops
+CHECK_EVERY = 5  # early stopping scores the held-out rows every this many steps
 MIN_IMPROVEMENT = 1e-4  # a held-out loss lower by less than this is not better
 
 
@@ -74,61 +77,69 @@ def finetune_layers(
     """
     optimizer = optax.adam(learning_rate)
 
-    def one(layers, mean, std, x, y, n, g, held, key):
+    def row_losses(trainable, features, target, g):
+        outputs = factored_logits(trainable, features, jnp)
+        if loss == "mse":
+            return (outputs[:, 0] - target) ** 2
+        logits = jnp.where(jnp.arange(outputs.shape[-1])[None, :] < g, outputs / temperature, -1e30)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, target)
+
+    def mean_loss(trainable, features, target, g, rows):
+        per_row = row_losses(trainable, features, target, g)
+        return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
+
+    def prepare(layers, mean, std, x, n, held):
+        """A member's fixed inputs: the frozen layers, the trainable ones, the rows the trainable
+        layers read (the hidden features for output_only), and its fitting and held-out rows."""
         z = standardise_rows(x, mean, std, jnp)
         in_data = jnp.arange(x.shape[0]) < n
-        fit_rows = in_data & ~held
-        held = in_data & held
-        early = jnp.any(held) if early_stopping else jnp.bool_(False)
         frozen, trainable = (layers[:-1], layers[-1:]) if output_only else ((), layers)
         features = jnp.maximum(factored_logits(frozen, z, jnp), 0.0) if frozen else z
-        features = jax.lax.stop_gradient(features)
+        return frozen, trainable, jax.lax.stop_gradient(features), in_data & ~held, in_data & held
 
-        def row_losses(trainable, x, target):
-            outputs = factored_logits(trainable, x, jnp)
-            if loss == "mse":
-                return (outputs[:, 0] - target) ** 2
-            logits = jnp.where(jnp.arange(outputs.shape[-1])[None, :] < g, outputs / temperature, -1e30)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, target)
+    def gradient(trainable, features, target, g, fit_rows, key, i):
+        if batch_rows is None:
+            return jax.grad(mean_loss)(trainable, features, target, g, fit_rows)
+        # batch_rows of the fitting rows at random (all of them, padded, when fewer)
+        draw = jax.random.uniform(jax.random.fold_in(key, i), fit_rows.shape)
+        take = jnp.argsort(jnp.where(fit_rows, draw, 2.0))[:batch_rows]
+        return jax.grad(mean_loss)(trainable, features[take], target[take], g, fit_rows[take])
 
-        def mean_loss(trainable, rows):
-            per_row = row_losses(trainable, features, y)
-            return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
+    frozen, trainable, features, fit_rows, held_rows = jax.vmap(prepare)(layers, mean, std, X, n_rows, holdout)
+    gradients = jax.vmap(gradient, in_axes=(0, 0, 0, 0, 0, 0, None))
+    held_loss = jax.vmap(mean_loss)
+    early = jnp.any(held_rows, axis=1) if early_stopping else jnp.zeros(len(n_rows), bool)
 
-        def batch_loss(trainable, take, rows):
-            per_row = row_losses(trainable, features[take], y[take])
-            return jnp.sum(jnp.where(rows, per_row, 0.0)) / jnp.maximum(jnp.sum(rows), 1)
+    def pick(flag, new, old):  # per member: new where flag (B,) holds, else old
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(flag.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
-        def held_loss(trainable):
-            return mean_loss(trainable, held)
+    def check(carry):
+        """Score the members on their held-out rows; keep each one's best layers; count checks
+        without a better score (a member stopped at PATIENCE steps keeps what it has)."""
+        trainable, best, best_loss, since = carry
+        current = held_loss(trainable, features, y, n_groups, held_rows)
+        better = early & (since < PATIENCE // CHECK_EVERY) & (current < best_loss - MIN_IMPROVEMENT)
+        return pick(better, trainable, best), jnp.where(better, current, best_loss), jnp.where(better, 0, since + 1)
 
-        def cond(carry):
-            i, _, _, _, _, since_best = carry
-            return (i < steps) & (since_best < jnp.where(early, PATIENCE, steps + 1))
+    def running(carry):
+        i, _, _, _, _, since = carry
+        return (i < steps) & jnp.any(~early | (since < PATIENCE // CHECK_EVERY))
 
-        def body(carry):
-            i, trainable, state, best, best_loss, since_best = carry
-            if batch_rows is None:
-                grads = jax.grad(mean_loss)(trainable, fit_rows)
-            else:  # batch_rows of the fitting rows at random (all of them, padded, when fewer)
-                order = jnp.argsort(jnp.where(fit_rows, jax.random.uniform(jax.random.fold_in(key, i), fit_rows.shape), 2.0))
-                take = order[:batch_rows]
-                grads = jax.grad(batch_loss)(trainable, take, fit_rows[take])
-            updates, state = optimizer.update(grads, state, trainable)
-            trainable = optax.apply_updates(trainable, updates)
-            current = -i.astype(jnp.float32)  # without early stopping every step is the best so far
-            if early_stopping:
-                current = jnp.where(early, held_loss(trainable), current)
-            better = current < best_loss - MIN_IMPROVEMENT
-            best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), trainable, best)
-            return i + 1, trainable, state, best, jnp.where(better, current, best_loss), jnp.where(better, 0, since_best + 1)
+    def step(carry):
+        i, trainable, state, best, best_loss, since = carry
+        grads = gradients(trainable, features, y, n_groups, fit_rows, keys, i)
+        updates, state = jax.vmap(optimizer.update)(grads, state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        if early_stopping:  # every CHECK_EVERY steps: a real branch (the step count is shared)
+            best, best_loss, since = jax.lax.cond(
+                (i + 1) % CHECK_EVERY == 0, check, lambda c: c[1:], (trainable, best, best_loss, since)
+            )
+        return i + 1, trainable, state, best, best_loss, since
 
-        start = jnp.where(early, held_loss(trainable), jnp.inf) if early_stopping else jnp.float32(jnp.inf)
-        carry = (jnp.int32(0), trainable, optimizer.init(trainable), trainable, start, jnp.int32(0))
-        best = jax.lax.while_loop(cond, body, carry)[3]
-        return (*frozen, *best)
-
-    return jax.vmap(one)(layers, mean, std, X, y, n_rows, n_groups, holdout, keys)
+    start = jnp.where(early, held_loss(trainable, features, y, n_groups, held_rows), jnp.inf)
+    carry = (jnp.int32(0), trainable, jax.vmap(optimizer.init)(trainable), trainable, start, jnp.zeros_like(n_rows))
+    _, last, _, best, _, _ = jax.lax.while_loop(running, step, carry)
+    return (*frozen, *pick(early, best, last))
 
 
 LOSSES = ("cross_entropy", "mse")
