@@ -97,6 +97,10 @@ SETTINGS: dict[str, dict] = {
         "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
         "finetune_steps": 100, "finetune_holdout": 0.2, "finetune_learning_rate": 2e-3,
     },
+    "ovr<=10 4x256 ft100 lr2e-3": {
+        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
+        "finetune_steps": 100, "finetune_learning_rate": 2e-3,
+    },
     "ovr<=10 4x128 ft100 es": {
         "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 128,
         "finetune_steps": 100, "finetune_holdout": 0.2,
