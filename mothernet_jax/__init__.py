@@ -37,6 +37,7 @@ _EXPORTS = {
     "save_pretrained": "mothernet_jax.pretrained",
     "Weights": "mothernet_jax.pretrained",
     "MotherNetClassifier": "mothernet_jax.classifier",
+    "MotherNetRegressor": "mothernet_jax.regressor",
 }
 _SUBMODULES = (
     "config",
@@ -48,6 +49,7 @@ _SUBMODULES = (
     "benchmarks",
     "pretrained",
     "classifier",
+    "regressor",
     "estimator",
     "predictor",
     "demo",
