@@ -355,7 +355,9 @@ def generate(
         NaN and inf included). The child keeps d columns: W1's rows beyond n_features are zero and
         their mean 0, std 1. So one compiled function serves datasets of many sizes, and
         `jax.vmap(generate)` over padded stacks computes what `generate_batch` does.
-    attention: the `jax.nn.dot_product_attention` implementation (None: JAX's choice).
+    attention: the `jax.nn.dot_product_attention` implementation (None: on CPU the same
+        attention in the head-major form XLA fuses, `transformer.head_major_attention`; elsewhere
+        JAX's choice).
 
     Checks: shapes always (ValueError: X 2-D, y 1-D, same length, 1 <= d <= max_features). Values
     (infinite features, labels not integers or outside 0..max_classes-1 or beyond n_classes) raise

@@ -35,6 +35,7 @@ class MotherNet(nn.Module):
 
     config: ModelConfig
     attention: str | None = None  # jax.nn.dot_product_attention implementation: None, "xla", "cudnn"
+    # (None on CPU: transformer.head_major_attention, the same numbers in a layout XLA fuses)
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array, n_rows: jax.Array) -> Intermediates:
