@@ -139,3 +139,32 @@ assert "jax" not in sys.modules, "jax was imported"
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reg.predict(test), rtol=1e-6, atol=1e-9)
     assert isinstance(load_predictor(path), RegressionPredictor)
+
+
+def test_every_fine_tuning_lever_runs_on_the_squared_error(weights):
+    X, y = linear(200, seed=5)
+    base = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X, y)
+    for levers in (
+        {"finetune_layers": "output"},
+        {"finetune_rows": 32},
+        {"finetune_holdout": 0.2},
+    ):
+        reg = MotherNetRegressor(
+            weights=weights, n_estimators=2, random_state=0, finetune_steps=50, finetune_learning_rate=1e-2, **levers
+        ).fit(X, y)
+        assert reg.settings_ == {**base.settings_, "finetune_steps": 50, "finetune_learning_rate": 1e-2, **levers}
+        changed = np.mean((reg.predict(X) - y) ** 2) < np.mean((base.predict(X) - y) ** 2)
+        assert changed, levers  # each lowers the training error of random weights' children
+    output_only = MotherNetRegressor(
+        weights=weights, n_estimators=1, random_state=0, finetune_steps=50, finetune_layers="output"
+    ).fit(X, y)
+    untouched = MotherNetRegressor(weights=weights, n_estimators=1, random_state=0).fit(X, y)
+    tuned, generated = output_only.predictor_.children[0].layers, untouched.predictor_.children[0].layers
+    for (w, b), (w0, b0) in zip(tuned[:-1], generated[:-1], strict=True):  # hidden layers as generated
+        np.testing.assert_array_equal(dense(w), dense(w0))
+        np.testing.assert_array_equal(b, b0)
+    assert not np.array_equal(dense(tuned[-1][0]), dense(generated[-1][0]))  # the output layer moved
+
+
+def dense(weight):
+    return weight[0] @ weight[1] if isinstance(weight, tuple) else weight
