@@ -7,6 +7,8 @@ compile once per configuration (the split may be traced) and run inside a jitted
 device. The prior bag is the MLP/SCM prior (`priors.mlp`, 0.961) and the GP prior (`priors.gp`,
 0.039), turned into classification tasks by `priors.classification`; `PriorConfig.tree_probability`
 (default 0) mixes in datasets whose target is a random decision-tree ensemble (`priors.tree`).
+`sample_regression_batch` / `sample_regression_task` (`priors.regression`) draw the same raw
+datasets as regression tasks: a `RegressionTask` with a continuous, noisy target.
 
 - `python -m priors.compare_reference --n 2400`: the reference statistics, ours, and the
   Kolmogorov-Smirnov distance per statistic (docs/ARCHITECTURE.md section 6).
@@ -23,3 +25,6 @@ from priors.config import MetaBeta as MetaBeta
 from priors.config import MetaGamma as MetaGamma
 from priors.config import PriorConfig as PriorConfig
 from priors.config import preset as preset
+from priors.regression import RegressionTask as RegressionTask
+from priors.regression import sample_regression_batch as sample_regression_batch
+from priors.regression import sample_regression_task as sample_regression_task

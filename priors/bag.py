@@ -1,5 +1,6 @@
 """The prior bag (MLP/SCM 0.961, GP 0.039; tree datasets with `tree_probability`, off by default)
-and the public samplers `sample_task` / `sample_batch`.
+and the public samplers `sample_task` / `sample_batch`; `sample_adapted` sends the same raw datasets
+through another adapter than the classification one (`priors.regression`).
 
 Every dataset draws its own hyperparameters (the reference shares some across a batch of 8; the
 marginal distribution of a dataset is the same). The costly part, the network, runs at a static
@@ -23,7 +24,8 @@ not even compiled, and the sampler is the reference prior's, bit for bit.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +48,9 @@ class Task(NamedTuple):
     n_classes: jax.Array  # (...,) int32: distinct labels K' (labels are 0..K'-1); 1 when invalid
     categorical: jax.Array  # (..., max_features) bool: categorical columns
 
+
+# adapter(stream, x, y, n_features, split, config) -> one task (`sample_adapted`)
+Adapter = Callable[..., Any]
 
 MLP, GP, TREE = 0, 1, 2  # dataset kinds (`dataset_kinds`)
 _TREE = 0x7EE  # fold tag of the tree sub-stream: the split in `_draw` uses tags 0..3
@@ -100,6 +105,19 @@ def _kind(draw: _Draw) -> jax.Array:
     return kind if draw.is_tree is None else jnp.where(draw.is_tree, TREE, kind)
 
 
+def _classify(stream, x, y, n_features, split, config: PriorConfig) -> Task:
+    """The classification adapter of `sample_batch`."""
+    out = classification.adapt(stream, x, y, n_features, jnp.bool_(True), split, config)
+    return Task(
+        x=out.x,
+        y=out.y,
+        valid=out.valid,
+        n_features=n_features,
+        n_classes=out.n_classes,
+        categorical=out.categorical,
+    )
+
+
 def _one(
     draw: _Draw,
     split,
@@ -108,8 +126,9 @@ def _one(
     run_gp,
     run_tree,
     config: PriorConfig,
+    adapter: Adapter,
     grouped: bool = False,
-) -> Task:
+):
     """One dataset. `width_index` (0: no network, i: `width_buckets[i - 1]`), `n_blocks_run`,
     `run_gp` and `run_tree` (None without tree datasets) are shared by a group (unbatched under
     vmap); `grouped` (static): the dataset runs vmapped in a group, its trees vectorised."""
@@ -155,28 +174,20 @@ def _one(
     if run_tree is not None:
         x = jnp.where(draw.is_tree, x_tree, x)
         y = jnp.where(draw.is_tree, y_tree, y)
-    out = classification.adapt(k_adapt, x, y, hyper.n_features, jnp.bool_(True), split, config)
-    return Task(
-        x=out.x,
-        y=out.y,
-        valid=out.valid,
-        n_features=hyper.n_features,
-        n_classes=out.n_classes,
-        categorical=out.categorical,
-    )
+    return adapter(k_adapt, x, y, hyper.n_features, split, config)
 
 
-def _alone(draw: _Draw, split, config: PriorConfig) -> Task:
+def _alone(draw: _Draw, split, config: PriorConfig, adapter: Adapter):
     width_index = jnp.where(_runs_network(draw), 1 + draw.bucket, 0)
-    return _one(draw, split, width_index, draw.hyper.n_blocks, _is_gp(draw), draw.is_tree, config)
+    return _one(draw, split, width_index, draw.hyper.n_blocks, _is_gp(draw), draw.is_tree, config, adapter)
 
 
-def _group(draws: _Draw, split, config: PriorConfig) -> Task:
+def _group(draws: _Draw, split, config: PriorConfig, adapter: Adapter):
     network = _runs_network(draws)
     width_index = jnp.where(jnp.any(network), 1 + jnp.max(jnp.where(network, draws.bucket, 0)), 0)
     n_blocks_run = jnp.max(jnp.where(network, draws.hyper.n_blocks, 0))
     run_tree = None if draws.is_tree is None else jnp.any(draws.is_tree)
-    one = functools.partial(_one, config=config, grouped=True)
+    one = functools.partial(_one, config=config, adapter=adapter, grouped=True)
     return jax.vmap(one, in_axes=(0, 0, None, None, None, None))(
         draws, split, width_index, n_blocks_run, jnp.any(_is_gp(draws)), run_tree
     )
@@ -209,15 +220,31 @@ def sample_batch(
     in `config`, `batch_size` and `group_size`: one compilation per configuration, whatever the
     key and the split (a Python int, a traced scalar or a (batch_size,) array).
     """
+    return sample_adapted(_classify, key, config, batch_size, split, group_size)
+
+
+def sample_adapted(
+    adapter: Adapter,
+    key: jax.Array,
+    config: PriorConfig,
+    batch_size: int,
+    split,
+    group_size: int | None = None,
+):
+    """`sample_batch` with another adapter of the raw datasets: `adapter(stream, x, y, n_features,
+    split, config)` turns one raw dataset (x: (rows, max_features), zero beyond n_features; y:
+    (rows,)) into one task, a NamedTuple of arrays (`priors.regression` passes its own). The same
+    raw datasets as `sample_batch` draws for the key; the adapter is static (one compilation per
+    adapter and configuration)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     group_size = group_size or default_group_size(batch_size)
     split = jnp.broadcast_to(jnp.asarray(split, jnp.int32), (batch_size,))  # one signature for all
-    return _sample_batch(key, config, batch_size, split, group_size)
+    return _sample_batch(key, config, batch_size, split, group_size, adapter)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size"))
-def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: int) -> Task:
+@functools.partial(jax.jit, static_argnames=("config", "batch_size", "group_size", "adapter"))
+def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: int, adapter: Adapter):
     group = group_size
     n_groups = -(-batch_size // group)
     total = n_groups * group
@@ -229,7 +256,7 @@ def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: 
     if group == 1:
         return jax.tree.map(
             lambda a: a[:batch_size],
-            lax.map(lambda args: _alone(*args, config=config), (draws, split)),
+            lax.map(lambda args: _alone(*args, config=config, adapter=adapter), (draws, split)),
         )
     n_buckets = len(config.width_buckets)
     if draws.is_tree is None:
@@ -240,7 +267,7 @@ def _sample_batch(key, config: PriorConfig, batch_size: int, split, group_size: 
     sort_key = (kind * n_buckets + draws.bucket) * (config.max_layers + 1) + draws.hyper.n_blocks
     order = jnp.argsort(sort_key)
     grouped = jax.tree.map(lambda a: a[order].reshape(n_groups, group, *a.shape[1:]), (draws, split))
-    tasks = lax.map(lambda args: _group(*args, config=config), grouped)
+    tasks = lax.map(lambda args: _group(*args, config=config, adapter=adapter), grouped)
     inverse = jnp.argsort(order)[:batch_size]
     return jax.tree.map(lambda a: a.reshape(total, *a.shape[2:])[inverse], tasks)
 

@@ -21,7 +21,8 @@ Follows `ClassificationAdapter` (`mothernet/priors/classification_adapter.py`), 
 
 Rows of a raw dataset are exchangeable, so a "reshuffle" only decides which rows are training rows,
 and steps 5 and 7, which read y alone, run first: the arrangement is applied to the raw rows, and
-the column-wise steps 1-4 and 6 follow (the same distribution, fewer passes over x). An invalid
+the column-wise steps 1-4 and 6 follow (the same distribution, fewer passes over x): they are
+`priors.features.columns`, which the regression adapter (`priors.regression`) shares. An invalid
 dataset (no compatible arrangement, or a non-finite value: the reference's -100 labels) keeps its x
 (zeros if not finite) and gets labels 0.
 """
@@ -35,11 +36,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from priors import distributions as D
-from priors import missing, rng
+from priors import features, rng
 from priors.config import PriorConfig
-
-_STD_EPS = 1e-6
-_CLIP = 100.0
 
 
 class Adapted(NamedTuple):
@@ -48,123 +46,6 @@ class Adapted(NamedTuple):
     valid: jax.Array  # bool
     n_classes: jax.Array  # int32
     categorical: jax.Array  # (max_features,) bool
-
-
-def _masked_mean_std(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Column mean and unbiased std over the rows where mask holds (torch_masked_mean / _std), in one
-    pass over moments shifted by a row of the data (stable when |mean| >> std)."""
-    shift = jnp.where(jnp.isnan(x[0]), 0.0, x[0])
-    d = jnp.where(mask, x - shift[None, :], 0.0)
-    count = jnp.sum(mask, axis=0).astype(jnp.float32)
-    total = jnp.sum(d, axis=0)
-    mean_d = total / count
-    var = jnp.maximum(jnp.sum(d * d, axis=0) - total * mean_d, 0.0) / (count - 1.0)
-    return shift + mean_d, jnp.sqrt(var)
-
-
-def _sort_columns(values: jax.Array) -> jax.Array:
-    """values (L, F) sorted along axis 0 by pairwise ranks (L^2 F compares; XLA's CPU sort is slow)."""
-    index = jnp.arange(values.shape[0])
-    a, b = values[:, None, :], values[None, :, :]
-    before = (b < a) | ((b == a) & (index[None, :, None] < index[:, None, None]))
-    rank = jnp.sum(before, axis=1)
-    columns = jnp.arange(values.shape[1])[None, :]
-    return jnp.zeros_like(values).at[rank, columns].set(values)
-
-
-def _below(sorted_values: jax.Array, x: jax.Array) -> jax.Array:
-    """Per column, the number of entries of `sorted_values` (L, F; ascending, +inf padded, L a power
-    of two) strictly below each x (rows, F): a branch-free binary search over the flattened table."""
-    length, n_columns = sorted_values.shape
-    table = sorted_values.T.reshape(-1)
-    base = (jnp.arange(n_columns) * length)[None, :]
-    count = jnp.zeros(x.shape, jnp.int32)
-    step = length // 2
-    while step:
-        probe = jnp.take(table, base + count + step - 1, mode="clip")
-        count = jnp.where(probe < x, count + step, count)
-        step //= 2
-    last = jnp.take(table, base + count, mode="clip")  # count < L and the last entry is +inf
-    return jnp.where(last < x, count + 1, count)
-
-
-def _categorical(stream, x, n_features, config: PriorConfig):
-    """Turn a random subset of the used columns into rank codes; returns (x, categorical mask).
-
-    The work runs in three conds on the same predicate (skipped when no column is categorical):
-    their outputs are materialised, where one fused computation would recompute the random
-    boundaries for every comparison that reads them."""
-    rows, f_max = x.shape
-    levels_max = config.max_category_levels
-    table = 1 << (levels_max - 1).bit_length()  # power of two >= levels_max
-    streams = rng.split(stream, 10)
-    has_categorical = rng.bernoulli(streams[0], config.categorical_probability)
-    columns = jnp.arange(f_max)
-    chosen = (
-        has_categorical
-        & (columns < n_features)
-        & rng.bernoulli(streams[5], rng.uniform(streams[1]), (f_max,))
-    )
-    any_chosen = jnp.any(chosen)
-    # levels n = max(round(Gamma(1, scale)), 2) (Gamma(1) is exponential); K = 2 or round(U(2, n))
-    levels = jnp.round(-jnp.log1p(-rng.uniform(streams[2], (f_max,))) * config.category_levels_scale)
-    levels = jnp.maximum(levels, 2.0)
-    many = jnp.round(rng.uniform(streams[3], (f_max,), 2.0, levels))
-    two = rng.bernoulli(streams[4], config.category_two_levels_probability, (f_max,))
-    n_codes = jnp.minimum(jnp.where(two, 2.0, many), levels_max).astype(jnp.int32)
-    boundary_rows = rng.randint(streams[6], 0, rows, (table, f_max))
-    keep_order = rng.bernoulli(streams[8], config.category_ordered_probability, (f_max,))
-    reverse = rng.bernoulli(streams[9], config.category_reversed_probability, (f_max,))
-
-    def boundaries(x, boundary_rows, n_codes):
-        # the K - 1 boundary values of a column, +inf beyond
-        values = jnp.take_along_axis(x, boundary_rows, axis=0)
-        slots = jnp.arange(table)[:, None]
-        return jnp.where((slots < n_codes[None, :] - 1) & ~jnp.isnan(values), values, jnp.inf)
-
-    def sort_and_permutations(values, n_codes):
-        perms = jax.vmap(lambda s, n: rng.permutation(s, levels_max, n), out_axes=1)(
-            rng.split(streams[7], f_max), n_codes
-        )
-        return _sort_columns(values), perms
-
-    def encode(x, sorted_values, perms, n_codes, keep_order, reverse, chosen):
-        # code = number of boundary values strictly below x (the reference's (x > b).sum())
-        code = jnp.where(jnp.isnan(x), 0, _below(sorted_values, x))
-        code = jnp.where(keep_order[None, :], code, jnp.take_along_axis(perms, code, axis=0))
-        code = jnp.where(reverse[None, :], n_codes[None, :] - 1 - code, code)
-        return jnp.where(chosen[None, :], code.astype(jnp.float32), x)
-
-    values = lax.cond(
-        any_chosen, boundaries, lambda *_: jnp.zeros((table, f_max), x.dtype), x, boundary_rows, n_codes
-    )
-    sorted_values, perms = lax.cond(
-        any_chosen,
-        sort_and_permutations,
-        lambda *_: (jnp.zeros((table, f_max), x.dtype), jnp.zeros((levels_max, f_max), jnp.int32)),
-        values,
-        n_codes,
-    )
-    x = lax.cond(
-        any_chosen, encode, lambda x, *_: x, x, sorted_values, perms, n_codes, keep_order, reverse, chosen
-    )
-    return x, chosen
-
-
-def _remove_outliers(x, categorical, sigma):
-    mean, std = _masked_mean_std(x, ~jnp.isnan(x))
-    lower, upper = (mean - sigma * std)[None, :], (mean + sigma * std)[None, :]
-    kept = (x <= upper) & (x >= lower)
-    mean, std = _masked_mean_std(x, kept)
-    lower, upper = (mean - sigma * std)[None, :], (mean + sigma * std)[None, :]
-    soft = jnp.log1p(jnp.abs(x))
-    clipped = jnp.minimum(soft + upper, jnp.maximum(lower - soft, x))
-    return jnp.where(categorical[None, :], x, clipped)
-
-
-def _standardise(x):
-    mean, std = _masked_mean_std(x, ~jnp.isnan(x))
-    return jnp.clip((x - mean[None, :]) / (std[None, :] + _STD_EPS), -_CLIP, _CLIP)
 
 
 def _assign_classes(stream, y, config: PriorConfig):
@@ -251,8 +132,6 @@ def adapt(
     `n_features`; y: (rows,) raw target; raw_ok: False marks a raw dataset already known to be bad;
     split: rows < split are training rows."""
     k_missing, k_categorical, k_classes, k_arrange, k_shift = rng.split(stream, 5)
-    f_max = config.max_features
-    used = jnp.arange(f_max) < n_features
     raw_ok = raw_ok & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
     x = jnp.where(raw_ok, x, 0.0)
     y = jnp.where(raw_ok, y, 0.0)
@@ -269,13 +148,7 @@ def adapt(
 
     x, classes = lax.cond(first > 0, rearrange, lambda x, classes: (x, classes), x, classes)
 
-    if config.missing_values:
-        x = missing.inject(k_missing, x, n_features, config)
-        injected = jnp.isnan(x)
-    x, categorical = _categorical(k_categorical, x, n_features, config)
-    x = _remove_outliers(x, categorical, config.outlier_sigma)
-    x = _standardise(x)
-    x = jnp.where(used[None, :], x * (f_max / n_features.astype(jnp.float32)), 0.0)
+    x, categorical, finite = features.columns(k_missing, k_categorical, x, n_features, config)
 
     present = jnp.any(classes[:, None] == jnp.arange(config.max_classes)[None, :], axis=0)
     rank = jnp.cumsum(present) - 1
@@ -283,8 +156,6 @@ def adapt(
     shift = rng.randint(k_shift, 0, n_classes)
     labels = ((rank[classes] + shift) % n_classes).astype(jnp.int32)
 
-    finite = jnp.isfinite(x) | injected if config.missing_values else jnp.isfinite(x)
-    finite = jnp.all(finite)
     x = jnp.where(finite, x, 0.0)
     valid = raw_ok & finite & compatible
     labels = jnp.where(valid, labels, 0)

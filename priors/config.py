@@ -130,6 +130,14 @@ class PriorConfig(ConfigBase):
     outlier_sigma: float = 4.0
     compatibility_tries: int = 10  # arrangements tried for train/test class compatibility
 
+    # -- regression adapter (`priors.regression`; the classification adapter never reads these) --
+    # observation noise added to the raw target, in units of its standard deviation over all rows
+    regression_noise_std: LogUniform = LogUniform(low=1e-3, high=1.0)
+    regression_heteroscedastic_probability: float = 0.3  # noise scale exp(a z(x)), z a random direction
+    regression_heteroscedastic_strength: float = 1.5  # a ~ U(0, this)
+    regression_heavy_tailed_probability: float = 0.3  # Student-t noise, else Gaussian
+    regression_noise_df: LogUniform = LogUniform(low=1.5, high=30.0)  # its degrees of freedom
+
     # -- missing values (off by default, as in the reference) -----------------------------------
     nan_prob_no_reason: float = 0.0
     nan_prob_a_reason: float = 0.0
@@ -160,6 +168,8 @@ class PriorConfig(ConfigBase):
             "gp_outputscale",
             "gp_lengthscale",
             "tree_noise_std",
+            "regression_noise_std",
+            "regression_noise_df",
         ):
             getattr(self, name).validate(name)
         for name, maximum in (("tree_depth", "max_tree_depth"), ("tree_count", "max_trees")):
@@ -217,6 +227,8 @@ class PriorConfig(ConfigBase):
             "category_two_levels_probability",
             "category_ordered_probability",
             "category_reversed_probability",
+            "regression_heteroscedastic_probability",
+            "regression_heavy_tailed_probability",
             "nan_prob_no_reason",
             "nan_prob_a_reason",
             "nan_prob_unknown_reason",
@@ -234,6 +246,11 @@ class PriorConfig(ConfigBase):
             raise ValueError(f"PriorConfig.gp_jitter must be >= 0, got {self.gp_jitter!r}")
         if not self.category_levels_scale > 0:
             raise ValueError("PriorConfig.category_levels_scale must be positive")
+        strength = self.regression_heteroscedastic_strength
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 10:
+            raise ValueError(
+                f"PriorConfig.regression_heteroscedastic_strength must lie in [0, 10], got {strength!r}"
+            )
         if not (self.outlier_sigma > 0 and math.isfinite(self.outlier_sigma)):
             raise ValueError("PriorConfig.outlier_sigma must be positive and finite")
 

@@ -92,3 +92,68 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     cdf_a = np.searchsorted(a, grid, side="right") / a.size
     cdf_b = np.searchsorted(b, grid, side="right") / b.size
     return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+# -- regression tasks (`priors.regression`) ---------------------------------------------------------
+
+REGRESSION_STATISTICS = (
+    "n_features_used",
+    "ignored",
+    "heteroscedastic",
+    "heavy_tailed",
+    "has_categorical",
+    "has_missing",
+    "y_skew",
+    "y_excess_kurtosis",
+    "frac_abs_y_gt_3",
+    "r2_ridge",
+    "r2_knn5",
+)
+
+
+def regression_task_statistics(x: np.ndarray, y: np.ndarray, split: int) -> dict[str, float]:
+    """x: (rows, features) float (NaN: missing), y: (rows,) float standardised over rows < split ->
+    {statistic: value} (the flags of the task are added by `regression_batch_statistics`). Moments
+    of y over all rows; R^2 of ridge regression and 5-nearest neighbours fitted on rows < split and
+    scored on the rest (missing entries read as 0)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.neighbors import KNeighborsRegressor
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    used = np.any(x != 0, axis=0)
+    xu = np.nan_to_num(x[:, used], nan=0.0)
+    out = dict.fromkeys(REGRESSION_STATISTICS, np.nan)
+    out["n_features_used"] = float(used.sum())
+    out["has_missing"] = float(np.isnan(x).any())
+    centred = y - y.mean()
+    variance = np.mean(centred**2)
+    if variance > 0:
+        out["y_skew"] = float(np.mean(centred**3) / variance**1.5)
+        out["y_excess_kurtosis"] = float(np.mean(centred**4) / variance**2 - 3.0)
+    out["frac_abs_y_gt_3"] = float(np.mean(np.abs(y) > 3))
+    test_y = y[split:]
+    spread = np.sum((test_y - test_y.mean()) ** 2)
+    if xu.shape[1] == 0 or spread == 0 or split < 5:
+        return out
+    for name, model in (("r2_ridge", Ridge(alpha=1.0)), ("r2_knn5", KNeighborsRegressor(5))):
+        predicted = model.fit(xu[:split], y[:split]).predict(xu[split:])
+        out[name] = float(1.0 - np.sum((test_y - predicted) ** 2) / spread)
+    return out
+
+
+def regression_batch_statistics(task, split: int) -> dict[str, np.ndarray]:
+    """{statistic: (batch,) float64} for a `priors.regression.RegressionTask` batch (one split)."""
+    from threadpoolctl import threadpool_limits
+
+    x, y, valid = np.asarray(task.x), np.asarray(task.y), np.asarray(task.valid)
+    rows = []
+    with threadpool_limits(1):
+        for i in range(x.shape[0]):
+            row = regression_task_statistics(x[i], y[i], split)
+            row["ignored"] = float(not valid[i])
+            row["heteroscedastic"] = float(task.heteroscedastic[i])
+            row["heavy_tailed"] = float(task.heavy_tailed[i])
+            row["has_categorical"] = float(np.any(task.categorical[i]))
+            rows.append(row)
+    return {name: np.array([row[name] for row in rows], np.float64) for name in REGRESSION_STATISTICS}

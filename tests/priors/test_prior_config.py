@@ -41,6 +41,8 @@ def test_hashable_and_json_round_trip():
         tree_probability=0.3,
         tree_depth=MetaGamma(max_alpha=1.5, max_scale=2.0, lower_bound=3),
         tree_noise_std=LogUniform(low=0.01, high=0.1),
+        regression_noise_df=LogUniform(low=2.0, high=5.0),
+        regression_heavy_tailed_probability=0.5,
     )
     assert hash(config) == hash(PriorConfig.from_json(config.to_json()))
     assert PriorConfig.from_json(config.to_json()) == config
@@ -89,6 +91,12 @@ def test_hashable_and_json_round_trip():
         ({"tree_count": MetaGamma(max_alpha=2.0, max_scale=3.0, lower_bound=9)}, "tree_count"),
         ({"tree_noise_std": LogUniform(low=0.0, high=0.3)}, "tree_noise_std"),
         ({"tree_noise_std": MetaBeta(scale=1.0, low=1.0, high=2.0)}, "tree_noise_std"),
+        ({"regression_noise_std": LogUniform(low=0.0, high=1.0)}, "regression_noise_std"),
+        ({"regression_noise_df": 3.0}, "regression_noise_df"),
+        ({"regression_heteroscedastic_probability": 1.5}, "regression_heteroscedastic_probability"),
+        ({"regression_heavy_tailed_probability": -0.1}, "regression_heavy_tailed_probability"),
+        ({"regression_heteroscedastic_strength": -1.0}, "regression_heteroscedastic_strength"),
+        ({"regression_heteroscedastic_strength": True}, "regression_heteroscedastic_strength"),
     ],
 )
 def test_bad_configuration_raises_at_construction(changes, message):
