@@ -137,6 +137,12 @@ class PriorConfig(ConfigBase):
     regression_heteroscedastic_strength: float = 1.5  # a ~ U(0, this)
     regression_heavy_tailed_probability: float = 0.3  # Student-t noise, else Gaussian
     regression_noise_df: LogUniform = LogUniform(low=1.5, high=30.0)  # its degrees of freedom
+    # skewed targets: y <- (exp(b y) - 1) / b, y standardised, b ~ U(0, strength), mirrored w.p. 1/4
+    regression_warp_probability: float = 0.5
+    regression_warp_strength: float = 1.0
+    # discrete targets: y rounded to a grid of this step, in standard deviations of y
+    regression_discrete_probability: float = 0.2
+    regression_discrete_step: LogUniform = LogUniform(low=0.02, high=1.0)
 
     # -- missing values (off by default, as in the reference) -----------------------------------
     nan_prob_no_reason: float = 0.0
@@ -170,6 +176,7 @@ class PriorConfig(ConfigBase):
             "tree_noise_std",
             "regression_noise_std",
             "regression_noise_df",
+            "regression_discrete_step",
         ):
             getattr(self, name).validate(name)
         for name, maximum in (("tree_depth", "max_tree_depth"), ("tree_count", "max_trees")):
@@ -229,6 +236,8 @@ class PriorConfig(ConfigBase):
             "category_reversed_probability",
             "regression_heteroscedastic_probability",
             "regression_heavy_tailed_probability",
+            "regression_warp_probability",
+            "regression_discrete_probability",
             "nan_prob_no_reason",
             "nan_prob_a_reason",
             "nan_prob_unknown_reason",
@@ -246,11 +255,10 @@ class PriorConfig(ConfigBase):
             raise ValueError(f"PriorConfig.gp_jitter must be >= 0, got {self.gp_jitter!r}")
         if not self.category_levels_scale > 0:
             raise ValueError("PriorConfig.category_levels_scale must be positive")
-        strength = self.regression_heteroscedastic_strength
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 10:
-            raise ValueError(
-                f"PriorConfig.regression_heteroscedastic_strength must lie in [0, 10], got {strength!r}"
-            )
+        for name in ("regression_heteroscedastic_strength", "regression_warp_strength"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+                raise ValueError(f"PriorConfig.{name} must lie in [0, 10], got {value!r}")
         if not (self.outlier_sigma > 0 and math.isfinite(self.outlier_sigma)):
             raise ValueError("PriorConfig.outlier_sigma must be positive and finite")
 

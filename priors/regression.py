@@ -18,9 +18,17 @@ the GP's sample or the tree ensemble's output), and `adapt` per dataset:
    - heavy-tailed with probability `regression_heavy_tailed_probability` (0.3): e ~ Student-t(df),
      df ~ `regression_noise_df` (log-uniform on [1.5, 30]); else e ~ N(0, 1);
    the noise reads the raw features, before missing values or categorical codes corrupt them;
-2. the feature columns exactly as the classification adapter treats them (`priors.features.columns`:
+2. the target's shape (real targets are mostly right-skewed, many discrete: of the 26 datasets in
+   ../shared/regression, 20 have skewness above 0.4, median 1.4, and 8 have fewer distinct values
+   than a fifth of their rows; the raw targets are symmetric, skewness within +-0.35 for 80%):
+   - skewed with probability `regression_warp_probability` (0.5): on y standardised over all rows
+     and clipped to +-6, y <- (exp(b y) - 1) / b, b ~ U(0, `regression_warp_strength` = 1), mirrored
+     (y <- -warp(-y)) with probability 1/4 (a lognormal's skewness: 1.8 at b = 0.5, 6.2 at b = 1);
+   - discrete with probability `regression_discrete_probability` (0.2): y rounded to a grid of step
+     h std(y), h ~ `regression_discrete_step` (log-uniform on [0.02, 1]);
+3. the feature columns exactly as the classification adapter treats them (`priors.features.columns`:
    missing values, categorical columns, outliers, standardisation, scaling by max_features / F);
-3. y standardised over the training rows (rows < split; mean 0, unbiased std 1), then clipped to
+4. y standardised over the training rows (rows < split; mean 0, unbiased std 1), then clipped to
    +-100 (only test rows can reach it: a training row lies within sqrt(split - 1) < 34 of the mean).
 
 A dataset is invalid (valid False, y all 0, x zeros where not finite) when a raw value is not
@@ -28,20 +36,23 @@ finite, when split < 2 or split >= n_rows (no spread or no test row), or when th
 target is constant (std <= 1e-5 |mean|).
 
 Distribution statistics (`python -m priors.regression_statistics --n 1024`: the paper preset,
-batches of 8, split 576, the statistics of `priors.stats.regression_task_statistics`; 49 s on a busy
+batches of 8, split 576, the statistics of `priors.stats.regression_task_statistics`; 65 s on a busy
 2-core CPU), measured 2026-12-05 on 1024 datasets (1 invalid), over the valid ones:
 
     statistic                          mean   median      q10      q90
-    n_features_used                  49.340   50.000   11.000   88.000
+    n_features_used                  49.336   50.000   11.000   88.000
     heteroscedastic                   0.307    0.000    0.000    1.000
     heavy_tailed                      0.270    0.000    0.000    1.000
-    has_categorical                   0.196    0.000    0.000    1.000
+    skewed                            0.495    0.000    0.000    1.000
+    discrete                          0.219    0.000    0.000    1.000
+    has_categorical                   0.184    0.000    0.000    1.000
     has_missing                       0.000    0.000    0.000    0.000   (missing values off by default)
-    y_skew                           -0.026    0.002   -0.332    0.353
-    y_excess_kurtosis                 2.373    0.025   -0.216    1.074
-    frac_abs_y_gt_3                   0.004    0.003    0.001    0.008
-    r2_ridge                          0.483    0.545   -0.096    0.999   (fit on rows < 576, R^2 on the rest)
-    r2_knn5                           0.285    0.216   -0.211    0.953
+    y_skew                            0.691    0.085   -0.914    3.109
+    y_excess_kurtosis                17.139    0.452   -0.151   23.439
+    frac_abs_y_gt_3                   0.008    0.005    0.001    0.019
+    y_distinct_share                  0.793    1.000    0.033    1.000
+    r2_ridge                          0.440    0.496   -0.114    0.993   (fit on rows < 576, R^2 on the rest)
+    r2_knn5                           0.229    0.204   -0.219    0.940
 
 `tests/priors/test_prior_regression.py` checks the shares against the config on every run and these
 medians on 256 datasets in its slow test.
@@ -59,6 +70,8 @@ from priors import distributions as D
 from priors.config import PriorConfig
 
 _Z_CLIP = 3.0  # the heteroscedastic direction, in its standard deviations
+_WARP_CLIP = 6.0  # the target before its warp, in its standard deviations
+_MIRRORED = 0.25  # a warp's probability of skewing to the left
 _CONSTANT = 1e-5  # a training target with std <= this * |mean| is constant
 
 
@@ -76,6 +89,8 @@ class RegressionTask(NamedTuple):
     categorical: jax.Array  # (..., max_features) bool: categorical columns
     heteroscedastic: jax.Array  # (...,) bool: the noise scale is a function of x (diagnostic)
     heavy_tailed: jax.Array  # (...,) bool: Student-t noise (diagnostic)
+    skewed: jax.Array  # (...,) bool: the target went through an exponential warp (diagnostic)
+    discrete: jax.Array  # (...,) bool: the target was rounded to a grid (diagnostic)
 
 
 def _student_t(stream: jax.Array, df: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -116,6 +131,31 @@ def add_noise(stream: jax.Array, x: jax.Array, y: jax.Array, n_features: jax.Arr
     return y + sigma * y_std[0] * scale * noise, heteroscedastic, heavy_tailed
 
 
+def _standardised(y: jax.Array) -> jax.Array:
+    """y (rows,) standardised over all rows (0 where it has no spread)."""
+    mean, std = features.masked_mean_std(y[:, None], jnp.ones((y.shape[0], 1), bool))
+    return jnp.where(std[0] > 0, (y - mean[0]) / (std[0] + 1e-30), 0.0)
+
+
+def shape_target(stream: jax.Array, y: jax.Array, config: PriorConfig):
+    """Step 2: a skewed and / or discrete target. y: (rows,) finite. Returns (y, skewed, discrete);
+    y is standardised over all rows before the warp (the adapter standardises it again)."""
+    streams = rng.split(stream, 5)
+    skewed = rng.bernoulli(streams[0], config.regression_warp_probability)
+    discrete = rng.bernoulli(streams[1], config.regression_discrete_probability)
+    b = jnp.maximum(rng.uniform(streams[2], (), 0.0, config.regression_warp_strength), 1e-6)
+    sign = jnp.where(rng.bernoulli(streams[3], _MIRRORED), -1.0, 1.0)
+    step = D.log_uniform(streams[4], (config.regression_discrete_step,))[0]
+
+    y = _standardised(y)
+    warped = sign * jnp.expm1(b * sign * jnp.clip(y, -_WARP_CLIP, _WARP_CLIP)) / b
+    y = jnp.where(skewed, warped, y)
+    _, std = features.masked_mean_std(y[:, None], jnp.ones((y.shape[0], 1), bool))
+    grid = step * std[0]
+    rounded = jnp.where(grid > 0, jnp.round(y / jnp.where(grid > 0, grid, 1.0)) * grid, y)
+    return jnp.where(discrete, rounded, y), skewed, discrete
+
+
 def adapt(
     stream: jax.Array,
     x: jax.Array,
@@ -127,13 +167,14 @@ def adapt(
     """Turn one raw dataset into a regression task (the adapter `bag.sample_adapted` calls).
     x: (rows, max_features) raw features, zero beyond `n_features`; y: (rows,) raw target;
     split: rows < split are training rows."""
-    k_noise, k_missing, k_categorical = rng.split(stream, 3)
+    k_noise, k_shape, k_missing, k_categorical = rng.split(stream, 4)
     rows = y.shape[0]
     raw_ok = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
     x = jnp.where(raw_ok, x, 0.0)
     y = jnp.where(raw_ok, y, 0.0)
 
     y, heteroscedastic, heavy_tailed = add_noise(k_noise, x, y, n_features, config)
+    y, skewed, discrete = shape_target(k_shape, y, config)
     x, categorical, finite = features.columns(k_missing, k_categorical, x, n_features, config)
 
     train = (jnp.arange(rows) < split)[:, None]
@@ -151,6 +192,8 @@ def adapt(
         categorical=categorical,
         heteroscedastic=heteroscedastic,
         heavy_tailed=heavy_tailed,
+        skewed=skewed,
+        discrete=discrete,
     )
 
 

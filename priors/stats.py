@@ -101,11 +101,14 @@ REGRESSION_STATISTICS = (
     "ignored",
     "heteroscedastic",
     "heavy_tailed",
+    "skewed",
+    "discrete",
     "has_categorical",
     "has_missing",
     "y_skew",
     "y_excess_kurtosis",
     "frac_abs_y_gt_3",
+    "y_distinct_share",
     "r2_ridge",
     "r2_knn5",
 )
@@ -132,6 +135,7 @@ def regression_task_statistics(x: np.ndarray, y: np.ndarray, split: int) -> dict
         out["y_skew"] = float(np.mean(centred**3) / variance**1.5)
         out["y_excess_kurtosis"] = float(np.mean(centred**4) / variance**2 - 3.0)
     out["frac_abs_y_gt_3"] = float(np.mean(np.abs(y) > 3))
+    out["y_distinct_share"] = float(np.unique(y).size / y.size)
     test_y = y[split:]
     spread = np.sum((test_y - test_y.mean()) ** 2)
     if xu.shape[1] == 0 or spread == 0 or split < 5:
@@ -154,6 +158,8 @@ def regression_batch_statistics(task, split: int) -> dict[str, np.ndarray]:
             row["ignored"] = float(not valid[i])
             row["heteroscedastic"] = float(task.heteroscedastic[i])
             row["heavy_tailed"] = float(task.heavy_tailed[i])
+            row["skewed"] = float(task.skewed[i])
+            row["discrete"] = float(task.discrete[i])
             row["has_categorical"] = float(np.any(task.categorical[i]))
             rows.append(row)
     return {name: np.array([row[name] for row in rows], np.float64) for name in REGRESSION_STATISTICS}

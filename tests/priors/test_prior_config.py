@@ -97,6 +97,10 @@ def test_hashable_and_json_round_trip():
         ({"regression_heavy_tailed_probability": -0.1}, "regression_heavy_tailed_probability"),
         ({"regression_heteroscedastic_strength": -1.0}, "regression_heteroscedastic_strength"),
         ({"regression_heteroscedastic_strength": True}, "regression_heteroscedastic_strength"),
+        ({"regression_warp_probability": 2.0}, "regression_warp_probability"),
+        ({"regression_warp_strength": 11.0}, "regression_warp_strength"),
+        ({"regression_discrete_probability": -1.0}, "regression_discrete_probability"),
+        ({"regression_discrete_step": LogUniform(low=1.0, high=0.5)}, "regression_discrete_step"),
     ],
 )
 def test_bad_configuration_raises_at_construction(changes, message):
