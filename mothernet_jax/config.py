@@ -12,13 +12,15 @@ Presets (`preset(name)`):
 - ``tiny``: a 0.34 M-parameter model for tests, smoke runs and CPU training.
 - ``tiny_class_average``, ``tiny_output_attention``, ``tiny_full_rank_one_layer``: the three
   configurations of the reference parity fixtures (docs/ARCHITECTURE.md section 6).
-- ``tiny-regression``, ``small-regression``: ``tiny`` and ``small`` with task="regression" (average
-  pooling, a linear y encoder, a child with one output unit).
+- ``tiny-regression``, ``small-regression``: ``tiny`` and ``small`` with task="regression"
+  (target-moments pooling, a linear y encoder, a child with one output unit).
 
 `task` ("classification" or "regression") decides what y is: class labels one-hot encoded, or a
 float target standardised over the training rows (`generation.generate` does it) entering through
 Linear(1 -> d); a regression child has one output unit (the standardised target, trained with MSE).
-Class-average pooling needs classes, so regression pools with "average" or "output_attention".
+Class-average pooling needs classes, so regression pools with "target_moments" (the presets: the
+mean output and the mean output x target over the training rows), "target_bins" (class-average over
+bins of the target), "average" or "output_attention".
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Literal
 from mothernet_jax import config_base
 from mothernet_jax.config_base import ConfigBase
 
-Pooling = Literal["class_average", "output_attention", "average"]
+Pooling = Literal["class_average", "output_attention", "average", "target_bins", "target_moments"]
 Activation = Literal["gelu", "relu"]
 Task = Literal["classification", "regression"]
 
-POOLINGS = ("class_average", "output_attention", "average")
+POOLINGS = ("class_average", "output_attention", "average", "target_bins", "target_moments")
+REGRESSION_POOLINGS = ("target_bins", "target_moments", "average", "output_attention")
 ACTIVATIONS = ("gelu", "relu")
 DTYPES = ("float32", "bfloat16")
 NORMS = ("layernorm", "rmsnorm")
@@ -70,11 +73,6 @@ class ModelConfig(ConfigBase):
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"ModelConfig.task must be one of {TASKS}, got {self.task!r}")
-        if self.task == "regression" and self.pooling == "class_average":
-            raise ValueError(
-                "ModelConfig.pooling 'class_average' needs classes: task='regression' takes 'average' or "
-                "'output_attention'"
-            )
         self.check_integers(1, ("embed_dim", "n_layers", "n_heads", "ffn_dim", "pooling_embed_dim",
                                 "head_hidden_size", "child_hidden_size", "max_features", "max_classes"))  # fmt: skip
         if self.embed_dim % self.n_heads:
@@ -83,6 +81,13 @@ class ModelConfig(ConfigBase):
             )
         if self.pooling not in POOLINGS:
             raise ValueError(f"ModelConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.task == "regression" and self.pooling not in REGRESSION_POOLINGS:
+            raise ValueError(
+                f"ModelConfig.pooling {self.pooling!r} needs classes: task='regression' takes one of "
+                f"{REGRESSION_POOLINGS}"
+            )
+        if self.task == "classification" and self.pooling.startswith("target_"):
+            raise ValueError(f"ModelConfig.pooling {self.pooling!r} needs a continuous target (task='regression')")
         if self.pooling == "output_attention" and self.pooling_embed_dim % self.n_heads:
             raise ValueError(
                 f"ModelConfig.pooling_embed_dim ({self.pooling_embed_dim}) must be divisible by "
@@ -125,8 +130,10 @@ class ModelConfig(ConfigBase):
     @property
     def pooled_size(self) -> int:
         """Length of the pooled vector phi that enters the weight head."""
-        if self.pooling == "class_average":
+        if self.pooling in ("class_average", "target_bins"):
             return self.max_classes * self.embed_dim
+        if self.pooling == "target_moments":
+            return 2 * self.embed_dim
         if self.pooling == "output_attention":
             return self.pooling_embed_dim
         return self.embed_dim
@@ -209,16 +216,21 @@ def tiny_full_rank_one_layer() -> ModelConfig:
 
 
 def tiny_regression() -> ModelConfig:
-    """`tiny` for a continuous target (tests and CPU smoke runs): average pooling, a linear y
-    encoder, a child 100 -> 32 -> 32 -> 1 of rank 8."""
-    return tiny().replace(task="regression", pooling="average")
+    """`tiny` for a continuous target (tests and CPU smoke runs): target-moments pooling, a linear
+    y encoder, a child 100 -> 32 -> 32 -> 1 of rank 8."""
+    return tiny().replace(task="regression", pooling="target_moments")
 
 
 def small_regression() -> ModelConfig:
     """The `small` shapes for a continuous target (the regression model the library ships):
-    average pooling (phi is 192 wide), a linear y encoder, a child 100 -> 128 -> 128 -> 1 of rank 16.
-    Train: `mothernet-jax train --preset small-regression --workdir runs/small-regression`."""
-    return small().replace(task="regression", pooling="average")
+    target-moments pooling (phi = [mean h, mean z h] over the training rows, 384 wide), a linear y
+    encoder, a child 100 -> 128 -> 128 -> 1 of rank 16.
+    Train: `mothernet-jax train --preset small-regression --workdir runs/small-regression`.
+
+    Why target moments: on in-context linear regression (tiny, 400 steps of 8 datasets, lr 1e-3)
+    the loss fell from 1.13 to 0.73 with them, and not at all with `average` or `target_bins`
+    pooling (1.12 -> 1.28, the same as predicting the training mean)."""
+    return small().replace(task="regression", pooling="target_moments")
 
 
 PRESETS = {

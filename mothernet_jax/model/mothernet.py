@@ -48,6 +48,10 @@ class MotherNet(nn.Module):
             outputs = Transformer(cfg, self.attention, name="transformer")(tokens, n_rows)
         if cfg.pooling == "class_average":
             pooled = pooling.class_average(outputs, y, row_mask, cfg.max_classes)
+        elif cfg.pooling == "target_bins":
+            pooled = pooling.target_bins(outputs, y, row_mask, cfg.max_classes)
+        elif cfg.pooling == "target_moments":
+            pooled = pooling.target_moments(outputs, y, row_mask)
         elif cfg.pooling == "output_attention":
             pooled = pooling.OutputAttention(cfg, name="output_attention")(outputs, n_rows)
         else:

@@ -4,7 +4,17 @@
   order (an absent class gives a zero vector); |phi| = max_classes * d.
 - `output_attention` (2023 paper): a learned query attends over the outputs; |phi| = pooling_embed_dim.
 - `average`: the mean output of all training rows; |phi| = d.
+
+Regression only (y a float target standardised over the training rows):
+
+- `target_bins`: `class_average` over max_classes bins of the standardised target, cut at the
+  standard normal's quantiles (equal shares of a normal target): the mean output of the rows in each
+  bin, in order of the target; |phi| = max_classes * d.
+- `target_moments`: the mean output and the mean of output x target over the training rows;
+  |phi| = 2 d.
 """
+
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +38,25 @@ def average(outputs: jax.Array, row_mask: jax.Array) -> jax.Array:
     weights = row_mask.astype(jnp.float32)
     sums = jnp.einsum("bt,btd->bd", weights, outputs.astype(jnp.float32))
     return sums / jnp.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+
+
+def target_bin_edges(n_bins: int) -> tuple[float, ...]:
+    """The n_bins - 1 inner edges: the standard normal's quantiles k / n_bins."""
+    normal = statistics.NormalDist()
+    return tuple(normal.inv_cdf(k / n_bins) for k in range(1, n_bins))
+
+
+def target_bins(outputs: jax.Array, z: jax.Array, row_mask: jax.Array, n_bins: int) -> jax.Array:
+    """outputs: (B, T, d), z: (B, T) float standardised target, row_mask: (B, T) bool
+    -> (B, n_bins * d) float32."""
+    bins = jnp.searchsorted(jnp.asarray(target_bin_edges(n_bins), jnp.float32), z.astype(jnp.float32))
+    return class_average(outputs, bins, row_mask, n_bins)
+
+
+def target_moments(outputs: jax.Array, z: jax.Array, row_mask: jax.Array) -> jax.Array:
+    """outputs: (B, T, d), z: (B, T) float standardised target, row_mask: (B, T) bool -> (B, 2 d)."""
+    weighted = outputs.astype(jnp.float32) * z.astype(jnp.float32)[..., None]
+    return jnp.concatenate([average(outputs, row_mask), average(weighted, row_mask)], axis=-1)
 
 
 class OutputAttention(nn.Module):

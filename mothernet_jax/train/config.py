@@ -277,7 +277,7 @@ def tiny_regression() -> TrainConfig:
 
 
 def small_regression() -> TrainConfig:
-    """`small` for the `small-regression` model (3,703,297 parameters, bf16 compute): the paper
+    """`small` for the `small-regression` model (3,789,313 parameters, bf16 compute): the paper
     prior config through the regression prior, 512 datasets per step (one H100), the child's
     squared error on the standardised target.
     `mothernet-jax train --preset small-regression --workdir runs/small-regression --budget 3300`

@@ -37,7 +37,7 @@ from mothernet_jax.child import factored_logits
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import generate_layers
 from mothernet_jax.model.mothernet import init_params
-from mothernet_jax.train.config import ConfigError, TrainConfig
+from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS
 from mothernet_jax.train.optimizer import ema_rate, make_optimizer, tree_norm
 
@@ -136,12 +136,7 @@ def task_sampler(model: ModelConfig) -> Callable:
     both `(key, prior_config, batch_size, split) -> task` with x, y and valid."""
     import priors
 
-    if model.task == "classification":
-        return priors.sample_batch
-    sampler = getattr(priors, "sample_regression_batch", None)
-    if sampler is None:
-        raise ConfigError("task='regression' needs the regression prior (priors.sample_regression_batch)")
-    return sampler
+    return priors.sample_regression_batch if model.task == "regression" else priors.sample_batch
 
 
 def _cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:

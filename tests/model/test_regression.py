@@ -48,23 +48,27 @@ def test_task_is_validated_in_one_line():
     with pytest.raises(ValueError, match="'class_average' needs classes") as error:
         mn.ModelConfig(task="regression")  # the default pooling is class_average
     assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="'target_bins' needs a continuous target"):
+        mn.ModelConfig(pooling="target_bins")
+    for pooling in ("target_bins", "target_moments", "average", "output_attention"):
+        assert mn.ModelConfig(task="regression", pooling=pooling).pooling == pooling
     assert mn.ModelConfig().task == "classification"
     assert mn.preset("paper") == mn.ModelConfig()
 
 
 def test_regression_presets_are_the_classification_shapes_with_one_output():
     tiny, small = mn.preset("tiny-regression"), mn.preset("small-regression")
-    assert tiny == mn.preset("tiny").replace(task="regression", pooling="average")
-    assert small == mn.preset("small").replace(task="regression", pooling="average")
+    assert tiny == mn.preset("tiny").replace(task="regression", pooling="target_moments")
+    assert small == mn.preset("small").replace(task="regression", pooling="target_moments")
     for config in (tiny, small):
-        assert config.n_outputs == 1 and config.y_inputs == 1 and config.pooled_size == config.embed_dim
+        assert config.n_outputs == 1 and config.y_inputs == 1 and config.pooled_size == 2 * config.embed_dim
         assert mn.ModelConfig.from_json(config.to_json()) == config
-    # the small regression model: 6 x 192 transformer, head 192 -> 448 -> N_out, child ... -> 1
+    # the small regression model: 6 x 192 transformer, head 384 -> 448 -> N_out, child ... -> 1
     assert small.n_generated == (128 + 1) * 1 + 100 * 16 + 128 + (128 * 16 + 128)
-    assert mn.count_params(small) == 3_703_297
+    assert mn.count_params(small) == 3_789_313
     params = jax.eval_shape(lambda k: mn.init_params(k, small), jax.random.key(0))
     assert params["y_encoder"]["linear"]["kernel"].shape == (1, 192)
-    assert params["weight_head"]["hidden_0"]["kernel"].shape == (192, 448)
+    assert params["weight_head"]["hidden_0"]["kernel"].shape == (384, 448)
 
 
 @pytest.mark.parametrize("name", ["tiny-regression", "small-regression"])
@@ -73,9 +77,34 @@ def test_the_config_is_recovered_from_the_shapes(name):
     params = jax.eval_shape(lambda k: mn.init_params(k, config), jax.random.key(0))
     assert identify.config_of(params) == config
     # the classification model of the same sizes is another config
-    classify = jax.eval_shape(lambda k: mn.init_params(k, config.replace(task="classification")), jax.random.key(0))
+    classify = config.replace(task="classification", pooling="average")
+    classify = jax.eval_shape(lambda k: mn.init_params(k, classify), jax.random.key(0))
     with pytest.raises(identify.UnknownConfigError):
         identify.config_of(classify)
+
+
+def test_target_poolings_by_hand():
+    from mothernet_jax.model import pooling
+
+    rng = np.random.default_rng(0)
+    outputs = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)
+    z = jnp.asarray([[-2.0, -0.1, 0.1, 2.0, 0.5, 9.0], [1.0, -1.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = jnp.asarray([[True] * 5 + [False], [True] * 2 + [False] * 4])
+    moments = np.asarray(pooling.target_moments(outputs, z, mask))
+    for b, n in ((0, 5), (1, 2)):
+        o, t = np.asarray(outputs[b, :n]), np.asarray(z[b, :n])
+        np.testing.assert_allclose(moments[b], np.concatenate([o.mean(0), (o * t[:, None]).mean(0)]), rtol=1e-5)
+    # two bins cut at 0: the rows below the target's median and those above, in that order
+    bins = np.asarray(pooling.target_bins(outputs, z, mask, 2)).reshape(2, 2, 3)
+    o = np.asarray(outputs[0])
+    np.testing.assert_allclose(bins[0, 0], o[:2].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bins[0, 1], o[2:5].mean(0), rtol=1e-5)
+    assert pooling.target_bin_edges(4) == pytest.approx((-0.6744898, 0.0, 0.6744898))
+    for name in ("target_bins", "average", "output_attention"):  # each a regression model (shapes)
+        config = mn.preset("tiny-regression").replace(pooling=name)
+        params = mn.model.mothernet.abstract_params(config)
+        child = jax.eval_shape(lambda p, c=config: mn.generate(p, outputs[0], jnp.arange(6.0), config=c), params)
+        assert child.layers[-1][0].shape == (32, 1)
 
 
 # -- generate ---------------------------------------------------------------------------------------
