@@ -1,6 +1,7 @@
 """Meta-training a regression model (task="regression"): the MSE loss of the step, a tiny run whose
 loss falls, the presets, and the export / import of its weights."""
 
+import json
 import zlib
 from typing import NamedTuple
 
@@ -116,6 +117,7 @@ def test_a_tiny_regression_run_lowers_its_loss_validates_and_exports_loadable_we
     assert sorted(validated[0]["val_datasets"]) == names["validation"]
     assert np.isfinite(validated[0]["val_r2"]) and validated[0]["val_r2"] <= 1.0
     # the export: the manifest's config carries the task, and generate needs no config
+    assert json.loads(path.with_suffix(".json").read_text())["config"]["task"] == "regression"
     params, model = mn.load_pretrained(path)
     assert model.task == "regression" and model == config.model.replace(dtype="float32")
     assert mn.config_of(params) == mn.preset("tiny-regression")
@@ -174,14 +176,14 @@ def test_the_loss_falls_on_the_tiny_regression_preset():
 
 @pytest.mark.slow
 def test_the_cli_trains_the_small_regression_preset(tmp_path):
-    """`mothernet-jax train --preset small-regression` on CPU: 2 steps of 2 datasets (one split
+    """`mothernet-jax train --preset small-regression` on CPU: 2 steps of 8 datasets (one split
     bucket), then the export loads as the small-regression model and generates a regressor."""
     from mothernet_jax import cli
 
     export = tmp_path / "small-regression.msgpack"
     args = ["train", "--preset", "small-regression", "--workdir", str(tmp_path / "run"), "--steps", "2",
             "--no-progress", "--export", str(export)]  # fmt: skip
-    sets = ["batch_size=2", "prior_batch=2", "max_split=120", "log_every=1", "model.dtype=float32"]
+    sets = ["batch_size=8", "prior_batch=1", "max_split=120", "log_every=1", "model.dtype=float32"]
     assert cli.main(args + [a for s in sets for a in ("--set", s)]) == 0
     lines = read_metrics(tmp_path / "run")
     assert [line["step"] for line in lines] == [1, 2] and all(np.isfinite(line["loss"]) for line in lines)
