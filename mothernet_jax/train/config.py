@@ -272,7 +272,10 @@ def tiny_regression() -> TrainConfig:
     """`tiny` for the `tiny-regression` model (CPU smoke runs and tests): the same prior config, read
     by the regression prior (`priors.sample_regression_batch`), and the child's squared error on the
     standardised target.
-    `mothernet-jax train --preset tiny-regression --workdir runs/tiny-regression`."""
+    `mothernet-jax train --preset tiny-regression --workdir runs/tiny-regression`: measured with
+    `--steps 800 --validate-every 100000` on the busy 2-core CPU, 64 s of training, the median loss
+    falls from about 1.15 to 0.92 and val_r2 (../shared/regression's 17 validation datasets) is 0.387
+    (a random initialisation scores about -0.05)."""
     return tiny().replace(model=model_config.tiny_regression())
 
 
