@@ -26,6 +26,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,48 @@ def for_training(model_config: ModelConfig, data: str | Path | None = None) -> V
         raise ConfigError(f"validation data: {error}") from None
 
 
-class Validator:
+def seeded_splits(datasets: list, protocol: ValidationConfig, make: Callable[..., Any]) -> dict[str, list]:
+    """{dataset name: its `protocol.splits` splits}, split i of a dataset being `make(dataset, seed=...,
+    dataset=name, index=i, max_train_rows=..., max_test_rows=...)` (`make_split` or
+    `make_regression_split` with the dataset's first argument), seeded by the protocol, the name and i."""
+    return {
+        d.name: [
+            make(
+                d,
+                seed=protocol.seed,
+                dataset=d.name,
+                index=i,
+                max_train_rows=protocol.max_train_rows,
+                max_test_rows=protocol.max_test_rows,
+            )
+            for i in range(protocol.splits)
+        ]
+        for d in datasets
+    }
+
+
+def mean_per_dataset(datasets: list, splits: dict[str, list], score: Callable[[Any, Any], float]) -> dict[str, float]:
+    """{dataset name: the mean of `score(dataset, split)` over its splits}, NaN scores left out (NaN
+    where every split's is)."""
+    per_dataset: dict[str, float] = {}
+    for dataset in datasets:
+        scores = [s for s in (score(dataset, split) for split in splits[dataset.name]) if not math.isnan(s)]
+        per_dataset[dataset.name] = float(np.mean(scores)) if scores else math.nan
+    return per_dataset
+
+
+class _SplitValidator:
+    """What both validators share: `datasets`, their `splits` and `names`."""
+
+    datasets: list
+    splits: dict[str, list]
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+
+class Validator(_SplitValidator):
     """`validator(params) -> {"val_auc", "val_auc_categorical", "val_seconds", "val_datasets"}`.
 
     data_dir: a folder of `.npz` datasets (see `validation_paths` for which are read).
@@ -133,52 +175,32 @@ class Validator:
         self.model_config = model_config
         self.paths = validation_paths(data_dir)
         self.datasets: list[Dataset] = [load_dataset(p) for p in self.paths]
-        self.splits = {
-            d.name: [
-                make_split(
-                    d.y,
-                    seed=self.protocol.seed,
-                    dataset=d.name,
-                    index=i,
-                    max_train_rows=self.protocol.max_train_rows,
-                    max_test_rows=self.protocol.max_test_rows,
-                )
-                for i in range(self.protocol.splits)
-            ]
-            for d in self.datasets
-        }
-
-    @property
-    def names(self) -> list[str]:
-        return [d.name for d in self.datasets]
+        self.splits = seeded_splits(self.datasets, self.protocol, lambda d, **kw: make_split(d.y, **kw))
 
     def __call__(self, params: Any) -> dict[str, Any]:
         from mothernet_jax.classifier import MotherNetClassifier
 
         started = time.perf_counter()
         weights = (jax.device_put(jax.device_get(params)), self.model_config)
-        per_dataset: dict[str, float] = {}
-        for dataset in self.datasets:
-            aucs = []
-            for split in self.splits[dataset.name]:
-                classifier = MotherNetClassifier(
-                    weights,
-                    n_estimators=self.protocol.n_estimators,
-                    random_state=split.seed,
-                    max_train_rows=self.protocol.max_train_rows,
-                    categorical_features=dataset.categorical,
-                    multiclass=self.protocol.multiclass,
-                    finetune_steps=0,  # the children as generated: what meta-training learns
-                )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    classifier.fit(dataset.x[split.train], dataset.y[split.train])
-                    proba = classifier.predict_proba(dataset.x[split.test])
-                proba = proba_by_label(proba, classifier.classes_, dataset.n_classes)
-                auc = roc_auc(dataset.y[split.test], proba)
-                if not math.isnan(auc):
-                    aucs.append(auc)
-            per_dataset[dataset.name] = float(np.mean(aucs)) if aucs else math.nan
+
+        def auc(dataset: Dataset, split) -> float:
+            classifier = MotherNetClassifier(
+                weights,
+                n_estimators=self.protocol.n_estimators,
+                random_state=split.seed,
+                max_train_rows=self.protocol.max_train_rows,
+                categorical_features=dataset.categorical,
+                multiclass=self.protocol.multiclass,
+                finetune_steps=0,  # the children as generated: what meta-training learns
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                classifier.fit(dataset.x[split.train], dataset.y[split.train])
+                proba = classifier.predict_proba(dataset.x[split.test])
+            proba = proba_by_label(proba, classifier.classes_, dataset.n_classes)
+            return roc_auc(dataset.y[split.test], proba)
+
+        per_dataset = mean_per_dataset(self.datasets, self.splits, auc)
         categorical = [
             per_dataset[d.name] for d in self.datasets if d.categorical.any() and not math.isnan(per_dataset[d.name])
         ]
@@ -191,7 +213,7 @@ class Validator:
         }
 
 
-class RegressionValidator:
+class RegressionValidator(_SplitValidator):
     """`validator(params) -> {"val_r2", "val_seconds", "val_datasets"}` for a regression model.
 
     data_dir: a folder of regression `.npz` datasets; only those `evaluation.regression_split` puts in
@@ -213,24 +235,9 @@ class RegressionValidator:
         if not self.paths:
             raise FileNotFoundError(f"no regression validation datasets in {data_dir}")
         self.datasets: list[RegressionDataset] = [load_regression_dataset(p) for p in self.paths]
-        self.splits = {
-            d.name: [
-                make_regression_split(
-                    d.n_rows,
-                    seed=self.protocol.seed,
-                    dataset=d.name,
-                    index=i,
-                    max_train_rows=self.protocol.max_train_rows,
-                    max_test_rows=self.protocol.max_test_rows,
-                )
-                for i in range(self.protocol.splits)
-            ]
-            for d in self.datasets
-        }
-
-    @property
-    def names(self) -> list[str]:
-        return [d.name for d in self.datasets]
+        self.splits = seeded_splits(
+            self.datasets, self.protocol, lambda d, **kw: make_regression_split(d.n_rows, **kw)
+        )
 
     def __call__(self, params: Any) -> dict[str, Any]:
         from mothernet_jax.child import predict_regression
@@ -239,19 +246,16 @@ class RegressionValidator:
         started = time.perf_counter()
         params = jax.device_put(jax.device_get(params))
         width = self.model_config.max_features
-        per_dataset: dict[str, float] = {}
-        for dataset in self.datasets:
+
+        def r2(dataset: RegressionDataset, split) -> float:
             x = dataset.x[:, :width]
-            scores = []
-            for split in self.splits[dataset.name]:
-                child = generate(params, x[split.train], dataset.y[split.train], config=self.model_config)
-                prediction = np.asarray(predict_regression(child, x[split.test]))
-                if not np.all(np.isfinite(prediction)):  # scored as the constant training mean
-                    prediction = np.full(split.test.size, dataset.y[split.train].mean())
-                r2, _ = regression_scores(dataset.y[split.test], prediction)
-                if not math.isnan(r2):
-                    scores.append(r2)
-            per_dataset[dataset.name] = float(np.mean(scores)) if scores else math.nan
+            child = generate(params, x[split.train], dataset.y[split.train], config=self.model_config)
+            prediction = np.asarray(predict_regression(child, x[split.test]))
+            if not np.all(np.isfinite(prediction)):  # scored as the constant training mean
+                prediction = np.full(split.test.size, dataset.y[split.train].mean())
+            return regression_scores(dataset.y[split.test], prediction)[0]
+
+        per_dataset = mean_per_dataset(self.datasets, self.splits, r2)
         scored = [v for v in per_dataset.values() if not math.isnan(v)]
         return {
             "val_r2": float(np.mean(scored)) if scored else math.nan,
