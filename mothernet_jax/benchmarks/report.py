@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +66,13 @@ def _stat(values: Sequence[float], fn) -> float:
     return float(fn(finite)) if finite else math.nan
 
 
-def aggregate(records: Iterable[Mapping]) -> list[Cell]:
-    """Groups per-split records (see `evaluation.evaluate_split`) into cells, in first-seen order."""
+def aggregate(records: Iterable[Mapping], *, cell=None, score: str = "auc", other: str = "accuracy") -> list:
+    """Groups per-split records (see `evaluation.evaluate_split`) into cells, in first-seen order.
+
+    cell: the cell class (default `Cell`), with the fields `{score}_mean`, `{score}_std` and
+    `{other}_mean` over the splits that ran (regression: `r2`, `nrmse`).
+    """
+    cell = Cell if cell is None else cell
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for record in records:
         groups.setdefault((record["dataset"], record["method"]), []).append(record)
@@ -75,15 +80,18 @@ def aggregate(records: Iterable[Mapping]) -> list[Cell]:
     for (dataset, method), rows in groups.items():
         ok = [r for r in rows if r["status"] == "ok"]
         errors = [r["error"] for r in rows if r["status"] != "ok" and r.get("error")]
+        metrics = {
+            f"{score}_mean": _stat([r[score] for r in ok], np.mean),
+            f"{score}_std": _stat([r[score] for r in ok], np.std),
+            f"{other}_mean": _stat([r[other] for r in ok], np.mean),
+        }
         cells.append(
-            Cell(
+            cell(
                 dataset=dataset,
                 method=method,
                 splits_ok=len(ok),
                 splits_failed=len(rows) - len(ok),
-                auc_mean=_stat([r["auc"] for r in ok], np.mean),
-                auc_std=_stat([r["auc"] for r in ok], np.std),
-                accuracy_mean=_stat([r["accuracy"] for r in ok], np.mean),
+                **metrics,
                 fit_seconds_median=_stat([r["fit_seconds"] for r in ok], np.median),
                 predict_seconds_median=_stat([r["predict_seconds"] for r in ok], np.median),
                 error=errors[0] if errors else "",
@@ -122,15 +130,27 @@ class Summary:
         )
 
 
-def summarise(records: Sequence[Mapping], methods: Sequence[str] | None = None) -> Summary:
-    """Ranks, normalised AUC and median times per method from per-split records."""
-    cells = {(c.dataset, c.method): c for c in aggregate(records)}
+def summarise(
+    records: Sequence[Mapping],
+    methods: Sequence[str] | None = None,
+    *,
+    cells: Sequence | None = None,
+    score: str = "auc",
+    failed_score: float = FAILED_AUC,
+) -> Summary:
+    """Ranks, normalised AUC and median times per method from per-split records.
+
+    cells: `aggregate(records)` (default); the score of a cell is its `{score}_mean`, `failed_score`
+    where it failed or did not run (regression: `r2`, `regression.FAILED_R2`).
+    """
+    cells = {(c.dataset, c.method): c for c in (aggregate(records) if cells is None else cells)}
     if methods is None:
         methods = list(dict.fromkeys(m for _, m in cells))
     all_datasets = list(dict.fromkeys(d for d, _ in cells))
     datasets, unscored, rows = [], [], []
     for dataset in all_datasets:
-        row = [cells[(dataset, m)].score if (dataset, m) in cells else FAILED_AUC for m in methods]
+        chosen = [cells.get((dataset, m)) for m in methods]
+        row = [failed_score if c is None or c.failed else getattr(c, f"{score}_mean") for c in chosen]
         if all(math.isfinite(s) for s in row):
             datasets.append(dataset)
             rows.append(row)
@@ -166,14 +186,23 @@ def summarise(records: Sequence[Mapping], methods: Sequence[str] | None = None) 
 CSV_COLUMNS = [f.name for f in dataclasses.fields(Cell)] + ["status"]
 
 
-def write_dataset_csv(records: Sequence[Mapping], path: str | Path) -> None:
-    """One row per (dataset, method): mean and std AUC, accuracy, median times, status, first error."""
+def write_dataset_csv(
+    records: Sequence[Mapping],
+    path: str | Path,
+    *,
+    cells: Sequence | None = None,
+    columns: Sequence[str] = CSV_COLUMNS,
+) -> None:
+    """One row per (dataset, method): mean and std AUC, accuracy, median times, status, first error.
+
+    cells: `aggregate(records)` (default); columns: their fields, then "status".
+    """
     with Path(path).open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for cell in aggregate(records):
+        writer.writerow(columns)
+        for cell in aggregate(records) if cells is None else cells:
             values = dataclasses.asdict(cell)
-            row = [values[k] for k in CSV_COLUMNS[:-1]] + ["failed" if cell.failed else "ok"]
+            row = [values[k] for k in columns[:-1]] + ["failed" if cell.failed else "ok"]
             writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
 
 
@@ -189,11 +218,31 @@ def format_ratio(value: float) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
 
-def summary_table(summary: Summary, reference: str = REFERENCE) -> str:
+def rank_column(summary: Summary) -> tuple[str, Callable[[int], str]]:
+    """The summary table's "mean rank (sd)" column."""
+    return "mean rank (sd)", lambda j: f"{summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f})"
+
+
+def summary_table(
+    summary: Summary,
+    reference: str = REFERENCE,
+    *,
+    metrics: Sequence[tuple[str, Callable[[int], str]]] | None = None,
+) -> str:
     """The Markdown table of the aggregates, methods by mean rank; where `reference` ran, each
-    method's median fit and predict time as a multiple of its."""
+    method's median fit and predict time as a multiple of its.
+
+    metrics: the columns after "method", (heading, method index -> text); default mean AUC, mean
+    rank (sd) and normalised AUC.
+    """
+    if metrics is None:
+        metrics = [
+            ("mean AUC", lambda j: f"{summary.scores[:, j].mean():.4f}"),
+            rank_column(summary),
+            ("normalised AUC", lambda j: f"{summary.normalised[:, j].mean():.3f}"),
+        ]
     ratios = summary.time_ratios(reference)
-    columns = ["method", "mean AUC", "mean rank (sd)", "normalised AUC", "failed datasets"]
+    columns = ["method", *(heading for heading, _ in metrics), "failed datasets"]
     columns += ["median fit s", "median predict s"]
     if ratios is not None:
         columns += ["fit / HGB", "predict / HGB"]
@@ -202,9 +251,7 @@ def summary_table(summary: Summary, reference: str = REFERENCE) -> str:
         method = summary.methods[j]
         row = [
             method,
-            f"{summary.scores[:, j].mean():.4f}",
-            f"{summary.ranks[:, j].mean():.2f} ({summary.ranks[:, j].std():.2f})",
-            f"{summary.normalised[:, j].mean():.3f}",
+            *(text(j) for _, text in metrics),
             str(len(summary.failed[method])),
             format_seconds(summary.fit_seconds[method]),
             format_seconds(summary.predict_seconds[method]),
@@ -215,9 +262,14 @@ def summary_table(summary: Summary, reference: str = REFERENCE) -> str:
     return "\n".join(lines)
 
 
-def dataset_table(records: Sequence[Mapping], methods: Sequence[str]) -> str:
-    """Mean (std) AUC over splits, one row per dataset, `failed` where a method failed."""
-    cells = {(c.dataset, c.method): c for c in aggregate(records)}
+def dataset_table(
+    records: Sequence[Mapping], methods: Sequence[str], *, cells: Sequence | None = None, score: str = "auc"
+) -> str:
+    """Mean (std) AUC over splits, one row per dataset, `failed` where a method failed.
+
+    cells: `aggregate(records)` (default); score: the metric of their `{score}_mean`, `{score}_std`.
+    """
+    cells = {(c.dataset, c.method): c for c in (aggregate(records) if cells is None else cells)}
     datasets = list(dict.fromkeys(d for d, _ in cells))
     lines = ["| dataset | " + " | ".join(methods) + " |", "| --- |" + " ---: |" * len(methods)]
     for dataset in datasets:
@@ -226,10 +278,10 @@ def dataset_table(records: Sequence[Mapping], methods: Sequence[str]) -> str:
             cell = cells.get((dataset, method))
             if cell is None or cell.failed:
                 entries.append("failed")
-            elif math.isnan(cell.auc_mean):
+            elif math.isnan(getattr(cell, f"{score}_mean")):
                 entries.append("n/a")
             else:
-                entries.append(f"{cell.auc_mean:.4f} ({cell.auc_std:.3f})")
+                entries.append(f"{getattr(cell, f'{score}_mean'):.4f} ({getattr(cell, f'{score}_std'):.3f})")
         lines.append(f"| {dataset} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
@@ -246,11 +298,7 @@ def summary_markdown(
     """The whole Markdown report: run facts, the summary table, the figures (`figures`: file -> what
     it shows, or why it was not drawn), AUC per dataset, failures, methods."""
     summary = summarise(records, methods)
-    out = ["# Benchmark summary", ""]
-    out += [f"- {key}: {value}" for key, value in (header or {}).items()]
-    out += [f"- skipped method {name}: {reason}" for name, reason in (skipped or {}).items()]
-    out += ["", f"## Summary over {len(summary.datasets)} datasets", "", summary_table(summary), ""]
-    out += [
+    notes = [
         "Mean AUC and normalised AUC average each method's mean AUC over the splits of each dataset;",
         "ranks are per dataset (1 is best). A dataset on which a method failed in any split counts as",
         f"failed for it and is scored as a constant predictor (AUC {FAILED_AUC}). Binary AUC is that of",
@@ -258,16 +306,57 @@ def summary_markdown(
         "Median fit and predict seconds are over every split that ran (fit on the training part,",
         "predict_proba on the test part).",
     ]
+    if summary.time_ratios() is None:
+        notes.append(f"{REFERENCE} did not run: no ratios to its times.")
+    return markdown(
+        "# Benchmark summary",
+        summary,
+        summary_table(summary),
+        notes,
+        aggregate(records),
+        methods,
+        metric="AUC",
+        per_dataset=dataset_table(records, methods),
+        header=header,
+        descriptions=descriptions,
+        skipped=skipped,
+        figures=figures,
+    )
+
+
+RATIO_NOTE = "fit / HGB and predict / HGB: multiples of HistGradientBoosting's times (2.00: twice)."
+
+
+def markdown(
+    title: str,
+    summary: Summary,
+    table: str,
+    notes: Sequence[str],
+    cells: Sequence,
+    methods: Sequence[str],
+    *,
+    metric: str,
+    per_dataset: str,
+    header: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    skipped: Mapping[str, str] | None = None,
+    figures: Mapping[str, str] | None = None,
+) -> str:
+    """The summary.md of a run, classification or regression: run facts, `table` and `notes` (with
+    `RATIO_NOTE` added where the reference ran), the figures, `per_dataset` (the `metric` per
+    dataset), the failed `cells`, the methods."""
+    out = [title, ""]
+    out += [f"- {key}: {value}" for key, value in (header or {}).items()]
+    out += [f"- skipped method {name}: {reason}" for name, reason in (skipped or {}).items()]
+    out += ["", f"## Summary over {len(summary.datasets)} datasets", "", table, "", *notes]
     if summary.time_ratios() is not None:
-        out.append("fit / HGB and predict / HGB: multiples of HistGradientBoosting's times (2.00: twice).")
-    else:
-        out.append(f"{REFERENCE} did not run: no ratios to its times.")
+        out.append(RATIO_NOTE)
     if summary.unscored:
-        out += ["", f"Left out of the aggregates (no AUC): {', '.join(summary.unscored)}."]
+        out += ["", f"Left out of the aggregates (no {metric}): {', '.join(summary.unscored)}."]
     if figures:
         out += ["", "Figures:", ""] + [f"- `{name}`: {text}" for name, text in figures.items()]
-    out += ["", "## AUC per dataset: mean (std) over splits", "", dataset_table(records, methods), ""]
-    failures = [c for c in aggregate(records) if c.failed]
+    out += ["", f"## {metric} per dataset: mean (std) over splits", "", per_dataset, ""]
+    failures = [c for c in cells if c.failed]
     out += ["## Failures", ""]
     if failures:
         out += ["| dataset | method | failed splits | first error |", "| --- | --- | ---: | --- |"]
