@@ -242,19 +242,20 @@ def write_outputs(
         f"A dataset on which a method failed in any split is scored as the constant prediction (R² {FAILED_R2},",
         f"normalised RMSE {FAILED_NRMSE}). Median fit and predict seconds are over every split that ran.",
     ]
-    text = report.markdown(
-        "# Regression benchmark summary",
-        result.summary,
-        summary_table(result),
-        notes,
-        aggregate(records),
+    text = report.summary_markdown(
+        records,
         methods,
-        metric="R²",
-        per_dataset=dataset_table(records, methods),
         header=header,
         descriptions={m: REGRESSION_METHODS[m].description for m in methods if m in REGRESSION_METHODS},
         skipped=skipped,
         figures={"r2_vs_time.png": figure},
+        title="# Regression benchmark summary",
+        metric="R²",
+        notes=notes,
+        summary=result.summary,
+        table=summary_table(result),
+        cells=aggregate(records),
+        per_dataset=dataset_table(records, methods),
     )
     (out / "summary.md").write_text(text)
     return [*written, "summary.md"]

@@ -286,6 +286,17 @@ def dataset_table(
     return "\n".join(lines)
 
 
+AUC_NOTES = (
+    "Mean AUC and normalised AUC average each method's mean AUC over the splits of each dataset;",
+    "ranks are per dataset (1 is best). A dataset on which a method failed in any split counts as",
+    f"failed for it and is scored as a constant predictor (AUC {FAILED_AUC}). Binary AUC is that of",
+    "class 1; multiclass AUC is the one-vs-rest macro average over the classes in the test part.",
+    "Median fit and predict seconds are over every split that ran (fit on the training part,",
+    "predict_proba on the test part).",
+)
+RATIO_NOTE = "fit / HGB and predict / HGB: multiples of HistGradientBoosting's times (2.00: twice)."
+
+
 def summary_markdown(
     records: Sequence[Mapping],
     methods: Sequence[str],
@@ -294,57 +305,29 @@ def summary_markdown(
     descriptions: Mapping[str, str] | None = None,
     skipped: Mapping[str, str] | None = None,
     figures: Mapping[str, str] | None = None,
+    title: str = "# Benchmark summary",
+    metric: str = "AUC",
+    notes: Sequence[str] | None = None,
+    summary: Summary | None = None,
+    table: str | None = None,
+    cells: Sequence | None = None,
+    per_dataset: str | None = None,
 ) -> str:
     """The whole Markdown report: run facts, the summary table, the figures (`figures`: file -> what
-    it shows, or why it was not drawn), AUC per dataset, failures, methods."""
-    summary = summarise(records, methods)
-    notes = [
-        "Mean AUC and normalised AUC average each method's mean AUC over the splits of each dataset;",
-        "ranks are per dataset (1 is best). A dataset on which a method failed in any split counts as",
-        f"failed for it and is scored as a constant predictor (AUC {FAILED_AUC}). Binary AUC is that of",
-        "class 1; multiclass AUC is the one-vs-rest macro average over the classes in the test part.",
-        "Median fit and predict seconds are over every split that ran (fit on the training part,",
-        "predict_proba on the test part).",
-    ]
-    if summary.time_ratios() is None:
-        notes.append(f"{REFERENCE} did not run: no ratios to its times.")
-    return markdown(
-        "# Benchmark summary",
-        summary,
-        summary_table(summary),
-        notes,
-        aggregate(records),
-        methods,
-        metric="AUC",
-        per_dataset=dataset_table(records, methods),
-        header=header,
-        descriptions=descriptions,
-        skipped=skipped,
-        figures=figures,
-    )
+    it shows, or why it was not drawn), AUC per dataset, failures, methods.
 
-
-RATIO_NOTE = "fit / HGB and predict / HGB: multiples of HistGradientBoosting's times (2.00: twice)."
-
-
-def markdown(
-    title: str,
-    summary: Summary,
-    table: str,
-    notes: Sequence[str],
-    cells: Sequence,
-    methods: Sequence[str],
-    *,
-    metric: str,
-    per_dataset: str,
-    header: Mapping[str, str] | None = None,
-    descriptions: Mapping[str, str] | None = None,
-    skipped: Mapping[str, str] | None = None,
-    figures: Mapping[str, str] | None = None,
-) -> str:
-    """The summary.md of a run, classification or regression: run facts, `table` and `notes` (with
-    `RATIO_NOTE` added where the reference ran), the figures, `per_dataset` (the `metric` per
-    dataset), the failed `cells`, the methods."""
+    The rest default to the classification report's; the regression one passes its own `title`,
+    `metric` (the per-dataset heading), `notes` under the table (`RATIO_NOTE` is added where the
+    reference ran), `summary`, `table`, `cells` (those of `aggregate`) and `per_dataset` table.
+    """
+    summary = summarise(records, methods) if summary is None else summary
+    table = summary_table(summary) if table is None else table
+    cells = aggregate(records) if cells is None else cells
+    per_dataset = dataset_table(records, methods) if per_dataset is None else per_dataset
+    if notes is None:
+        notes = [*AUC_NOTES]
+        if summary.time_ratios() is None:
+            notes.append(f"{REFERENCE} did not run: no ratios to its times.")
     out = [title, ""]
     out += [f"- {key}: {value}" for key, value in (header or {}).items()]
     out += [f"- skipped method {name}: {reason}" for name, reason in (skipped or {}).items()]
