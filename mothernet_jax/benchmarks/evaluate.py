@@ -171,9 +171,7 @@ def evaluate(
     }
     if is_regression:
         facts["protocol"] = facts["protocol"].replace(" train rows", " regression_split parts, train rows")
-        written = regression.write_outputs(records, out, list(factories), header=facts, skipped=skipped)
-    else:
-        written = write_outputs(records, out, list(factories), header=facts, skipped=skipped)
+    written = write_outputs(records, out, list(factories), header=facts, skipped=skipped, task=task)
     print(f"wrote splits.jsonl, {', '.join(written)} to {out}", file=sys.stderr)
     return records
 
@@ -185,16 +183,25 @@ def write_outputs(
     *,
     header: Mapping[str, str] | None = None,
     skipped: Mapping[str, str] | None = None,
+    task: str = "classification",
 ) -> list[str]:
     """`datasets.csv`, the figures that can be drawn here and `summary.md` into `out`; returns the
     names of the files written. A figure that cannot be drawn (a library missing, too few datasets
-    or methods) is left out with one line saying why, on stderr and in the summary."""
+    or methods) is left out with one line saying why, on stderr and in the summary.
+
+    task: "classification" (`FIGURES`, `report`'s tables) or "regression" (`regression.FIGURES`,
+    its tables)."""
     out = Path(out)
-    report.write_dataset_csv(records, out / "datasets.csv")
+    regress = task == "regression"
+    tables = regression if regress else report
+    registry = regression.REGRESSION_METHODS if regress else METHODS
+    tables.write_dataset_csv(records, out / "datasets.csv")
     written = ["datasets.csv"]
-    summary = report.summarise(records, methods)
+    summary = (
+        regression.summarise(records, methods).summary if regress else report.summarise(records, methods)
+    )
     drawn = {}
-    for name, (description, plot) in FIGURES.items():
+    for name, (description, plot) in (regression.FIGURES if regress else FIGURES).items():
         try:
             if not summary.datasets:
                 raise ValueError("no dataset has a score")
@@ -205,8 +212,8 @@ def write_outputs(
         else:
             drawn[name] = description
             written.append(name)
-    descriptions = {name: METHODS[name].description for name in methods if name in METHODS}
-    markdown = report.summary_markdown(
+    descriptions = {name: registry[name].description for name in methods if name in registry}
+    markdown = tables.summary_markdown(
         records, methods, header=header, descriptions=descriptions, skipped=skipped, figures=drawn
     )
     (out / "summary.md").write_text(markdown)
@@ -257,7 +264,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="classification (default) or regression (the regressors, R² and normalised RMSE)",
     )
     parser.add_argument(
-        "--data", help="folder of NAME.npz files (default ../shared/datasets, regression ../shared/regression)"
+        "--data",
+        help="folder of NAME.npz files (default ../shared/datasets, regression ../shared/regression)",
     )
     parser.add_argument(
         "--datasets",
@@ -308,7 +316,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     registry = regression.REGRESSION_METHODS if args.task == "regression" else METHODS
     wrong = [m for m in args.methods or [] if m not in registry]
     if wrong:
-        parser.error(f"--task {args.task} has no method {', '.join(wrong)}; choose from {', '.join(registry)}")
+        parser.error(
+            f"--task {args.task} has no method {', '.join(wrong)}; choose from {', '.join(registry)}"
+        )
     if args.tabpfn_test and args.task == "regression":
         parser.error("--tabpfn-test is a classification group; regression takes --datasets test")
     if args.tabpfn_test:

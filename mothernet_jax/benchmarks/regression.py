@@ -23,7 +23,7 @@ predict seconds).
 from __future__ import annotations
 
 import dataclasses
-import sys
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -211,51 +211,38 @@ def dataset_table(records: Sequence[Mapping], methods: Sequence[str]) -> str:
 CSV_COLUMNS = [f.name for f in dataclasses.fields(RegressionCell)] + ["status"]
 
 
-def write_outputs(
-    records: Sequence[Mapping],
-    out: str | Path,
-    methods: Sequence[str],
-    *,
-    header: Mapping[str, str] | None = None,
-    skipped: Mapping[str, str] | None = None,
-) -> list[str]:
-    """`datasets.csv`, `r2_vs_time.png` (left out with one line where it cannot be drawn) and
-    `summary.md` into `out`; returns the names of the files written."""
-    out = Path(out)
-    report.write_dataset_csv(records, out / "datasets.csv", cells=aggregate(records), columns=CSV_COLUMNS)
-    written = ["datasets.csv"]
-    result = summarise(records, methods)
-    try:
-        if not result.summary.datasets:
-            raise ValueError("no dataset has a score")
-        figures.plot_auc_vs_time(result.summary, out / "r2_vs_time.png", metric="R²", title="R²")
-    except (ImportError, ValueError) as error:
-        figure = f"not drawn: {error}"
-        print(f"no r2_vs_time.png: {error}", file=sys.stderr)
-    else:
-        figure = "mean R² against median fit and predict seconds"
-        written.append("r2_vs_time.png")
+FIGURES = {  # file -> (what it shows, how it is drawn), as `evaluate.FIGURES`
+    "r2_vs_time.png": (
+        "mean R² against median fit and predict seconds",
+        functools.partial(figures.plot_auc_vs_time, metric="R²", title="R²"),
+    ),
+}
+NOTES = (
+    "R² and normalised RMSE (RMSE divided by the standard deviation of the test rows' target) are",
+    "averaged over each dataset's splits, then over datasets; ranks are by R² per dataset (1 is best).",
+    f"A dataset on which a method failed in any split is scored as the constant prediction (R² {FAILED_R2},",
+    f"normalised RMSE {FAILED_NRMSE}). Median fit and predict seconds are over every split that ran.",
+)
 
-    notes = [
-        "R² and normalised RMSE (RMSE divided by the standard deviation of the test rows' target) are",
-        "averaged over each dataset's splits, then over datasets; ranks are by R² per dataset (1 is best).",
-        f"A dataset on which a method failed in any split is scored as the constant prediction (R² {FAILED_R2},",
-        f"normalised RMSE {FAILED_NRMSE}). Median fit and predict seconds are over every split that ran.",
-    ]
-    text = report.summary_markdown(
+
+def write_dataset_csv(records: Sequence[Mapping], path: str | Path) -> None:
+    """One row per (dataset, method): mean and std R², normalised RMSE, median times, status, first error."""
+    report.write_dataset_csv(records, path, cells=aggregate(records), columns=CSV_COLUMNS)
+
+
+def summary_markdown(records: Sequence[Mapping], methods: Sequence[str], **options) -> str:
+    """The regression run's summary.md; options: header, descriptions, skipped, figures, as
+    `report.summary_markdown`."""
+    result = summarise(records, methods)
+    return report.summary_markdown(
         records,
         methods,
-        header=header,
-        descriptions={m: REGRESSION_METHODS[m].description for m in methods if m in REGRESSION_METHODS},
-        skipped=skipped,
-        figures={"r2_vs_time.png": figure},
+        **options,
         title="# Regression benchmark summary",
         metric="R²",
-        notes=notes,
+        notes=NOTES,
         summary=result.summary,
         table=summary_table(result),
         cells=aggregate(records),
         per_dataset=dataset_table(records, methods),
     )
-    (out / "summary.md").write_text(text)
-    return [*written, "summary.md"]
