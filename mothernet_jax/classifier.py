@@ -18,17 +18,13 @@ import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
-from mothernet_jax.estimator.compile_cache import use_default_cache
-from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, missing_mask, plain_dtypes
-from mothernet_jax.estimator.finetune import Finetune
-from mothernet_jax.estimator.member_generation import check_memory, generate_children
+from mothernet_jax.estimator.encoding import missing_mask, plain_dtypes
+from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
-from mothernet_jax.estimator.weights import resolve_weights, weights_info
 from mothernet_jax.predictor import Predictor
 
 MULTICLASS = ("auto", *settings.MULTICLASS_STRATEGIES)
@@ -175,48 +171,26 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
-        use_default_cache()
-        chosen = self._settings()
-        auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
-        X = plain_dtypes(X)
         reject_missing_labels(y)
-        X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
-        check_classification_targets(y)
-        classes, y_codes = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({classes[0]!r})")
-        mask = auto_mask if auto_mask is not None else self._categorical_mask(X.shape[1])
-        params, config = resolve_weights(self.weights)
-        names = getattr(self, "feature_names_in_", None)
-        encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
-        encoded = encoder.transform(X)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        table = prepare_fit(self, X, y, names=settings.RECOMMENDABLE, targets=_class_codes)
+        classes, y_codes = table.targets
+        chosen = table.chosen
         strategy, n_estimators = member_budget(len(classes), chosen)
         plans = plan_members(
-            encoder,
-            encoded,
+            table.encoder,
+            table.encoded,
             y_codes,
             n_classes=len(classes),
             n_estimators=n_estimators,
             max_train_rows=chosen["max_train_rows"],
-            max_features=config.max_features,
-            max_classes=config.max_classes,
-            rng=np.random.default_rng(seed),
+            max_features=table.config.max_features,
+            max_classes=table.config.max_classes,
+            rng=table.rng(),
             one_vs_rest=strategy == "one_vs_rest",
         )
-        check_memory(plans, config, f"max_train_rows={chosen['max_train_rows']!r}")
-        finetune = Finetune(
-            steps=chosen["finetune_steps"],
-            learning_rate=chosen["finetune_learning_rate"],
-            layers=chosen["finetune_layers"],
-            rows=chosen["finetune_rows"],
-            holdout=chosen["finetune_holdout"],
-        )
-        children = generate_children(
-            params, config, encoded, y_codes, plans, finetune=finetune, temperature=self.temperature, seed=seed
-        )
+        children, finetune = table.generate(y_codes, plans, temperature=self.temperature)
         self.classes_ = classes
-        self.categorical_features_ = mask
+        self.categorical_features_ = table.mask
         self.settings_ = {**chosen, "multiclass": strategy}
         self.multiclass_ = strategy
         self.finetune_steps_ = finetune.steps
@@ -225,10 +199,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             children,
             classes=classes,
             temperature=self.temperature,
-            encoder=encoder,
+            encoder=table.encoder,
             columns=[p.columns for p in plans],
             groups=[p.groups for p in plans],
-            feature_names=getattr(self, "feature_names_in_", None),
+            feature_names=table.feature_names,
         )
         return self
 
@@ -255,52 +229,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------------------------
 
     def _check_parameters(self) -> None:
-        for name in settings.RECOMMENDABLE:
-            value = getattr(self, name)
-            if not (isinstance(value, str) and value == "auto"):
-                settings.check(name, value)
+        check_settings(self, settings.RECOMMENDABLE)
         if not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 
-    def _settings(self) -> dict:
-        """Every setting of `settings.RECOMMENDABLE`, "auto" resolved by the weight file's manifest
-        (the library's defaults where it says nothing)."""
-        recommended = weights_info(self.weights)  # checked with the manifest
-        return {name: settings.resolve(name, getattr(self, name), recommended) for name in settings.RECOMMENDABLE}
-
     def _categorical_mask(self, n_features: int) -> np.ndarray:
         return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
-
-
-def categorical_mask(spec, n_features: int, feature_names=None) -> np.ndarray:
-    """The bool mask (n_features,) of a `categorical_features` setting other than "auto" (None, a mask,
-    indices or column names of `feature_names`); ValueError in one line where it does not fit X."""
-    if spec is None:
-        return np.zeros(n_features, bool)
-    if isinstance(spec, str):
-        raise ValueError(f"categorical_features must be 'auto', a mask or indices, got {spec!r}")
-    spec = np.asarray(spec)
-    if spec.dtype == bool:
-        if spec.shape != (n_features,):
-            raise ValueError(
-                f"the categorical_features mask has shape {spec.shape}; X has {n_features} features"
-            )
-        return spec.copy()
-    if spec.dtype.kind in "USO":
-        names = [] if feature_names is None else list(feature_names)
-        missing = [s for s in spec.tolist() if s not in names]
-        if missing:
-            raise ValueError(f"categorical_features names {missing} are not columns of X")
-        spec = np.array([names.index(s) for s in spec.tolist()], np.int64)
-    if spec.size and (
-        spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features
-    ):
-        raise ValueError(
-            f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}"
-        )
-    mask = np.zeros(n_features, bool)
-    mask[spec.astype(np.int64)] = True
-    return mask
 
 
 def member_budget(n_classes: int, chosen: dict) -> tuple[str, int]:
@@ -332,8 +266,13 @@ def reject_missing_labels(y) -> None:
         )
 
 
-def _is_auto(spec) -> bool:
-    return isinstance(spec, str) and spec == "auto"
+def _class_codes(y) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, y's codes in them) of validated labels; ValueError in one line for fewer than 2."""
+    check_classification_targets(y)
+    classes, y_codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({classes[0]!r})")
+    return classes, y_codes
 
 
 def _describe(plan: MemberPlan) -> dict:

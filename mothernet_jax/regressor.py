@@ -22,22 +22,16 @@ import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
-from mothernet_jax.classifier import categorical_mask
-from mothernet_jax.estimator.compile_cache import use_default_cache
-from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, plain_dtypes
-from mothernet_jax.estimator.finetune import Finetune
+from mothernet_jax.estimator.encoding import plain_dtypes
+from mothernet_jax.estimator.fitting import check_settings, prepare_fit
 from mothernet_jax.estimator.member_generation import (
-    check_memory,
-    generate_children,
     is_regression,
     member_target_scales,
 )
 from mothernet_jax.estimator.plan import plan_regression_members
-from mothernet_jax.estimator.weights import resolve_weights, weights_info
 from mothernet_jax.predictor import RegressionPredictor
 
 # The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
@@ -124,46 +118,20 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
                 "(params, config) of a model with task='regression')"
             )
         check_target(y)
-        chosen = self._settings()
-        auto_mask = infer_categorical(X) if _is_auto(self.categorical_features) else None
-        X = plain_dtypes(X)
-        X, y = validate_data(self, X, y, dtype=None, ensure_all_finite=False)
-        y = np.asarray(y, dtype=np.float64)
-        if len(y) < 2:
-            raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
-        if np.ptp(y) == 0:
-            raise ValueError(f"y is constant (every value is {float(y[0])!r}): there is nothing to regress")
-        params, config = resolve_weights(self.weights)
-        if not is_regression(config):
-            raise ValueError(
-                f"weights {_weights_name(self.weights)} are a classification model; MotherNetRegressor "
-                "needs a regression model (ModelConfig.task='regression')"
-            )
-        use_default_cache()
-        mask = auto_mask if auto_mask is not None else self._categorical_mask(X.shape[1])
-        names = getattr(self, "feature_names_in_", None)
-        encoder = FeatureEncoder.fit(X, mask, None if names is None else list(names))
-        encoded = encoder.transform(X)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        table = prepare_fit(self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model)
+        y, chosen = table.targets, table.chosen
         plans = plan_regression_members(
-            encoder,
-            encoded,
+            table.encoder,
+            table.encoded,
             y,
             n_estimators=chosen["n_estimators"],
             max_train_rows=chosen["max_train_rows"],
-            max_features=config.max_features,
-            rng=np.random.default_rng(seed),
+            max_features=table.config.max_features,
+            rng=table.rng(),
         )
-        check_memory(plans, config, f"max_train_rows={chosen['max_train_rows']!r}")
-        finetune = Finetune(
-            steps=chosen["finetune_steps"],
-            learning_rate=chosen["finetune_learning_rate"],
-            layers=chosen["finetune_layers"],
-            rows=chosen["finetune_rows"],
-            holdout=chosen["finetune_holdout"],
-        )
-        children = generate_children(params, config, encoded, y, plans, finetune=finetune, seed=seed)
+        children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
+        mask, names, encoder = table.mask, table.feature_names, table.encoder
         self.categorical_features_ = mask
         self.settings_ = chosen
         self.finetune_steps_ = finetune.steps
@@ -205,17 +173,24 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------------------------
 
     def _check_parameters(self) -> None:
-        for name in SETTINGS:
-            value = getattr(self, name)
-            if not (isinstance(value, str) and value == "auto"):
-                settings.check(name, value)
+        check_settings(self, SETTINGS)
 
-    def _settings(self) -> dict:
-        recommended = weights_info(self.weights)
-        return {name: settings.resolve(name, getattr(self, name), recommended) for name in SETTINGS}
+    def _check_model(self, config) -> None:
+        if not is_regression(config):
+            raise ValueError(
+                f"weights {_weights_name(self.weights)} are a classification model; MotherNetRegressor "
+                "needs a regression model (ModelConfig.task='regression')"
+            )
 
-    def _categorical_mask(self, n_features: int) -> np.ndarray:
-        return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
+
+def _float_target(y) -> np.ndarray:
+    """Validated y as float64; ValueError in one line for fewer than 2 rows or a constant y."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 2:
+        raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
+    if np.ptp(y) == 0:
+        raise ValueError(f"y is constant (every value is {float(y[0])!r}): there is nothing to regress")
+    return y
 
 
 def check_target(y) -> None:
@@ -250,10 +225,6 @@ def _is_number(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _is_auto(spec) -> bool:
-    return isinstance(spec, str) and spec == "auto"
 
 
 def _weights_name(weights) -> str:

@@ -92,7 +92,7 @@ def test_chunks_and_seeds(weights, monkeypatch):
 
     monkeypatch.setattr(member_generation, "generate_members", counted)
     monkeypatch.setattr(  # 128 padded rows a member: 2 members a call
-        "mothernet_jax.regressor.generate_children",
+        "mothernet_jax.estimator.fitting.generate_children",
         functools.partial(member_generation.generate_children, member_rows=128 * 2),
     )
     chunked = MotherNetRegressor(weights=weights, n_estimators=5, max_train_rows=100, random_state=3).fit(X, y)

@@ -1,0 +1,135 @@
+"""What `MotherNetClassifier.fit` and `MotherNetRegressor.fit` share, in the order they do it:
+`prepare_fit` (the settings checked and resolved, the table read and its targets checked, the
+weights resolved, the table encoded, the seed drawn), then the caller plans its members, then
+`TrainingTable.generate` (the memory checked, the fine-tuning set up, the children generated)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import validate_data
+
+from mothernet_jax import settings
+from mothernet_jax.config import ModelConfig
+from mothernet_jax.estimator.compile_cache import use_default_cache
+from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, plain_dtypes
+from mothernet_jax.estimator.finetune import Finetune
+from mothernet_jax.estimator.member_generation import check_memory, generate_children
+from mothernet_jax.estimator.plan import MemberPlan
+from mothernet_jax.estimator.weights import resolve_weights, weights_info
+
+
+def check_settings(estimator, names: Iterable[str]) -> None:
+    """ValueError, in one line, for a setting of `names` that is neither "auto" nor valid."""
+    for name in names:
+        value = getattr(estimator, name)
+        if not (isinstance(value, str) and value == "auto"):
+            settings.check(name, value)
+
+
+def resolve_settings(estimator, names: Iterable[str]) -> dict:
+    """Every setting of `names`, "auto" resolved by the weight file's manifest (the library's
+    defaults where it says nothing)."""
+    recommended = weights_info(estimator.weights)  # checked with the manifest
+    return {name: settings.resolve(name, getattr(estimator, name), recommended) for name in names}
+
+
+def categorical_mask(spec, n_features: int, feature_names=None) -> np.ndarray:
+    """The bool mask (n_features,) of a `categorical_features` setting other than "auto" (None, a mask,
+    indices or column names of `feature_names`); ValueError in one line where it does not fit X."""
+    if spec is None:
+        return np.zeros(n_features, bool)
+    if isinstance(spec, str):
+        raise ValueError(f"categorical_features must be 'auto', a mask or indices, got {spec!r}")
+    spec = np.asarray(spec)
+    if spec.dtype == bool:
+        if spec.shape != (n_features,):
+            raise ValueError(
+                f"the categorical_features mask has shape {spec.shape}; X has {n_features} features"
+            )
+        return spec.copy()
+    if spec.dtype.kind in "USO":
+        names = [] if feature_names is None else list(feature_names)
+        missing = [s for s in spec.tolist() if s not in names]
+        if missing:
+            raise ValueError(f"categorical_features names {missing} are not columns of X")
+        spec = np.array([names.index(s) for s in spec.tolist()], np.int64)
+    if spec.size and (
+        spec.dtype.kind not in "iu" or spec.min() < -n_features or spec.max() >= n_features
+    ):
+        raise ValueError(
+            f"categorical_features indices must lie in 0..{n_features - 1}, got {spec.tolist()}"
+        )
+    mask = np.zeros(n_features, bool)
+    mask[spec.astype(np.int64)] = True
+    return mask
+
+
+@dataclasses.dataclass
+class TrainingTable:
+    """The training table as `prepare_fit` leaves it: encoded, with its targets, weights and seed."""
+
+    chosen: dict  # the resolved settings
+    targets: Any  # what `targets(y)` returned
+    mask: np.ndarray  # the categorical columns
+    feature_names: np.ndarray | None
+    encoder: FeatureEncoder
+    encoded: np.ndarray
+    params: Any
+    config: ModelConfig
+    seed: int
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def generate(self, y: np.ndarray, plans: list[MemberPlan], **kwargs) -> tuple[list, Finetune]:
+        """(children, the fine-tuning used): the memory checked for `plans`, then one child per plan
+        generated (and fine-tuned as the settings say) from `y`, the targets as the model reads them."""
+        chosen = self.chosen
+        check_memory(plans, self.config, f"max_train_rows={chosen['max_train_rows']!r}")
+        finetune = Finetune(
+            steps=chosen["finetune_steps"],
+            learning_rate=chosen["finetune_learning_rate"],
+            layers=chosen["finetune_layers"],
+            rows=chosen["finetune_rows"],
+            holdout=chosen["finetune_holdout"],
+        )
+        children = generate_children(
+            self.params, self.config, self.encoded, y, plans, finetune=finetune, seed=self.seed, **kwargs
+        )
+        return children, finetune
+
+
+def prepare_fit(
+    estimator,
+    X,
+    y,
+    *,
+    names: Iterable[str],
+    targets: Callable[[np.ndarray], Any],
+    check_model: Callable[[ModelConfig], None] | None = None,
+) -> TrainingTable:
+    """The estimator's settings of `names` resolved, X read (`validate_data`, which sets
+    n_features_in_ and feature_names_in_) and y checked by `targets(y)` (which returns what the
+    caller plans with), the weights resolved (and checked by `check_model(config)`), X encoded, and
+    the members' seed drawn from `estimator.random_state`."""
+    chosen = resolve_settings(estimator, names)
+    spec = estimator.categorical_features
+    auto_mask = infer_categorical(X) if isinstance(spec, str) and spec == "auto" else None
+    X = plain_dtypes(X)
+    X, y = validate_data(estimator, X, y, dtype=None, ensure_all_finite=False)
+    kept = targets(y)
+    params, config = resolve_weights(estimator.weights)
+    if check_model is not None:
+        check_model(config)
+    use_default_cache()
+    feature_names = getattr(estimator, "feature_names_in_", None)
+    mask = auto_mask if auto_mask is not None else categorical_mask(spec, X.shape[1], feature_names)
+    encoder = FeatureEncoder.fit(X, mask, None if feature_names is None else list(feature_names))
+    encoded = encoder.transform(X)
+    seed = check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max)
+    return TrainingTable(chosen, kept, mask, feature_names, encoder, encoded, params, config, seed)
