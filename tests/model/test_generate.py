@@ -9,37 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import checkify
+from model_helpers import assert_same_child, init_params, random_model, three_tables
 
 import mothernet_jax as mn
-from mothernet_jax.child import to_numpy
 from mothernet_jax.generation import generate_batch
 from mothernet_jax.model import identify
 from mothernet_jax.model.mothernet import abstract_params
 
 
-def assert_same_child(a, b, tol=1e-5):
-    chex.assert_trees_all_close(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
-
-
-# jitted: one compilation instead of one per operation
-init_params = jax.jit(mn.init_params, static_argnums=1)
-
-
-@jax.jit
-def perturbed(params, key):
-    """Random weights everywhere (a fresh init zeroes some projections), as a new dict."""
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [leaf + 0.05 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)]
-    )
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    params = perturbed(init_params(jax.random.key(3), mn.preset("tiny")), jax.random.key(4))
+    params = random_model("tiny")
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(3, 40, 5)) * 3 + 1).astype(np.float32)
+    X = three_tables(rng)
     y = rng.integers(0, 3, size=(3, 40)).astype(np.int32)
     y[:, :3] = [0, 1, 2]  # every dataset has the 3 classes
     return params, X, y

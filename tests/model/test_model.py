@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_helpers import assert_same_child
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child, factored_logits, numpy_predict_proba, to_numpy
+from mothernet_jax.child import factored_logits, numpy_predict_proba, to_numpy
 from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import bucket_rows, generate_batch
 from mothernet_jax.model.mothernet import MotherNet, count_params
@@ -129,10 +130,6 @@ def tiny():
     X[rng.random(X.shape) < 0.05] = np.nan
     y = rng.integers(0, 4, size=90)
     return config, params, X, y
-
-
-def assert_same_child(a: Child, b: Child, tol=1e-5):
-    chex.assert_trees_all_close(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
 
 
 def test_permuting_training_rows_leaves_the_child_unchanged(tiny):

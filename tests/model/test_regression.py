@@ -1,41 +1,25 @@
 """The regression model (ModelConfig.task="regression"): its config, shapes, and `generate` for a
 continuous target, eager and under jit, vmap and grad, with no config argument."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_helpers import assert_same_child, random_model, three_tables
 
 import mothernet_jax as mn
 from mothernet_jax.child import numpy_predict_regression, to_numpy
 from mothernet_jax.generation import generate_batch, standardise_target, valid_dataset
 from mothernet_jax.model import identify
 
-init_params = jax.jit(mn.init_params, static_argnums=1)
-
-
-@jax.jit
-def perturbed(params, key):
-    """Random weights everywhere (a fresh init zeroes some projections)."""
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [leaf + 0.05 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)]
-    )
-
 
 @pytest.fixture(scope="module")
 def tiny():
-    params = perturbed(init_params(jax.random.key(3), mn.preset("tiny-regression")), jax.random.key(4))
+    params = random_model("tiny-regression")
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(3, 40, 5)) * 3 + 1).astype(np.float32)
+    X = three_tables(rng)
     y = (X[..., 0] * 2.0 - X[..., 1] + rng.normal(size=(3, 40)) * 0.1 + 50.0).astype(np.float32)
     return params, X, y
-
-
-def assert_same_child(a, b, tol=1e-5):
-    chex.assert_trees_all_close(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
 
 
 # -- config -----------------------------------------------------------------------------------------
