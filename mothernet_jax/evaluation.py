@@ -259,13 +259,26 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
     return result, best
 
 
-def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split: Split) -> dict:
+def fit_and_score(
+    method: str,
+    factory: MethodFactory,
+    dataset: Dataset | RegressionDataset,
+    split: Split,
+    *,
+    predict: str,
+    score: Callable[[Any, Any, np.ndarray], dict],
+    metrics: Sequence[str],
+    facts: Mapping[str, Any] | None = None,
+) -> dict:
     """Fits one method on one split and scores it; never raises for the method's own errors.
 
-    Returns one JSON-ready record: dataset, method, split, the sizes, `auc`, `accuracy`,
-    `fit_seconds` (around one `fit`), `predict_seconds` (around `predict_proba`, the best of
-    `PREDICT_REPEATS` calls, for every method alike), `status` (`ok` or `failed`) and `error`.
-    Metrics of a failed split are None.
+    predict: the estimator's method called on the test rows (`predict_proba`, `predict`);
+    score: `(estimator, its prediction, y_test) -> {metric: value}`, raising where the prediction
+    is unusable; metrics: the names it returns (None in the record until scored); facts: dataset
+    facts after the sizes (`classes`). Returns one JSON-ready record: dataset, method, split, the
+    sizes, the facts, the metrics, `fit_seconds` (around one `fit`), `predict_seconds` (around
+    `predict`, the best of `PREDICT_REPEATS` calls, for every method alike), `status` (`ok` or
+    `failed`) and `error`. Metrics of a failed split are None.
     """
     record: dict = {
         "dataset": dataset.name,
@@ -274,9 +287,8 @@ def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split:
         "train_rows": int(split.train.size),
         "test_rows": int(split.test.size),
         "features": dataset.n_features,
-        "classes": dataset.n_classes,
-        "auc": None,
-        "accuracy": None,
+        **(facts or {}),
+        **dict.fromkeys(metrics),
         "fit_seconds": None,
         "predict_seconds": None,
         "status": "ok",
@@ -292,22 +304,84 @@ def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split:
             start = time.perf_counter()
             estimator.fit(x_train, y_train)
             fit_seconds = time.perf_counter() - start
-            proba, predict_seconds = best_time(lambda: estimator.predict_proba(x_test), PREDICT_REPEATS)
-        proba = proba_by_label(proba, estimator.classes_, dataset.n_classes)
-        auc = roc_auc(y_test, proba)
+            prediction, predict_seconds = best_time(
+                lambda: getattr(estimator, predict)(x_test), PREDICT_REPEATS
+            )
+        scores = score(estimator, prediction, y_test)
     except Exception as error:  # any failure of a method is data, not a crash
         record["status"] = "failed"
         last = traceback.extract_tb(error.__traceback__)[-1]
         where = f" ({Path(last.filename).name}:{last.lineno})"
         record["error"] = f"{type(error).__name__}: {error}"[:500] + where
         return record
-    record.update(
-        auc=None if math.isnan(auc) else auc,
-        accuracy=float(np.mean(np.argmax(proba, axis=1) == y_test)),
-        fit_seconds=fit_seconds,
-        predict_seconds=predict_seconds,
-    )
+    record.update(scores, fit_seconds=fit_seconds, predict_seconds=predict_seconds)
     return record
+
+
+def _none_for_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split: Split) -> dict:
+    """`fit_and_score` for a classifier: `predict_proba` scored by `auc` and `accuracy`, after the
+    sizes the dataset's `classes`."""
+
+    def score(estimator, proba, y_test) -> dict:
+        proba = proba_by_label(proba, estimator.classes_, dataset.n_classes)
+        auc = _none_for_nan(roc_auc(y_test, proba))
+        return {"auc": auc, "accuracy": float(np.mean(np.argmax(proba, axis=1) == y_test))}
+
+    return fit_and_score(
+        method,
+        factory,
+        dataset,
+        split,
+        predict="predict_proba",
+        score=score,
+        metrics=("auc", "accuracy"),
+        facts={"classes": dataset.n_classes},
+    )
+
+
+def run_splits(
+    datasets: Iterable,
+    methods: Mapping[str, MethodFactory],
+    *,
+    load: Callable[[str | Path], Dataset | RegressionDataset],
+    make_splits: Callable[[Any], list[Split]],
+    evaluate: Callable[[str, MethodFactory, Any, Split], dict],
+    metrics: Sequence[str],
+    splits: int,
+    warmup: bool,
+    progress,
+) -> Iterator[dict]:
+    """The run loop of both tasks: `evaluate(method, factory, dataset, split)` per dataset, split
+    and method, as they finish; an item that is not a loaded dataset is read by `load`. A dataset
+    that `load` or `make_splits` fails on yields a failed record for every method and split. The
+    progress shows `metrics[0]` of each record."""
+    for item in datasets:
+        loaded = isinstance(item, Dataset | RegressionDataset)
+        try:
+            dataset = item if loaded else load(item)
+            dataset_splits = make_splits(dataset)
+        except Exception as error:
+            name = item.name if loaded else Path(item).stem
+            for method in methods:
+                for i in range(splits):
+                    yield _dataset_failure(name, method, i, error, metrics)
+            if progress is not None:
+                progress.update(len(methods) * splits, dataset=name)
+            continue
+        for method, factory in methods.items():
+            if warmup:
+                evaluate(method, factory, dataset, dataset_splits[0])
+            for split in dataset_splits:
+                record = evaluate(method, factory, dataset, split)
+                if progress is not None:
+                    value = record[metrics[0]]
+                    shown = {metrics[0]: math.nan if value is None else value}
+                    progress.update(1, dataset=dataset.name, method=method, **shown)
+                yield record
 
 
 def run_benchmark(
@@ -326,40 +400,29 @@ def run_benchmark(
     progress: an object with `update(n, **fields)`, e.g. `mothernet_jax.progress.Progress`.
     A dataset that cannot be read or split yields a failed record for every method.
     """
-    for item in datasets:
-        try:
-            dataset = item if isinstance(item, Dataset) else load_dataset(item)
-            dataset_splits = [
-                make_split(dataset.y, seed=seed, dataset=dataset.name, index=i) for i in range(splits)
-            ]
-        except Exception as error:
-            name = item.name if isinstance(item, Dataset) else Path(item).stem
-            for method in methods:
-                for i in range(splits):
-                    yield _dataset_failure(name, method, i, error)
-            if progress is not None:
-                progress.update(len(methods) * splits, dataset=name)
-            continue
-        for method, factory in methods.items():
-            if warmup:
-                evaluate_split(method, factory, dataset, dataset_splits[0])
-            for split in dataset_splits:
-                record = evaluate_split(method, factory, dataset, split)
-                if progress is not None:
-                    auc = record["auc"]
-                    progress.update(
-                        1, dataset=dataset.name, method=method, auc=math.nan if auc is None else auc
-                    )
-                yield record
+
+    def make_splits(dataset: Dataset) -> list[Split]:
+        return [make_split(dataset.y, seed=seed, dataset=dataset.name, index=i) for i in range(splits)]
+
+    yield from run_splits(
+        datasets,
+        methods,
+        load=load_dataset,
+        make_splits=make_splits,
+        evaluate=evaluate_split,
+        metrics=("auc", "accuracy"),
+        splits=splits,
+        warmup=warmup,
+        progress=progress,
+    )
 
 
-def _dataset_failure(name: str, method: str, index: int, error: Exception) -> dict:
+def _dataset_failure(name: str, method: str, index: int, error: Exception, metrics: Sequence[str]) -> dict:
     return {
         "dataset": name,
         "method": method,
         "split": index,
-        "auc": None,
-        "accuracy": None,
+        **dict.fromkeys(metrics),
         "fit_seconds": None,
         "predict_seconds": None,
         "status": "failed",
@@ -468,7 +531,9 @@ def make_regression_split(
         raise ValueError(f"{dataset}: {n} rows are too few to split")
     order = rng.permutation(n)
     method_seed = int(rng.integers(2**31 - 1))
-    return Split(index=index, train=order[:train_rows], test=order[train_rows:][:max_test_rows], seed=method_seed)
+    return Split(
+        index=index, train=order[:train_rows], test=order[train_rows:][:max_test_rows], seed=method_seed
+    )
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
@@ -490,50 +555,16 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, fl
 def evaluate_regression_split(
     method: str, factory: MethodFactory, dataset: RegressionDataset, split: Split
 ) -> dict:
-    """Fits one regressor on one split and scores it; never raises for the method's own errors.
+    """`fit_and_score` for a regressor: `predict` scored by `r2` and `nrmse` (`regression_scores`;
+    None where the test target is constant)."""
 
-    Returns one JSON-ready record: dataset, method, split, the sizes, `r2`, `nrmse`, `fit_seconds`
-    (around `fit`), `predict_seconds` (around `predict`), `status` (`ok` or `failed`) and `error`.
-    """
-    record: dict = {
-        "dataset": dataset.name,
-        "method": method,
-        "split": split.index,
-        "train_rows": int(split.train.size),
-        "test_rows": int(split.test.size),
-        "features": dataset.n_features,
-        "r2": None,
-        "nrmse": None,
-        "fit_seconds": None,
-        "predict_seconds": None,
-        "status": "ok",
-        "error": None,
-    }
-    x_train, y_train = dataset.x[split.train], dataset.y[split.train]
-    x_test, y_test = dataset.x[split.test], dataset.y[split.test]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            estimator = factory(dataset.categorical, split.seed)
-            start = time.perf_counter()
-            estimator.fit(x_train, y_train)
-            fit_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            y_pred = estimator.predict(x_test)
-            predict_seconds = time.perf_counter() - start
+    def score(estimator, y_pred, y_test) -> dict:
         r2, nrmse = regression_scores(y_test, y_pred)
-    except Exception as error:  # any failure of a method is data, not a crash
-        record["status"] = "failed"
-        last = traceback.extract_tb(error.__traceback__)[-1]
-        record["error"] = f"{type(error).__name__}: {error}"[:500] + f" ({Path(last.filename).name}:{last.lineno})"
-        return record
-    record.update(
-        r2=None if math.isnan(r2) else r2,
-        nrmse=None if math.isnan(nrmse) else nrmse,
-        fit_seconds=fit_seconds,
-        predict_seconds=predict_seconds,
+        return {"r2": _none_for_nan(r2), "nrmse": _none_for_nan(nrmse)}
+
+    return fit_and_score(
+        method, factory, dataset, split, predict="predict", score=score, metrics=("r2", "nrmse")
     )
-    return record
 
 
 def run_regression_benchmark(
@@ -547,29 +578,21 @@ def run_regression_benchmark(
 ) -> Iterator[dict]:
     """`run_benchmark` for regressors: one record (see `evaluate_regression_split`) per dataset,
     split and method, as they finish; a dataset that cannot be read or split fails for every method."""
-    for item in datasets:
-        try:
-            dataset = item if isinstance(item, RegressionDataset) else load_regression_dataset(item)
-            dataset_splits = [
-                make_regression_split(dataset.n_rows, seed=seed, dataset=dataset.name, index=i)
-                for i in range(splits)
-            ]
-        except Exception as error:
-            name = item.name if isinstance(item, RegressionDataset) else Path(item).stem
-            for method in methods:
-                for i in range(splits):
-                    failure = _dataset_failure(name, method, i, error)
-                    del failure["auc"], failure["accuracy"]
-                    yield {**failure, "r2": None, "nrmse": None}
-            if progress is not None:
-                progress.update(len(methods) * splits, dataset=name)
-            continue
-        for method, factory in methods.items():
-            if warmup:
-                evaluate_regression_split(method, factory, dataset, dataset_splits[0])
-            for split in dataset_splits:
-                record = evaluate_regression_split(method, factory, dataset, split)
-                if progress is not None:
-                    r2 = record["r2"]
-                    progress.update(1, dataset=dataset.name, method=method, r2=math.nan if r2 is None else r2)
-                yield record
+
+    def make_splits(dataset: RegressionDataset) -> list[Split]:
+        return [
+            make_regression_split(dataset.n_rows, seed=seed, dataset=dataset.name, index=i)
+            for i in range(splits)
+        ]
+
+    yield from run_splits(
+        datasets,
+        methods,
+        load=load_regression_dataset,
+        make_splits=make_splits,
+        evaluate=evaluate_regression_split,
+        metrics=("r2", "nrmse"),
+        splits=splits,
+        warmup=warmup,
+        progress=progress,
+    )
