@@ -95,9 +95,12 @@ def fit_native_hist_gradient_boosting(model_class, x, y, categorical_mask, rando
     return model.fit(x, y), columns
 
 
-class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
-    """`HistGradientBoostingClassifier` with native missing values and categorical columns (see
-    `fit_native_hist_gradient_boosting`)."""
+class NativeHistGradientBoostingBase(BaseEstimator):
+    """`model_class` (HistGradientBoostingClassifier or ...Regressor) with native missing values and
+    categorical columns (see `fit_native_hist_gradient_boosting`); a subclass adds its mixin and
+    its predictions on `model_` over `self.kept(x)`."""
+
+    model_class: type
 
     def __init__(self, categorical_mask=None, random_state=None):
         self.categorical_mask = categorical_mask
@@ -105,13 +108,27 @@ class NativeHistGradientBoosting(ClassifierMixin, BaseEstimator):
 
     def fit(self, x, y):
         self.model_, self.columns_ = fit_native_hist_gradient_boosting(
-            HistGradientBoostingClassifier, x, y, self.categorical_mask, self.random_state
+            self.model_class, x, y, self.categorical_mask, self.random_state
         )
+        return self
+
+    def kept(self, x) -> np.ndarray:
+        """`x` as float64, on the columns kept at fit time."""
+        return np.asarray(x, dtype=np.float64)[:, self.columns_]
+
+
+class NativeHistGradientBoosting(ClassifierMixin, NativeHistGradientBoostingBase):
+    """`HistGradientBoostingClassifier` with native missing values and categorical columns."""
+
+    model_class = HistGradientBoostingClassifier
+
+    def fit(self, x, y):
+        super().fit(x, y)
         self.classes_ = self.model_.classes_
         return self
 
     def predict_proba(self, x):
-        return self.model_.predict_proba(np.asarray(x, dtype=np.float64)[:, self.columns_])
+        return self.model_.predict_proba(self.kept(x))
 
     def predict(self, x):
         return self.classes_[np.argmax(self.predict_proba(x), axis=1)]
@@ -142,62 +159,73 @@ def _mothernet_preflight(*, weights=None, **_):
     resolve_weights(weights)
 
 
+def pipeline(categorical_mask, model, *, scale: bool, impute: bool = True) -> Pipeline:
+    """`model` after `preprocessing(categorical_mask, scale=scale, impute=impute)`."""
+    return Pipeline(
+        [("preprocess", preprocessing(categorical_mask, scale=scale, impute=impute)), ("model", model)]
+    )
+
+
 def _logistic_regression(categorical_mask, seed, **_):
-    return Pipeline(
-        [
-            ("preprocess", preprocessing(categorical_mask, scale=True)),
-            ("model", LogisticRegression(max_iter=1000, random_state=seed)),
-        ]
-    )
+    return pipeline(categorical_mask, LogisticRegression(max_iter=1000, random_state=seed), scale=True)
 
 
-def _knn(categorical_mask, seed, *, n_jobs=None, **_):
-    return Pipeline(
-        [
-            ("preprocess", preprocessing(categorical_mask, scale=True)),
-            ("model", KNeighborsClassifier(n_neighbors=5, n_jobs=n_jobs)),
-        ]
-    )
+def _knn(model_class, categorical_mask, seed, *, n_jobs=None, **_):
+    return pipeline(categorical_mask, model_class(n_neighbors=5, n_jobs=n_jobs), scale=True)
 
 
-def _random_forest(categorical_mask, seed, *, n_jobs=None, **_):
-    return Pipeline(
-        [
-            ("preprocess", preprocessing(categorical_mask, scale=False)),
-            ("model", RandomForestClassifier(n_estimators=100, n_jobs=n_jobs, random_state=seed)),
-        ]
-    )
+def _random_forest(model_class, categorical_mask, seed, *, n_jobs=None, **_):
+    model = model_class(n_estimators=100, n_jobs=n_jobs, random_state=seed)
+    return pipeline(categorical_mask, model, scale=False)
 
 
-def _hist_gradient_boosting(categorical_mask, seed, **_):
-    return NativeHistGradientBoosting(categorical_mask=categorical_mask, random_state=seed)
+def _hist_gradient_boosting(model_class, categorical_mask, seed, **_):
+    return model_class(categorical_mask=categorical_mask, random_state=seed)
+
+
+def shared_baselines(knn: type, random_forest: type, native_hist_gradient_boosting: type) -> list[Method]:
+    """The k-NN, random forest and gradient boosting baselines, alike for both tasks but for their
+    classes: KNeighborsClassifier or ...Regressor, RandomForest..., a `NativeHistGradientBoostingBase`."""
+    hgb = native_hist_gradient_boosting.model_class.__name__
+    return [
+        Method(
+            name="knn",
+            label="k-NN",
+            description=f"{knn.__name__}(n_neighbors=5); impute, one-hot, scale",
+            build=functools.partial(_knn, knn),
+        ),
+        Method(
+            name="random_forest",
+            label="Random forest",
+            description=f"{random_forest.__name__}(n_estimators=100); impute, one-hot",
+            build=functools.partial(_random_forest, random_forest),
+        ),
+        Method(
+            name="hist_gradient_boosting",
+            label="Gradient boosting",
+            description=f"{hgb} defaults; native NaN and categorical columns",
+            build=functools.partial(_hist_gradient_boosting, native_hist_gradient_boosting),
+        ),
+    ]
 
 
 def _mlp(categorical_mask, seed, **_):
-    return Pipeline(
-        [
-            ("preprocess", preprocessing(categorical_mask, scale=True)),
-            ("model", MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)),
-        ]
-    )
+    model = MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)
+    return pipeline(categorical_mask, model, scale=True)
 
 
 def _xgboost(categorical_mask, seed, *, n_jobs=None, **_):
     from xgboost import XGBClassifier
 
     model = XGBClassifier(n_estimators=100, tree_method="hist", n_jobs=n_jobs, random_state=seed)
-    return Pipeline(
-        [("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)]
-    )
+    return pipeline(categorical_mask, model, scale=False, impute=False)
 
 
 def _lightgbm(categorical_mask, seed, *, n_jobs=None, **_):
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(n_estimators=100, n_jobs=n_jobs, random_state=seed, verbose=-1)
-    return Pipeline(
-        [("preprocess", preprocessing(categorical_mask, scale=False, impute=False)), ("model", model)]
-    )
+    return pipeline(categorical_mask, model, scale=False, impute=False)
 
 
 METHODS: dict[str, Method] = {
@@ -217,24 +245,7 @@ METHODS: dict[str, Method] = {
             description="LogisticRegression(C=1, max_iter=1000); impute, one-hot, scale",
             build=_logistic_regression,
         ),
-        Method(
-            name="knn",
-            label="k-NN",
-            description="KNeighborsClassifier(n_neighbors=5); impute, one-hot, scale",
-            build=_knn,
-        ),
-        Method(
-            name="random_forest",
-            label="Random forest",
-            description="RandomForestClassifier(n_estimators=100); impute, one-hot",
-            build=_random_forest,
-        ),
-        Method(
-            name="hist_gradient_boosting",
-            label="Gradient boosting",
-            description="HistGradientBoostingClassifier defaults; native NaN and categorical columns",
-            build=_hist_gradient_boosting,
-        ),
+        *shared_baselines(KNeighborsClassifier, RandomForestClassifier, NativeHistGradientBoosting),
         Method(
             name="mlp",
             label="MLP",

@@ -28,14 +28,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import Pipeline
 
 from mothernet_jax.benchmarks import figures, report
-from mothernet_jax.benchmarks.methods import Method, fit_native_hist_gradient_boosting, preprocessing
+from mothernet_jax.benchmarks.methods import (
+    Method,
+    NativeHistGradientBoostingBase,
+    pipeline,
+    shared_baselines,
+)
 from mothernet_jax.benchmarks.report import REFERENCE, Summary
 
 FAILED_R2 = 0.0  # a failed method scores as the constant prediction at the test mean
@@ -43,42 +47,18 @@ FAILED_NRMSE = 1.0
 OUTPUT_FILES = ("splits.jsonl", "datasets.csv", "summary.md", "r2_vs_time.png")
 
 
-class NativeHistGradientBoostingRegressor(RegressorMixin, BaseEstimator):
+class NativeHistGradientBoostingRegressor(RegressorMixin, NativeHistGradientBoostingBase):
     """`HistGradientBoostingRegressor` with native missing values and categorical columns, as
     `methods.NativeHistGradientBoosting` for classifiers."""
 
-    def __init__(self, categorical_mask=None, random_state=None):
-        self.categorical_mask = categorical_mask
-        self.random_state = random_state
-
-    def fit(self, x, y):
-        self.model_, self.columns_ = fit_native_hist_gradient_boosting(
-            HistGradientBoostingRegressor, x, y, self.categorical_mask, self.random_state
-        )
-        return self
+    model_class = HistGradientBoostingRegressor
 
     def predict(self, x):
-        return self.model_.predict(np.asarray(x, dtype=np.float64)[:, self.columns_])
+        return self.model_.predict(self.kept(x))
 
 
 def _ridge(categorical_mask, seed, **_):
-    return Pipeline(
-        [("preprocess", preprocessing(categorical_mask, scale=True)), ("model", Ridge(alpha=1.0))]
-    )
-
-
-def _knn(categorical_mask, seed, *, n_jobs=None, **_):
-    model = KNeighborsRegressor(n_neighbors=5, n_jobs=n_jobs)
-    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=True)), ("model", model)])
-
-
-def _random_forest(categorical_mask, seed, *, n_jobs=None, **_):
-    model = RandomForestRegressor(n_estimators=100, n_jobs=n_jobs, random_state=seed)
-    return Pipeline([("preprocess", preprocessing(categorical_mask, scale=False)), ("model", model)])
-
-
-def _hist_gradient_boosting(categorical_mask, seed, **_):
-    return NativeHistGradientBoostingRegressor(categorical_mask=categorical_mask, random_state=seed)
+    return pipeline(categorical_mask, Ridge(alpha=1.0), scale=True)
 
 
 def _mothernet(categorical_mask, seed, *, weights=None, finetune_steps="auto", **_):
@@ -118,24 +98,7 @@ REGRESSION_METHODS: dict[str, Method] = {
             description="Ridge(alpha=1); impute, one-hot, scale",
             build=_ridge,
         ),
-        Method(
-            name="knn",
-            label="k-NN",
-            description="KNeighborsRegressor(n_neighbors=5); impute, one-hot, scale",
-            build=_knn,
-        ),
-        Method(
-            name="random_forest",
-            label="Random forest",
-            description="RandomForestRegressor(n_estimators=100); impute, one-hot",
-            build=_random_forest,
-        ),
-        Method(
-            name="hist_gradient_boosting",
-            label="Gradient boosting",
-            description="HistGradientBoostingRegressor defaults; native NaN and categorical columns",
-            build=_hist_gradient_boosting,
-        ),
+        *shared_baselines(KNeighborsRegressor, RandomForestRegressor, NativeHistGradientBoostingRegressor),
     ]
 }
 
