@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from estimator_helpers import random_weights
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
@@ -24,7 +25,7 @@ CONFIG = mn.preset("tiny")
 @pytest.fixture(scope="module")
 def tiny_weights():
     """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 1)
 
 
 def dense(weight):

@@ -4,9 +4,9 @@ classifiers and weight files given to the estimator."""
 import json
 import zipfile
 
-import jax
 import numpy as np
 import pytest
+from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax.classifier import MotherNetClassifier
@@ -19,7 +19,7 @@ CONFIG = mn.preset("tiny")
 @pytest.fixture(scope="module")
 def tiny_weights():
     """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(3), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 3)
 
 
 @pytest.fixture(scope="module")

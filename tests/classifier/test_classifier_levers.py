@@ -2,9 +2,9 @@
 learning rate, rows per step, early stopping) do what their documentation says, and "auto" takes
 the weight file's recommendation."""
 
-import jax
 import numpy as np
 import pytest
+from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax import settings
@@ -16,7 +16,7 @@ CONFIG = mn.preset("tiny")
 
 @pytest.fixture(scope="module")
 def tiny_weights():
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 1)
 
 
 def blobs(n=120, d=4, k=3, seed=0):

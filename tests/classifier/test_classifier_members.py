@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax.classifier import MotherNetClassifier
@@ -27,7 +28,7 @@ GIB = 2**30
 @pytest.fixture(scope="module")
 def tiny_weights():
     """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(2), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 2)
 
 
 def blobs(n, d, k, seed=0):

@@ -7,14 +7,13 @@ estimator without weights (nothing is made at import); each check runs it with t
 """
 
 import copy
-import functools
 import pickle
 
 import jax
 import numpy as np
 import pytest
+from estimator_helpers import random_weights, sklearn_checks
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mothernet_jax as mn
 from mothernet_jax.classifier import MotherNetClassifier
@@ -25,30 +24,14 @@ CONFIG = mn.preset("tiny")
 @pytest.fixture(scope="module")
 def tiny_weights():
     """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(0), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 0)
 
 
 # check name -> why it cannot pass; empty: every check passes.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
-def _check_id(obj) -> str:
-    """Short test ids: the estimator's parameters, left out."""
-    if isinstance(obj, MotherNetClassifier):
-        return "MotherNetClassifier"
-    if isinstance(obj, functools.partial):
-        keywords = ",".join(f"{k}={v}" for k, v in obj.keywords.items())
-        return f"{obj.func.__name__}({keywords})" if keywords else obj.func.__name__
-    return str(obj)
-
-
-_CHECKS = parametrize_with_checks(
-    [MotherNetClassifier(n_estimators=2, random_state=0, finetune_steps=100)],
-    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
-)
-
-
-@pytest.mark.parametrize(*_CHECKS.args, ids=_check_id)
+@sklearn_checks(MotherNetClassifier(n_estimators=2, random_state=0, finetune_steps=100), EXPECTED_FAILED_CHECKS)
 def test_sklearn_compatible(estimator, check, tiny_weights):
     check(clone(estimator).set_params(weights=tiny_weights))
 

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from estimator_helpers import random_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tiny_weights():
     """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 1)
 
 
 def small(weights, **kwargs):

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from estimator_helpers import random_weights, sklearn_checks
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mothernet_jax as mn
 from mothernet_jax.child import numpy_predict_regression
@@ -23,7 +23,7 @@ CONFIG = mn.preset("tiny-regression")
 @pytest.fixture(scope="module")
 def weights():
     """A random `tiny-regression` model, made when a test first asks for it (not at import)."""
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(0), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 0)
 
 
 def linear(n=200, d=4, seed=0):
@@ -35,22 +35,9 @@ def linear(n=200, d=4, seed=0):
 # -- scikit-learn conformance ------------------------------------------------------------------------
 
 
-def _check_id(obj) -> str:
-    if isinstance(obj, MotherNetRegressor):
-        return "MotherNetRegressor"
-    if isinstance(obj, functools.partial):
-        keywords = ",".join(f"{k}={v}" for k, v in obj.keywords.items())
-        return f"{obj.func.__name__}({keywords})" if keywords else obj.func.__name__
-    return str(obj)
-
-
-_CHECKS = parametrize_with_checks(
-    [MotherNetRegressor(n_estimators=2, random_state=0, finetune_steps=100, finetune_learning_rate=1e-2)],
-    expected_failed_checks=lambda estimator: {},
+@sklearn_checks(
+    MotherNetRegressor(n_estimators=2, random_state=0, finetune_steps=100, finetune_learning_rate=1e-2), {}
 )
-
-
-@pytest.mark.parametrize(*_CHECKS.args, ids=_check_id)
 def test_sklearn_compatible(estimator, check, weights):
     check(clone(estimator).set_params(weights=weights))
 
