@@ -5,10 +5,10 @@ MSE fine-tuning loss, and bad input in one line each."""
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax.child import Child
@@ -24,7 +24,7 @@ CONFIG = mn.preset("tiny")
 
 @pytest.fixture(scope="module")
 def tiny_classifier_weights():
-    return mn.Weights(jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(1), CONFIG)), CONFIG)
+    return random_weights(CONFIG, 1)
 
 
 def table(n=300, seed=0):
@@ -32,6 +32,19 @@ def table(n=300, seed=0):
     X = np.column_stack([rng.normal(size=n), rng.integers(0, 3, n), rng.exponential(size=n)])
     y = 100 + 5 * X[:, 0] + rng.normal(size=n) + np.exp(2 * X[:, 2])  # a heavy right tail
     return X, y, np.array([False, True, False])
+
+
+def planned(n, *, n_estimators, max_train_rows, seed):
+    """(y, encoder, encoded, plans) of `table(n)`: the table encoded, its regression members planned
+    (at most 100 columns, rng seeded by `seed`)."""
+    X, y, mask = table(n)
+    encoder = FeatureEncoder.fit(X, mask)
+    encoded = encoder.transform(X)
+    plans = plan_regression_members(
+        encoder, encoded, y, n_estimators=n_estimators, max_train_rows=max_train_rows, max_features=100,
+        rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return y, encoder, encoded, plans
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -47,12 +60,7 @@ def test_target_bins_are_quantiles_in_the_order_of_y():
 
 
 def test_regression_members_keep_the_targets_spread_and_draw_rotations():
-    X, y, mask = table(3000)
-    encoder = FeatureEncoder.fit(X, mask)
-    encoded = encoder.transform(X)
-    plans = plan_regression_members(
-        encoder, encoded, y, n_estimators=6, max_train_rows=200, max_features=100, rng=np.random.default_rng(0)
-    )
+    y, encoder, encoded, plans = planned(3000, n_estimators=6, max_train_rows=200, seed=0)
     assert len(plans) == 6
     assert plans[0].feature_shift == 0 and not plans[0].quantile and not plans[0].onehot
     assert {(p.quantile, p.onehot) for p in plans[1:]} == {(True, True), (True, False), (False, True), (False, False)}
@@ -70,12 +78,7 @@ def test_regression_members_keep_the_targets_spread_and_draw_rotations():
 
 
 def test_each_member_reads_its_rows_target_standardised():
-    X, y, mask = table(400)
-    encoder = FeatureEncoder.fit(X, mask)
-    encoded = encoder.transform(X)
-    plans = plan_regression_members(
-        encoder, encoded, y, n_estimators=3, max_train_rows=100, max_features=100, rng=np.random.default_rng(1)
-    )
+    y, _, encoded, plans = planned(400, n_estimators=3, max_train_rows=100, seed=1)
     mean, std = member_target_scales(y, plans)
     _, labels, n_rows, _, n_groups = _member_arrays(encoded, y, plans, 128, 100, regression=True)
     assert labels.dtype == np.float32
