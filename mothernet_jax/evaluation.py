@@ -138,32 +138,51 @@ def dataset_paths(data_dir: str | Path, names: Sequence[str] | None = None) -> l
     `tabpfn_split` is `test`; `tabpfn-valid`; `non-test`: the rows that are not `test`). None
     means all.
     """
+    return _chosen_paths(
+        data_dir, names, default="all", groups=dict.fromkeys(DATASET_GROUPS, _manifest_group)
+    )
+
+
+def _manifest_group(name: str, data_dir: Path, available: Mapping[str, Path]) -> dict[str, Path]:
+    """The files of a DATASET_GROUPS group, by the `tabpfn_split` column of MANIFEST.tsv."""
+    rows = read_manifest(data_dir)
+    if not rows:
+        raise FileNotFoundError(f"group {name!r} needs {data_dir / 'MANIFEST.tsv'}")
+    wanted = DATASET_GROUPS[name]
+    if wanted.startswith("!"):
+        members = [r["name"] for r in rows if r.get("tabpfn_split") != wanted[1:]]
+    else:
+        members = [r["name"] for r in rows if r.get("tabpfn_split") == wanted]
+    missing = [m for m in members if m not in available]
+    if missing:
+        raise FileNotFoundError(f"group {name!r}: no file for {', '.join(missing)}")
+    return {m: available[m] for m in members}
+
+
+def _chosen_paths(
+    data_dir: str | Path,
+    names: Sequence[str] | None,
+    *,
+    default: str,
+    groups: Mapping[str, Callable[[str, Path, Mapping[str, Path]], dict[str, Path]]],
+) -> list[Path]:
+    """The `.npz` files of `data_dir` that `names` choose (None: `default`), sorted by name: a
+    dataset name, `all`, or a group (`groups[name](name, data_dir, {name: path})` gives its files)."""
     data_dir = Path(data_dir)
     available = {p.stem: p for p in sorted(data_dir.glob("*.npz"))}
     if not available:
         raise FileNotFoundError(f"no .npz datasets in {data_dir}")
     chosen: dict[str, Path] = {}
-    for name in names or ["all"]:
+    for name in names or [default]:
         if name == "all":
             chosen.update(available)
-        elif name in DATASET_GROUPS:
-            rows = read_manifest(data_dir)
-            if not rows:
-                raise FileNotFoundError(f"group {name!r} needs {data_dir / 'MANIFEST.tsv'}")
-            wanted = DATASET_GROUPS[name]
-            if wanted.startswith("!"):
-                members = [r["name"] for r in rows if r.get("tabpfn_split") != wanted[1:]]
-            else:
-                members = [r["name"] for r in rows if r.get("tabpfn_split") == wanted]
-            missing = [m for m in members if m not in available]
-            if missing:
-                raise FileNotFoundError(f"group {name!r}: no file for {', '.join(missing)}")
-            chosen.update({m: available[m] for m in members})
+        elif name in groups:
+            chosen.update(groups[name](name, data_dir, available))
         elif name in available:
             chosen[name] = available[name]
         else:
-            groups = ", ".join(["all", *DATASET_GROUPS])
-            raise ValueError(f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}")
+            choices = ", ".join(["all", *groups])
+            raise ValueError(f"unknown dataset {name!r}; choose from {choices} or {', '.join(available)}")
     return [chosen[k] for k in sorted(chosen)]
 
 
@@ -343,27 +362,40 @@ def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split:
     )
 
 
-def run_splits(
-    datasets: Iterable,
+def run_benchmark(
+    datasets: Iterable[str | Path | Dataset | RegressionDataset],
     methods: Mapping[str, MethodFactory],
     *,
-    load: Callable[[str | Path], Dataset | RegressionDataset],
-    make_splits: Callable[[Any], list[Split]],
-    evaluate: Callable[[str, MethodFactory, Any, Split], dict],
-    metrics: Sequence[str],
-    splits: int,
-    warmup: bool,
-    progress,
+    splits: int = 5,
+    seed: int = 0,
+    warmup: bool = False,
+    progress=None,
+    regression: bool = False,
 ) -> Iterator[dict]:
-    """The run loop of both tasks: `evaluate(method, factory, dataset, split)` per dataset, split
-    and method, as they finish; an item that is not a loaded dataset is read by `load`. A dataset
-    that `load` or `make_splits` fails on yields a failed record for every method and split. The
-    progress shows `metrics[0]` of each record."""
+    """Yields one record (see `evaluate_split`) per dataset, split and method, as they finish.
+
+    warmup: fit and predict each method once, untimed, on a dataset's first split before its timed
+      splits, so that one-off costs (JIT compilation) stay out of the times.
+    progress: an object with `update(n, **fields)`, e.g. `mothernet_jax.progress.Progress`; it
+      shows each record's first metric (auc, r2).
+    regression: the regressors' run (`load_regression_dataset`, `make_regression_split`,
+      `evaluate_regression_split`), as `run_regression_benchmark`.
+    A dataset that cannot be read or split yields a failed record for every method and split.
+    """
+    if regression:
+        load, evaluate, metrics = load_regression_dataset, evaluate_regression_split, ("r2", "nrmse")
+    else:
+        load, evaluate, metrics = load_dataset, evaluate_split, ("auc", "accuracy")
     for item in datasets:
         loaded = isinstance(item, Dataset | RegressionDataset)
         try:
             dataset = item if loaded else load(item)
-            dataset_splits = make_splits(dataset)
+            dataset_splits = [
+                make_regression_split(dataset.n_rows, seed=seed, dataset=dataset.name, index=i)
+                if regression
+                else make_split(dataset.y, seed=seed, dataset=dataset.name, index=i)
+                for i in range(splits)
+            ]
         except Exception as error:
             name = item.name if loaded else Path(item).stem
             for method in methods:
@@ -382,39 +414,6 @@ def run_splits(
                     shown = {metrics[0]: math.nan if value is None else value}
                     progress.update(1, dataset=dataset.name, method=method, **shown)
                 yield record
-
-
-def run_benchmark(
-    datasets: Iterable[str | Path | Dataset],
-    methods: Mapping[str, MethodFactory],
-    *,
-    splits: int = 5,
-    seed: int = 0,
-    warmup: bool = False,
-    progress=None,
-) -> Iterator[dict]:
-    """Yields one record (see `evaluate_split`) per dataset, split and method, as they finish.
-
-    warmup: fit and predict each method once, untimed, on a dataset's first split before its timed
-      splits, so that one-off costs (JIT compilation) stay out of the times.
-    progress: an object with `update(n, **fields)`, e.g. `mothernet_jax.progress.Progress`.
-    A dataset that cannot be read or split yields a failed record for every method.
-    """
-
-    def make_splits(dataset: Dataset) -> list[Split]:
-        return [make_split(dataset.y, seed=seed, dataset=dataset.name, index=i) for i in range(splits)]
-
-    yield from run_splits(
-        datasets,
-        methods,
-        load=load_dataset,
-        make_splits=make_splits,
-        evaluate=evaluate_split,
-        metrics=("auc", "accuracy"),
-        splits=splits,
-        warmup=warmup,
-        progress=progress,
-    )
 
 
 def _dataset_failure(name: str, method: str, index: int, error: Exception, metrics: Sequence[str]) -> dict:
@@ -495,22 +494,12 @@ def regression_dataset_paths(data_dir: str | Path, names: Sequence[str] | None =
     names: dataset names, `all`, `validation` or `test` (the parts of `regression_split`). None
     means `validation`: test datasets are run only when asked for.
     """
-    data_dir = Path(data_dir)
-    available = {p.stem: p for p in sorted(data_dir.glob("*.npz"))}
-    if not available:
-        raise FileNotFoundError(f"no .npz datasets in {data_dir}")
-    chosen: dict[str, Path] = {}
-    for name in names or ["validation"]:
-        if name == "all":
-            chosen.update(available)
-        elif name in REGRESSION_PARTS:
-            chosen.update({k: p for k, p in available.items() if regression_split(k) == name})
-        elif name in available:
-            chosen[name] = available[name]
-        else:
-            groups = ", ".join(["all", *REGRESSION_PARTS])
-            raise ValueError(f"unknown dataset {name!r}; choose from {groups} or {', '.join(available)}")
-    return [chosen[k] for k in sorted(chosen)]
+    return _chosen_paths(data_dir, names, default="validation", groups=dict.fromkeys(REGRESSION_PARTS, _part))
+
+
+def _part(name: str, data_dir: Path, available: Mapping[str, Path]) -> dict[str, Path]:
+    """The files of the regression part `name` (see `regression_split`)."""
+    return {k: p for k, p in available.items() if regression_split(k) == name}
 
 
 def make_regression_split(
@@ -568,31 +557,8 @@ def evaluate_regression_split(
 
 
 def run_regression_benchmark(
-    datasets: Iterable[str | Path | RegressionDataset],
-    methods: Mapping[str, MethodFactory],
-    *,
-    splits: int = 5,
-    seed: int = 0,
-    warmup: bool = False,
-    progress=None,
+    datasets: Iterable[str | Path | RegressionDataset], methods: Mapping[str, MethodFactory], **options
 ) -> Iterator[dict]:
     """`run_benchmark` for regressors: one record (see `evaluate_regression_split`) per dataset,
-    split and method, as they finish; a dataset that cannot be read or split fails for every method."""
-
-    def make_splits(dataset: RegressionDataset) -> list[Split]:
-        return [
-            make_regression_split(dataset.n_rows, seed=seed, dataset=dataset.name, index=i)
-            for i in range(splits)
-        ]
-
-    yield from run_splits(
-        datasets,
-        methods,
-        load=load_regression_dataset,
-        make_splits=make_splits,
-        evaluate=evaluate_regression_split,
-        metrics=("r2", "nrmse"),
-        splits=splits,
-        warmup=warmup,
-        progress=progress,
-    )
+    split and method, as they finish; options: splits, seed, warmup, progress, as there."""
+    return run_benchmark(datasets, methods, regression=True, **options)
