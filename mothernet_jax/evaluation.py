@@ -73,11 +73,11 @@ MethodFactory = Callable[[np.ndarray, int], object]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Dataset:
-    """One classification dataset in the shared `.npz` format.
+class TabularDataset:
+    """One dataset in the shared `.npz` format, of either task (`Dataset`, `RegressionDataset`).
 
     x: (rows, features) float32, NaN for missing; categorical columns hold codes 0, 1, ...
-    y: (rows,) int64 labels 0 .. n_classes - 1, every label present.
+    y: (rows,) the target, as the task's class says.
     categorical: (features,) bool.
     """
 
@@ -87,16 +87,21 @@ class Dataset:
     categorical: np.ndarray
 
     @property
-    def n_classes(self) -> int:
-        return int(self.y.max()) + 1
-
-    @property
     def n_rows(self) -> int:
         return int(self.y.shape[0])
 
     @property
     def n_features(self) -> int:
         return int(self.x.shape[1])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dataset(TabularDataset):
+    """One classification dataset: y (rows,) int64 labels 0 .. n_classes - 1, every label present."""
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.y.max()) + 1
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -281,7 +286,7 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
 def fit_and_score(
     method: str,
     factory: MethodFactory,
-    dataset: Dataset | RegressionDataset,
+    dataset: TabularDataset,
     split: Split,
     *,
     predict: str,
@@ -363,7 +368,7 @@ def evaluate_split(method: str, factory: MethodFactory, dataset: Dataset, split:
 
 
 def run_benchmark(
-    datasets: Iterable[str | Path | Dataset | RegressionDataset],
+    datasets: Iterable[str | Path | TabularDataset],
     methods: Mapping[str, MethodFactory],
     *,
     splits: int = 5,
@@ -387,7 +392,7 @@ def run_benchmark(
     else:
         load, evaluate, metrics = load_dataset, evaluate_split, ("auc", "accuracy")
     for item in datasets:
-        loaded = isinstance(item, Dataset | RegressionDataset)
+        loaded = isinstance(item, TabularDataset)
         try:
             dataset = item if loaded else load(item)
             dataset_splits = [
@@ -447,26 +452,9 @@ def regression_split(name: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RegressionDataset:
-    """One regression dataset in the shared `.npz` format (../shared/regression/README.md).
-
-    x: (rows, features) float32, NaN for missing; categorical columns hold codes 0, 1, ...
-    y: (rows,) float64, finite, on its original scale.
-    categorical: (features,) bool.
-    """
-
-    name: str
-    x: np.ndarray
-    y: np.ndarray
-    categorical: np.ndarray
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.y.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.x.shape[1])
+class RegressionDataset(TabularDataset):
+    """One regression dataset (../shared/regression/README.md): y (rows,) float64, finite, on its
+    original scale."""
 
 
 def load_regression_dataset(path: str | Path) -> RegressionDataset:
