@@ -6,8 +6,8 @@ batched ensemble, built from the classifier's parts.
     y_pred = reg.predict(X_test)
     reg.export("model.npz")                     # NumPy-only: predictor.load_predictor(...).predict
 
-`fit` resolves `weights=` (a model whose `ModelConfig.task` is "regression"; no regression weights
-are shipped yet, so `weights` must be given), encodes the table as the classifier does
+`fit` resolves `weights=` (a model whose `ModelConfig.task` is "regression"; None: the shipped
+`small-regression` weights where the package has them), encodes the table as the classifier does
 (`estimator.encoding`), plans the members (`estimator.plan.plan_regression_members`: rows stratified
 by quantile bins of the target, columns as the classifier's members), standardises the target over
 each member's rows, generates the children in bounded chunks (`estimator.member_generation`),
@@ -33,6 +33,7 @@ from mothernet_jax.estimator.member_generation import (
 )
 from mothernet_jax.estimator.plan import plan_regression_members
 from mothernet_jax.predictor import RegressionPredictor
+from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
 # The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
 SETTINGS = tuple(name for name in settings.RECOMMENDABLE if name not in ("multiclass", "max_members"))
@@ -48,7 +49,9 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     ----------
     weights : path, Weights or (params, ModelConfig)
         A regression model (`ModelConfig.task == "regression"`, e.g. the `tiny-regression` or
-        `small-regression` presets). None is refused until regression weights are shipped.
+        `small-regression` presets). None: the shipped weights,
+        `mothernet_jax/pretrained/small-regression.msgpack`, where the package has them (else one
+        line saying so).
     n_estimators : int or "auto"
         Ensemble members (library default 8). Member 0 reads the raw numeric columns and ordinal
         categorical codes in their order; members 1, 2, ... cycle through quantile transform on/off x
@@ -112,13 +115,16 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         """Generate the ensemble for the training table X (n, d) and the numeric target y (n,)."""
         self._check_parameters()
-        if self.weights is None:
+        shipped = shipped_path(REGRESSION_NAME)
+        if self.weights is None and not shipped.exists():
             raise ValueError(
-                "MotherNetRegressor needs weights=: no regression weights are shipped yet (a file, or "
-                "(params, config) of a model with task='regression')"
+                "MotherNetRegressor needs weights=: no regression weights are shipped with this package "
+                f"({shipped.name}; a file, or (params, config) of a model with task='regression')"
             )
         check_target(y)
-        table = prepare_fit(self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model)
+        table = prepare_fit(
+            self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model, weights=shipped
+        )
         y, chosen = table.targets, table.chosen
         plans = plan_regression_members(
             table.encoder,

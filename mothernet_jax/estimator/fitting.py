@@ -31,10 +31,10 @@ def check_settings(estimator, names: Iterable[str]) -> None:
             settings.check(name, value)
 
 
-def resolve_settings(estimator, names: Iterable[str]) -> dict:
-    """Every setting of `names`, "auto" resolved by the weight file's manifest (the library's
-    defaults where it says nothing)."""
-    recommended = weights_info(estimator.weights)  # checked with the manifest
+def resolve_settings(estimator, names: Iterable[str], weights) -> dict:
+    """Every setting of `names`, "auto" resolved by the manifest of `weights` (the estimator's
+    `weights=` as it resolves; the library's defaults where the manifest says nothing)."""
+    recommended = weights_info(weights)  # checked with the manifest
     return {name: settings.resolve(name, getattr(estimator, name), recommended) for name in names}
 
 
@@ -112,18 +112,21 @@ def prepare_fit(
     names: Iterable[str],
     targets: Callable[[np.ndarray], Any],
     check_model: Callable[[ModelConfig], None] | None = None,
+    weights=None,
 ) -> TrainingTable:
     """The estimator's settings of `names` resolved, X read (`validate_data`, which sets
     n_features_in_ and feature_names_in_) and y checked by `targets(y)` (which returns what the
     caller plans with), the weights resolved (and checked by `check_model(config)`), X encoded, and
-    the members' seed drawn from `estimator.random_state`."""
-    chosen = resolve_settings(estimator, names)
+    the members' seed drawn from `estimator.random_state`. weights: what `weights=` None stands for
+    (None: the shipped classification weights)."""
+    weights = estimator.weights if estimator.weights is not None else weights
+    chosen = resolve_settings(estimator, names, weights)
     spec = estimator.categorical_features
     auto_mask = infer_categorical(X) if isinstance(spec, str) and spec == "auto" else None
     X = plain_dtypes(X)
     X, y = validate_data(estimator, X, y, dtype=None, ensure_all_finite=False)
     kept = targets(y)
-    params, config = resolve_weights(estimator.weights)
+    params, config = resolve_weights(weights)
     if check_model is not None:
         check_model(config)
     use_default_cache()

@@ -125,8 +125,16 @@ def save_pretrained(
     return digest
 
 
+REGRESSION_NAME = "small-regression"  # MotherNetRegressor's weights (where shipped)
+
+
+def shipped_path(name: str = DEFAULT_NAME) -> Path:
+    """The path of a weight file shipped in the package (it may be absent)."""
+    return PACKAGE_DIR / f"{name}.msgpack"
+
+
 def _default_path() -> Path:
-    return PACKAGE_DIR / f"{DEFAULT_NAME}.msgpack"
+    return shipped_path(DEFAULT_NAME)
 
 
 def load_pretrained(path: str | os.PathLike | None = None, *, check_hash: bool = True) -> Weights:

@@ -224,7 +224,7 @@ def test_numbers_as_text_are_numbers():
     check_target([1, 2, 3])
 
 
-def test_constant_target_one_row_and_classification_weights(tiny_classifier_weights):
+def test_constant_target_one_row_and_classification_weights(tiny_classifier_weights, monkeypatch, tmp_path):
     X = np.random.default_rng(0).normal(size=(20, 3))
     with pytest.raises(ValueError, match=r"y is constant \(every value is 4.0\): there is nothing to regress"):
         MotherNetRegressor(weights=tiny_classifier_weights).fit(X, np.full(20, 4.0))
@@ -232,7 +232,9 @@ def test_constant_target_one_row_and_classification_weights(tiny_classifier_weig
         MotherNetRegressor(weights=tiny_classifier_weights).fit(X[:1], [1.0])
     with pytest.raises(ValueError, match="are a classification model; MotherNetRegressor needs a regression"):
         MotherNetRegressor(weights=tiny_classifier_weights).fit(X, np.arange(20.0))
-    with pytest.raises(ValueError, match="no regression weights are shipped yet"):
-        MotherNetRegressor().fit(X, np.arange(20.0))
+    with monkeypatch.context() as patch:  # a package without regression weights
+        patch.setattr("mothernet_jax.regressor.shipped_path", lambda name: tmp_path / f"{name}.msgpack")
+        with pytest.raises(ValueError, match=r"no regression weights are shipped with this package \(small-regression"):
+            MotherNetRegressor().fit(X, np.arange(20.0))
     with pytest.raises(ValueError, match="n_estimators must be an integer >= 1"):
         MotherNetRegressor(weights=tiny_classifier_weights, n_estimators=0).fit(X, np.arange(20.0))
