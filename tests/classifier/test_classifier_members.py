@@ -126,23 +126,31 @@ def _measure(*extra):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+ONE_VS_REST_1024 = ("--set", "multiclass=one_vs_rest", "--set", "max_members=null", "--set", "max_train_rows=1024")
+
+
 @pytest.mark.slow
 def test_26_classes_peak_memory_is_one_chunk_and_under_3_gb():
-    """The issue's case (26 classes, 1,040 x 10, shipped weights, one-vs-rest) with 2 members per
-    class instead of 8: 52 members in 7 calls of the same 8 x 1,024 rows as the defaults' 26 calls
-    of 8, so the peak is that of the defaults (one chunk), measured as the process's ru_maxrss.
-    Before chunking, 208 members in one call peaked at 9 GB. Slow: 52 members fine-tuned in a fresh
-    process (by default, the chunking is checked in process on the tiny model, above)."""
-    r = _measure("--class-estimators", "2", "--no-warm")
+    """The issue's case (26 classes, 1,000 x 10, shipped weights, one-vs-rest with every class its
+    members, 1,024 context rows) with 2 members per class: 52 members in 7 calls of 8 x 1,024 rows,
+    the chunk of 208 members (8 a class), so the peak is that of one chunk whatever the members,
+    measured as the process's ru_maxrss. Before chunking, 208 members in one call peaked at 9 GB.
+    Slow: 52 members fine-tuned in a fresh process (the chunking is checked in process on the tiny
+    model, above)."""
+    r = _measure("--class-estimators", "2", "--no-warm", *ONE_VS_REST_1024)
     assert r["multiclass"] == "one_vs_rest" and r["members"] == 52
     assert (r["members_per_call"], r["calls"]) == (8, 7)
-    assert r["members_per_call"] == members_per_call(26 * 8, 1024)  # the defaults' chunk
+    assert r["members_per_call"] == members_per_call(26 * 8, 1024)  # the chunk of 8 members a class
     assert r["peak_rss_bytes"] < 3 * GIB, r
+    assert r["accuracy"] > 0.5, r  # one-vs-rest tells 26 classes apart (chance: 0.04)
 
 
 @pytest.mark.slow
 def test_26_classes_at_the_defaults_stay_under_3_gb():
+    """MotherNetClassifier() on 26 classes: above max_members (10) the classes go natively in class
+    groups, 4 members in one call; memory stays that of one small chunk. These weights group many
+    classes badly (docs/FAST_DEFAULTS.md), so only better than chance is asserted."""
     r = _measure()
-    assert r["members"] == 208 and r["calls"] == 26
+    assert r["multiclass"] == "native" and r["members"] == 4 and r["calls"] == 1, r
     assert r["peak_rss_bytes"] < 3 * GIB, r
-    assert r["accuracy"] > 0.5, r
+    assert r["accuracy"] > 2 / 26, r  # twice chance
