@@ -73,12 +73,12 @@ def _mothernet(categorical_mask, seed, *, weights=None, finetune_steps="auto", *
 
 
 def _mothernet_preflight(*, weights=None, **_):
-    # No regression weights are shipped yet: the method runs only with --weights, read once here.
-    if weights is None:
-        raise ValueError("no shipped regression weights: pass --weights PATH")
+    # The weights (--weights, else the shipped small-regression file) are read once here, so that a
+    # missing file skips the method with its reason instead of failing every split.
     from mothernet_jax.estimator.weights import resolve_weights
+    from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
-    resolve_weights(weights)
+    resolve_weights(shipped_path(REGRESSION_NAME) if weights is None else weights)
 
 
 REGRESSION_METHODS: dict[str, Method] = {
