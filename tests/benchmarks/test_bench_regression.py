@@ -140,10 +140,15 @@ def test_regressors_handle_missing_values_and_categorical_columns(name):
     assert r2 > 0.5, r2  # every baseline learns a strong linear signal
 
 
-def test_mothernet_regressor_without_weights_is_skipped_with_the_reason():
+def test_mothernet_regressor_runs_on_the_shipped_weights_and_a_missing_file_is_skipped_with_the_reason(tmp_path):
     factories, skipped = resolve_methods(["mothernet", "ridge"], registry=regression.REGRESSION_METHODS)
+    assert list(factories) == ["mothernet", "ridge"] and not skipped  # the shipped small-regression weights
+    missing = tmp_path / "none.msgpack"
+    factories, skipped = resolve_methods(
+        ["mothernet", "ridge"], registry=regression.REGRESSION_METHODS, weights=str(missing)
+    )
     assert list(factories) == ["ridge"]
-    assert "mothernet" in skipped
+    assert "none.msgpack" in skipped["mothernet"]
 
 
 def test_failed_methods_score_as_the_constant_prediction(tmp_path):
