@@ -30,19 +30,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# name -> MotherNetClassifier parameters (every other parameter: the library default, not "auto", so
-# that a setting means the same whatever the weight file recommends)
-BASE = {
-    "multiclass": "native",
-    "n_estimators": 8,
-    "max_train_rows": 1024,
-    "finetune_steps": 0,
-    "finetune_learning_rate": 1e-3,
-    "finetune_layers": "all",
-    "finetune_rows": None,
-    "finetune_holdout": 0.0,
-    "max_members": None,
-}
+from mothernet_jax.settings import LIBRARY_DEFAULTS
+
+# name -> MotherNetClassifier parameters; every other setting is the library default
+# (`settings.LIBRARY_DEFAULTS`), not "auto", so that a setting means the same whatever the weight
+# file recommends
+BASE = dict(LIBRARY_DEFAULTS)
+OVR10 = {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256}  # the budget
+ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
 SETTINGS: dict[str, dict] = {
     # what the shipped weights recommended before this map, and its children as generated
     "ovr 8x1024 ft100": {"multiclass": "one_vs_rest", "finetune_steps": 100},
@@ -55,60 +50,29 @@ SETTINGS: dict[str, dict] = {
     # fine-tuning: steps, layers, learning rate, early stopping, rows per step
     "8x512 ft100": {"max_train_rows": 512, "finetune_steps": 100},
     "8x512 ft30": {"max_train_rows": 512, "finetune_steps": 30},
-    "8x512 ft100 es": {"max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2},
+    "8x512 ft100 es": {"max_train_rows": 512, **ES100},
     "8x512 ft100 out lr1e-2 es": {
-        "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
-        "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
+        "max_train_rows": 512, **ES100, "finetune_layers": "output", "finetune_learning_rate": 1e-2,
     },
-    "4x512 ft100 es": {"n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2},
-    "4x512 ft100 rows128 es": {
-        "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_rows": 128, "finetune_holdout": 0.2,
-    },
-    "2x512 ft100 es": {"n_estimators": 2, "max_train_rows": 512, "finetune_steps": 100, "finetune_holdout": 0.2},
-    "4x256 ft100 es": {"n_estimators": 4, "max_train_rows": 256, "finetune_steps": 100, "finetune_holdout": 0.2},
+    "4x512 ft100 es": {"n_estimators": 4, "max_train_rows": 512, **ES100},
+    "4x512 ft100 rows128 es": {"n_estimators": 4, "max_train_rows": 512, **ES100, "finetune_rows": 128},
+    "2x512 ft100 es": {"n_estimators": 2, "max_train_rows": 512, **ES100},
+    "4x256 ft100 es": {"n_estimators": 4, "max_train_rows": 256, **ES100},
     "4x512 ft100 out lr1e-2 es": {
-        "n_estimators": 4, "max_train_rows": 512, "finetune_steps": 100, "finetune_layers": "output",
-        "finetune_learning_rate": 1e-2, "finetune_holdout": 0.2,
+        "n_estimators": 4, "max_train_rows": 512, **ES100, "finetune_layers": "output", "finetune_learning_rate": 1e-2,
     },
-    # one-vs-rest with a member budget: n_estimators per class, at most 10 members in all (native above 10 classes)
-    "ovr<=10 4x256": {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256},
-    "ovr<=10 4x256 ft100 es": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_holdout": 0.2,
-    },
-    "ovr<=10 4x512 ft100 es": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 512,
-        "finetune_steps": 100, "finetune_holdout": 0.2,
-    },
-    "ovr<=16 8x256 ft100 es": {
-        "multiclass": "one_vs_rest", "max_members": 16, "n_estimators": 8, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_holdout": 0.2,
-    },
+    # one-vs-rest with a member budget: n_estimators a class, at most max_members in all (native above)
+    "ovr<=10 4x256": OVR10,
+    "ovr<=10 4x256 ft100 es": {**OVR10, **ES100},
+    "ovr<=10 4x512 ft100 es": {**OVR10, **ES100, "max_train_rows": 512},
+    "ovr<=16 8x256 ft100 es": {**OVR10, **ES100, "max_members": 16, "n_estimators": 8},
     # cheaper fine-tuning and contexts at that budget
-    "ovr<=10 4x256 ft100 es rows64": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_holdout": 0.2, "finetune_rows": 64,
-    },
-    "ovr<=10 4x256 ft50 es lr2e-3": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
-        "finetune_steps": 50, "finetune_holdout": 0.2, "finetune_learning_rate": 2e-3,
-    },
-    "ovr<=10 4x256 ft100 es lr2e-3": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_holdout": 0.2, "finetune_learning_rate": 2e-3,
-    },
-    "ovr<=10 4x256 ft100 lr2e-3": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_learning_rate": 2e-3,
-    },
-    "ovr<=10 4x128 ft100 es": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 128,
-        "finetune_steps": 100, "finetune_holdout": 0.2,
-    },
-    "ovr<=10 3x256 ft100 es rows64": {
-        "multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 3, "max_train_rows": 256,
-        "finetune_steps": 100, "finetune_holdout": 0.2, "finetune_rows": 64,
-    },
+    "ovr<=10 4x256 ft100 es rows64": {**OVR10, **ES100, "finetune_rows": 64},
+    "ovr<=10 4x256 ft50 es lr2e-3": {**OVR10, **ES100, "finetune_steps": 50, "finetune_learning_rate": 2e-3},
+    "ovr<=10 4x256 ft100 es lr2e-3": {**OVR10, **ES100, "finetune_learning_rate": 2e-3},
+    "ovr<=10 4x256 ft100 lr2e-3": {**OVR10, "finetune_steps": 100, "finetune_learning_rate": 2e-3},
+    "ovr<=10 4x128 ft100 es": {**OVR10, **ES100, "max_train_rows": 128},
+    "ovr<=10 3x256 ft100 es rows64": {**OVR10, **ES100, "n_estimators": 3, "finetune_rows": 64},
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 REFERENCE = "hist_gradient_boosting"
@@ -129,14 +93,11 @@ def cap_threads(threads: int | None) -> None:
 
 
 def validation_paths(folders: Sequence[str | Path]) -> list[Path]:
-    """The datasets of the folders that are not TabPFN-test datasets (manifest's split or name)."""
-    from mothernet_jax.evaluation import TABPFN_TEST, dataset_paths, read_manifest
+    """The datasets of the folders that validation may read (`train.validate.validation_paths`: not
+    TabPFN-test datasets, by the manifest's split or by name)."""
+    from mothernet_jax.train.validate import validation_paths as folder_paths
 
-    paths = []
-    for folder in folders:
-        test = {r["name"] for r in read_manifest(folder) if r.get("tabpfn_split") == "test"} | set(TABPFN_TEST)
-        paths += [p for p in dataset_paths(folder) if p.stem not in test]
-    return paths
+    return [p for folder in folders for p in folder_paths(folder)]
 
 
 def factory(setting: dict, weights=None):

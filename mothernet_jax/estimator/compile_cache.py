@@ -1,12 +1,12 @@
 """A persistent compilation cache for the estimators, so that only a machine's first fit of a shape
-pays XLA's compilation (about 1 s per shape with the shipped weights on a CPU).
+pays XLA's compilation (seconds on a CPU: docs/FAST_DEFAULTS.md).
 
 `use_default_cache()` runs at every fit. Where the user has not chosen a cache
 (`jax_compilation_cache_dir`, or the JAX_COMPILATION_CACHE_DIR variable, which sets it) it points JAX
 at `$XDG_CACHE_HOME/mothernet_jax/xla` (default ~/.cache/mothernet_jax/xla) and lets programs that
-compile in 0.2 s or more in; MOTHERNET_JAX_COMPILATION_CACHE=0 leaves JAX's settings alone. JAX
-writes the cache's files atomically and reads only its own (serialized XLA executables: no Python
-code is loaded from them).
+compile in 0.2 s or more in; MOTHERNET_JAX_COMPILATION_CACHE=0 leaves JAX's settings alone. The
+cache holds JAX's serialized XLA executables (docs/FAST_DEFAULTS.md measures a first fit with and
+without it).
 """
 
 from __future__ import annotations
