@@ -172,7 +172,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         reject_missing_labels(y)
-        table = prepare_fit(self, X, y, names=settings.RECOMMENDABLE, targets=_class_codes)
+        table = prepare_fit(self, X, y, names=settings.CLASSIFIER, targets=_class_codes)
         classes, y_codes = table.targets
         chosen = table.chosen
         strategy, n_estimators = member_budget(len(classes), chosen)
@@ -229,7 +229,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------------------------
 
     def _check_parameters(self) -> None:
-        check_settings(self, settings.RECOMMENDABLE)
+        check_settings(self, settings.CLASSIFIER)
         if not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 

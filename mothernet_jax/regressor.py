@@ -11,7 +11,8 @@ batched ensemble, built from the classifier's parts.
 (`estimator.encoding`), plans the members (`estimator.plan.plan_regression_members`: rows stratified
 by quantile bins of the target, columns as the classifier's members), standardises the target over
 each member's rows, generates the children in bounded chunks (`estimator.member_generation`),
-optionally fine-tunes them on the squared error (`estimator.finetune`, loss="mse"), and keeps them in
+optionally fine-tunes them on the squared error (`estimator.finetune`, loss="mse"), optionally refits
+their output layer by ridge regression on all training rows (`estimator.output_layer`), and keeps them in
 a `predictor.RegressionPredictor`, which maps each member's output back to y's scale and averages
 the members.
 """
@@ -31,12 +32,14 @@ from mothernet_jax.estimator.member_generation import (
     is_regression,
     member_target_scales,
 )
+from mothernet_jax.estimator.output_layer import ridge_output_layers
 from mothernet_jax.estimator.plan import plan_regression_members
 from mothernet_jax.predictor import RegressionPredictor
 from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
-# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
-SETTINGS = tuple(name for name in settings.RECOMMENDABLE if name not in ("multiclass", "max_members"))
+# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members),
+# and the output layer.
+SETTINGS = settings.REGRESSOR
 
 
 class MotherNetRegressor(RegressorMixin, BaseEstimator):
@@ -68,6 +71,12 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout
         As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
         loss.
+    output_layer : "generated", "ridge" or "auto"
+        "generated" (library default): the children as generated (and fine-tuned). "ridge": after
+        that, each child's output layer is refitted in closed form, the ridge regression of its
+        member-standardised target on its last hidden layer over every training row, the penalty
+        chosen by generalised cross-validation (`estimator.output_layer`); one pass over the rows,
+        no optimiser steps.
 
     The target: numeric, finite, not constant, at least 2 rows (ValueError in one line otherwise).
     Each member standardises it over its own rows (mean 0, std 1); its child predicts that, and
@@ -92,6 +101,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         finetune_layers: str = "auto",
         finetune_rows: int | None | str = "auto",
         finetune_holdout: float | str = "auto",
+        output_layer: str = "auto",
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -103,6 +113,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         self.finetune_layers = finetune_layers
         self.finetune_rows = finetune_rows
         self.finetune_holdout = finetune_holdout
+        self.output_layer = output_layer
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -137,6 +148,10 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         )
         children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
+        if chosen["output_layer"] == "ridge":
+            children = ridge_output_layers(
+                children, table.encoded, [p.columns for p in plans], y, target_mean, target_std
+            )
         mask, names, encoder = table.mask, table.feature_names, table.encoder
         self.categorical_features_ = mask
         self.settings_ = chosen

@@ -1,8 +1,8 @@
-"""The classifier's settings a weight file recommends: one place for their names, checks and the
-library's defaults.
+"""The estimators' settings a weight file recommends: one place for their names, checks and the
+library's defaults (`CLASSIFIER` and `REGRESSOR` name those each estimator takes).
 
-`MotherNetClassifier`'s parameters of these names default to "auto": the value the weight file's
-manifest records under the same key (written by `pretrained.update_info`, carried by training
+`MotherNetClassifier`'s and `MotherNetRegressor`'s parameters of these names default to "auto": the
+value the weight file's manifest records under the same key (written by `pretrained.update_info`, carried by training
 exports), else `LIBRARY_DEFAULTS`. The manifest's checks (`pretrained.MANIFEST_FIELDS`) and the
 estimator's parameter checks are the same functions (`check`), so a manifest cannot recommend what
 the estimator would refuse. NumPy-free and JAX-free: the weight reader and the estimator both
@@ -17,6 +17,7 @@ from typing import Any
 
 MULTICLASS_STRATEGIES = ("native", "one_vs_rest")
 FINETUNE_LAYERS = ("all", "output")
+OUTPUT_LAYERS = ("generated", "ridge")  # estimator.output_layer fits "ridge"
 
 
 def _integer(low: int) -> Callable[[Any], bool]:
@@ -74,9 +75,18 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
         0.0,
         "share of a member's rows held out to stop the fine-tuning early (0: no early stopping)",
     ),
+    "output_layer": (
+        lambda v: v in OUTPUT_LAYERS,
+        f"one of {', '.join(OUTPUT_LAYERS)}",
+        "generated",
+        "the children's output layer: as generated, or ridge on their hidden features over all rows",
+    ),
 }
 
 RECOMMENDABLE = tuple(SETTINGS)
+# which settings each estimator takes (a manifest may hold any of RECOMMENDABLE)
+CLASSIFIER = tuple(name for name in RECOMMENDABLE if name != "output_layer")
+REGRESSOR = tuple(name for name in RECOMMENDABLE if name not in ("multiclass", "max_members"))
 LIBRARY_DEFAULTS = {name: spec[2] for name, spec in SETTINGS.items()}
 
 

@@ -30,12 +30,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mothernet_jax.settings import LIBRARY_DEFAULTS
+from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS
 
 # name -> MotherNetClassifier parameters; every other setting is the library default
 # (`settings.LIBRARY_DEFAULTS`), not "auto", so that a setting means the same whatever the weight
 # file recommends
-BASE = dict(LIBRARY_DEFAULTS)
+BASE = {name: LIBRARY_DEFAULTS[name] for name in CLASSIFIER}
 OVR10 = {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256}  # the budget
 ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
 SETTINGS: dict[str, dict] = {

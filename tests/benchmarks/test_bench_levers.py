@@ -7,7 +7,7 @@ from shared_data import DATASETS, needs_datasets
 
 from mothernet_jax.benchmarks import levers
 from mothernet_jax.evaluation import TABPFN_TEST
-from mothernet_jax.settings import LIBRARY_DEFAULTS, RECOMMENDABLE
+from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS
 
 
 def record(method, dataset, auc, fit, predict=0.01):
@@ -16,12 +16,12 @@ def record(method, dataset, auc, fit, predict=0.01):
 
 
 def test_every_setting_names_every_recommendable_setting_explicitly():
-    assert set(levers.BASE) == set(RECOMMENDABLE) and levers.BASE == LIBRARY_DEFAULTS
+    assert set(levers.BASE) == set(CLASSIFIER) and levers.BASE.items() <= LIBRARY_DEFAULTS.items()
     for name, setting in levers.SETTINGS.items():
-        assert set(setting) <= set(RECOMMENDABLE), name
+        assert set(setting) <= set(CLASSIFIER), name
     clf = levers.factory(levers.SETTINGS["ovr<=10 4x256 ft100 es"])([False, False], 0)
     params = clf.get_params()
-    assert all(params[k] != "auto" for k in RECOMMENDABLE)
+    assert all(params[k] != "auto" for k in CLASSIFIER)
     assert (params["multiclass"], params["max_members"], params["n_estimators"], params["max_train_rows"]) == (
         "one_vs_rest", 10, 4, 256)  # fmt: skip
     assert (params["finetune_steps"], params["finetune_holdout"], params["finetune_learning_rate"]) == (100, 0.2, 1e-3)

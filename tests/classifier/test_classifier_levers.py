@@ -52,12 +52,12 @@ RECOMMENDED = {
 
 
 def test_every_auto_setting_follows_the_weight_file_and_explicit_values_win(tmp_path, tiny_weights):
-    assert set(RECOMMENDED) == set(settings.RECOMMENDABLE)
+    assert set(RECOMMENDED) == set(settings.CLASSIFIER)
     X, y = blobs()
     path = tmp_path / "tiny.msgpack"
     save_pretrained(path, tiny_weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     plain = fit(path, X, y)
-    assert plain.settings_ == settings.LIBRARY_DEFAULTS  # a manifest that recommends nothing
+    assert plain.settings_ == {n: settings.LIBRARY_DEFAULTS[n] for n in settings.CLASSIFIER}  # a manifest that recommends nothing
     assert len(plain.ensemble_) == 8 and plain.ensemble_[0]["n_rows"] == 120
     update_info(path, RECOMMENDED)
     auto = fit(path, X, y)

@@ -115,10 +115,10 @@ def test_the_defaults_are_what_the_manifest_recommends_and_the_docs_say():
     import numpy as np
 
     from mothernet_jax import MotherNetClassifier
-    from mothernet_jax.settings import LIBRARY_DEFAULTS, RECOMMENDABLE
+    from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS
 
     info = load_info()
-    expected = {name: info.get(name, LIBRARY_DEFAULTS[name]) for name in RECOMMENDABLE}
+    expected = {name: info.get(name, LIBRARY_DEFAULTS[name]) for name in CLASSIFIER}
     assert recommended_in_docs() == expected
     X = np.random.default_rng(0).normal(size=(60, 3))
     clf = MotherNetClassifier(random_state=0, finetune_steps=0).fit(X, np.arange(60) % 2)

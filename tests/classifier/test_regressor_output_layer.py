@@ -1,0 +1,126 @@
+"""The regressor's closed-form output layer (`output_layer="ridge"`, `estimator.output_layer`): the
+GCV ridge solution against scikit-learn's and a brute-force hat matrix, row blocks, and the fitted
+regressor (children's hidden layers kept, the output layer the ridge fit, export, "auto")."""
+
+import numpy as np
+import pytest
+from estimator_helpers import random_weights
+from sklearn.linear_model import Ridge
+
+import mothernet_jax as mn
+from mothernet_jax.estimator.output_layer import Moments, hidden_features, ridge_gcv, ridge_output_layers
+from mothernet_jax.predictor import load_predictor
+from mothernet_jax.pretrained import save_pretrained, update_info
+from mothernet_jax.regressor import MotherNetRegressor
+
+CONFIG = mn.preset("tiny-regression")
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return random_weights(CONFIG, 0)
+
+
+def moments_of(H, t):
+    moments = Moments(H.shape[1])
+    moments.add(H, t)
+    return moments
+
+
+def test_ridge_gcv_is_ridge_at_the_gcv_best_penalty():
+    rng = np.random.default_rng(0)
+    H = np.maximum(rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6)), 0) + 3.0  # off-centre, like relu units
+    t = H @ rng.normal(size=6) + rng.normal(size=40)
+    penalties = np.logspace(-3, 3, 13)
+    fit = ridge_gcv(moments_of(H, t), penalties)
+    reference = Ridge(alpha=fit.penalty).fit(H, t)
+    np.testing.assert_allclose(fit.w, reference.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fit.b, reference.intercept_, rtol=1e-8)
+
+    def gcv(penalty):  # the definition: centred hat matrix plus the intercept's 1/n
+        Hc = H - H.mean(0)
+        hat = Hc @ np.linalg.solve(Hc.T @ Hc + penalty * np.eye(6), Hc.T) + 1.0 / 40
+        residual = t - hat @ t
+        return np.mean(residual**2) / (1 - np.trace(hat) / 40) ** 2
+
+    scores = [gcv(p) for p in penalties]
+    assert fit.penalty == penalties[int(np.argmin(scores))]
+    np.testing.assert_allclose(fit.gcv, min(scores), rtol=1e-8)
+    assert penalties[0] < fit.penalty < penalties[-1]  # an inner optimum: the grid's ends are not forced
+
+
+def test_ridge_gcv_dead_units_and_too_few_rows():
+    rng = np.random.default_rng(1)
+    H = np.zeros((30, 4))
+    H[:, 1] = rng.normal(size=30)  # one live unit, three dead (relu never fires)
+    t = 2.0 * H[:, 1] + 5.0
+    fit = ridge_gcv(moments_of(H, t))
+    np.testing.assert_array_equal(fit.w[[0, 2, 3]], 0.0)
+    assert fit.w[1] == pytest.approx(2.0, rel=1e-3) and fit.b == pytest.approx(5.0, rel=1e-3)
+    flat = ridge_gcv(moments_of(np.ones((5, 3)), np.arange(5.0)))  # nothing varies: the mean
+    np.testing.assert_array_equal(flat.w, 0.0)
+    assert flat.b == 2.0
+    two = ridge_gcv(moments_of(rng.normal(size=(2, 8)), np.array([0.0, 1.0])))  # no residual dof
+    assert np.all(np.isfinite(two.w)) and np.isfinite(two.b)
+
+
+def test_the_refit_reads_every_row_in_any_block_size(weights):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    y = X @ rng.normal(size=4) + 0.1 * rng.normal(size=300)
+    reg = MotherNetRegressor(weights=weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
+    p = reg.predictor_
+    encoded = p.encode(X)
+    whole = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std)
+    blocks = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std, row_block=7)
+    for a, b in zip(whole, blocks, strict=True):
+        np.testing.assert_allclose(a.layers[-1][0], b.layers[-1][0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.layers[-1][1], b.layers[-1][1], rtol=1e-4, atol=1e-6)
+    # every row, not the member's 64 context rows: the fit is scikit-learn's ridge on all 300 rows
+    H = hidden_features(p.children[0], encoded[:, p.columns[0]])
+    t = (y - p.target_mean[0]) / p.target_std[0]
+    fit = ridge_gcv(moments_of(H, t))
+    np.testing.assert_allclose(whole[0].layers[-1][0][:, 0], Ridge(alpha=fit.penalty).fit(H, t).coef_, rtol=1e-3, atol=1e-5)
+
+
+def test_the_ridge_output_layer_fits_the_target_and_keeps_the_hidden_layers(weights, tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 4))
+    y = 50 + 10 * (X @ rng.normal(size=4)) + rng.normal(size=400)
+    train, test = slice(0, 300), slice(300, None)
+
+    def r2(reg):
+        residual = y[test] - reg.predict(X[test])
+        return 1 - np.mean(residual**2) / np.var(y[test])
+
+    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])
+    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="ridge").fit(
+        X[train], y[train]
+    )
+    assert ridge.settings_["output_layer"] == "ridge" and generated.settings_["output_layer"] == "generated"
+    assert r2(ridge) > 0.8 and r2(ridge) > r2(generated) + 0.3, (r2(ridge), r2(generated))  # random weights
+    for a, b in zip(ridge.predictor_.children, generated.predictor_.children, strict=True):
+        for (w, bias), (w0, bias0) in zip(a.layers[:-1], b.layers[:-1], strict=True):
+            np.testing.assert_array_equal(w[0] if isinstance(w, tuple) else w, w0[0] if isinstance(w0, tuple) else w0)
+            np.testing.assert_array_equal(bias, bias0)
+    path = tmp_path / "ridge.npz"
+    ridge.export(path)
+    np.testing.assert_allclose(load_predictor(path).predict(X[test]), ridge.predict(X[test]), rtol=1e-7)
+
+
+def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(weights, tmp_path):
+    path = tmp_path / "tiny-regression.msgpack"
+    save_pretrained(path, weights.params, CONFIG, info={"steps": 1}, dtype="float32")
+    X = np.random.default_rng(4).normal(size=(80, 3))
+    y = X[:, 0] * 2
+    assert MotherNetRegressor(weights=path).fit(X, y).settings_["output_layer"] == "generated"
+    update_info(path, {"output_layer": "ridge", "n_estimators": 3, "max_train_rows": 50})
+    auto = MotherNetRegressor(weights=path).fit(X, y)
+    assert {k: auto.settings_[k] for k in ("output_layer", "n_estimators", "max_train_rows")} == {
+        "output_layer": "ridge",
+        "n_estimators": 3,
+        "max_train_rows": 50,
+    }
+    assert MotherNetRegressor(weights=path, output_layer="generated").fit(X, y).settings_["output_layer"] == "generated"
+    with pytest.raises(ValueError, match=r"^output_layer must be one of generated, ridge or 'auto', got 'lasso'$"):
+        MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)
