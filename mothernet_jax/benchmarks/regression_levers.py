@@ -1,0 +1,110 @@
+"""The cost/accuracy map of MotherNetRegressor's levers, on the validation part of the regression data.
+
+    python -m mothernet_jax.benchmarks.regression_levers --data ../shared/regression \
+        --out runs/regression_levers --threads 1
+
+Every setting (`SETTINGS`: a name and the regressor parameters it changes, all others the library
+defaults, not "auto") and the baselines (ridge regression, HistGradientBoosting) are fitted on the
+same 5 splits of every validation dataset (`evaluation.regression_split`; the test part is never
+read here), one thread each (`levers.cap_threads`), with an untimed warm-up fit per dataset so that
+compilation stays out of the times. Writes `OUT/splits.jsonl` and `OUT/summary.md`: mean R², mean
+normalised RMSE, median fit and predict seconds and their ratio to HistGradientBoosting's, per
+setting (the regression benchmark's table, `benchmarks.regression.summary_table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mothernet_jax.benchmarks.levers import cap_threads
+from mothernet_jax.settings import LIBRARY_DEFAULTS, REGRESSOR
+
+BASE = {name: LIBRARY_DEFAULTS[name] for name in REGRESSOR}
+RIDGE = {"output_layer": "ridge"}
+ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
+SETTINGS: dict[str, dict] = {
+    # the library defaults (8 members of 1,024 rows, children as generated) and fewer, smaller members
+    "8x1024": {},
+    "4x256": {"n_estimators": 4, "max_train_rows": 256},
+    # the output layer refitted by ridge regression on all rows (estimator.output_layer)
+    "8x1024 ridge": RIDGE,
+    "4x512 ridge": {"n_estimators": 4, "max_train_rows": 512, **RIDGE},
+    "2x512 ridge": {"n_estimators": 2, "max_train_rows": 512, **RIDGE},
+    "4x256 ridge": {"n_estimators": 4, "max_train_rows": 256, **RIDGE},
+    "2x256 ridge": {"n_estimators": 2, "max_train_rows": 256, **RIDGE},
+    "1x256 ridge": {"n_estimators": 1, "max_train_rows": 256, **RIDGE},
+    # fine-tuning (all layers, early stopped), with and without the ridge output layer after it
+    "4x256 ft100 es": {"n_estimators": 4, "max_train_rows": 256, **ES100},
+    "4x256 ft100 es ridge": {"n_estimators": 4, "max_train_rows": 256, **ES100, **RIDGE},
+}
+BASELINES = ("ridge", "hist_gradient_boosting")
+
+
+def factory(setting: dict, weights=None):
+    """A method factory (categorical mask, seed) -> MotherNetRegressor with BASE | setting."""
+    import numpy as np
+
+    from mothernet_jax.regressor import MotherNetRegressor
+
+    params = {**BASE, **setting}
+
+    def make(categorical_mask, seed):
+        mask = np.asarray(categorical_mask, dtype=bool)
+        return MotherNetRegressor(weights=weights, random_state=seed, categorical_features=mask, **params)
+
+    return make
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/regression", help="folder of regression .npz datasets")
+    parser.add_argument("--out", default="runs/regression_levers", help="output folder")
+    parser.add_argument("--settings", nargs="+", default=None, help=f"subset of: {', '.join([*BASELINES, *SETTINGS])}")
+    parser.add_argument("--weights", default=None, help="regression weights (default: the shipped ones)")
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="threads of every method (XLA, BLAS, OpenMP)")
+    args = parser.parse_args(argv)
+    names = args.settings or [*BASELINES, *SETTINGS]
+    unknown = [n for n in names if n not in SETTINGS and n not in BASELINES]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; choose from {', '.join([*BASELINES, *SETTINGS])}")
+    from mothernet_jax.benchmarks.common import backend_started
+
+    capped = not backend_started()  # in a process that ran JAX already (a test), XLA keeps its pools
+    if capped:
+        cap_threads(args.threads)
+
+    from mothernet_jax.benchmarks.regression import REGRESSION_METHODS, summary_markdown
+    from mothernet_jax.evaluation import regression_dataset_paths, run_regression_benchmark
+    from mothernet_jax.progress import Progress
+
+    paths = regression_dataset_paths(args.data, ["validation"])
+    methods = {n: factory(SETTINGS[n], args.weights) for n in names if n in SETTINGS}
+    methods.update({n: REGRESSION_METHODS[n].build for n in names if n in BASELINES})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with (out / "splits.jsonl").open("w") as jsonl, Progress(
+        len(paths) * len(methods) * args.splits, "regression levers"
+    ) as bar:
+        for record in run_regression_benchmark(paths, methods, splits=args.splits, warmup=True, progress=bar):
+            records.append(record)
+            jsonl.write(json.dumps(record) + "\n")
+            jsonl.flush()
+    header = {
+        "command": "`python -m mothernet_jax.benchmarks.regression_levers "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None and k != "settings")
+        + "`",
+        "datasets": f"the {len(paths)} validation datasets of {args.data}, {args.splits} splits each",
+        "threads": f"{args.threads} per method" + ("" if capped else " (XLA's pools not capped: JAX had started)"),
+        "settings": json.dumps({n: SETTINGS[n] for n in methods if n in SETTINGS}),
+    }
+    text = summary_markdown(records, list(methods), header=header)
+    (out / "summary.md").write_text(text)
+    print(text.split("## ")[1] if "## " in text else text)
+
+
+if __name__ == "__main__":
+    main()
