@@ -27,11 +27,14 @@ class Child(NamedTuple):
     layers: ((W1 (d, P), b1 (P)), ..., (W_out (P, k), b_out (k))), in data space: the 100/d
         scaling of the preprocessing and the low-rank factors are folded into the weights.
     mean, std: (d,) the training rows' nan-mean and nan-std (ddof 1) + 1e-6.
+    skip: None (as generated), or (d, k) weights of a linear read-out of the standardised rows added
+        to the output: z @ skip (`estimator.output_layer` fits it with the last layer).
     """
 
     layers: tuple[tuple[Any, Any], ...]
     mean: Any
     std: Any
+    skip: Any = None
 
 
 # -- one forward pass for both array libraries -----------------------------------------------------
@@ -62,6 +65,12 @@ def factored_logits(layers, z, xp=None):
     return h
 
 
+def child_outputs(child: Child, z, xp):
+    """The child's outputs on standardised rows z (n, d): the MLP, plus z @ skip where it has one."""
+    outputs = factored_logits(child.layers, z, xp)
+    return outputs if child.skip is None else outputs + z @ child.skip
+
+
 def softmax(logits, xp):
     """Softmax over the last axis, with `xp` (jax.numpy or numpy)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -89,7 +98,7 @@ def child_logits(child: Child, x):
     x = jnp.asarray(x, jnp.float32)
     check_columns(child, x)
     z = standardise_rows(x, child.mean, child.std, jnp)
-    return factored_logits(child.layers, z, jnp)
+    return child_outputs(child, z, jnp)
 
 
 def predict_proba(child: Child, x, temperature: float = DEFAULT_TEMPERATURE):
@@ -108,7 +117,8 @@ def predict_regression(child: Child, x):
 def to_numpy(child: Child) -> Child:
     """The same child with NumPy float32 arrays (for pickling, export and NumPy-only prediction)."""
     layers = tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in child.layers)
-    return Child(layers, np.asarray(child.mean, np.float32), np.asarray(child.std, np.float32))
+    skip = None if child.skip is None else np.asarray(child.skip, np.float32)
+    return Child(layers, np.asarray(child.mean, np.float32), np.asarray(child.std, np.float32), skip)
 
 
 # -- NumPy --------------------------------------------------------------------------------------
@@ -120,7 +130,7 @@ def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
     check_columns(child, x)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         z = standardise_rows(x, child.mean, child.std, np)
-    return factored_logits(child.layers, z.astype(np.float32), np)
+    return child_outputs(child, z.astype(np.float32), np)
 
 
 def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from mothernet_jax import settings
 from mothernet_jax.estimator.encoding import missing_mask, plain_dtypes
 from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit
+from mothernet_jax.estimator.output_layer import logistic_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
 from mothernet_jax.predictor import Predictor
 
@@ -104,6 +105,11 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         Early stopping: this share of each member's rows is kept out of the fine-tuning and scored
         every 5 steps; the child keeps its best (the child as generated included) and stops after
         20 steps without a better one. 0 (library default): no early stopping.
+    output_layer : "generated", "refit" or "auto"
+        "generated" (library default): the children as generated (and fine-tuned). "refit": after
+        that, each child's read-out is refitted on every training row (up to 20,000): L2 logistic
+        regression of the member's output groups on its last hidden layer and its standardised
+        inputs (`estimator.output_layer`; the child gains a linear `skip` read-out of its inputs).
 
     The model's limits, handled per member:
 
@@ -145,6 +151,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         finetune_rows: int | None | str = "auto",
         finetune_holdout: float | str = "auto",
         max_members: int | None | str = "auto",
+        output_layer: str = "auto",
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -159,6 +166,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.finetune_rows = finetune_rows
         self.finetune_holdout = finetune_holdout
         self.max_members = max_members
+        self.output_layer = output_layer
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -189,6 +197,16 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             one_vs_rest=strategy == "one_vs_rest",
         )
         children, finetune = table.generate(y_codes, plans, temperature=self.temperature)
+        if chosen["output_layer"] == "refit":
+            children = logistic_output_layers(
+                children,
+                table.encoded,
+                [p.columns for p in plans],
+                [p.groups for p in plans],
+                y_codes,
+                temperature=self.temperature,
+                rng=table.rng(),
+            )
         self.classes_ = classes
         self.categorical_features_ = table.mask
         self.settings_ = {**chosen, "multiclass": strategy}

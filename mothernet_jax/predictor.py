@@ -25,7 +25,7 @@ from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_
 from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
 
 FORMAT = "mothernet-jax-predictor"
-FORMAT_VERSION = 2  # 2: encoder, member columns and class groups, low-rank factors
+FORMAT_VERSION = 3  # 2: encoder, member columns and class groups, low-rank factors; 3: skip read-outs
 ROW_BLOCK = 2048  # rows predicted at a time: the members' activations stay in cache
 
 __all__ = [
@@ -66,7 +66,12 @@ class Predictor:
         if not children:
             raise ValueError("a Predictor needs at least one child")
         self.children = [
-            Child(numpy_layers(c.layers), np.asarray(c.mean, np.float32), np.asarray(c.std, np.float32))
+            Child(
+                numpy_layers(c.layers),
+                np.asarray(c.mean, np.float32),
+                np.asarray(c.std, np.float32),
+                None if c.skip is None else np.asarray(c.skip, np.float32),
+            )
             for c in children
         ]
         self.temperature = float(temperature)
@@ -169,6 +174,8 @@ class Predictor:
                     arrays[f"member{m}/layer{j}/weight"] = w
                     kinds.append("dense")
                 arrays[f"member{m}/layer{j}/bias"] = b
+            if child.skip is not None:
+                arrays[f"member{m}/skip"] = child.skip
             layer_kinds.append(kinds)
         encoder_header = None
         if self.encoder is not None:
@@ -213,7 +220,7 @@ class Predictor:
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise PredictorFileError(f"{path} is a .npz archive but not an exported classifier")
             version = header.get("version")
-            if version not in (1, FORMAT_VERSION):
+            if version not in (1, 2, FORMAT_VERSION):
                 raise PredictorFileError(f"{path}: unsupported exported-classifier format version {version}")
             layer_kinds = header.get("layers") or [["dense"] * n for n in header["n_layers"]]
             children, columns, groups = [], [], []
@@ -228,7 +235,8 @@ class Predictor:
                     )
                     for j, kind in enumerate(layer_kinds[m])
                 )
-                children.append(Child(layers, data[f"member{m}/mean"], data[f"member{m}/std"]))
+                skip = data[f"member{m}/skip"] if f"member{m}/skip" in data else None
+                children.append(Child(layers, data[f"member{m}/mean"], data[f"member{m}/std"], skip))
                 if version > 1:
                     columns.append(data[f"member{m}/columns"])
                     groups.append(data[f"member{m}/groups"])
@@ -302,7 +310,8 @@ class RegressionPredictor(Predictor):
         for start in range(0, encoded.shape[0], ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
             for m, (child, columns) in enumerate(zip(self.children, self.columns, strict=True)):
-                child = Child(self._weights64[m], child.mean, child.std)
+                skip = None if child.skip is None else child.skip.astype(np.float64)
+                child = Child(self._weights64[m], child.mean, child.std, skip)
                 output = numpy_logits(child, encoded[rows, columns])[:, 0]
                 prediction[rows] += output * self.target_std[m] + self.target_mean[m]
         return prediction / len(self.children)

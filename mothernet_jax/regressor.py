@@ -12,7 +12,7 @@ batched ensemble, built from the classifier's parts.
 by quantile bins of the target, columns as the classifier's members), standardises the target over
 each member's rows, generates the children in bounded chunks (`estimator.member_generation`),
 optionally fine-tunes them on the squared error (`estimator.finetune`, loss="mse"), optionally refits
-their output layer by ridge regression on all training rows (`estimator.output_layer`), and keeps them in
+their read-out by ridge regression on all training rows (`estimator.output_layer`), and keeps them in
 a `predictor.RegressionPredictor`, which maps each member's output back to y's scale and averages
 the members.
 """
@@ -37,8 +37,7 @@ from mothernet_jax.estimator.plan import plan_regression_members
 from mothernet_jax.predictor import RegressionPredictor
 from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
-# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members),
-# and the output layer.
+# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
 SETTINGS = settings.REGRESSOR
 
 
@@ -71,12 +70,12 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout
         As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
         loss.
-    output_layer : "generated", "ridge" or "auto"
-        "generated" (library default): the children as generated (and fine-tuned). "ridge": after
-        that, each child's output layer is refitted in closed form, the ridge regression of its
-        member-standardised target on its last hidden layer over every training row, the penalty
-        chosen by generalised cross-validation (`estimator.output_layer`); one pass over the rows,
-        no optimiser steps.
+    output_layer : "generated", "refit" or "auto"
+        "generated" (library default): the children as generated (and fine-tuned). "refit": after
+        that, each child's read-out is refitted in closed form, the ridge regression of its
+        member-standardised target on its last hidden layer and its standardised inputs over every
+        training row, the penalty chosen by generalised cross-validation (`estimator.output_layer`);
+        one pass over the rows, no optimiser steps.
 
     The target: numeric, finite, not constant, at least 2 rows (ValueError in one line otherwise).
     Each member standardises it over its own rows (mean 0, std 1); its child predicts that, and
@@ -148,7 +147,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         )
         children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
-        if chosen["output_layer"] == "ridge":
+        if chosen["output_layer"] == "refit":
             children = ridge_output_layers(
                 children, table.encoded, [p.columns for p in plans], y, target_mean, target_std
             )

@@ -17,7 +17,7 @@ from typing import Any
 
 MULTICLASS_STRATEGIES = ("native", "one_vs_rest")
 FINETUNE_LAYERS = ("all", "output")
-OUTPUT_LAYERS = ("generated", "ridge")  # estimator.output_layer fits "ridge"
+OUTPUT_LAYERS = ("generated", "refit")  # estimator.output_layer fits "refit"
 
 
 def _integer(low: int) -> Callable[[Any], bool]:
@@ -79,13 +79,13 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
         lambda v: v in OUTPUT_LAYERS,
         f"one of {', '.join(OUTPUT_LAYERS)}",
         "generated",
-        "the children's output layer: as generated, or ridge on their hidden features over all rows",
+        "the children's read-out: as generated, or refitted on every training row (ridge / logistic)",
     ),
 }
 
 RECOMMENDABLE = tuple(SETTINGS)
 # which settings each estimator takes (a manifest may hold any of RECOMMENDABLE)
-CLASSIFIER = tuple(name for name in RECOMMENDABLE if name != "output_layer")
+CLASSIFIER = RECOMMENDABLE
 REGRESSOR = tuple(name for name in RECOMMENDABLE if name not in ("multiclass", "max_members"))
 LIBRARY_DEFAULTS = {name: spec[2] for name, spec in SETTINGS.items()}
 

@@ -38,6 +38,7 @@ from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS
 BASE = {name: LIBRARY_DEFAULTS[name] for name in CLASSIFIER}
 OVR10 = {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256}  # the budget
 ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
+REFIT = {"output_layer": "refit"}  # the read-out refitted on every training row (estimator.output_layer)
 SETTINGS: dict[str, dict] = {
     # what the shipped weights recommended before this map, and its children as generated
     "ovr 8x1024 ft100": {"multiclass": "one_vs_rest", "finetune_steps": 100},
@@ -73,6 +74,13 @@ SETTINGS: dict[str, dict] = {
     "ovr<=10 4x256 ft100 lr2e-3": {**OVR10, "finetune_steps": 100, "finetune_learning_rate": 2e-3},
     "ovr<=10 4x128 ft100 es": {**OVR10, **ES100, "max_train_rows": 128},
     "ovr<=10 3x256 ft100 es rows64": {**OVR10, **ES100, "n_estimators": 3, "finetune_rows": 64},
+    # the refitted read-out: native members, one-vs-rest, after fine-tuning
+    "4x256 refit": {"n_estimators": 4, "max_train_rows": 256, **REFIT},
+    "2x256 refit": {"n_estimators": 2, "max_train_rows": 256, **REFIT},
+    "4x512 refit": {"n_estimators": 4, "max_train_rows": 512, **REFIT},
+    "8x256 refit": {"max_train_rows": 256, **REFIT},
+    "ovr<=10 4x256 refit": {**OVR10, **REFIT},
+    "ovr<=10 4x256 ft100 es refit": {**OVR10, **ES100, **REFIT},
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 REFERENCE = "hist_gradient_boosting"

@@ -22,22 +22,22 @@ from mothernet_jax.benchmarks.levers import cap_threads
 from mothernet_jax.settings import LIBRARY_DEFAULTS, REGRESSOR
 
 BASE = {name: LIBRARY_DEFAULTS[name] for name in REGRESSOR}
-RIDGE = {"output_layer": "ridge"}
+REFIT = {"output_layer": "refit"}
 ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
 SETTINGS: dict[str, dict] = {
     # the library defaults (8 members of 1,024 rows, children as generated) and fewer, smaller members
     "8x1024": {},
     "4x256": {"n_estimators": 4, "max_train_rows": 256},
-    # the output layer refitted by ridge regression on all rows (estimator.output_layer)
-    "8x1024 ridge": RIDGE,
-    "4x512 ridge": {"n_estimators": 4, "max_train_rows": 512, **RIDGE},
-    "2x512 ridge": {"n_estimators": 2, "max_train_rows": 512, **RIDGE},
-    "4x256 ridge": {"n_estimators": 4, "max_train_rows": 256, **RIDGE},
-    "2x256 ridge": {"n_estimators": 2, "max_train_rows": 256, **RIDGE},
-    "1x256 ridge": {"n_estimators": 1, "max_train_rows": 256, **RIDGE},
-    # fine-tuning (all layers, early stopped), with and without the ridge output layer after it
+    # the read-out refitted by ridge regression on every row (estimator.output_layer)
+    "8x1024 refit": REFIT,
+    "4x512 refit": {"n_estimators": 4, "max_train_rows": 512, **REFIT},
+    "2x512 refit": {"n_estimators": 2, "max_train_rows": 512, **REFIT},
+    "4x256 refit": {"n_estimators": 4, "max_train_rows": 256, **REFIT},
+    "2x256 refit": {"n_estimators": 2, "max_train_rows": 256, **REFIT},
+    "1x256 refit": {"n_estimators": 1, "max_train_rows": 256, **REFIT},
+    # fine-tuning (all layers, early stopped), with and without the refitted read-out after it
     "4x256 ft100 es": {"n_estimators": 4, "max_train_rows": 256, **ES100},
-    "4x256 ft100 es ridge": {"n_estimators": 4, "max_train_rows": 256, **ES100, **RIDGE},
+    "4x256 ft100 es refit": {"n_estimators": 4, "max_train_rows": 256, **ES100, **REFIT},
 }
 BASELINES = ("ridge", "hist_gradient_boosting")
 

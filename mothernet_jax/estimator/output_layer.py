@@ -1,17 +1,25 @@
-"""The children's output layer fitted at fit time in closed form on their hidden features.
+"""The children's read-out refitted at fit time on every training row (`output_layer="refit"`).
 
-`output_layer="ridge"` (the regressor): every member's child keeps the hidden layers it was
-generated with; its output layer becomes the ridge regression of the member-standardised target on
-the child's last hidden layer, over every training row (not only the member's context rows), with
-an unpenalised intercept and the penalty chosen per member by generalised cross-validation (GCV,
-Golub, Heath and Wahba 1979) over `RELATIVE_PENALTIES` times the largest eigenvalue of the hidden
-features' covariance. The generated hidden layers are a data-dependent feature map; the last layer
-on top of them is a convex problem with an exact solution, so the fit costs one pass over the rows
-per member and no optimiser steps.
+A generated child is a small MLP: its hidden layers are a feature map the hypernetwork chose for the
+dataset, its output layer a linear read-out of them. With `output_layer="refit"`, fit keeps each
+member's generated (and fine-tuned) hidden layers and replaces the read-out by a linear model of
+the child's last hidden layer and of its standardised input columns (the child's `skip` read-out),
+fitted on every training row (a member reads at most `max_train_rows` rows as context; the read-out
+sees them all), each member on its own target:
 
-The statistics (the hidden features' Gram matrix and their products with the target) are summed
-in blocks of `ROW_BLOCK` rows, so memory does not grow with the rows, and the solution is the same
-for any block size to rounding. NumPy, float64.
+- a regressor's member (`ridge_output_layers`): ridge regression of the member-standardised target,
+  an unpenalised intercept, the penalty chosen per member by generalised cross-validation (GCV,
+  Golub, Heath and Wahba 1979) over `RELATIVE_PENALTIES` times the largest eigenvalue of the
+  features' covariance. The statistics (Gram matrix, products with the target) are summed in blocks
+  of `ROW_BLOCK` rows: memory does not grow with the rows, and one eigendecomposition gives every
+  penalty's solution.
+- a classifier's member (`logistic_output_layers`): L2-penalised logistic regression (scikit-learn's
+  `LogisticRegression`, C = `LOGISTIC_C`, multinomial over the member's output groups) of its
+  groups, on at most `MAX_LOGISTIC_ROWS` rows (a seeded random subset beyond), its logits scaled by
+  the predictor's temperature so that softmax(logits / temperature) is the fitted model.
+
+The hidden features are divided by one scale per member (their overall standard deviation) so that
+one penalty treats them and the standardised inputs alike. NumPy, float64.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ import numpy as np
 from mothernet_jax.child import Child, factored_logits, standardise_rows
 
 ROW_BLOCK = 8192
-# the GCV grid, relative to the largest eigenvalue of the centred hidden features' Gram matrix
+# the GCV grid, relative to the largest eigenvalue of the centred features' Gram matrix
 RELATIVE_PENALTIES = np.logspace(-5, 2, 15)
+LOGISTIC_C = 1.0  # chosen on the validation datasets (1 against 0.1 and 10: docs/FAST_DEFAULTS.md)
+MAX_LOGISTIC_ROWS = 20_000
 
 
 class RidgeFit(NamedTuple):
-    """w (P,), b: the output layer; penalty: the chosen ridge penalty; gcv: its GCV score."""
+    """w (F,), b: the read-out; penalty: the chosen ridge penalty; gcv: its GCV score."""
 
     w: np.ndarray
     b: float
@@ -38,19 +48,46 @@ class RidgeFit(NamedTuple):
 
 def hidden_features(child: Child, x: np.ndarray) -> np.ndarray:
     """The child's last hidden layer (relu applied) on raw rows x (n, d) -> (n, P) float64."""
+    return _features(child, x)[0]
+
+
+def _features(child: Child, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hidden (n, P), standardised inputs z (n, d)) of raw rows x, float64."""
     def to64(weight):
         return tuple(np.asarray(f, np.float64) for f in weight) if isinstance(weight, tuple) else np.asarray(
             weight, np.float64
         )
 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np)
+        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np).astype(np.float64)
     hidden = tuple((to64(w), np.asarray(b, np.float64)) for w, b in child.layers[:-1])
-    return np.maximum(factored_logits(hidden, z.astype(np.float64), np), 0.0)
+    return np.maximum(factored_logits(hidden, z, np), 0.0), z
+
+
+def read_out_features(child: Child, x: np.ndarray, scale: float) -> np.ndarray:
+    """What the refitted read-out reads: [hidden / scale, z] (n, P + d)."""
+    hidden, z = _features(child, x)
+    return np.concatenate([hidden / scale, z], axis=1)
+
+
+def feature_scale(child: Child, x: np.ndarray) -> float:
+    """The member's hidden-feature scale: their standard deviation over the rows x (1 if none vary)."""
+    spread = float(hidden_features(child, x).std())
+    return spread if spread > 0 else 1.0
+
+
+def with_read_out(child: Child, w: np.ndarray, b: np.ndarray, scale: float) -> Child:
+    """The child with its read-out replaced: w (P + d, k) over [hidden / scale, z], b (k,)."""
+    width = _hidden_width(child)
+    output = ((w[:width] / scale).astype(np.float32), np.asarray(b, np.float32))
+    return Child((*child.layers[:-1], output), child.mean, child.std, w[width:].astype(np.float32))
+
+
+# -- regression: ridge with GCV -------------------------------------------------------------------
 
 
 class Moments:
-    """Sums over rows of a feature matrix H (n, P) and a target t (n,): n, sum H, H^T H, H^T t,
+    """Sums over rows of a feature matrix H (n, F) and a target t (n,): n, sum H, H^T H, H^T t,
     sum t, sum t^2; added block by block."""
 
     def __init__(self, width: int):
@@ -113,20 +150,72 @@ def ridge_output_layers(
     *,
     row_block: int = ROW_BLOCK,
 ) -> list[Child]:
-    """The children with their output layer refitted by `ridge_gcv` on every row of `encoded`
-    (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
-    (y - target_mean[m]) / target_std[m]. The hidden layers, mean and std are kept; the new output
-    layer is dense float32 (P, 1)."""
+    """The regressor's children with their read-out refitted by `ridge_gcv` on every row of
+    `encoded` (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
+    (y - target_mean[m]) / target_std[m]. The hidden layers, mean and std are kept."""
     y = np.asarray(y, np.float64)
     refitted = []
     for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
-        moments = Moments(_hidden_width(child))
+        scale = feature_scale(child, encoded[:ROW_BLOCK][:, cols])
+        moments = Moments(_hidden_width(child) + len(child.mean))
         for start in range(0, len(y), row_block):
             rows = slice(start, start + row_block)
-            moments.add(hidden_features(child, encoded[rows][:, cols]), (y[rows] - target_mean[m]) / target_std[m])
+            features = read_out_features(child, encoded[rows][:, cols], scale)
+            moments.add(features, (y[rows] - target_mean[m]) / target_std[m])
         fit = ridge_gcv(moments)
-        output = (fit.w[:, None].astype(np.float32), np.array([fit.b], np.float32))
-        refitted.append(Child((*child.layers[:-1], output), child.mean, child.std))
+        refitted.append(with_read_out(child, fit.w[:, None], np.array([fit.b]), scale))
+    return refitted
+
+
+# -- classification: L2 logistic regression --------------------------------------------------------
+
+
+def logistic_read_out(features: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(w (F, n_groups), b (n_groups,)): the logits of scikit-learn's L2 logistic regression
+    (C = LOGISTIC_C) of `groups` on `features`; two groups as +-half the binary logit, so that
+    softmax gives the binary model's probabilities. A group absent from the rows gets logit -30."""
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(groups)
+    w = np.zeros((features.shape[1], n_groups))
+    b = np.full(n_groups, -30.0)
+    if len(present) == 1:  # one group in the rows: it is certain
+        b[present[0]] = 0.0
+        return w, b
+    model = LogisticRegression(C=LOGISTIC_C, max_iter=200).fit(features, groups)
+    if len(present) == 2:
+        coef, intercept = model.coef_[0] / 2, model.intercept_[0] / 2
+        w[:, present[0]], w[:, present[1]] = -coef, coef
+        b[present[0]], b[present[1]] = -intercept, intercept
+    else:
+        w[:, present], b[present] = model.coef_.T, model.intercept_
+    return w, b
+
+
+def logistic_output_layers(
+    children: list[Child],
+    encoded: np.ndarray,
+    columns: list[np.ndarray],
+    groups: list[np.ndarray],
+    y: np.ndarray,
+    *,
+    temperature: float,
+    rng: np.random.Generator,
+    max_rows: int = MAX_LOGISTIC_ROWS,
+) -> list[Child]:
+    """The classifier's children with their read-out refitted by `logistic_read_out` on the rows of
+    `encoded` (at most `max_rows`, drawn by `rng` beyond), member m reading `encoded[:, columns[m]]`
+    and predicting the output group `groups[m][y]` of each row's class code y. The hidden layers,
+    mean and std are kept; the logits are stored times `temperature` (the predictor divides)."""
+    y = np.asarray(y)
+    rows = np.arange(len(y)) if len(y) <= max_rows else np.sort(rng.choice(len(y), max_rows, replace=False))
+    refitted = []
+    for child, cols, member_groups in zip(children, columns, groups, strict=True):
+        x = encoded[rows][:, cols]
+        scale = feature_scale(child, x)
+        n_groups = child.layers[-1][1].shape[-1]
+        w, b = logistic_read_out(read_out_features(child, x, scale), member_groups[y[rows]], n_groups)
+        refitted.append(with_read_out(child, w * temperature, b * temperature, scale))
     return refitted
 
 

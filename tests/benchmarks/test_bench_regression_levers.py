@@ -16,11 +16,11 @@ def test_every_setting_is_a_valid_regressor_setting_named_explicitly():
         assert set(setting) <= set(settings.REGRESSOR), name
         for key, value in setting.items():
             settings.check(key, value)
-    reg = regression_levers.factory(regression_levers.SETTINGS["4x256 ridge"])([False, True], 3)
+    reg = regression_levers.factory(regression_levers.SETTINGS["4x256 refit"])([False, True], 3)
     params = reg.get_params()
     assert all(params[k] != "auto" for k in settings.REGRESSOR)
     assert (params["n_estimators"], params["max_train_rows"], params["output_layer"], params["finetune_steps"]) == (
-        4, 256, "ridge", 0)  # fmt: skip
+        4, 256, "refit", 0)  # fmt: skip
     assert params["random_state"] == 3 and params["categorical_features"].tolist() == [False, True]
 
 

@@ -48,6 +48,7 @@ RECOMMENDED = {
     "finetune_rows": 16,
     "finetune_holdout": 0.25,
     "max_members": 12,
+    "output_layer": "refit",
 }
 
 

@@ -31,7 +31,9 @@ def tiny_weights():
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
-@sklearn_checks(MotherNetClassifier(n_estimators=2, random_state=0, finetune_steps=100), EXPECTED_FAILED_CHECKS)
+@sklearn_checks(
+    MotherNetClassifier(n_estimators=2, random_state=0, finetune_steps=100, output_layer="refit"), EXPECTED_FAILED_CHECKS
+)
 def test_sklearn_compatible(estimator, check, tiny_weights):
     check(clone(estimator).set_params(weights=tiny_weights))
 

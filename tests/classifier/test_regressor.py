@@ -37,7 +37,7 @@ def linear(n=200, d=4, seed=0):
 
 @sklearn_checks(
     MotherNetRegressor(
-        n_estimators=2, random_state=0, finetune_steps=100, finetune_learning_rate=1e-2, output_layer="ridge"
+        n_estimators=2, random_state=0, finetune_steps=100, finetune_learning_rate=1e-2, output_layer="refit"
     ),
     {},
 )

@@ -1,6 +1,6 @@
-"""The regressor's closed-form output layer (`output_layer="ridge"`, `estimator.output_layer`): the
-GCV ridge solution against scikit-learn's and a brute-force hat matrix, row blocks, and the fitted
-regressor (children's hidden layers kept, the output layer the ridge fit, export, "auto")."""
+"""The regressor's refitted read-out (`output_layer="refit"`, `estimator.output_layer`): the GCV
+ridge solution against scikit-learn's and a brute-force hat matrix, row blocks, and the fitted
+regressor (children's hidden layers kept, the read-out the ridge fit, export, "auto")."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,14 @@ from estimator_helpers import random_weights
 from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
-from mothernet_jax.estimator.output_layer import Moments, hidden_features, ridge_gcv, ridge_output_layers
+from mothernet_jax.estimator.output_layer import (
+    ROW_BLOCK,
+    Moments,
+    feature_scale,
+    read_out_features,
+    ridge_gcv,
+    ridge_output_layers,
+)
 from mothernet_jax.predictor import load_predictor
 from mothernet_jax.pretrained import save_pretrained, update_info
 from mothernet_jax.regressor import MotherNetRegressor
@@ -76,14 +83,22 @@ def test_the_refit_reads_every_row_in_any_block_size(weights):
     for a, b in zip(whole, blocks, strict=True):
         np.testing.assert_allclose(a.layers[-1][0], b.layers[-1][0], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(a.layers[-1][1], b.layers[-1][1], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.skip, b.skip, rtol=1e-4, atol=1e-6)
     # every row, not the member's 64 context rows: the fit is scikit-learn's ridge on all 300 rows
-    H = hidden_features(p.children[0], encoded[:, p.columns[0]])
+    # of [hidden / scale, standardised inputs]
+    x = encoded[:, p.columns[0]]
+    scale = feature_scale(p.children[0], x[:ROW_BLOCK])
+    F = read_out_features(p.children[0], x, scale)
     t = (y - p.target_mean[0]) / p.target_std[0]
-    fit = ridge_gcv(moments_of(H, t))
-    np.testing.assert_allclose(whole[0].layers[-1][0][:, 0], Ridge(alpha=fit.penalty).fit(H, t).coef_, rtol=1e-3, atol=1e-5)
+    fit = ridge_gcv(moments_of(F, t))
+    coef = Ridge(alpha=fit.penalty).fit(F, t).coef_
+    width = whole[0].layers[-1][0].shape[0]
+    np.testing.assert_allclose(whole[0].layers[-1][0][:, 0] * scale, coef[:width], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(whole[0].skip[:, 0], coef[width:], rtol=1e-3, atol=1e-5)
+    assert whole[0].skip.shape == (len(p.columns[0]), 1)
 
 
-def test_the_ridge_output_layer_fits_the_target_and_keeps_the_hidden_layers(weights, tmp_path):
+def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weights, tmp_path):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 4))
     y = 50 + 10 * (X @ rng.normal(size=4)) + rng.normal(size=400)
@@ -94,15 +109,17 @@ def test_the_ridge_output_layer_fits_the_target_and_keeps_the_hidden_layers(weig
         return 1 - np.mean(residual**2) / np.var(y[test])
 
     generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])
-    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="ridge").fit(
+    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="refit").fit(
         X[train], y[train]
     )
-    assert ridge.settings_["output_layer"] == "ridge" and generated.settings_["output_layer"] == "generated"
+    assert ridge.settings_["output_layer"] == "refit" and generated.settings_["output_layer"] == "generated"
     assert r2(ridge) > 0.8 and r2(ridge) > r2(generated) + 0.3, (r2(ridge), r2(generated))  # random weights
     for a, b in zip(ridge.predictor_.children, generated.predictor_.children, strict=True):
         for (w, bias), (w0, bias0) in zip(a.layers[:-1], b.layers[:-1], strict=True):
             np.testing.assert_array_equal(w[0] if isinstance(w, tuple) else w, w0[0] if isinstance(w0, tuple) else w0)
             np.testing.assert_array_equal(bias, bias0)
+    assert all(c.skip is not None for c in ridge.predictor_.children)
+    assert all(c.skip is None for c in generated.predictor_.children)
     path = tmp_path / "ridge.npz"
     ridge.export(path)
     np.testing.assert_allclose(load_predictor(path).predict(X[test]), ridge.predict(X[test]), rtol=1e-7)
@@ -114,13 +131,13 @@ def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(
     X = np.random.default_rng(4).normal(size=(80, 3))
     y = X[:, 0] * 2
     assert MotherNetRegressor(weights=path).fit(X, y).settings_["output_layer"] == "generated"
-    update_info(path, {"output_layer": "ridge", "n_estimators": 3, "max_train_rows": 50})
+    update_info(path, {"output_layer": "refit", "n_estimators": 3, "max_train_rows": 50})
     auto = MotherNetRegressor(weights=path).fit(X, y)
     assert {k: auto.settings_[k] for k in ("output_layer", "n_estimators", "max_train_rows")} == {
-        "output_layer": "ridge",
+        "output_layer": "refit",
         "n_estimators": 3,
         "max_train_rows": 50,
     }
     assert MotherNetRegressor(weights=path, output_layer="generated").fit(X, y).settings_["output_layer"] == "generated"
-    with pytest.raises(ValueError, match=r"^output_layer must be one of generated, ridge or 'auto', got 'lasso'$"):
+    with pytest.raises(ValueError, match=r"^output_layer must be one of generated, refit or 'auto', got 'lasso'$"):
         MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)

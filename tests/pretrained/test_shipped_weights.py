@@ -165,7 +165,7 @@ def test_the_regression_defaults_are_what_the_manifest_recommends_and_the_docs_s
 
     info = load_info(shipped_path(REGRESSION_NAME))
     expected = {name: info.get(name, LIBRARY_DEFAULTS[name]) for name in REGRESSOR}
-    assert expected["output_layer"] == "ridge"
+    assert expected["output_layer"] == "refit"
     assert recommended_in_docs("REGRESSION.md") == expected
     X = np.random.default_rng(0).normal(size=(60, 3))
     reg = MotherNetRegressor(random_state=0).fit(X, X @ np.arange(1.0, 4.0))
