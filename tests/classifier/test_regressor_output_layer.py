@@ -11,7 +11,6 @@ import mothernet_jax as mn
 from mothernet_jax.estimator.output_layer import (
     ROW_BLOCK,
     Moments,
-    feature_scale,
     read_out_features,
     ridge_gcv,
     ridge_output_layers,
@@ -87,8 +86,8 @@ def test_the_refit_reads_every_row_in_any_block_size(weights):
     # every row, not the member's 64 context rows: the fit is scikit-learn's ridge on all 300 rows
     # of [hidden / scale, standardised inputs]
     x = encoded[:, p.columns[0]]
-    scale = feature_scale(p.children[0], x[:ROW_BLOCK])
-    F = read_out_features(p.children[0], x, scale)
+    scale = read_out_features(p.children[0], x[:ROW_BLOCK])[1]
+    F, _ = read_out_features(p.children[0], x, scale)
     t = (y - p.target_mean[0]) / p.target_std[0]
     fit = ridge_gcv(moments_of(F, t))
     coef = Ridge(alpha=fit.penalty).fit(F, t).coef_
