@@ -38,7 +38,7 @@ def data():
 
 def test_the_shipped_manifest_passes_its_own_checks():
     info = load_info()
-    assert info["multiclass"] == "one_vs_rest" and info["finetune_steps"] == 100
+    assert info["multiclass"] == "native" and info["finetune_steps"] == 0 and info["output_layer"] == "refit"
 
 
 @pytest.mark.parametrize(
