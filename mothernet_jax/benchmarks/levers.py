@@ -109,17 +109,18 @@ def validation_paths(folders: Sequence[str | Path]) -> list[Path]:
     return [p for folder in folders for p in folder_paths(folder)]
 
 
-def factory(setting: dict, weights=None):
-    """A method factory (categorical mask, seed) -> MotherNetClassifier with BASE | setting."""
+def factory(setting: dict, weights=None, *, base: dict | None = None, estimator=None):
+    """A method factory (categorical mask, seed) -> estimator (default MotherNetClassifier) with
+    base (default BASE) | setting."""
     import numpy as np
 
-    from mothernet_jax.classifier import MotherNetClassifier
-
-    params = {**BASE, **setting}
+    if estimator is None:
+        from mothernet_jax.classifier import MotherNetClassifier as estimator
+    params = {**(BASE if base is None else base), **setting}
 
     def make(categorical_mask, seed):
         mask = np.asarray(categorical_mask, dtype=bool)
-        return MotherNetClassifier(weights=weights, random_state=seed, categorical_features=mask, **params)
+        return estimator(weights=weights, random_state=seed, categorical_features=mask, **params)
 
     return make
 

@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mothernet_jax.benchmarks import levers
 from mothernet_jax.benchmarks.levers import cap_threads
 from mothernet_jax.settings import LIBRARY_DEFAULTS, REGRESSOR
 
@@ -44,17 +45,9 @@ BASELINES = ("ridge", "hist_gradient_boosting")
 
 def factory(setting: dict, weights=None):
     """A method factory (categorical mask, seed) -> MotherNetRegressor with BASE | setting."""
-    import numpy as np
-
     from mothernet_jax.regressor import MotherNetRegressor
 
-    params = {**BASE, **setting}
-
-    def make(categorical_mask, seed):
-        mask = np.asarray(categorical_mask, dtype=bool)
-        return MotherNetRegressor(weights=weights, random_state=seed, categorical_features=mask, **params)
-
-    return make
+    return levers.factory(setting, weights, base=BASE, estimator=MotherNetRegressor)
 
 
 def main(argv=None) -> None:
