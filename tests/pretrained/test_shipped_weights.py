@@ -170,3 +170,26 @@ def test_the_regression_defaults_are_what_the_manifest_recommends_and_the_docs_s
     X = np.random.default_rng(0).normal(size=(60, 3))
     reg = MotherNetRegressor(random_state=0).fit(X, X @ np.arange(1.0, 4.0))
     assert reg.settings_ == expected and len(reg.ensemble_) == expected["n_estimators"]
+
+
+def test_the_shipped_weights_generate_the_pinned_children():
+    """The classification path (generate and the child as generated) gives the probabilities it
+    gave before regression was added (commit 0be5d2f~1; shipped_probabilities.npz, computed there
+    and again at 95a1bd6, identical): two datasets that ship inside scikit-learn, 120 training and
+    40 test rows each."""
+    from pathlib import Path
+
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer, load_wine
+
+    import mothernet_jax as mn
+
+    params, _ = load_pretrained()
+    pinned = np.load(Path(__file__).with_name("shipped_probabilities.npz"))
+    for name, loader in (("breast_cancer", load_breast_cancer), ("wine", load_wine)):
+        X, y = loader(return_X_y=True)
+        order = np.random.default_rng(0).permutation(len(y))
+        train, test = order[:120], order[120:160]
+        child = mn.generate(params, X[train].astype(np.float32), y[train])
+        proba = np.asarray(mn.predict_proba(child, X[test].astype(np.float32)))
+        np.testing.assert_allclose(proba, pinned[name], atol=1e-5, err_msg=name)
