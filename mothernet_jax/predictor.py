@@ -252,9 +252,11 @@ class Predictor:
                 feature_names=header.get("feature_names"),
             )
             if header.get("task", "classification") == "regression":
+                spread = float(data["target/predictive_std"]) if "target/predictive_std" in data else None
                 return RegressionPredictor(
-                    children, target_mean=data["target/mean"], target_std=data["target/std"], **common
-                )
+                    children, target_mean=data["target/mean"], target_std=data["target/std"],
+                    predictive_std=spread, **common,
+                )  # fmt: skip
             if cls is not Predictor:
                 raise PredictorFileError(f"{path} is an exported classifier, not a {cls.__name__}")
             return cls(
@@ -275,6 +277,8 @@ class RegressionPredictor(Predictor):
     Member m reads its encoded columns as a classifier's member does; its child's output is the
     target standardised over the member's training rows, mapped back as
     `output * target_std[m] + target_mean[m]` (float64); `predict` averages the members.
+    predictive_std: the ensemble's estimated prediction error in y's units (`MotherNetRegressor`
+    sets it with the refitted read-out), or None; `predict(X, return_std=True)` needs it.
     """
 
     def __init__(
@@ -287,12 +291,14 @@ class RegressionPredictor(Predictor):
         encoder=None,
         columns: list[np.ndarray] | None = None,
         feature_names: list[str] | None = None,
+        predictive_std: float | None = None,
     ):
         super().__init__(
             children, n_features=n_features, encoder=encoder, columns=columns, feature_names=feature_names
         )
         self.target_mean = np.asarray(target_mean, np.float64).reshape(-1)
         self.target_std = np.asarray(target_std, np.float64).reshape(-1)
+        self.predictive_std = None if predictive_std is None else float(predictive_std)
         outputs = {c.layers[-1][1].shape[-1] for c in self.children}
         if outputs != {1} or self.target_mean.shape != (len(self.children),) or self.target_std.shape != (
             len(self.children),
@@ -303,18 +309,29 @@ class RegressionPredictor(Predictor):
         # magnifies that), at float32 inputs' precision.
         self._weights64 = [tuple((_float64(w), _float64(b)) for w, b in c.layers) for c in self.children]
 
-    def predict(self, X) -> np.ndarray:
-        """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y."""
-        encoded = self.encode(X)
-        prediction = np.zeros(encoded.shape[0])
+    def predict(self, X, return_std: bool = False):
+        """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y, the
+        members' mean. return_std: also (n,) the predictive standard deviation, `predictive_std`
+        for every row (ValueError, in one line, where there is none)."""
+        if return_std and self.predictive_std is None:
+            raise ValueError(
+                "return_std needs the ensemble's error estimate, which the refitted read-out makes: "
+                "fit with output_layer='refit'"
+            )
+        prediction = self.member_predictions(self.encode(X)).mean(axis=0)
+        return (prediction, np.full(len(prediction), self.predictive_std)) if return_std else prediction
+
+    def member_predictions(self, encoded: np.ndarray) -> np.ndarray:
+        """(members, n) float64: each member's prediction of y on encoded rows (`encode(X)`)."""
+        members = np.zeros((len(self.children), encoded.shape[0]))
         for start in range(0, encoded.shape[0], ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
             for m, (child, columns) in enumerate(zip(self.children, self.columns, strict=True)):
                 skip = None if child.skip is None else child.skip.astype(np.float64)
                 child = Child(self._weights64[m], child.mean, child.std, skip)
                 output = numpy_logits(child, encoded[rows, columns])[:, 0]
-                prediction[rows] += output * self.target_std[m] + self.target_mean[m]
-        return prediction / len(self.children)
+                members[m, rows] = output * self.target_std[m] + self.target_mean[m]
+        return members
 
     def predict_proba(self, X):
         raise AttributeError("a RegressionPredictor has no predict_proba: use predict")
@@ -323,6 +340,8 @@ class RegressionPredictor(Predictor):
         arrays, header = super()._arrays()
         arrays["target/mean"] = self.target_mean
         arrays["target/std"] = self.target_std
+        if self.predictive_std is not None:
+            arrays["target/predictive_std"] = np.array(self.predictive_std)
         return arrays, {**header, "task": "regression"}
 
 

@@ -147,8 +147,9 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         )
         children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
+        member_errors = None
         if chosen["output_layer"] == "refit":
-            children = ridge_output_layers(
+            children, member_errors = ridge_output_layers(
                 children, table.encoded, [p.columns for p in plans], y, target_mean, target_std
             )
         mask, names, encoder = table.mask, table.feature_names, table.encoder
@@ -173,15 +174,25 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
             columns=[p.columns for p in plans],
             feature_names=names,
         )
+        if member_errors is not None:
+            self.predictor_.predictive_std = ensemble_error(
+                member_errors, self.predictor_.member_predictions(table.encoded)
+            )
         return self
 
     # -- predict ---------------------------------------------------------------------------------
 
-    def predict(self, X) -> np.ndarray:
-        """X: (n, d) raw rows -> (n,) float64 predictions of y, the members' average."""
+    def predict(self, X, return_std: bool = False):
+        """X: (n, d) raw rows -> (n,) float64 predictions of y, the members' average.
+
+        return_std (needs output_layer="refit"): also (n,) the predictive standard deviation, the
+        same for every row: the ensemble's estimated prediction error (`ensemble_error`: each
+        member's read-out's leave-one-out error estimate, the square root of its GCV score, less
+        the members' spread). The Gaussian interval mean +- 1.645 std is a 90% prediction interval
+        (docs/REGRESSION.md measures its coverage)."""
         check_is_fitted(self)
         X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
-        return self.predictor_.predict(X)
+        return self.predictor_.predict(X, return_std=return_std)
 
     def export(self, path: str | os.PathLike) -> None:
         """Write the fitted regressor (encoder, children, the members' target scales) to one
@@ -201,6 +212,16 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
                 f"weights {_weights_name(self.weights)} are a classification model; MotherNetRegressor "
                 "needs a regression model (ModelConfig.task='regression')"
             )
+
+
+def ensemble_error(member_errors: np.ndarray, member_predictions: np.ndarray) -> float:
+    """The ensemble mean's estimated prediction error from its members' (member_errors (members,),
+    each a leave-one-out estimate) by the ambiguity decomposition (Krogh and Vedelsby 1995): the
+    mean's squared error is the members' mean squared error less their mean squared spread around
+    it, the spread measured on the training rows (member_predictions (members, n)). At least a
+    tenth of the members' mean squared error, so a poor spread estimate cannot make it vanish."""
+    squared = float(np.mean(np.square(member_errors)))
+    return float(np.sqrt(max(squared - float(member_predictions.var(axis=0).mean()), 0.1 * squared)))
 
 
 def _float_target(y) -> np.ndarray:

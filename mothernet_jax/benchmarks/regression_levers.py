@@ -50,6 +50,44 @@ def factory(setting: dict, weights=None):
     return levers.factory(setting, weights, base=BASE, estimator=MotherNetRegressor)
 
 
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+Z = {0.5: 0.6745, 0.8: 1.2816, 0.9: 1.6449, 0.95: 1.9600}  # the standard normal's two-sided quantiles
+
+
+def interval_coverage(paths, make, splits: int) -> list[dict]:
+    """Per dataset: the share of test rows inside the Gaussian intervals mean +- z std
+    (`MotherNetRegressor.predict(X, return_std=True)`) at each of LEVELS, and the 90% interval's
+    width over the test target's standard deviation, averaged over `splits` seeded splits."""
+    import numpy as np
+
+    from mothernet_jax.evaluation import load_regression_dataset, make_regression_split
+
+    rows = []
+    for path in paths:
+        dataset = load_regression_dataset(path)
+        found = {level: [] for level in LEVELS}
+        widths = []
+        for index in range(splits):
+            split = make_regression_split(dataset.n_rows, seed=0, dataset=dataset.name, index=index)
+            model = make(dataset.categorical, split.seed).fit(dataset.x[split.train], dataset.y[split.train])
+            mean, std = model.predict(dataset.x[split.test], return_std=True)
+            error = np.abs(dataset.y[split.test] - mean)
+            for level in LEVELS:
+                found[level].append(float(np.mean(error <= Z[level] * std)))
+            widths.append(float(np.mean(2 * Z[0.9] * std) / np.std(dataset.y[split.test])))
+        rows.append({"dataset": dataset.name, **{lv: float(np.mean(v)) for lv, v in found.items()}, "width": float(np.mean(widths))})
+    return rows
+
+
+def interval_table(rows: list[dict]) -> str:
+    """The coverage table: one row per dataset and the mean."""
+    head = "| dataset | " + " | ".join(f"{int(lv * 100)}% covers" for lv in LEVELS) + " | 90% width / std(y) |"
+    lines = [head, "| --- |" + " ---: |" * (len(LEVELS) + 1)]
+    for r in [*rows, {"dataset": "mean", **{k: sum(x[k] for x in rows) / len(rows) for k in (*LEVELS, "width")}}]:
+        lines.append(f"| {r['dataset']} | " + " | ".join(f"{r[lv]:.3f}" for lv in LEVELS) + f" | {r['width']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/regression", help="folder of regression .npz datasets")
@@ -58,6 +96,11 @@ def main(argv=None) -> None:
     parser.add_argument("--weights", default=None, help="regression weights (default: the shipped ones)")
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="threads of every method (XLA, BLAS, OpenMP)")
+    parser.add_argument(
+        "--intervals",
+        metavar="SETTING",
+        help="instead of the map: the coverage of SETTING's prediction intervals (a refit setting)",
+    )
     args = parser.parse_args(argv)
     names = args.settings or [*BASELINES, *SETTINGS]
     unknown = [n for n in names if n not in SETTINGS and n not in BASELINES]
@@ -74,6 +117,15 @@ def main(argv=None) -> None:
     from mothernet_jax.progress import Progress
 
     paths = regression_dataset_paths(args.data, ["validation"])
+    if args.intervals is not None:
+        if args.intervals not in SETTINGS or SETTINGS[args.intervals].get("output_layer") != "refit":
+            parser.error(f"--intervals needs a refit setting, one of {[n for n in SETTINGS if 'refit' in n]}")
+        text = interval_table(interval_coverage(paths, factory(SETTINGS[args.intervals], args.weights), args.splits))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "intervals.md").write_text(f"{args.intervals}, {len(paths)} validation datasets x {args.splits} splits\n\n{text}")
+        print(text)
+        return
     methods = {n: factory(SETTINGS[n], args.weights) for n in names if n in SETTINGS}
     methods.update({n: REGRESSION_METHODS[n].build for n in names if n in BASELINES})
     out = Path(args.out)

@@ -151,12 +151,14 @@ def ridge_output_layers(
     target_std: np.ndarray,
     *,
     row_block: int = ROW_BLOCK,
-) -> list[Child]:
-    """The regressor's children with their read-out refitted by `ridge_gcv` on every row of
-    `encoded` (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
-    (y - target_mean[m]) / target_std[m]. The hidden layers, mean and std are kept."""
+) -> tuple[list[Child], np.ndarray]:
+    """(children, noise): the regressor's children with their read-out refitted by `ridge_gcv` on
+    every row of `encoded` (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
+    (y - target_mean[m]) / target_std[m] (the hidden layers, mean and std kept), and noise (members,)
+    each member's estimated prediction error in y's units: sqrt(GCV) (an estimate of the
+    leave-one-out mean squared error) times target_std[m]."""
     y = np.asarray(y, np.float64)
-    refitted = []
+    refitted, noise = [], []
     for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
         scale = read_out_features(child, encoded[:ROW_BLOCK][:, cols])[1]  # whatever the block size
         moments = Moments(_hidden_width(child) + len(child.mean))
@@ -166,7 +168,9 @@ def ridge_output_layers(
             moments.add(features, (y[rows] - target_mean[m]) / target_std[m])
         fit = ridge_gcv(moments)
         refitted.append(with_read_out(child, fit.w[:, None], np.array([fit.b]), scale))
-    return refitted
+        spread = max(moments.tt - moments.t**2 / moments.n, 0.0) / moments.n  # no feature varies: y's
+        noise.append(np.sqrt(fit.gcv if np.isfinite(fit.gcv) else spread) * target_std[m])
+    return refitted, np.array(noise)
 
 
 # -- classification: L2 logistic regression --------------------------------------------------------

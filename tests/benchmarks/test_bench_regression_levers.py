@@ -3,6 +3,7 @@ runs the validation part only, with the baselines, into a summary with ratios to
 
 import json
 
+import numpy as np
 from test_bench_regression import linear_data, write_regression
 
 from mothernet_jax import settings
@@ -42,3 +43,34 @@ def test_the_map_reads_the_validation_part_only(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| ridge |" in summary and "fit / HGB" in summary and "regression_levers" in summary
     assert "| method | mean R² |" in capsys.readouterr().out
+
+
+class GaussianGuess:
+    """A regressor whose predictions are the truth's mean with a fixed std: y ~ N(mean, 1) data
+    gives the Gaussian coverage at every level."""
+
+    def __init__(self, categorical_mask, seed):
+        pass
+
+    def fit(self, X, y):
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X, return_std=False):
+        mean = np.full(len(X), self.mean_)
+        return (mean, np.ones(len(X))) if return_std else mean
+
+
+def test_interval_coverage_counts_the_rows_inside_each_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_regression(data, "gauss-a", rng.normal(size=(4000, 2)), rng.normal(size=4000), np.zeros(2, bool))
+    paths = sorted(data.glob("*.npz"))
+    rows = regression_levers.interval_coverage(paths, GaussianGuess, splits=2)
+    assert [r["dataset"] for r in rows] == ["gauss-a"]
+    for level in regression_levers.LEVELS:
+        assert abs(rows[0][level] - level) < 0.02, (level, rows[0][level])
+    assert abs(rows[0]["width"] - 2 * 1.6449) < 0.1  # std(y) is 1
+    table = regression_levers.interval_table(rows)
+    assert "| gauss-a |" in table and "| mean |" in table and "90% covers" in table

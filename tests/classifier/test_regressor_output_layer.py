@@ -77,8 +77,9 @@ def test_the_refit_reads_every_row_in_any_block_size(weights):
     reg = MotherNetRegressor(weights=weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
     p = reg.predictor_
     encoded = p.encode(X)
-    whole = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std)
-    blocks = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std, row_block=7)
+    whole, noise = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std)
+    blocks, noise7 = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std, row_block=7)
+    np.testing.assert_allclose(noise, noise7, rtol=1e-6)
     for a, b in zip(whole, blocks, strict=True):
         np.testing.assert_allclose(a.layers[-1][0], b.layers[-1][0], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(a.layers[-1][1], b.layers[-1][1], rtol=1e-4, atol=1e-6)
@@ -140,3 +141,27 @@ def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(
     assert MotherNetRegressor(weights=path, output_layer="generated").fit(X, y).settings_["output_layer"] == "generated"
     with pytest.raises(ValueError, match=r"^output_layer must be one of generated, refit or 'auto', got 'lasso'$"):
         MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)
+
+
+def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
+    """return_std: each member's error estimate is sqrt(GCV) in y's units; on new rows the predicted
+    std is about the prediction's actual error (random weights: worse than the noise's 3) and the
+    90% interval covers about 90% of them; the exported predictor gives the same std; the generated
+    read-out has no estimate."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 4))
+    y = 100 + 20 * (X @ rng.normal(size=4)) + 3.0 * rng.normal(size=3000)
+    train, test = slice(0, 1000), slice(1000, None)
+    reg = MotherNetRegressor(weights=weights, n_estimators=3, random_state=0, output_layer="refit").fit(X[train], y[train])
+    mean, std = reg.predict(X[test], return_std=True)
+    np.testing.assert_array_equal(mean, reg.predict(X[test]))
+    error = np.sqrt(np.mean((y[test] - mean) ** 2))
+    assert np.all(std > 0) and 0.8 * error < np.sqrt(np.mean(std**2)) < 1.25 * error, (std.mean(), error)
+    covered = np.mean(np.abs(y[test] - mean) <= 1.645 * std)
+    assert 0.86 <= covered <= 0.95, covered
+    path = tmp_path / "std.npz"
+    reg.export(path)
+    np.testing.assert_allclose(load_predictor(path).predict(X[test], return_std=True)[1], std, rtol=1e-9)
+    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])
+    with pytest.raises(ValueError, match=r"^return_std needs .* output_layer='refit'$"):
+        generated.predict(X[test], return_std=True)
