@@ -50,11 +50,6 @@ class RidgeFit(NamedTuple):
     gcv: float
 
 
-def hidden_features(child: Child, x: np.ndarray) -> np.ndarray:
-    """The child's last hidden layer (relu applied) on raw rows x (n, d) -> (n, P) float64."""
-    return _features(child, x)[0]
-
-
 def _features(child: Child, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hidden (n, P), standardised inputs z (n, d)) of raw rows x, float64."""
     def to64(weight):
