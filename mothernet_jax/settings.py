@@ -2,8 +2,8 @@
 library's defaults (`CLASSIFIER` and `REGRESSOR` name those each estimator takes).
 
 `MotherNetClassifier`'s and `MotherNetRegressor`'s parameters of these names default to "auto": the
-value the weight file's manifest records under the same key (written by `pretrained.update_info`, carried by training
-exports), else `LIBRARY_DEFAULTS`. The manifest's checks (`pretrained.MANIFEST_FIELDS`) and the
+value the weight file's manifest records under the same key (written by `pretrained.update_info`,
+carried by training exports), else `LIBRARY_DEFAULTS`. The manifest's checks (`pretrained.MANIFEST_FIELDS`) and the
 estimator's parameter checks are the same functions (`check`), so a manifest cannot recommend what
 the estimator would refuse. NumPy-free and JAX-free: the weight reader and the estimator both
 import it.
