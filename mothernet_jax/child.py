@@ -144,11 +144,9 @@ def numpy_predict_regression(child: Child, x: np.ndarray) -> np.ndarray:
     return numpy_logits(child, x)[..., 0]
 
 
-def numpy_layers(layers) -> tuple:
-    """A child's layers as NumPy float32 arrays (low-rank factor pairs kept as pairs)."""
+def numpy_layers(layers, dtype=np.float32) -> tuple:
+    """A child's layers as NumPy arrays of `dtype` (low-rank factor pairs kept as pairs)."""
     def weight(w):
-        return (
-            tuple(np.asarray(f, np.float32) for f in w) if isinstance(w, tuple) else np.asarray(w, np.float32)
-        )
+        return tuple(np.asarray(f, dtype) for f in w) if isinstance(w, tuple) else np.asarray(w, dtype)
 
-    return tuple((weight(w), np.asarray(b, np.float32)) for w, b in layers)
+    return tuple((weight(w), np.asarray(b, dtype)) for w, b in layers)

@@ -307,7 +307,10 @@ class RegressionPredictor(Predictor):
         # The forward pass multiplies by float64 weights: the same row gives the same prediction in
         # any batch (float32 matrix kernels round differently by batch size, and the target's std
         # magnifies that), at float32 inputs' precision.
-        self._weights64 = [tuple((_float64(w), _float64(b)) for w, b in c.layers) for c in self.children]
+        self._children64 = [
+            Child(numpy_layers(c.layers, np.float64), c.mean, c.std, None if c.skip is None else c.skip.astype(np.float64))
+            for c in self.children
+        ]
 
     def predict(self, X, return_std: bool = False):
         """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y, the
@@ -326,9 +329,7 @@ class RegressionPredictor(Predictor):
         members = np.zeros((len(self.children), encoded.shape[0]))
         for start in range(0, encoded.shape[0], ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
-            for m, (child, columns) in enumerate(zip(self.children, self.columns, strict=True)):
-                skip = None if child.skip is None else child.skip.astype(np.float64)
-                child = Child(self._weights64[m], child.mean, child.std, skip)
+            for m, (child, columns) in enumerate(zip(self._children64, self.columns, strict=True)):
                 output = numpy_logits(child, encoded[rows, columns])[:, 0]
                 members[m, rows] = output * self.target_std[m] + self.target_mean[m]
         return members
@@ -344,9 +345,6 @@ class RegressionPredictor(Predictor):
             arrays["target/predictive_std"] = np.array(self.predictive_std)
         return arrays, {**header, "task": "regression"}
 
-
-def _float64(weight):
-    return tuple(np.asarray(a, np.float64) for a in weight) if isinstance(weight, tuple) else np.asarray(weight, np.float64)
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:

@@ -195,9 +195,10 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         return self.predictor_.predict(X, return_std=return_std)
 
     def export(self, path: str | os.PathLike) -> None:
-        """Write the fitted regressor (encoder, children, the members' target scales) to one
-        pickle-free .npz file; `mothernet_jax.predictor.load_predictor(path).predict(X)` gives the
-        same predictions with NumPy alone."""
+        """Write the fitted regressor (encoder, children, the members' target scales, the predictive
+        std where there is one) to one pickle-free .npz file;
+        `mothernet_jax.predictor.load_predictor(path).predict(X)` gives the same predictions with
+        NumPy alone."""
         check_is_fitted(self)
         self.predictor_.save(path)
 

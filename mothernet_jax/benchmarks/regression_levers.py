@@ -117,19 +117,17 @@ def main(argv=None) -> None:
     from mothernet_jax.progress import Progress
 
     paths = regression_dataset_paths(args.data, ["validation"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.intervals is not None:
         if args.intervals not in SETTINGS or SETTINGS[args.intervals].get("output_layer") != "refit":
             parser.error(f"--intervals needs a refit setting, one of {[n for n in SETTINGS if 'refit' in n]}")
         text = interval_table(interval_coverage(paths, factory(SETTINGS[args.intervals], args.weights), args.splits))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "intervals.md").write_text(f"{args.intervals}, {len(paths)} validation datasets x {args.splits} splits\n\n{text}")
         print(text)
         return
     methods = {n: factory(SETTINGS[n], args.weights) for n in names if n in SETTINGS}
     methods.update({n: REGRESSION_METHODS[n].build for n in names if n in BASELINES})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     records = []
     with (out / "splits.jsonl").open("w") as jsonl, Progress(
         len(paths) * len(methods) * args.splits, "regression levers"
