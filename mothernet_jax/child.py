@@ -47,6 +47,26 @@ def standardise_rows(x, mean, std, xp):
     return xp.where(xp.isnan(z), 0.0, z)
 
 
+def _apply(weight, h):
+    return (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
+
+
+def hidden_features(layers, z, xp=None):
+    """The child's last hidden layer on standardised rows: relu after every layer but the output
+    layer; with no hidden layer, z itself (the output layer reads the inputs). The one function
+    that the forward pass, the fine-tuning and the fitted read-out (`read_out`,
+    `estimator.output_layer`) share, so that what a read-out is fitted on is what it is applied to.
+
+    layers: ((weight, b), ...) as `factored_logits` takes them; z: (..., n, in) -> (..., n, P).
+    """
+    if xp is None:
+        import jax.numpy as xp
+    h = z
+    for weight, bias in layers[:-1]:
+        h = xp.maximum(_apply(weight, h) + bias[..., None, :], 0.0)
+    return h
+
+
 def factored_logits(layers, z, xp=None):
     """The child MLP on standardised rows, relu between layers; the one logits function of the JAX
     and the NumPy paths (the training loss calls it on the prior's preprocessed rows).
@@ -54,15 +74,8 @@ def factored_logits(layers, z, xp=None):
     layers: ((weight, b), ...) with weight either W (in, out) or (A (in, r), S (r, out)), applied as
     (h A) S, which costs r (in + out) instead of in x out per row. z: (n, in) -> logits (n, K).
     """
-    if xp is None:
-        import jax.numpy as xp
-    h = z
-    for i, (weight, bias) in enumerate(layers):
-        h = (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
-        h = h + bias[..., None, :]
-        if i < len(layers) - 1:
-            h = xp.maximum(h, 0.0)
-    return h
+    weight, bias = layers[-1]
+    return _apply(weight, hidden_features(layers, z, xp)) + bias[..., None, :]
 
 
 def child_outputs(child: Child, z, xp):

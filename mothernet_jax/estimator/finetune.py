@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mothernet_jax.child import factored_logits, standardise_rows
+from mothernet_jax.child import factored_logits, hidden_features, standardise_rows
 
 PATIENCE = 20  # early stopping: steps without a better held-out loss before a member stops
 CHECK_EVERY = 5  # early stopping scores the held-out rows every this many steps
@@ -94,7 +94,7 @@ def finetune_layers(
         z = standardise_rows(x, mean, std, jnp)
         in_data = jnp.arange(x.shape[0]) < n
         frozen, trainable = (layers[:-1], layers[-1:]) if output_only else ((), layers)
-        features = jnp.maximum(factored_logits(frozen, z, jnp), 0.0) if frozen else z
+        features = hidden_features(layers, z, jnp) if output_only else z
         return frozen, trainable, jax.lax.stop_gradient(features), in_data & ~held, in_data & held
 
     def gradient(trainable, features, target, g, fit_rows, key, i):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from mothernet_jax.child import Child, factored_logits, numpy_layers, standardise_rows
+from mothernet_jax.child import Child, hidden_features, numpy_layers, standardise_rows
 
 ROW_BLOCK = 8192
 # the GCV grid, relative to the largest eigenvalue of the centred features' Gram matrix
@@ -54,8 +54,7 @@ def _features(child: Child, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hidden (n, P), standardised inputs z (n, d)) of raw rows x, float64."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np).astype(np.float64)
-    hidden = numpy_layers(child.layers[:-1], np.float64)
-    return np.maximum(factored_logits(hidden, z, np), 0.0), z
+    return hidden_features(numpy_layers(child.layers, np.float64), z, np), z
 
 
 def read_out_features(child: Child, x: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:

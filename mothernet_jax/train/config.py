@@ -25,6 +25,7 @@ from mothernet_jax.config_base import ConfigBase
 
 ATTENTION = ("auto", "xla", "cudnn")
 OPTIMIZERS = ("adamw", "muon", "schedule_free_adamw")
+READ_OUTS = ("generated", "ridge")
 
 
 # The fields only the host reads (how long, the schedule's values, the split range drawn on the host,
@@ -74,6 +75,11 @@ class TrainConfig(ConfigBase):
     weight_decay: float = 0.0  # decoupled, on weight matrices only (ndim >= 2)
     grad_clip: float = 1.0  # global-norm clipping; 0 disables
     muon_momentum: float = 0.95  # Muon's Nesterov momentum (optimizer="muon")
+    # -- the loss: which read-out scores the child on the test rows -------------------------------
+    read_out: str = "generated"  # "generated": the child as emitted; "ridge": its read-out solved in
+    # closed form on the task's training rows over its last hidden layer and the inputs, as the
+    # estimators' refit reads them (`read_out.fit_read_out`), gradients through the solve
+    read_out_prior: bool = False  # "ridge": penalise toward the generated read-out instead of 0
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights, which is what
     # validation and export use (decay min(ema_decay, (1 + t) / (10 + t)) at step t)
     # -- split position: s ~ U{min_split .. rows - 1}; training rows padded to a bucket ----------
@@ -145,6 +151,10 @@ class TrainConfig(ConfigBase):
             raise ValueError(f"TrainConfig.muon_momentum must lie in [0, 1), got {self.muon_momentum!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if self.read_out not in READ_OUTS:
+            raise ValueError(f"TrainConfig.read_out must be one of {READ_OUTS}, got {self.read_out!r}")
+        if not isinstance(self.read_out_prior, bool):
+            raise ValueError(f"TrainConfig.read_out_prior must be true or false, got {self.read_out_prior!r}")
         if self.attention not in ATTENTION:
             raise ValueError(f"TrainConfig.attention must be one of {ATTENTION}, got {self.attention!r}")
 

@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mothernet_jax.child import factored_logits
+from mothernet_jax.child import factored_logits, hidden_features
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import generate_layers
 from mothernet_jax.model.mothernet import init_params
+from mothernet_jax.read_out import dense, fit_read_out, read_out_outputs, standardise_columns
 from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS
 from mothernet_jax.train.optimizer import ema_rate, make_optimizer, tree_norm
@@ -170,22 +171,56 @@ def _clean(task, model: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def task_losses(
-    params, task, split, *, model: ModelConfig, bucket: int, floor: int, attention: str | None = None
+    params,
+    task,
+    split,
+    *,
+    model: ModelConfig,
+    bucket: int,
+    floor: int,
+    attention: str | None = None,
+    read_out: str = "generated",
+    read_out_prior: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-dataset child loss on the test rows (`ROW_LOSSES[model.task]`).
 
     task: x (B, R, F), y (B, R), valid (B,); split: () int, floor < split <= bucket <= R.
+    read_out: "generated" (the child as the hypernetwork emits it) or "ridge" (its read-out refitted
+    in closed form on the task's training rows, `fitted_outputs`; read_out_prior: toward the
+    generated one).
     Returns loss (B,) float32 (mean over the test rows) and valid (B,) bool.
     """
     x, y, valid = _clean(task, model)
     batch, rows = y.shape
     n_rows = jnp.full((batch,), split, jnp.int32)
     layers = generate_layers(params, x[:, :bucket], y[:, :bucket], n_rows, config=model, attention=attention)
-    outputs = jax.vmap(factored_logits)(layers, x[:, floor:])
+    if read_out == "generated":
+        outputs = jax.vmap(factored_logits)(layers, x[:, floor:])
+    else:
+        outputs = fitted_outputs(layers, x, y, split, model=model, prior=read_out_prior)[:, floor:]
     losses = ROW_LOSSES[model.task](outputs, y[:, floor:])
     is_test = (jnp.arange(floor, rows) >= split)[None, :]
     per_dataset = jnp.sum(jnp.where(is_test, losses, 0.0), axis=1) / (rows - split).astype(jnp.float32)
     return per_dataset, valid
+
+
+def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool) -> jax.Array:
+    """The children's outputs on every row (B, R, k) with their read-out solved in closed form on
+    the training rows (rows < split; `read_out.fit_read_out`: ridge over the last hidden layer and
+    the inputs standardised over those rows, the penalty by leave-one-out), as the estimators'
+    refitted read-out reads them. Gradients flow through the solve into the generated hidden layers.
+    """
+    train = jnp.arange(x.shape[1]) < split
+    regression = model.task == "regression"
+
+    def one(task_layers, x_task, y_task):
+        hidden = hidden_features(task_layers, x_task)
+        z = standardise_columns(x_task, train)
+        w_gen = dense(task_layers[-1][0])
+        fitted = fit_read_out(hidden, z, w_gen, y_task, train, regression=regression, prior=prior)
+        return read_out_outputs(fitted, hidden, z)
+
+    return jax.vmap(one)(layers, x, y)
 
 
 def _loss_sum(params, task, split, **kwargs):
@@ -242,7 +277,10 @@ def device_step(
     """
     micro_batches = len(tasks)
     floor = bucket_floor(bucket, config.split_bucket)
-    loss_kwargs = dict(model=config.model, bucket=bucket, floor=floor, attention=attention)
+    loss_kwargs = dict(
+        model=config.model, bucket=bucket, floor=floor, attention=attention,
+        read_out=config.read_out, read_out_prior=config.read_out_prior,
+    )  # fmt: skip
 
     def micro(task):
         grad_fn = jax.value_and_grad(_loss_sum, has_aux=True)

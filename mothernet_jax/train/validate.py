@@ -53,17 +53,22 @@ from mothernet_jax.train.config import ConfigError
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidationConfig:
-    """The fixed protocol of `val_auc`."""
+    """The fixed protocol of `val_auc` / `val_r2`: the estimator at the shipped defaults (4 native
+    members of 256 context rows, the read-out refitted on every training row), beside the same
+    estimator on an untrained hypernetwork (`control`)."""
 
     splits: int = 2  # random splits per dataset (evaluation.make_split, seeded by name and index)
-    n_estimators: int = 2  # ensemble members per class group (MotherNetClassifier)
+    n_estimators: int = 4  # ensemble members (per class group)
     max_train_rows: int = 512  # training rows per split (fewer where the dataset is small)
+    context_rows: int = 256  # the estimator's max_train_rows: context rows per member
     max_test_rows: int = 1_000  # test rows per split
-    multiclass: str = "one_vs_rest"  # how k > 2 classes are put to the model
+    multiclass: str = "native"  # how k > 2 classes are put to the model
+    output_layer: str = "refit"  # the estimator's read-out ("generated": the children as emitted)
+    control: bool = True  # also score the untrained hypernetwork (init_params, one key per split)
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("splits", "n_estimators", "max_train_rows", "max_test_rows"):
+        for name in ("splits", "n_estimators", "max_train_rows", "context_rows", "max_test_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ValidationConfig.{name} must be a positive integer, got {value!r}")
@@ -71,6 +76,24 @@ class ValidationConfig:
             raise ValueError(
                 f"ValidationConfig.multiclass must be 'native' or 'one_vs_rest', got {self.multiclass!r}"
             )
+        if self.output_layer not in ("generated", "refit"):
+            raise ValueError(
+                f"ValidationConfig.output_layer must be 'generated' or 'refit', got {self.output_layer!r}"
+            )
+
+    def estimator_settings(self) -> dict[str, Any]:
+        """The estimator's parameters of this protocol (no fine-tuning: the hypernetwork is measured)."""
+        settings = {"n_estimators": self.n_estimators, "max_train_rows": self.context_rows,
+                    "output_layer": self.output_layer, "finetune_steps": 0}  # fmt: skip
+        return settings
+
+
+def untrained_params(model_config: ModelConfig, split: int):
+    """The control's hypernetwork for split `split`: `init_params(jax.random.key(split), config)`,
+    one key per split, so that a control averaged over splits is averaged over initialisations."""
+    from mothernet_jax.model.mothernet import init_params
+
+    return init_params(jax.random.key(split), model_config)
 
 
 def validation_paths(data_dir: str | Path) -> list[Path]:
@@ -176,22 +199,38 @@ class Validator(_SplitValidator):
         self.paths = validation_paths(data_dir)
         self.datasets: list[Dataset] = [load_dataset(p) for p in self.paths]
         self.splits = seeded_splits(self.datasets, self.protocol, lambda d, **kw: make_split(d.y, **kw))
+        self._control: dict[str, Any] | None = None
 
     def __call__(self, params: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        scores = self._score(lambda split: (params, self.model_config))
+        scores["val_seconds"] = time.perf_counter() - started
+        if self.protocol.control:
+            control = self.control()
+            scores["val_auc_untrained"] = control["val_auc"]
+            scores["val_gap"] = scores["val_auc"] - control["val_auc"]
+        return scores
+
+    def control(self) -> dict[str, Any]:
+        """The untrained control's scores (`untrained_params`, one key per split), computed once."""
+        if self._control is None:
+            untrained = {i: untrained_params(self.model_config, i) for i in range(self.protocol.splits)}
+            self._control = self._score(lambda split: (untrained[split], self.model_config))
+        return self._control
+
+    def _score(self, weights_of: Callable[[int], Any]) -> dict[str, Any]:
         from mothernet_jax.classifier import MotherNetClassifier
 
-        started = time.perf_counter()
-        weights = (jax.device_put(jax.device_get(params)), self.model_config)
+        weights = {i: weights_of(i) for i in range(self.protocol.splits)}
+        weights = {i: (jax.device_put(jax.device_get(p)), c) for i, (p, c) in weights.items()}
 
         def auc(dataset: Dataset, split) -> float:
             classifier = MotherNetClassifier(
-                weights,
-                n_estimators=self.protocol.n_estimators,
+                weights[split.index],
                 random_state=split.seed,
-                max_train_rows=self.protocol.max_train_rows,
                 categorical_features=dataset.categorical,
                 multiclass=self.protocol.multiclass,
-                finetune_steps=0,  # the children as generated: what meta-training learns
+                **self.protocol.estimator_settings(),
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -208,7 +247,6 @@ class Validator(_SplitValidator):
         return {
             "val_auc": float(np.mean(scored)) if scored else math.nan,
             "val_auc_categorical": float(np.mean(categorical)) if categorical else None,
-            "val_seconds": time.perf_counter() - started,
             "val_datasets": per_dataset,
         }
 
@@ -238,30 +276,50 @@ class RegressionValidator(_SplitValidator):
         self.splits = seeded_splits(
             self.datasets, self.protocol, lambda d, **kw: make_regression_split(d.n_rows, **kw)
         )
+        self._control: dict[str, Any] | None = None
 
     def __call__(self, params: Any) -> dict[str, Any]:
-        from mothernet_jax.child import predict_regression
-        from mothernet_jax.generation import generate
-
         started = time.perf_counter()
-        params = jax.device_put(jax.device_get(params))
-        width = self.model_config.max_features
+        scores = self._score(lambda split: (params, self.model_config))
+        scores["val_seconds"] = time.perf_counter() - started
+        if self.protocol.control:
+            control = self.control()
+            scores["val_r2_untrained"] = control["val_r2"]
+            scores["val_gap"] = scores["val_r2"] - control["val_r2"]
+        return scores
+
+    def control(self) -> dict[str, Any]:
+        """The untrained control's scores (`untrained_params`, one key per split), computed once."""
+        if self._control is None:
+            untrained = {i: untrained_params(self.model_config, i) for i in range(self.protocol.splits)}
+            self._control = self._score(lambda split: (untrained[split], self.model_config))
+        return self._control
+
+    def _score(self, weights_of: Callable[[int], Any]) -> dict[str, Any]:
+        from mothernet_jax.regressor import MotherNetRegressor
+
+        weights = {i: weights_of(i) for i in range(self.protocol.splits)}
+        weights = {i: (jax.device_put(jax.device_get(p)), c) for i, (p, c) in weights.items()}
 
         def r2(dataset: RegressionDataset, split) -> float:
-            x = dataset.x[:, :width]
-            child = generate(params, x[split.train], dataset.y[split.train], config=self.model_config)
-            prediction = np.asarray(predict_regression(child, x[split.test]))
+            x = dataset.x
+            regressor = MotherNetRegressor(
+                weights[split.index],
+                random_state=split.seed,
+                categorical_features=dataset.categorical,
+                **self.protocol.estimator_settings(),
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                regressor.fit(x[split.train], dataset.y[split.train])
+                prediction = np.asarray(regressor.predict(x[split.test]))
             if not np.all(np.isfinite(prediction)):  # scored as the constant training mean
                 prediction = np.full(split.test.size, dataset.y[split.train].mean())
             return regression_scores(dataset.y[split.test], prediction)[0]
 
         per_dataset = mean_per_dataset(self.datasets, self.splits, r2)
         scored = [v for v in per_dataset.values() if not math.isnan(v)]
-        return {
-            "val_r2": float(np.mean(scored)) if scored else math.nan,
-            "val_seconds": time.perf_counter() - started,
-            "val_datasets": per_dataset,
-        }
+        return {"val_r2": float(np.mean(scored)) if scored else math.nan, "val_datasets": per_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,22 +126,33 @@ def test_a_tiny_regression_run_lowers_its_loss_validates_and_exports_loadable_we
     assert prediction.shape == (30,) and np.all(np.isfinite(prediction))
 
 
-def test_val_r2_scores_the_children_as_generated(tmp_path):
+def test_val_r2_scores_the_regressor_at_the_defaults_beside_the_untrained_control(tmp_path):
     names = _write_datasets(tmp_path / "data")
     config = mn.preset("tiny-regression")
     validator = RegressionValidator(tmp_path / "data", config)
-    params = mn.init_params(jax.random.key(0), config)
+    params = mn.init_params(jax.random.key(7), config)
     scores = validator(params)
     assert sorted(scores["val_datasets"]) == names["validation"] and "val_auc" not in scores
-    # by hand for one dataset: mean R² over its two splits of one generate call each
+    # by hand for one dataset: mean R² over its two splits of MotherNetRegressor at the protocol's
+    # settings; the control: the same with init_params(key(split index)), one key per split
     dataset = validator.datasets[0]
-    r2 = []
-    for split in validator.splits[dataset.name]:
-        child = mn.generate(params, dataset.x[split.train], dataset.y[split.train])
-        residual = dataset.y[split.test] - np.asarray(mn.predict_regression(child, dataset.x[split.test]))
-        r2.append(1 - np.mean(residual**2) / np.var(dataset.y[split.test]))
-    np.testing.assert_allclose(scores["val_datasets"][dataset.name], np.mean(r2), rtol=1e-4)
+
+    def by_hand(params_of):
+        r2 = []
+        for split in validator.splits[dataset.name]:
+            regressor = mn.MotherNetRegressor(
+                (params_of(split.index), config), random_state=split.seed,
+                categorical_features=dataset.categorical, **validator.protocol.estimator_settings(),
+            ).fit(dataset.x[split.train], dataset.y[split.train])
+            residual = dataset.y[split.test] - regressor.predict(dataset.x[split.test])
+            r2.append(1 - np.mean(residual**2) / np.var(dataset.y[split.test]))
+        return np.mean(r2)
+
+    np.testing.assert_allclose(scores["val_datasets"][dataset.name], by_hand(lambda i: params), rtol=1e-4)
+    control = validator.control()["val_datasets"][dataset.name]
+    np.testing.assert_allclose(control, by_hand(lambda i: mn.init_params(jax.random.key(i), config)), rtol=1e-4)
     np.testing.assert_allclose(scores["val_r2"], np.mean(list(scores["val_datasets"].values())))
+    assert scores["val_gap"] == pytest.approx(scores["val_r2"] - scores["val_r2_untrained"])
     with pytest.raises(ValueError, match="needs a regression model"):
         RegressionValidator(tmp_path / "data", mn.preset("tiny"))
 

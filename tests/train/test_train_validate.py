@@ -65,6 +65,9 @@ def test_the_validator_scores_the_weights_it_is_given(tmp_path):
     # other weights, other score: the validator measures the parameters, not a cached model
     noisy = mn.init_params(__import__("jax").random.key(0), config)
     assert not math.isclose(validator(noisy)["val_auc"], scores["val_auc"])
+    # the control is the untrained hypernetwork of split 0's key, at the same settings
+    assert scores["val_auc_untrained"] == pytest.approx(validator(noisy)["val_auc"], abs=1e-12)
+    assert scores["val_gap"] == pytest.approx(scores["val_auc"] - scores["val_auc_untrained"])
 
 
 def test_bad_protocol_values_name_the_field():
