@@ -339,7 +339,8 @@ def _validate(validator, state, config: TrainConfig, step: int, writer: MetricWr
         writer.measure(name, value)
     writer.write(step)
     score = "val_r2" if "val_r2" in scores else "val_auc"
-    say(f"step {step}: {score} {scores[score]:.4f} ({scores['val_seconds']:.0f} s)")
+    gap = "" if "val_gap" not in scores else f", {scores['val_gap']:+.4f} over the untrained control"
+    say(f"step {step}: {score} {scores[score]:.4f}{gap} ({scores['val_seconds']:.0f} s)")
 
 
 def _export(path, dtype: str, state, config: TrainConfig, carried, steps: int, losses, reason: str, main: bool) -> None:
