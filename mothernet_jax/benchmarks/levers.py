@@ -3,8 +3,11 @@
     python -m mothernet_jax.benchmarks.levers --out runs/levers --threads 1
     python -m mothernet_jax.benchmarks.levers --out runs/levers --report-only --figure docs/levers.png
 
-Every setting (`SETTINGS`: a name and the classifier parameters it changes) and the two baselines
-users compare against (logistic regression with scaling, HistGradientBoosting) are fitted on the
+Every setting (`SETTINGS`: a name and the classifier parameters it changes), the two baselines
+users compare against (logistic regression with scaling, HistGradientBoosting) and the two controls
+of every accuracy claim (`CONTROLS`, `benchmarks.controls`: the untrained hypernetwork at the
+weights' default settings, one key per split, and random ReLU features with the same read-out) are
+fitted on the
 same splits of every validation dataset (`validation_paths`: the datasets of `--data` folders that
 are not TabPFN-test datasets), with the same threads: XLA's pool is capped with the BLAS and OpenMP
 pools (`--threads`), so the seconds compare. Compiled programs are kept for the whole process, and
@@ -84,6 +87,7 @@ SETTINGS: dict[str, dict] = {
     "ovr<=10 4x256 ft100 es refit": {**OVR10, **ES100, **REFIT},
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
+CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the defaults are measured against
 REFERENCE = "hist_gradient_boosting"
 
 
@@ -133,8 +137,9 @@ def run(out: Path, paths: list[Path], names: Sequence[str], *, splits: int, weig
     out.mkdir(parents=True, exist_ok=True)
     path = out / "splits.jsonl"
     done = {(r["dataset"], r["method"]) for r in read_records(path)}
-    methods = {name: factory(SETTINGS[name], weights) for name in names if name not in BASELINES}
+    methods = {name: factory(SETTINGS[name], weights) for name in names if name in SETTINGS}
     methods.update(resolve_methods([name for name in names if name in BASELINES], n_jobs=1)[0])
+    methods.update(resolve_methods([name for name in names if name in CONTROLS], weights=weights)[0])
     with path.open("a") as jsonl:
         for p in paths:
             todo = {m: f for m, f in methods.items() if (p.stem, m) not in done}
@@ -206,7 +211,7 @@ def figure(rows: list[dict], path: Path, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     for r in rows:
-        colour = "tab:gray" if r["method"] in BASELINES else "tab:red" if r["pareto"] else "tab:blue"
+        colour = "tab:gray" if r["method"] in BASELINES else "tab:olive" if r["method"] in CONTROLS else "tab:red" if r["pareto"] else "tab:blue"
         ax.scatter(r["fit"], r["auc"], color=colour, zorder=3)
         ax.annotate(r["method"], (r["fit"], r["auc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["fit"])
@@ -260,12 +265,17 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="also measure a first fit's compilation")
     parser.add_argument("--figure", help="where the figure goes (default OUT/levers.png)")
     args = parser.parse_args(argv)
-    cap_threads(args.threads)
+    from mothernet_jax.benchmarks.common import backend_started
+
+    capped = not backend_started()  # in a process that ran JAX already (a test), XLA keeps its pools
+    if capped:
+        cap_threads(args.threads)
     out = Path(args.out)
-    names = args.settings or [*BASELINES, *SETTINGS]
-    unknown = [n for n in names if n not in SETTINGS and n not in BASELINES]
+    choices = [*BASELINES, *CONTROLS, *SETTINGS]
+    names = args.settings or choices
+    unknown = [n for n in names if n not in choices]
     if unknown:
-        parser.error(f"unknown settings {unknown}; choose from {', '.join([*BASELINES, *SETTINGS])}")
+        parser.error(f"unknown settings {unknown}; choose from {', '.join(choices)}")
     paths = validation_paths(args.data)
     start = time.perf_counter()
     if not args.report_only:
@@ -277,7 +287,8 @@ def main(argv=None) -> None:
     failed = sorted({(r["dataset"], r["method"]) for r in records if r["status"] != "ok"})
     header = (
         f"{len(paths)} validation datasets ({', '.join(str(d) for d in args.data)}, TabPFN-test left out), "
-        f"{args.splits} split(s) each (train rows min(1000, n/2)), threads={args.threads} for every method "
+        f"{args.splits} split(s) each (train rows min(1000, n/2)), threads={args.threads} for every method"
+        f"{'' if capped else ' (XLA not capped: JAX had started)'} "
         f"(XLA, BLAS, OpenMP), {device_line()}, {os.cpu_count()} CPU cores"
     )
     text = f"{header}\n\n{table(rows)}\n"

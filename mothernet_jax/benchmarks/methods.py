@@ -228,6 +228,40 @@ def _lightgbm(categorical_mask, seed, *, n_jobs=None, **_):
     return pipeline(categorical_mask, model, scale=False, impute=False)
 
 
+def _untrained(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import untrained_estimator
+    from mothernet_jax.classifier import MotherNetClassifier
+
+    return untrained_estimator(MotherNetClassifier, categorical_mask, seed, weights=weights)
+
+
+def _random_features(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import RandomFeaturesClassifier, random_features
+
+    return random_features(RandomFeaturesClassifier, categorical_mask, seed, weights=weights)
+
+
+def control_methods(untrained: Callable, random: Callable, preflight: Callable, estimator: str) -> list[Method]:
+    """The two controls of `benchmarks.controls` as methods, alike for both tasks."""
+    return [
+        Method(
+            name="untrained",
+            label="MotherNet, untrained",
+            description=f"{estimator} at the weights' default settings, init_params(key(split seed)): the control",
+            build=untrained,
+            requires=(f"mothernet_jax.{estimator.removeprefix('MotherNet').lower()}:{estimator}",),
+            preflight=preflight,
+        ),
+        Method(
+            name="random_features",
+            label="Random ReLU features",
+            description="4 random ReLU nets of the child's shape + the inputs, the refitted read-out; impute, one-hot, scale",
+            build=random,
+            preflight=preflight,
+        ),
+    ]
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -239,6 +273,7 @@ METHODS: dict[str, Method] = {
             requires=("mothernet_jax.classifier:MotherNetClassifier",),
             preflight=_mothernet_preflight,
         ),
+        *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetClassifier"),
         Method(
             name="logistic_regression",
             label="Logistic regression",

@@ -37,6 +37,7 @@ from mothernet_jax.benchmarks import figures, report
 from mothernet_jax.benchmarks.methods import (
     Method,
     NativeHistGradientBoostingBase,
+    control_methods,
     pipeline,
     shared_baselines,
 )
@@ -81,6 +82,25 @@ def _mothernet_preflight(*, weights=None, **_):
     resolve_weights(shipped_path(REGRESSION_NAME) if weights is None else weights)
 
 
+def _shipped_regression(weights):
+    from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
+
+    return shipped_path(REGRESSION_NAME) if weights is None else weights
+
+
+def _untrained(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import untrained_estimator
+    from mothernet_jax.regressor import MotherNetRegressor
+
+    return untrained_estimator(MotherNetRegressor, categorical_mask, seed, weights=_shipped_regression(weights))
+
+
+def _random_features(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import RandomFeaturesRegressor, random_features
+
+    return random_features(RandomFeaturesRegressor, categorical_mask, seed, weights=_shipped_regression(weights))
+
+
 REGRESSION_METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -92,6 +112,7 @@ REGRESSION_METHODS: dict[str, Method] = {
             requires=("mothernet_jax.regressor:MotherNetRegressor",),
             preflight=_mothernet_preflight,
         ),
+        *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetRegressor"),
         Method(
             name="ridge",
             label="Ridge regression",

@@ -4,7 +4,9 @@
         --out runs/regression_levers --threads 1
 
 Every setting (`SETTINGS`: a name and the regressor parameters it changes, all others the library
-defaults, not "auto") and the baselines (ridge regression, HistGradientBoosting) are fitted on the
+defaults, not "auto"), the baselines (ridge regression, HistGradientBoosting) and the controls
+(`CONTROLS`, `benchmarks.controls`: the untrained hypernetwork at the weights' default settings,
+random ReLU features with the same read-out) are fitted on the
 same 5 splits of every validation dataset (`evaluation.regression_split`; the test part is never
 read here), one thread each (`levers.cap_threads`), with an untimed warm-up fit per dataset so that
 compilation stays out of the times. Writes `OUT/splits.jsonl` and `OUT/summary.md`: mean R², mean
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 from mothernet_jax.benchmarks import levers
@@ -41,6 +44,7 @@ SETTINGS: dict[str, dict] = {
     "4x256 ft100 es refit": {"n_estimators": 4, "max_train_rows": 256, **ES100, **REFIT},
 }
 BASELINES = ("ridge", "hist_gradient_boosting")
+CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the defaults are measured against
 
 
 def factory(setting: dict, weights=None):
@@ -92,7 +96,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/regression", help="folder of regression .npz datasets")
     parser.add_argument("--out", default="runs/regression_levers", help="output folder")
-    parser.add_argument("--settings", nargs="+", default=None, help=f"subset of: {', '.join([*BASELINES, *SETTINGS])}")
+    parser.add_argument("--settings", nargs="+", default=None, help=f"subset of: {', '.join([*BASELINES, *CONTROLS, *SETTINGS])}")
     parser.add_argument("--weights", default=None, help="regression weights (default: the shipped ones)")
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="threads of every method (XLA, BLAS, OpenMP)")
@@ -102,10 +106,10 @@ def main(argv=None) -> None:
         help="instead of the map: the coverage of SETTING's prediction intervals (a refit setting)",
     )
     args = parser.parse_args(argv)
-    names = args.settings or [*BASELINES, *SETTINGS]
-    unknown = [n for n in names if n not in SETTINGS and n not in BASELINES]
+    names = args.settings or [*BASELINES, *CONTROLS, *SETTINGS]
+    unknown = [n for n in names if n not in SETTINGS and n not in BASELINES and n not in CONTROLS]
     if unknown:
-        parser.error(f"unknown settings {unknown}; choose from {', '.join([*BASELINES, *SETTINGS])}")
+        parser.error(f"unknown settings {unknown}; choose from {', '.join([*BASELINES, *CONTROLS, *SETTINGS])}")
     from mothernet_jax.benchmarks.common import backend_started
 
     capped = not backend_started()  # in a process that ran JAX already (a test), XLA keeps its pools
@@ -128,6 +132,7 @@ def main(argv=None) -> None:
         return
     methods = {n: factory(SETTINGS[n], args.weights) for n in names if n in SETTINGS}
     methods.update({n: REGRESSION_METHODS[n].build for n in names if n in BASELINES})
+    methods.update({n: partial(REGRESSION_METHODS[n].build, weights=args.weights) for n in names if n in CONTROLS})
     records = []
     with (out / "splits.jsonl").open("w") as jsonl, Progress(
         len(paths) * len(methods) * args.splits, "regression levers"
