@@ -1,10 +1,11 @@
-"""Pickle-free .npz files of exported classifiers, with NumPy alone: atomic writes (of these and of
+"""Pickle-free .npz files of exported classifiers and regressors, with NumPy alone: atomic writes (of these and of
 any other file) whose errors name their target, and a check that refuses, naming the path, what is
 not such a file before NumPy reads it (NumPy reads an unknown file as a pickle, and its refusal
 suggests allow_pickle)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -15,26 +16,41 @@ import numpy as np
 ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of a .npz archive
 
 
+EXPORT = "an exported classifier or regressor"  # what an export is, before its header is read
+
+
 class PredictorFileError(ValueError):
-    """A file that is not a sound exported classifier: a folder, a weight file, another file, or a
-    damaged or truncated export."""
+    """A file that is not a sound exported classifier or regressor: a folder, a weight file, another
+    file, or a damaged or truncated export."""
+
+
+def export_noun(path: str | os.PathLike) -> str:
+    """What the .npz archive at `path` says it is: "an exported regressor" or "an exported
+    classifier" by its header's task, else (no readable header) `EXPORT`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+        task = header.get("task", "classification") if header.get("format") == "mothernet-jax-predictor" else None
+    except Exception:  # not an archive, no header, damaged: the noun stays general
+        return EXPORT
+    return {"regression": "an exported regressor", "classification": "an exported classifier"}.get(task, EXPORT)
 
 
 def check_export_path(path: str | os.PathLike) -> None:
-    """Refuse, naming the path, what is not an exported classifier, before NumPy reads it (NumPy
-    would read any other file as a pickle, and its refusal suggests allow_pickle)."""
+    """Refuse, naming the path, what is not an exported classifier or regressor, before NumPy reads
+    it (NumPy would read any other file as a pickle, and its refusal suggests allow_pickle)."""
     if os.path.isdir(path):
-        raise PredictorFileError(f"{path} is a folder, not an exported classifier (.npz)")
+        raise PredictorFileError(f"{path} is a folder, not {EXPORT} (.npz)")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"exported classifier {path} does not exist")
+        raise FileNotFoundError(f"exported classifier or regressor {path} does not exist")
     with open(path, "rb") as f:
         head = f.read(1 << 16)  # a weight file names its format after its config (sorted keys)
     if head.startswith(ZIP_MAGIC):
         return
     if b"mothernet-jax-weights" in head:
         raise PredictorFileError(
-            f"{path} is a weight file, not an exported classifier: pass it as "
-            "MotherNetClassifier(weights=...), fit, then export"
+            f"{path} is a weight file, not {EXPORT}: pass it as MotherNetClassifier(weights=...) "
+            "(or MotherNetRegressor's), fit, then export"
         )
     if not head:
         what = "empty"
@@ -42,7 +58,7 @@ def check_export_path(path: str | os.PathLike) -> None:
         what = "a single NumPy array"
     else:
         what = "not a .npz archive"
-    raise PredictorFileError(f"{path} is not an exported classifier ({what})")
+    raise PredictorFileError(f"{path} is not {EXPORT} ({what})")
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import jax
 
 from mothernet_jax.config import ModelConfig
-from mothernet_jax.pretrained import Weights, load_info, load_pretrained
+from mothernet_jax.pretrained import Weights, load_info, load_pretrained, weight_path
 
 
 @functools.lru_cache(maxsize=2)
@@ -21,10 +20,11 @@ def _load_on_device(path: str | None, stamp: float) -> Weights:
 
 
 def resolve_weights(weights) -> Weights:
-    """None: the shipped weights; a path: a weight file (`pretrained.load_pretrained`);
-    `Weights` or a (params, ModelConfig) pair: as given. ValueError for anything else."""
+    """None: the shipped weights; a path or a shipped name ("small-regression"): a weight file
+    (`pretrained.load_pretrained`); `Weights` or a (params, ModelConfig) pair: as given.
+    ValueError for anything else."""
     if weights is None or isinstance(weights, str | os.PathLike):
-        path = None if weights is None else str(Path(weights).resolve())
+        path = None if weights is None else str(weight_path(weights).resolve())
         stamp = os.stat(path).st_mtime if path is not None and os.path.exists(path) else 0.0
         return _load_on_device(path, stamp)
     if isinstance(weights, tuple | list) and len(weights) == 2 and isinstance(weights[1], ModelConfig):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
 import jax
@@ -26,7 +26,7 @@ import numpy as np
 from flax import serialization
 
 from mothernet_jax.config import PRESETS, ModelConfig
-from mothernet_jax.npz import ZIP_MAGIC, atomic_write
+from mothernet_jax.npz import ZIP_MAGIC, atomic_write, export_noun
 from mothernet_jax.settings import SETTINGS
 
 FORMAT = "mothernet-jax-weights"
@@ -81,6 +81,25 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def is_absolute_path(value: str) -> bool:
+    """Whether a string is an absolute path of some machine: POSIX (/...), home (~/...), or Windows
+    (C:\\... or \\\\server\\...)."""
+    return value.startswith(("/", "~")) or PureWindowsPath(value).is_absolute()
+
+
+def portable(value):
+    """`value` (JSON: dicts, lists, strings, numbers) with every absolute path replaced by its file
+    name, so that a manifest says nothing of the machine that wrote it: e.g. a training config's
+    ``"init_weights": "/home/me/runs/small.msgpack"`` becomes ``"small.msgpack"``."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and is_absolute_path(value):
+        return PureWindowsPath(value).name if "\\" in value else PurePosixPath(value).name
+    return value
+
+
 def save_pretrained(
     path: str | os.PathLike,
     params,
@@ -92,16 +111,18 @@ def save_pretrained(
     """Write `params` and `config` to `path` (msgpack) and `path` with suffix .json (manifest).
 
     Both writes are atomic (temporary file, then rename). Arrays are stored as `dtype`
-    ("bfloat16" halves the file; "float32" keeps every bit). Returns the file's SHA-256.
+    ("bfloat16" halves the file; "float32" keeps every bit). `info` is written `portable`: an
+    absolute path in it (a training config's init_weights) becomes its file name. Returns the
+    file's SHA-256.
     """
     path = Path(path)
+    info = portable(dict(info or {}))
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
     check_manifest({"storage_dtype": dtype, "config": config.to_dict(), **(info or {})}, path.with_suffix(".json"))
     path.parent.mkdir(parents=True, exist_ok=True)
     store = np.dtype(jax.numpy.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32).astype(store), params)
-    info = dict(info or {})
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -126,6 +147,7 @@ def save_pretrained(
 
 
 REGRESSION_NAME = "small-regression"  # MotherNetRegressor's weights (where shipped)
+SHIPPED_NAMES = (DEFAULT_NAME, REGRESSION_NAME)
 
 
 def shipped_path(name: str = DEFAULT_NAME) -> Path:
@@ -137,15 +159,27 @@ def _default_path() -> Path:
     return shipped_path(DEFAULT_NAME)
 
 
+def weight_path(path: str | os.PathLike | None) -> Path:
+    """Where the weights that `path` names are: None, the shipped default (`small`); a shipped name
+    (`SHIPPED_NAMES`: "small", "small-regression") where no file of that name is in the working
+    directory, its file in the package; else the path itself."""
+    if path is None:
+        return _default_path()
+    if isinstance(path, str) and path in SHIPPED_NAMES and not os.path.exists(path):
+        return shipped_path(path)
+    return Path(path)
+
+
 def load_pretrained(path: str | os.PathLike | None = None, *, check_hash: bool = True) -> Weights:
-    """The shipped weights (or those at `path`) as `Weights(params, config)`, params in float32;
-    `params, config = load_pretrained()` unpacks them.
+    """The shipped weights (or those at `path`, or of a shipped name: `load_pretrained(
+    "small-regression")`) as `Weights(params, config)`, params in float32; `params, config =
+    load_pretrained()` unpacks them.
 
     Offline: reads the file installed with the package. Raises `WeightFileError` (a ValueError)
     if the file is missing, its SHA-256 differs from its manifest, it cannot be parsed, or an array
     does not fit the config.
     """
-    path = _default_path() if path is None else Path(path)
+    path = weight_path(path)
     _check_weight_path(path)
     manifest_path = path.with_suffix(".json")
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
@@ -173,17 +207,20 @@ def load_pretrained(path: str | os.PathLike | None = None, *, check_hash: bool =
 
 def _check_weight_path(path: Path) -> None:
     """WeightFileError, in one line naming the path, for what cannot be a weight file: nothing
-    there, a folder, an exported classifier (a .npz archive)."""
+    there, a folder, an exported classifier or regressor (a .npz archive)."""
     if path.is_dir():
         raise WeightFileError(f"{path} is a folder, not a weight file: give the .msgpack file inside it")
     if not path.exists():
-        hint = " (the package was installed without its weights)" if path == _default_path() else ""
+        if path in [shipped_path(name) for name in SHIPPED_NAMES]:
+            hint = " (the package was installed without its weights)"
+        else:
+            hint = f"; the shipped weights are named {' and '.join(repr(n) for n in SHIPPED_NAMES)}"
         raise MissingWeightFileError(f"weight file {path} does not exist{hint}")
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     if head.startswith(ZIP_MAGIC) or path.suffix == ".npz":
         raise WeightFileError(
-            f"{path} is an exported classifier (a .npz archive), not a weight file: "
+            f"{path} is {export_noun(path)} (a .npz archive), not a weight file: "
             "use mothernet_jax.predictor.load_predictor to load it"
         )
     if MARKER not in head and not path.with_suffix(".json").exists():  # with a manifest: its hash tells
@@ -239,8 +276,9 @@ MANIFEST_FIELDS = {
     "bytes": (_count, "an integer >= 0"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
     "config": (lambda v: isinstance(v, dict) and _model_config(v), "a ModelConfig as a JSON object"),
-    # the classifier settings the weights recommend ("auto" parameters): checked as the estimator checks them
-    **{name: (test, expected) for name, (test, expected, _, _) in SETTINGS.items()},
+    # the estimators' settings the weights recommend ("auto" parameters): checked as the estimators
+    # check them, worded in JSON's terms (null, not None)
+    **{name: (test, expected.replace("None", "null")) for name, (test, expected, _, _) in SETTINGS.items()},
     "steps": (_count, "an integer >= 0"),
     "datasets_seen": (_count, "an integer >= 0"),
     "total_steps": (_count, "an integer >= 0"),
@@ -267,9 +305,9 @@ def check_manifest(manifest: dict[str, Any], where: Path) -> None:
 
 def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest beside a weight file: SHA-256, config, steps, datasets seen, ...
-    Raises WeightFileError, naming the file, for a folder, an exported classifier, or a missing or
+    Raises WeightFileError, naming the file, for a folder, an exported estimator, or a missing or
     malformed manifest."""
-    path = _default_path() if path is None else Path(path)
+    path = weight_path(path)
     _check_weight_path(path)
     return _read_manifest(path.with_suffix(".json"))
 

@@ -68,14 +68,14 @@ def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path, tiny_we
 
     cases = {}
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
-    cases["truncated.npz"] = "damaged or truncated"
+    cases["truncated.npz"] = "damaged or truncated exported classifier or regressor"
     weights = tmp_path / "weights.msgpack"
     save_pretrained(weights, tiny_weights.params, CONFIG, dtype="float32")
     cases["weights.msgpack"] = "is a weight file, not an exported classifier"
     (tmp_path / "notes.txt").write_text("hello")
-    cases["notes.txt"] = r"not an exported classifier \(not a .npz archive\)"
+    cases["notes.txt"] = r"not an exported classifier or regressor \(not a .npz archive\)"
     (tmp_path / "empty.npz").write_bytes(b"")
-    cases["empty.npz"] = r"not an exported classifier \(empty\)"
+    cases["empty.npz"] = r"not an exported classifier or regressor \(empty\)"
     np.save(tmp_path / "array.npy", np.zeros(3))
     cases["array.npy"] = "a single NumPy array"
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
@@ -88,7 +88,7 @@ def test_load_predictor_names_the_path_and_the_problem(fitted, tmp_path, tiny_we
         for name in archive.namelist():
             if name != "member0/mean.npy":
                 out.writestr(name, archive.read(name))
-    cases["member_missing.npz"] = "damaged or truncated"
+    cases["member_missing.npz"] = "damaged or truncated exported classifier "
     for name, problem in cases.items():
         with pytest.raises(PredictorFileError, match=problem) as error:
             load_predictor(tmp_path / name)
