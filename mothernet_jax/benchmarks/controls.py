@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-from mothernet_jax.benchmarks.methods import preprocessing
+from mothernet_jax.benchmarks.preprocessing import preprocessing
 
 N_DRAWS = 4  # random networks per fit, as the default's 4 members
 

@@ -16,14 +16,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mothernet_jax.benchmarks.preprocessing import pipeline
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,30 +46,6 @@ class Method:
             if attribute and not hasattr(loaded, attribute):
                 return f"{module} has no {attribute}"
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing
-# ---------------------------------------------------------------------------------------------
-
-
-def preprocessing(categorical_mask: np.ndarray, *, scale: bool, impute: bool = True) -> ColumnTransformer:
-    """Numeric columns: median imputation (+ scaling); categorical: mode imputation + one-hot.
-
-    Without `impute`, NaN passes through numeric columns and is its own category in categorical
-    ones, for models that handle missing values natively.
-    """
-    mask = np.asarray(categorical_mask, dtype=bool)
-    numeric_steps = [SimpleImputer(strategy="median")] if impute else []
-    if scale:
-        numeric_steps.append(StandardScaler())
-    categorical_steps = [SimpleImputer(strategy="most_frequent")] if impute else []
-    categorical_steps.append(OneHotEncoder(handle_unknown="ignore", sparse_output=False))
-    numeric = make_pipeline(*numeric_steps) if numeric_steps else "passthrough"
-    return ColumnTransformer(
-        [("numeric", numeric, ~mask), ("categorical", make_pipeline(*categorical_steps), mask)],
-        sparse_threshold=0.0,
-    )
 
 
 def fit_native_hist_gradient_boosting(model_class, x, y, categorical_mask, random_state):
@@ -157,13 +131,6 @@ def _mothernet_preflight(*, weights=None, **_):
     from mothernet_jax.estimator.weights import resolve_weights
 
     resolve_weights(weights)
-
-
-def pipeline(categorical_mask, model, *, scale: bool, impute: bool = True) -> Pipeline:
-    """`model` after `preprocessing(categorical_mask, scale=scale, impute=impute)`."""
-    return Pipeline(
-        [("preprocess", preprocessing(categorical_mask, scale=scale, impute=impute)), ("model", model)]
-    )
 
 
 def _logistic_regression(categorical_mask, seed, **_):
