@@ -27,8 +27,9 @@ Rerunning a command resumes from the latest checkpoint in the work directory. Th
 holds checkpoints/ (orbax, the config beside the weights), config.json and metrics.jsonl (one JSON
 line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s, ...; with
 --validate-every also lines with val_auc, or val_r2 for a regression model).
-SIGINT / SIGTERM save a checkpoint and exit cleanly; a non-finite loss stops with exit code 1 and
-keeps the last good checkpoint. --export writes on every one of these stops (the last good
+SIGINT (Ctrl-C) / SIGTERM, during the compiles too, save a checkpoint and stop with exit code 130 /
+143 (128 + the signal's number: the run is not finished; rerun to resume); a second one aborts at
+once, in one line. A non-finite loss stops with exit code 1 and keeps the last good checkpoint. --export writes on every one of these stops (the last good
 checkpoint after a non-finite loss). One run at a time per work directory (a second is refused;
 the lock, workdir/.lock, goes with the process that held it). A resumed run drops the metric lines
 past its checkpoint's step, so metrics.jsonl has one line per step.
@@ -41,6 +42,11 @@ whatever the throughput. A resumed run continues the same schedule with what is 
 (the seconds spent are stored with each checkpoint). --steps then caps the steps; where the cap
 comes first, the schedule fits the cap instead (it ends on its floor either way).
 """
+
+
+# exit codes of a run stopped by a signal (checkpoint saved, not finished): 128 + the signal's
+# number, as a shell reports a process the signal ended
+STOPPED_BY = {"SIGINT": 128 + 2, "SIGTERM": 128 + 15}
 
 
 def settings_help() -> str:
@@ -241,6 +247,13 @@ def run_train(args: argparse.Namespace) -> int:
     except (NonFiniteLossError, ConfigError) as error:
         print(f"mothernet-jax train: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second SIGINT: no checkpoint of this run's steps, no traceback
+        print(
+            f"mothernet-jax train: aborted; the work directory {args.workdir} keeps its last checkpoint "
+            "(rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return STOPPED_BY["SIGINT"]
     if is_main_process():
         tail = [loss for loss in result.losses if loss == loss][-50:]  # NaN: no valid dataset
         loss = f", mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}" if tail else ""
@@ -252,7 +265,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"{result.seconds:.0f} s{budget}{loss}; work directory {args.workdir}",
             file=sys.stderr,
         )
-    return 0
+    return STOPPED_BY.get(result.stop_reason, 0)
 
 
 COMMANDS: dict[str, Callable] = {"train": add_train}

@@ -185,6 +185,8 @@ def train(
         validated_at = budget.now()
 
         # == precompile: the prior and every (bucket, micro-batches) the steps will run ==============
+        # a signal from here on stops the run cleanly: during the compiles, at the first step
+        signals = held.enter_context(StopSignals())
         compile_seconds: dict = {}
         if end > first and not budget.out_of_time():
             compile_seconds = stepper.compile(stepper.plan(first, end), threads=compile_threads)
@@ -196,49 +198,48 @@ def train(
 
         # == the step loop ===========================================================================
         try:
-            with StopSignals() as signals:
-                if config.budget_s and checkpoints is not None:  # measures what the last save will cost
+            if config.budget_s and checkpoints is not None:  # measures what the last save will cost
+                last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
+            while step < end:
+                # -- stop checks: signals, time limit, budget, multi-host agreement --
+                reason = signals.received or budget.stop_reason(step, first)
+                if multiprocess:  # every process stops at the same step
+                    reason = agree(reason) if step % config.log_every == 0 or step == first else None
+                if reason:
+                    stop_reason = reason
+                    break
+                # -- learning rate: of the step's progress through the budget, or of the step --
+                if config.budget_s:
+                    progress_now = budget.step_progress(step, first)
+                    rate = learning_rate(config, step, progress_now)
+                else:
+                    progress_now = step / config.steps
+                    rate = learning_rate(config, step)
+                # -- dispatch --
+                state, metrics = stepper(state, step, learning_rate=rate)
+                # -- log: reads the step before (done by now), so the host never waits here --
+                log.queue(step, metrics, progress_now)
+                step += 1
+                # -- checkpoint if due (orbax decides), after the step's loss is checked --
+                if checkpoints is not None and checkpoints.due(step):
+                    log.flush()
                     last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
-                while step < end:
-                    # -- stop checks: signals, time limit, budget, multi-host agreement --
-                    reason = signals.received or budget.stop_reason(step, first)
-                    if multiprocess:  # every process stops at the same step
-                        reason = agree(reason) if step % config.log_every == 0 or step == first else None
-                    if reason:
-                        stop_reason = reason
-                        break
-                    # -- learning rate: of the step's progress through the budget, or of the step --
-                    if config.budget_s:
-                        progress_now = budget.step_progress(step, first)
-                        rate = learning_rate(config, step, progress_now)
-                    else:
-                        progress_now = step / config.steps
-                        rate = learning_rate(config, step)
-                    # -- dispatch --
-                    state, metrics = stepper(state, step, learning_rate=rate)
-                    # -- log: reads the step before (done by now), so the host never waits here --
-                    log.queue(step, metrics, progress_now)
-                    step += 1
-                    # -- checkpoint if due (orbax decides), after the step's loss is checked --
-                    if checkpoints is not None and checkpoints.due(step):
+                # -- validate if due --
+                if validate_every is not None:
+                    due = budget.now() - validated_at >= validate_every
+                    if multiprocess:  # every process validates at the same step, or none does
+                        due = step % config.log_every == 0 and agree("due" if due else None) is not None
+                    if due:
                         log.flush()
-                        last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
-                    # -- validate if due --
-                    if validate_every is not None:
-                        due = budget.now() - validated_at >= validate_every
-                        if multiprocess:  # every process validates at the same step, or none does
-                            due = step % config.log_every == 0 and agree("due" if due else None) is not None
-                        if due:
-                            log.flush()
-                            _validate(validator, state, config, step, writer, budget)
-                            validated_at = budget.now()
-                log.flush()
-                log.write()
-                # == final validation and save ===========================================================
-                if validator is not None and step > first:
-                    _validate(validator, state, config, step, writer, budget)
-                if checkpoints is not None:
-                    last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
+                        _validate(validator, state, config, step, writer, budget)
+                        validated_at = budget.now()
+            log.flush()
+            log.write()
+            # == final validation and save ===========================================================
+            if validator is not None and step > first:
+                _validate(validator, state, config, step, writer, budget)
+            if checkpoints is not None:
+                last_saved = _save(checkpoints, budget, state, config, step, progress_now, last_saved)
         except NonFiniteLossError as error:
             where = "none (no checkpoint was saved)"
             if last_saved is not None:

@@ -34,13 +34,19 @@ def make(workdir: Path) -> None:
 def claim(workdir: Path, *, lock: bool = True) -> Iterator[None]:
     """Make `workdir` and (`lock`: on process 0 of a multi-process run only) hold its lock while
     the block runs; a ConfigError (one line naming the folder and the pid holding it) when another
-    process holds it."""
+    process holds it, or (one line naming the folder) when it cannot be written."""
     make(workdir)
     if not lock:
         yield
         return
     path = workdir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a read-only file system, no permission: nothing could be saved there
+        raise ConfigError(
+            f"the work directory {workdir} cannot be written ({error.strerror or error}): give a folder "
+            "this process may write in (--workdir)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,6 +3,7 @@ one work directory, a non-finite loss through the CLI, a budget run capped by it
 paths (each refused in one line naming it, before any training). Bad settings (--budget 0,
 --set learning_rate=abc) are in test_train_config.py."""
 
+import errno
 import functools
 import os
 import signal
@@ -140,6 +141,76 @@ def test_bad_export_paths_and_work_directories_are_refused_before_training(tmp_p
         assert line.startswith("mothernet-jax train: ") and str(bad) in line, line
     with pytest.raises(ConfigError, match=f"^work directory {a_file} is a file, not a folder"):
         fast_train(config, a_file)
+
+
+def test_a_read_only_work_directory_is_refused_in_one_line_naming_it(tmp_path, capsys, fast_cli, monkeypatch):
+    """An existing folder this process cannot write in (a read-only file system: simulated, as root
+    may write anywhere else) is refused in one line naming it, before anything runs."""
+    config = make_config(steps=2)
+    (tmp_path / "run.json").write_text(config.to_json())
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(workdir)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
+    assert fast_cli(argv) == 1
+    line = one_error_line(capsys)
+    assert line == (
+        f"mothernet-jax train: the work directory {workdir} cannot be written (Read-only file system): "
+        "give a folder this process may write in (--workdir)"
+    )
+    assert list(workdir.iterdir()) == []
+
+
+def interrupting_compile(monkeypatch, signals: int):
+    """TrainStep.compile sends this process `signals` SIGINTs (Ctrl-C) before it compiles."""
+    compile_steps = loop_module.TrainStep.compile
+
+    def compile_interrupted(self, *args, **kwargs):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+        return compile_steps(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module.TrainStep, "compile", compile_interrupted)
+
+
+def test_ctrl_c_while_compiling_stops_cleanly_with_a_non_zero_exit_code(tmp_path, capsys, fast_cli, monkeypatch):
+    """Ctrl-C in the first seconds of a run (the compiles) is the documented clean stop: a
+    checkpoint, no traceback, and exit code 130, not 0 (the run did not finish; it resumes)."""
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "stop with exit code 130 / 143" in " ".join(capsys.readouterr().out.split())
+    config = make_config(steps=4)
+    (tmp_path / "run.json").write_text(config.to_json())
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
+    interrupting_compile(monkeypatch, signals=1)
+    previous = signal.getsignal(signal.SIGINT)
+    assert fast_cli(argv) == 130
+    assert signal.getsignal(signal.SIGINT) is previous
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped at step 0 (SIGINT); rerun the same command to resume" in err
+    assert committed_steps(workdir) == [0]
+
+
+def test_a_second_ctrl_c_while_compiling_aborts_in_one_line(tmp_path, capsys, fast_cli, monkeypatch):
+    config = make_config(steps=4)
+    (tmp_path / "run.json").write_text(config.to_json())
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
+    interrupting_compile(monkeypatch, signals=2)
+    assert fast_cli(argv) == 130
+    assert one_error_line(capsys) == (
+        f"mothernet-jax train: aborted; the work directory {workdir} keeps its last checkpoint "
+        "(rerun the same command to resume)"
+    )
+    assert (workdir / LOCK).read_text() == ""  # the lock released
 
 
 CLI = "import sys\nfrom mothernet_jax.cli import main\nsys.exit(main(sys.argv[1:]))"
