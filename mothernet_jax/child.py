@@ -100,6 +100,23 @@ def check_columns(child: Child, x) -> None:
         raise ValueError(f"X has {got} (shape {tuple(x.shape)}); this child expects {d} columns, as its training set")
 
 
+def check_task(child: Child, task: str) -> None:
+    """ValueError, in one line, when the child's output count says it is not for `task`: a
+    regression child has one output unit, a classifier's one per class (at least 2). A shape
+    check, so it runs on tracers too."""
+    outputs = child.layers[-1][1].shape[-1]
+    if task == "regression" and outputs != 1:
+        raise ValueError(
+            f"this child has {outputs} outputs, a classifier's (one per class): use predict_proba, "
+            "not predict_regression"
+        )
+    if task == "classification" and outputs == 1:
+        raise ValueError(
+            "this child has 1 output unit, a regressor's (or a classifier of one class): use "
+            "predict_regression, not predict_proba"
+        )
+
+
 # -- JAX ----------------------------------------------------------------------------------------
 
 
@@ -115,15 +132,19 @@ def child_logits(child: Child, x):
 
 
 def predict_proba(child: Child, x, temperature: float = DEFAULT_TEMPERATURE):
-    """Class probabilities softmax(logits / temperature). x: (n, d) -> (n, k)."""
+    """Class probabilities softmax(logits / temperature). x: (n, d) -> (n, k). ValueError for a
+    regression child (one output unit)."""
     import jax
 
+    check_task(child, "classification")
     return jax.nn.softmax(child_logits(child, x) / temperature, axis=-1)
 
 
 def predict_regression(child: Child, x):
     """Predictions of a regression child (one output unit, in the target's units as `generate`
-    returns it). x: (n, d) raw rows (NaN allowed) -> (n,) float32."""
+    returns it). x: (n, d) raw rows (NaN allowed) -> (n,) float32. ValueError for a classifier's
+    child (more than one output)."""
+    check_task(child, "regression")
     return child_logits(child, x)[..., 0]
 
 
@@ -149,11 +170,13 @@ def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
 def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
     """`predict_proba` with NumPy alone: the one NumPy forward pass (the exported classifier runs it
     for each member). x: (n, d) raw rows (NaN allowed) -> (n, k)."""
+    check_task(child, "classification")
     return softmax(numpy_logits(child, x) / temperature, np)
 
 
 def numpy_predict_regression(child: Child, x: np.ndarray) -> np.ndarray:
     """`predict_regression` with NumPy alone. x: (n, d) raw rows (NaN allowed) -> (n,) float32."""
+    check_task(child, "regression")
     return numpy_logits(child, x)[..., 0]
 
 

@@ -1,7 +1,7 @@
 """MotherNetClassifier: the scikit-learn estimator around `generate`, with a batched ensemble.
 
     from mothernet_jax.classifier import MotherNetClassifier
-    clf = MotherNetClassifier().fit(X_train, y_train)      # shipped weights, 8 members
+    clf = MotherNetClassifier().fit(X_train, y_train)      # shipped weights, their settings
     proba = clf.predict_proba(X_test)
     clf.export("model.npz")                                 # NumPy-only: predictor.load_predictor
 
@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
 from mothernet_jax.estimator.encoding import missing_mask, plain_dtypes
-from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit
+from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit, weights_name
 from mothernet_jax.estimator.output_layer import logistic_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
 from mothernet_jax.predictor import Predictor
@@ -45,12 +45,13 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     weights : None, path, Weights or (params, ModelConfig)
-        None: the shipped weights (`mothernet_jax.pretrained`); a path: a weight file; or a params
-        pytree with its config, best as `mothernet_jax.Weights` (what `load_pretrained` returns),
-        which prints in one short line and is shared, not copied, by `sklearn.clone`.
+        None: the shipped weights (`mothernet_jax.pretrained`); a path: a weight file (a shipped
+        name, "small", finds the shipped file); or a params pytree with its config, best as `mothernet_jax.Weights` (what `load_pretrained` returns),
+        which prints in one short line and is shared, not copied, by `sklearn.clone`. A regression
+        model's weights (task="regression") are refused in one line: use `MotherNetRegressor`.
     n_estimators : int or "auto"
-        Ensemble members (library default 8). Member 0 is the reference configuration (no rotation, no label shift, raw
-        numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference
+        Ensemble members (library default 4). Member 0 is the reference configuration (no
+        rotation, no label shift, raw numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference
         ``MotherNetClassifier`` (plus the limits below). Members 1, 2, ... cycle through quantile
         transform on/off x one-hot/ordinal categorical codes, and each draws a cyclic rotation of its
         columns and a shift of the class labels (mod k). Members are generated in jitted calls of a
@@ -60,10 +61,14 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState or None
         Seeds the member draws and subsamples; the same seed gives the same classifier.
     temperature : float, default 0.8
-        predict_proba = softmax(logits / temperature), averaged over the members.
+        predict_proba = softmax(logits / temperature), averaged over the members, for children as
+        generated (output_layer="generated"). With output_layer="refit" (the shipped weights' and the
+        library's default) the read-out is fitted to the training labels at this temperature, so
+        the probabilities do not depend on it; it then only scales the fine-tuning's loss
+        (finetune_steps > 0). Any positive real number (NumPy's too).
     max_train_rows : int, None or "auto"
         Context rows: with more training rows, each member reads its own stratified subsample of
-        this many rows (every class kept; library default 1024). Attention costs rows squared.
+        this many rows (every class kept; library default 256). Attention costs rows squared.
         None: no limit (about 17 GiB for 20,000 rows with the shipped weights); fit estimates the
         memory first and raises a MemoryError naming this setting when it exceeds what is available.
     categorical_features : "auto", bool mask, indices or column names
@@ -97,7 +102,9 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         Adam's step size (library default 1e-3, the reference's).
     finetune_layers : "all", "output" or "auto"
         Which layers change (library default "all"); "output": the last layer only, a convex
-        problem on the child's fixed hidden features, cheaper and slower to overfit.
+        problem on the child's fixed hidden features, cheaper and slower to overfit. "output" with
+        fine-tuning steps and output_layer="refit" is refused (ValueError): the refit would replace
+        the fine-tuned read-out.
     finetune_rows : int, None or "auto"
         About this many of the member's rows, drawn at random, per step (library default None:
         all of them).
@@ -106,7 +113,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         every 5 steps; the child keeps its best (the child as generated included) and stops after
         20 steps without a better one. 0 (library default): no early stopping.
     output_layer : "generated", "refit" or "auto"
-        "generated" (library default): the children as generated (and fine-tuned). "refit": after
+        "generated": the children as generated (and fine-tuned). "refit" (library default): after
         that, each child's read-out is refitted on every training row (up to 20,000): L2 logistic
         regression of the member's output groups on its last hidden layer and its standardised
         inputs (`estimator.output_layer`; the child gains a linear `skip` read-out of its inputs).
@@ -128,6 +135,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       values are a level of their own. Infinite values, and numbers beyond float32's range
       (|x| > 3.4e38, which the model computing in float32 would see as inf), raise ValueError
       naming the column; so does a missing label in y.
+
+    The first fit of a process turns on a persistent compilation cache for the whole process
+    (`estimator.compile_cache`: JAX's cache folder and minimum compile time, each unless you set
+    it); MOTHERNET_JAX_COMPILATION_CACHE=0 in the environment turns it off.
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
     (bool mask), settings_ (every "auto" setting as fit resolved it), multiclass_ ("native" or
@@ -180,7 +191,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         reject_missing_labels(y)
-        table = prepare_fit(self, X, y, names=settings.CLASSIFIER, targets=_class_codes)
+        table = prepare_fit(
+            self, X, y, names=settings.CLASSIFIER, targets=_class_codes, check_model=self._check_model
+        )
+        temperature = float(self.temperature)
         classes, y_codes = table.targets
         chosen = table.chosen
         strategy, n_estimators = member_budget(len(classes), chosen)
@@ -196,7 +210,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             rng=table.rng(),
             one_vs_rest=strategy == "one_vs_rest",
         )
-        children, finetune = table.generate(y_codes, plans, temperature=self.temperature)
+        children, finetune = table.generate(y_codes, plans, temperature=temperature)
         if chosen["output_layer"] == "refit":
             children = logistic_output_layers(
                 children,
@@ -204,7 +218,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
                 [p.columns for p in plans],
                 [p.groups for p in plans],
                 y_codes,
-                temperature=self.temperature,
+                temperature=temperature,
                 rng=table.rng(),
             )
         self.classes_ = classes
@@ -216,7 +230,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.predictor_ = Predictor(
             children,
             classes=classes,
-            temperature=self.temperature,
+            temperature=temperature,
             encoder=table.encoder,
             columns=[p.columns for p in plans],
             groups=[p.groups for p in plans],
@@ -248,8 +262,15 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_parameters(self) -> None:
         check_settings(self, settings.CLASSIFIER)
-        if not isinstance(self.temperature, int | float) or not self.temperature > 0:
+        if not settings.is_number(self.temperature) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+
+    def _check_model(self, config) -> None:
+        if config.task == "regression":
+            raise ValueError(
+                f"{weights_name(self.weights)} are a regression model (ModelConfig.task='regression'): "
+                "use MotherNetRegressor with them"
+            )
 
     def _categorical_mask(self, n_features: int) -> np.ndarray:
         return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
@@ -289,8 +310,14 @@ def _class_codes(y) -> tuple[np.ndarray, np.ndarray]:
     check_classification_targets(y)
     classes, y_codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({classes[0]!r})")
+        only = _as_python(classes[0])
+        raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({only!r})")
     return classes, y_codes
+
+
+def _as_python(value):
+    """A NumPy scalar as the Python value it holds (np.int64(0) -> 0), for messages."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _describe(plan: MemberPlan) -> dict:

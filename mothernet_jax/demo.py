@@ -1,9 +1,10 @@
 """The main job on the shipped weights: classify a real dataset, next to gradient boosting.
 
-    python -m mothernet_jax.demo [--dataset breast_cancer|wine|digits] [--n-estimators 8]
+    python -m mothernet_jax.demo [--dataset breast_cancer|wine|digits] [--n-estimators N]
 
 Uses a dataset that ships inside scikit-learn (no network), splits it in half, fits
-`MotherNetClassifier()` with the shipped weights and scikit-learn's HistGradientBoostingClassifier,
+`MotherNetClassifier()` with the shipped weights and the settings they recommend (every setting
+"auto"; --n-estimators overrides one) and scikit-learn's HistGradientBoostingClassifier,
 and prints ROC AUC, accuracy, fit and predict seconds for both, with the backend and device.
 "first fit s" includes MotherNet's JIT compilation; "fit s" is a second fit on the same data, after
 that warm-up (both methods are timed the same way).
@@ -33,19 +34,40 @@ def _auc(y_true: np.ndarray, proba: np.ndarray) -> float:
     return roc_auc_score(y_true, proba, multi_class="ovr")
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="breast_cancer")
-    parser.add_argument("--n-estimators", type=int, default=8, help="MotherNet ensemble members")
+    parser.add_argument(
+        "--n-estimators", type=int, default=None,
+        help="MotherNet ensemble members (default: what the weights recommend)",
+    )
     parser.add_argument("--weights", default=None, help="weight file (default: the shipped weights)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def methods(args: argparse.Namespace) -> dict:
+    """The two classifiers the demo compares: `MotherNetClassifier()` (the weights' settings, but
+    what the command line sets) and gradient boosting."""
+    from mothernet_jax.classifier import MotherNetClassifier
+
+    return {
+        "MotherNet": MotherNetClassifier(
+            weights=args.weights,
+            n_estimators="auto" if args.n_estimators is None else args.n_estimators,
+            random_state=args.seed,
+        ),
+        "HistGradientBoosting": HistGradientBoostingClassifier(random_state=args.seed),
+    }
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
 
     import jax
 
-    from mothernet_jax.classifier import MotherNetClassifier
     from mothernet_jax.pretrained import load_info
 
     X, y = LOADERS[args.dataset](return_X_y=True)
@@ -64,16 +86,11 @@ def main(argv=None) -> None:
         steps, seen = (f"{v:,}" if isinstance(v, int) else "?" for v in (steps, seen))
         print(f"shipped weights: {steps} optimiser steps, {seen} datasets seen, sha256 {info['sha256'][:12]}")
 
-    methods = {
-        "MotherNet": MotherNetClassifier(
-            weights=args.weights, n_estimators=args.n_estimators, random_state=args.seed
-        ),
-        "HistGradientBoosting": HistGradientBoostingClassifier(random_state=args.seed),
-    }
+    compared = methods(args)
     print(
         f"{'method':22s} {'ROC AUC':>8s} {'accuracy':>9s} {'first fit s':>12s} {'fit s':>8s} {'predict s':>10s}"
     )
-    for name, model in methods.items():
+    for name, model in compared.items():
         start = time.perf_counter()
         model.fit(X_train, y_train)  # warm-up: MotherNet compiles for this shape
         first_fit_s = time.perf_counter() - start
@@ -90,6 +107,9 @@ def main(argv=None) -> None:
             f"{predict_s:10.4f}"
         )
     print("first fit s includes JIT compilation (the first fit of a shape); fit s is a second fit, warm")
+    chosen = compared["MotherNet"].settings_
+    shown = ("n_estimators", "max_train_rows", "output_layer")
+    print("MotherNet settings: " + ", ".join(f"{k}={chosen[k]}" for k in shown))
 
 
 if __name__ == "__main__":

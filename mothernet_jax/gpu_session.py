@@ -1,25 +1,25 @@
-"""A lent GPU's session in one command: continue training the shipped weights for a wall-clock
-budget, export them to OUT, then measure the GPU figures in the time left.
+"""Train on a GPU in one command: continue training the shipped weights for a wall-clock budget,
+export them to OUT, then measure the GPU figures in the time left.
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python -m mothernet_jax.gpu_session --out "$OUT" 2>&1 | tee "$OUT/session.log"
 
-Made for a machine that runs one command for at most 10 minutes, has no package index (run from the
-source checkout, nothing installed) and returns only the files under OUT (at most 8 of 16 MiB):
+It runs from a source checkout with nothing installed, ends by a deadline (`--deadline` seconds
+after its start) and writes everything worth keeping under OUT, in files small enough to copy
+anywhere (the export in bfloat16: 10 MB for `small`):
 
 1. checks that JAX sees a GPU, else exits at once (code 2; `--allow-cpu` runs anyway);
 2. trains `--preset` (small) from the shipped weights with RECIPE below for `--budget` seconds,
    compiles included (the schedule is fitted to the budget), in a work directory outside OUT;
 3. exports to OUT/<preset>.msgpack and .json: a float32 inference config and the phase added to
-   the history; the arrays stored as bfloat16 like the shipped file (in float32 `small` would be
-   20 MB, over what a file may bring back). The export happens on every stop, a non-finite loss
-   included (then the last good checkpoint); metrics.jsonl is copied beside it;
+   the history; the arrays stored as bfloat16 like the shipped file (float32 would double it).
+   The export happens on every stop, a non-finite loss included (then the last good checkpoint);
+   metrics.jsonl is copied beside it;
 4. measures the GPU figures (reference anchors: docs/ARCHITECTURE.md section 5), each only if it is
-   estimated to end before `--deadline` seconds after the start (and stopped there), writing
-   OUT/figures.json after each: end-to-end training datasets/s and MFU of the trained configuration
-   (its prior alone too), training datasets/s and MFU for `paper` (batch 64, one bucket) with its
-   prior alone (both by `python -m mothernet_jax.benchmarks.train` in a subprocess, which reads the
-   training's compiled functions from the persistent compilation cache), and `generate` latency
-   1000 x 100 for `paper`.
+   estimated to end before the deadline (and stopped there), writing OUT/figures.json after each:
+   end-to-end training datasets/s and MFU of the trained configuration (its prior alone too),
+   training datasets/s and MFU for `paper` (batch 64, one bucket) with its prior alone (both by
+   `python -m mothernet_jax.benchmarks.train` in a subprocess, which reads the training's compiled
+   functions from the persistent compilation cache), and `generate` latency 1000 x 100 for `paper`.
 
 RECIPE is the one place to change how the session trains.
 """
@@ -54,7 +54,7 @@ RECIPE = (
     "checkpoint_every=500",  # the last good state for a non-finite loss (about a minute apart)
     "log_every=50",
 )
-BUDGET_S = 420.0  # training, compiles included: 7 of the 10 minutes a command may run
+BUDGET_S = 420.0  # training, compiles included: 7 minutes of a 10-minute session by default
 DEADLINE_S = 585.0  # seconds after the start by which the figures must end (as estimated)
 
 

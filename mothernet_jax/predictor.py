@@ -22,7 +22,7 @@ import numpy as np
 
 from mothernet_jax.checks import reject_beyond_float32
 from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_logits, numpy_predict_proba
-from mothernet_jax.npz import PredictorFileError, atomic_savez, check_export_path
+from mothernet_jax.npz import EXPORT, PredictorFileError, atomic_savez, check_export_path, export_noun
 
 FORMAT = "mothernet-jax-predictor"
 FORMAT_VERSION = 3  # 2: encoder, member columns and class groups, low-rank factors; 3: skip read-outs
@@ -103,6 +103,14 @@ class Predictor:
         if encoder is not None:
             kinds = encoder.layout()[0]
             self._kinds = {int(k) for c in self.columns for k in kinds[c]}
+        # The forward pass multiplies by float64 weights: the same row gives the same output in any
+        # batch and any row order (float32 matrix kernels round differently by batch size, ~1e-7,
+        # and a regressor's target std magnifies that), at float32 inputs' precision; the file
+        # keeps the float32 weights.
+        self._children64 = [
+            Child(numpy_layers(c.layers, np.float64), c.mean, c.std, None if c.skip is None else c.skip.astype(float))
+            for c in self.children
+        ]
 
     # -- prediction ----------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class Predictor:
         for start in range(0, encoded.shape[0], ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
             for child, columns, groups, shares in zip(
-                self.children, self.columns, self.groups, self._shares, strict=True
+                self._children64, self.columns, self.groups, self._shares, strict=True
             ):
                 member = numpy_predict_proba(child, encoded[rows, columns], self.temperature)
                 proba[rows] += member[:, groups] * shares
@@ -152,19 +160,28 @@ class Predictor:
         atomic_savez(path, arrays)
 
     def _arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The file's arrays (without the header) and its header."""
+        """The file's arrays (without the header) and its header: the members', the classes and
+        each member's class groups."""
         classes = self.classes
         if classes.dtype.kind == "O":
             classes = np.asarray(classes.tolist())
             if classes.dtype.kind == "O":
                 raise ValueError("the class labels must be numbers or strings to be saved without pickle")
+        arrays, header = self._member_arrays()
+        for m, groups in enumerate(self.groups):
+            arrays[f"member{m}/groups"] = groups
+        arrays["classes"] = classes
+        return arrays, {**header, "temperature": self.temperature}
+
+    def _member_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        """What classifier and regressor files share: the members' children and columns, the
+        encoder, and the header that describes them."""
         arrays: dict[str, np.ndarray] = {}
         layer_kinds = []
         for m, child in enumerate(self.children):
             arrays[f"member{m}/mean"] = child.mean
             arrays[f"member{m}/std"] = child.std
             arrays[f"member{m}/columns"] = self.columns[m]
-            arrays[f"member{m}/groups"] = self.groups[m]
             kinds = []
             for j, (w, b) in enumerate(child.layers):
                 if isinstance(w, tuple):
@@ -186,12 +203,10 @@ class Predictor:
             "version": FORMAT_VERSION,
             "n_members": len(self.children),
             "layers": layer_kinds,
-            "temperature": self.temperature,
             "n_features": self.n_features,
             "feature_names": self.feature_names,
             "encoder": encoder_header,
         }
-        arrays["classes"] = classes
         return arrays, header
 
     @classmethod
@@ -205,23 +220,22 @@ class Predictor:
             raise
         except Exception as error:  # zipfile, zlib, NumPy and KeyError: all mean a damaged file
             reason = "it holds pickled (object) arrays" if "pickle" in str(error) else f"{error}"
+            noun = export_noun(path).removeprefix("an ")
             raise PredictorFileError(
-                f"{path} is a damaged or truncated exported classifier ({type(error).__name__}: {reason})"
+                f"{path} is a damaged or truncated {noun} ({type(error).__name__}: {reason})"
             ) from None
 
     @classmethod
     def _load(cls, path: str | os.PathLike) -> Predictor:
         with np.load(path, allow_pickle=False) as data:
             if "header" not in data:
-                raise PredictorFileError(
-                    f"{path} is a .npz archive but not an exported classifier (no header)"
-                )
+                raise PredictorFileError(f"{path} is a .npz archive but not {EXPORT} (no header)")
             header = json.loads(str(data["header"]))
             if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise PredictorFileError(f"{path} is a .npz archive but not an exported classifier")
+                raise PredictorFileError(f"{path} is a .npz archive but not {EXPORT}")
             version = header.get("version")
             if version not in (1, 2, FORMAT_VERSION):
-                raise PredictorFileError(f"{path}: unsupported exported-classifier format version {version}")
+                raise PredictorFileError(f"{path}: unsupported export format version {version}")
             layer_kinds = header.get("layers") or [["dense"] * n for n in header["n_layers"]]
             children, columns, groups = [], [], []
             for m in range(header["n_members"]):
@@ -239,7 +253,8 @@ class Predictor:
                 children.append(Child(layers, data[f"member{m}/mean"], data[f"member{m}/std"], skip))
                 if version > 1:
                     columns.append(data[f"member{m}/columns"])
-                    groups.append(data[f"member{m}/groups"])
+                    if f"member{m}/groups" in data:  # a classifier's (regressors before 2026-12 too)
+                        groups.append(data[f"member{m}/groups"])
             encoder = None
             if header.get("encoder") is not None:
                 from mothernet_jax.estimator.encoding import FeatureEncoder
@@ -296,6 +311,7 @@ class RegressionPredictor(Predictor):
         super().__init__(
             children, n_features=n_features, encoder=encoder, columns=columns, feature_names=feature_names
         )
+        del self.classes, self.groups, self._shares, self.temperature  # a regressor has no classes
         self.target_mean = np.asarray(target_mean, np.float64).reshape(-1)
         self.target_std = np.asarray(target_std, np.float64).reshape(-1)
         self.predictive_std = None if predictive_std is None else float(predictive_std)
@@ -304,13 +320,6 @@ class RegressionPredictor(Predictor):
             len(self.children),
         ):
             raise ValueError("a RegressionPredictor needs one output unit and one target mean and std per member")
-        # The forward pass multiplies by float64 weights: the same row gives the same prediction in
-        # any batch (float32 matrix kernels round differently by batch size, and the target's std
-        # magnifies that), at float32 inputs' precision.
-        self._children64 = [
-            Child(numpy_layers(c.layers, np.float64), c.mean, c.std, None if c.skip is None else c.skip.astype(np.float64))
-            for c in self.children
-        ]
 
     def predict(self, X, return_std: bool = False):
         """X: (n, n_features) raw rows (numbers, strings, NaN) -> (n,) float64 predictions of y, the
@@ -338,7 +347,7 @@ class RegressionPredictor(Predictor):
         raise AttributeError("a RegressionPredictor has no predict_proba: use predict")
 
     def _arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        arrays, header = super()._arrays()
+        arrays, header = self._member_arrays()
         arrays["target/mean"] = self.target_mean
         arrays["target/std"] = self.target_std
         if self.predictive_std is not None:

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
 from mothernet_jax.estimator.encoding import plain_dtypes
-from mothernet_jax.estimator.fitting import check_settings, prepare_fit
+from mothernet_jax.estimator.fitting import check_settings, prepare_fit, weights_name
 from mothernet_jax.estimator.member_generation import (
     is_regression,
     member_target_scales,
@@ -49,13 +49,14 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    weights : path, Weights or (params, ModelConfig)
+    weights : None, path, Weights or (params, ModelConfig)
         A regression model (`ModelConfig.task == "regression"`, e.g. the `tiny-regression` or
-        `small-regression` presets). None: the shipped weights,
+        `small-regression` presets; a shipped name, "small-regression", finds the shipped file).
+        None: the shipped weights,
         `mothernet_jax/pretrained/small-regression.msgpack`, where the package has them (else one
         line saying so).
     n_estimators : int or "auto"
-        Ensemble members (library default 8). Member 0 reads the raw numeric columns and ordinal
+        Ensemble members (library default 4). Member 0 reads the raw numeric columns and ordinal
         categorical codes in their order; members 1, 2, ... cycle through quantile transform on/off x
         one-hot/ordinal categorical codes and draw a cyclic rotation of their columns, as the
         classifier's members (there is no label shift). Generated in jitted calls of a fixed size.
@@ -63,7 +64,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         Seeds the member draws and subsamples.
     max_train_rows : int, None or "auto"
         Context rows: with more training rows, each member reads its own subsample of this many rows,
-        stratified by 10 quantile bins of the target (library default 1024). None: no limit (fit
+        stratified by 10 quantile bins of the target (library default 256). None: no limit (fit
         checks the memory first, as the classifier's).
     categorical_features : "auto", bool mask, indices or column names
         As `MotherNetClassifier`'s.
@@ -71,16 +72,20 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
         loss.
     output_layer : "generated", "refit" or "auto"
-        "generated" (library default): the children as generated (and fine-tuned). "refit": after
+        "generated": the children as generated (and fine-tuned). "refit" (library default): after
         that, each child's read-out is refitted in closed form, the ridge regression of its
         member-standardised target on its last hidden layer and its standardised inputs over every
         training row, the penalty chosen by generalised cross-validation (`estimator.output_layer`);
         one pass over the rows, no optimiser steps.
 
-    The target: numeric, finite, not constant, at least 2 rows (ValueError in one line otherwise).
-    Each member standardises it over its own rows (mean 0, std 1); its child predicts that, and
-    `predict` maps every member back (times the member's std, plus its mean, in float64) and
-    averages them.
+    The target: numeric, finite, at least 2 rows (ValueError in one line otherwise). Each member
+    standardises it over its own rows (mean 0, std 1); its child predicts that, and `predict` maps
+    every member back (times the member's std, plus its mean, in float64) and averages them. A
+    constant target (a cross-validation fold can hold one) is predicted exactly, for every row, with
+    a predictive std of 0, as scikit-learn's regressors do.
+
+    The first fit of a process turns on a persistent compilation cache, as the classifier's
+    (`estimator.compile_cache`; MOTHERNET_JAX_COMPILATION_CACHE=0 turns it off).
 
     Attributes: n_features_in_, feature_names_in_ (pandas input), categorical_features_ (bool
     mask), settings_, finetune_steps_, ensemble_ (one dict per member), predictor_ (the
@@ -152,6 +157,9 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
             children, member_errors = ridge_output_layers(
                 children, table.encoded, [p.columns for p in plans], y, target_mean, target_std
             )
+        constant = np.ptp(y) == 0
+        if constant:  # every member's rows hold the one value: scaled by 0, each predicts it exactly
+            target_std = np.zeros_like(target_std)
         mask, names, encoder = table.mask, table.feature_names, table.encoder
         self.categorical_features_ = mask
         self.settings_ = chosen
@@ -175,7 +183,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
             feature_names=names,
         )
         if member_errors is not None:
-            self.predictor_.predictive_std = ensemble_error(
+            self.predictor_.predictive_std = 0.0 if constant else ensemble_error(
                 member_errors, self.predictor_.member_predictions(table.encoded)
             )
         return self
@@ -210,7 +218,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     def _check_model(self, config) -> None:
         if not is_regression(config):
             raise ValueError(
-                f"weights {_weights_name(self.weights)} are a classification model; MotherNetRegressor "
+                f"{weights_name(self.weights)} are a classification model; MotherNetRegressor "
                 "needs a regression model (ModelConfig.task='regression')"
             )
 
@@ -226,12 +234,10 @@ def ensemble_error(member_errors: np.ndarray, member_predictions: np.ndarray) ->
 
 
 def _float_target(y) -> np.ndarray:
-    """Validated y as float64; ValueError in one line for fewer than 2 rows or a constant y."""
+    """Validated y as float64; ValueError in one line for fewer than 2 rows."""
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 2:
         raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
-    if np.ptp(y) == 0:
-        raise ValueError(f"y is constant (every value is {float(y[0])!r}): there is nothing to regress")
     return y
 
 
@@ -267,7 +273,3 @@ def _is_number(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _weights_name(weights) -> str:
-    return repr(weights) if isinstance(weights, str | os.PathLike) else "given"

@@ -186,17 +186,45 @@ def plain_dtypes(X):
     return X
 
 
-def numeric_column(column: np.ndarray, index: int) -> np.ndarray:
+def numeric_column(
+    column: np.ndarray, index: int, name: str | None = None, held: str | None = None
+) -> np.ndarray:
     """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text, infinite
-    values or values beyond float32's range (`checks.reject_beyond_float32`)."""
+    values or values beyond float32's range (`checks.reject_beyond_float32`), in one line naming
+    the column (`name`, else its index) and, after a fit, what it held then (`held`)."""
     try:
         values = to_numbers(column)
     except ValueError as error:
+        label = f"column {name!r} (index {index})" if name is not None else f"column {index}"
+        if held is None:
+            raise ValueError(
+                f"{label} holds non-numeric values ({error}); declare it in categorical_features"
+            ) from None
         raise ValueError(
-            f"column {index} holds non-numeric values ({error}); declare it in categorical_features"
-        ) from error
+            f"{label} held {held} at fit; now it holds non-numeric values ({error}): give it {held} as "
+            "at fit, or declare it in categorical_features and fit again"
+        ) from None
     reject_beyond_float32(values, column=index)
     return values
+
+
+def held_values(column: np.ndarray) -> str:
+    """What a numeric column's present values are, in words, for messages: "dates and times",
+    "durations", "numbers stored as text" or "numbers"."""
+    if column.dtype.kind == "M":
+        return "dates and times"
+    if column.dtype.kind == "m":
+        return "durations"
+    if column.dtype.kind != "O" and column.dtype.kind not in "US":
+        return "numbers"
+    present = [v for v in column.tolist() if not _is_missing_object(v)]
+    if present and all(isinstance(v, datetime.date | np.datetime64) for v in present):
+        return "dates and times"
+    if present and all(isinstance(v, datetime.timedelta | np.timedelta64) for v in present):
+        return "durations"
+    if present and all(isinstance(v, str) for v in present):
+        return "numbers stored as text"
+    return "numbers"
 
 
 def _numeric_levels(column: np.ndarray, missing: np.ndarray) -> bool:
@@ -263,6 +291,8 @@ class FeatureEncoder:
     onehot: np.ndarray
     indicator: np.ndarray
     fill: np.ndarray
+    names: list[str] | None = None  # the raw columns' names (a DataFrame's), for messages
+    held: list[str] | None = None  # per numeric column, what it held at fit (`held_values`)
 
     # -- layout of the encoded columns -------------------------------------------------------
 
@@ -296,7 +326,9 @@ class FeatureEncoder:
         X = np.asarray(X)
         categorical = np.asarray(categorical, bool)
         numeric_idx, categorical_idx = np.flatnonzero(~categorical), np.flatnonzero(categorical)
-        numeric = np.stack([numeric_column(X[:, j], j) for j in numeric_idx], 1) if len(numeric_idx) else None
+        names = None if names is None else [str(name) for name in names]
+        columns = [numeric_column(X[:, j], j, None if names is None else names[j]) for j in numeric_idx]
+        numeric = np.stack(columns, 1) if columns else None
         n = X.shape[0]
         n_q = max(2, min(MAX_QUANTILES, n))
         if numeric is not None:
@@ -335,6 +367,8 @@ class FeatureEncoder:
             ),
             indicator=indicator,
             fill=np.zeros(0),
+            names=names,
+            held=[held_values(X[:, j]) for j in numeric_idx],
         )
         encoded = encoder.transform(X, impute=False)
         with warnings.catch_warnings():
@@ -354,7 +388,9 @@ class FeatureEncoder:
         numeric = np.zeros((n, n_num))
         if kinds & {RAW, QUANTILE, INDICATOR}:
             for i, j in enumerate(self.numeric):
-                numeric[:, i] = numeric_column(X[:, j], int(j))
+                name = None if self.names is None else self.names[j]
+                held = None if self.held is None else self.held[i]
+                numeric[:, i] = numeric_column(X[:, j], int(j), name, held)
         blocks.append(numeric if RAW in kinds else np.zeros((n, n_num)))
         quantile = np.zeros((n, n_num))
         if QUANTILE in kinds:
@@ -398,7 +434,12 @@ class FeatureEncoder:
     # -- pickle-free storage: a JSON header and plain arrays -----------------------------------
 
     def to_arrays(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        header = {"n_features": self.n_features, "n_levels": [len(lv) for lv in self.levels]}
+        header = {
+            "n_features": self.n_features,
+            "n_levels": [len(lv) for lv in self.levels],
+            "names": self.names,
+            "held": self.held,
+        }
         arrays = {
             f"{prefix}numeric": self.numeric,
             f"{prefix}categorical": self.categorical,
@@ -424,6 +465,8 @@ class FeatureEncoder:
             onehot=np.asarray(data[f"{prefix}onehot"], bool),
             indicator=np.asarray(data[f"{prefix}indicator"], bool),
             fill=np.asarray(data[f"{prefix}fill"], np.float64),
+            names=header.get("names"),  # files before 2026-12 lack these two
+            held=header.get("held"),
         )
 
     def describe(self) -> str:

@@ -6,6 +6,7 @@ weights resolved, the table encoded, the seed drawn), then the caller plans its 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,9 +34,17 @@ def check_settings(estimator, names: Iterable[str]) -> None:
 
 def resolve_settings(estimator, names: Iterable[str], weights) -> dict:
     """Every setting of `names`, "auto" resolved by the manifest of `weights` (the estimator's
-    `weights=` as it resolves; the library's defaults where the manifest says nothing)."""
+    `weights=` as it resolves; the library's defaults where the manifest says nothing); ValueError,
+    in one line, for settings that contradict each other (`settings.check_combination`)."""
     recommended = weights_info(weights)  # checked with the manifest
-    return {name: settings.resolve(name, getattr(estimator, name), recommended) for name in names}
+    chosen = {name: settings.resolve(name, getattr(estimator, name), recommended) for name in names}
+    settings.check_combination(chosen)
+    return chosen
+
+
+def weights_name(weights) -> str:
+    """The estimator's `weights=` as a message names it: "weights 'PATH'", else "the given weights"."""
+    return f"weights {str(weights)!r}" if isinstance(weights, str | os.PathLike) else "the given weights"
 
 
 def categorical_mask(spec, n_features: int, feature_names=None) -> np.ndarray:

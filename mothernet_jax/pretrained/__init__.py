@@ -27,7 +27,7 @@ from flax import serialization
 
 from mothernet_jax.config import PRESETS, ModelConfig
 from mothernet_jax.npz import ZIP_MAGIC, atomic_write, export_noun
-from mothernet_jax.settings import SETTINGS
+from mothernet_jax.settings import LIBRARY_DEFAULTS, SETTINGS, check_combination
 
 FORMAT = "mothernet-jax-weights"
 VERSION = 1
@@ -295,12 +295,19 @@ MANIFEST_FIELDS = {
 
 def check_manifest(manifest: dict[str, Any], where: Path) -> None:
     """WeightFileError, in one line naming the manifest `where` and the field, for a field of
-    `MANIFEST_FIELDS` whose value is not what it must be (e.g. ``"multiclass": "bogus"``)."""
+    `MANIFEST_FIELDS` whose value is not what it must be (e.g. ``"multiclass": "bogus"``), or
+    recommended settings that contradict each other (`settings.check_combination`)."""
     for field, (test, expected) in MANIFEST_FIELDS.items():
         if field in manifest and not test(manifest[field]):
             value = json.dumps(manifest[field])
             value = value if len(value) <= 60 else value[:57] + "..."
             raise WeightFileError(f"{where}: manifest field {field!r} is {value}; expected {expected}")
+    recommended = {name: manifest[name] for name in SETTINGS if name in manifest}
+    if recommended:
+        try:  # settings the estimators would refuse together (as they resolve them)
+            check_combination({**LIBRARY_DEFAULTS, **recommended})
+        except ValueError as error:
+            raise WeightFileError(f"{where}: the manifest recommends {error}") from None
 
 
 def load_info(path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -47,7 +47,9 @@ def test_one_member_reproduces_the_reference_classifier(highest_precision):
     f = np.load(FIXTURES / "tiny_class_average.npz")
     config = mn.preset("tiny_class_average")
     params = from_reference({k[6:]: f[k] for k in f.files if k.startswith("state/")}, config)
-    clf = MotherNetClassifier(weights=(params, config), n_estimators=1).fit(c["X_train"], c["y_train"])
+    clf = MotherNetClassifier(
+        weights=(params, config), n_estimators=1, max_train_rows=1024, output_layer="generated"
+    ).fit(c["X_train"], c["y_train"])
     assert clf.ensemble_[0] == {
         "n_rows": 80, "n_columns": 12, "n_groups": 3, "quantile": False, "onehot": False,
         "feature_shift": 0, "label_shift": 0,
@@ -125,10 +127,9 @@ def test_the_ensemble_is_one_jitted_call_traced_once_and_seeded(monkeypatch, tin
 
 def test_fine_tuning_fits_the_training_rows(tiny_weights):
     X, y = blobs(200, 4, 3, seed=2)
-    plain = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0).fit(X, y)
-    tuned = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, finetune_steps=60).fit(
-        X, y
-    )
+    generated = dict(weights=tiny_weights, n_estimators=2, random_state=0, output_layer="generated")
+    plain = MotherNetClassifier(**generated).fit(X, y)
+    tuned = MotherNetClassifier(**generated, finetune_steps=60).fit(X, y)
     assert (tuned.predict(X) == y).mean() > max(0.9, (plain.predict(X) == y).mean())
 
 
@@ -155,7 +156,9 @@ def messy():
 
 def test_wide_many_class_data_with_missing_values_and_strings(messy, tiny_weights):
     frame, labels = messy
-    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=8, random_state=0, finetune_steps=40)
+    clf = MotherNetClassifier(
+        weights=tiny_weights, n_estimators=8, random_state=0, finetune_steps=40, max_train_rows=1024
+    )
     clf.fit(frame, labels)
     assert list(np.flatnonzero(clf.categorical_features_)) == [150, 151]
     assert all(m["n_columns"] <= 100 and m["n_rows"] == 1024 and m["n_groups"] <= 10 for m in clf.ensemble_)

@@ -48,7 +48,7 @@ RECOMMENDED = {
     "finetune_rows": 16,
     "finetune_holdout": 0.25,
     "max_members": 12,
-    "output_layer": "refit",
+    "output_layer": "generated",  # the library's default is "refit" (which fine-tuning "output" contradicts)
 }
 
 
@@ -59,7 +59,8 @@ def test_every_auto_setting_follows_the_weight_file_and_explicit_values_win(tmp_
     save_pretrained(path, tiny_weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     plain = fit(path, X, y)
     assert plain.settings_ == {n: settings.LIBRARY_DEFAULTS[n] for n in settings.CLASSIFIER}  # a manifest that recommends nothing
-    assert len(plain.ensemble_) == 8 and plain.ensemble_[0]["n_rows"] == 120
+    assert len(plain.ensemble_) == settings.LIBRARY_DEFAULTS["n_estimators"] == 4
+    assert plain.ensemble_[0]["n_rows"] == 120  # all: fewer than the library's 256
     update_info(path, RECOMMENDED)
     auto = fit(path, X, y)
     assert auto.settings_ == RECOMMENDED
@@ -100,10 +101,11 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, tiny_weights, tmp_path
 
 def test_output_layer_fine_tuning_changes_the_output_layer_only(tiny_weights):
     X, y = blobs()
-    generated = fit(tiny_weights, X, y, n_estimators=2, finetune_steps=0)
-    tuned = fit(tiny_weights, X, y, n_estimators=2, finetune_steps=30, finetune_layers="output",
+    as_generated = dict(n_estimators=2, output_layer="generated")
+    generated = fit(tiny_weights, X, y, **as_generated, finetune_steps=0)
+    tuned = fit(tiny_weights, X, y, **as_generated, finetune_steps=30, finetune_layers="output",
                 finetune_learning_rate=0.05)  # fmt: skip
-    everything = fit(tiny_weights, X, y, n_estimators=2, finetune_steps=30, finetune_learning_rate=0.05)
+    everything = fit(tiny_weights, X, y, **as_generated, finetune_steps=30, finetune_learning_rate=0.05)
     for a, b, c in zip(generated.predictor_.children, tuned.predictor_.children, everything.predictor_.children, strict=True):
         la, lb, lc = layer_arrays(a), layer_arrays(b), layer_arrays(c)
         for (wa, ba), (wb, bb) in zip(la[:-1], lb[:-1], strict=True):

@@ -105,7 +105,9 @@ def test_many_members_run_in_fixed_size_calls_compiled_once(monkeypatch, tiny_we
 
     monkeypatch.setattr(member_generation, "generate_members", call)
     X, y = blobs(1040, 10, 26)
-    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1, multiclass="one_vs_rest", random_state=0)
+    clf = MotherNetClassifier(
+        weights=tiny_weights, n_estimators=1, multiclass="one_vs_rest", random_state=0, max_train_rows=1024
+    )
     clf.fit(X, y)
     # 26 one-vs-rest members of 1,024 rows: 4 calls of 7 members (the last with 5 real ones)
     assert len(clf.predictor_.children) == 26 and counts["traces"] == 1

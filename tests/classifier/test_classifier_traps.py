@@ -319,7 +319,8 @@ def test_any_mix_of_pandas_dtypes_with_missing_values_fits_and_predicts(tiny_wei
             continue
         if (bad := _text_in_numeric(clf, rows)) is not None:
             for predict in (clf.predict_proba, clf.predictor_.predict_proba):
-                with pytest.raises(ValueError, match=f"column {bad} holds non-numeric values") as error:
+                held = rf"column ('[^']*' \(index {bad}\)|{bad}) held [a-z ]+ at fit; now it holds non-numeric values"
+                with pytest.raises(ValueError, match=held) as error:
                     predict(rows)
                 one_line(error)
             continue

@@ -50,7 +50,7 @@ def test_sklearn_compatible(estimator, check, weights):
 
 def test_one_member_is_generate_on_the_raw_table(weights):
     X, y = linear(150)
-    reg = MotherNetRegressor(weights=weights, n_estimators=1, max_train_rows=None).fit(X, y)
+    reg = MotherNetRegressor(weights=weights, n_estimators=1, max_train_rows=None, output_layer="generated").fit(X, y)
     child = mn.generate(weights.params, X.astype(np.float32), y)
     np.testing.assert_allclose(
         reg.predict(X), numpy_predict_regression(jax.tree_util.tree_map(np.asarray, child), X), rtol=1e-4, atol=1e-4 * y.std()
@@ -95,8 +95,9 @@ def test_fine_tuning_lowers_the_training_error(weights):
     mse = {}
     for steps in (0, 100):
         reg = MotherNetRegressor(
-            weights=weights, n_estimators=2, random_state=0, finetune_steps=steps, finetune_learning_rate=1e-2
-        ).fit(X, y)
+            weights=weights, n_estimators=2, random_state=0, finetune_steps=steps, finetune_learning_rate=1e-2,
+            output_layer="generated",
+        ).fit(X, y)  # fmt: skip
         mse[steps] = np.mean((reg.predict(X) - y) ** 2)
         assert reg.finetune_steps_ == steps
     assert mse[100] < 0.5 * mse[0], mse
@@ -133,22 +134,24 @@ assert "jax" not in sys.modules, "jax was imported"
 
 def test_every_fine_tuning_lever_runs_on_the_squared_error(weights):
     X, y = linear(200, seed=5)
-    base = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X, y)
+    base = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(X, y)
     for levers in (
         {"finetune_layers": "output"},
         {"finetune_rows": 32},
         {"finetune_holdout": 0.2},
     ):
         reg = MotherNetRegressor(
-            weights=weights, n_estimators=2, random_state=0, finetune_steps=50, finetune_learning_rate=1e-2, **levers
-        ).fit(X, y)
+            weights=weights, n_estimators=2, random_state=0, finetune_steps=50, finetune_learning_rate=1e-2,
+            output_layer="generated", **levers,
+        ).fit(X, y)  # fmt: skip
         assert reg.settings_ == {**base.settings_, "finetune_steps": 50, "finetune_learning_rate": 1e-2, **levers}
         changed = np.mean((reg.predict(X) - y) ** 2) < np.mean((base.predict(X) - y) ** 2)
         assert changed, levers  # each lowers the training error of random weights' children
     output_only = MotherNetRegressor(
-        weights=weights, n_estimators=1, random_state=0, finetune_steps=50, finetune_layers="output"
-    ).fit(X, y)
-    untouched = MotherNetRegressor(weights=weights, n_estimators=1, random_state=0).fit(X, y)
+        weights=weights, n_estimators=1, random_state=0, finetune_steps=50, finetune_layers="output",
+        output_layer="generated",
+    ).fit(X, y)  # fmt: skip
+    untouched = MotherNetRegressor(weights=weights, n_estimators=1, random_state=0, output_layer="generated").fit(X, y)
     tuned, generated = output_only.predictor_.children[0].layers, untouched.predictor_.children[0].layers
     for (w, b), (w0, b0) in zip(tuned[:-1], generated[:-1], strict=True):  # hidden layers as generated
         np.testing.assert_array_equal(dense(w), dense(w0))

@@ -108,10 +108,10 @@ def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weigh
         residual = y[test] - reg.predict(X[test])
         return 1 - np.mean(residual**2) / np.var(y[test])
 
-    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])
-    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="refit").fit(
+    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(
         X[train], y[train]
     )
+    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])  # the default
     assert ridge.settings_["output_layer"] == "refit" and generated.settings_["output_layer"] == "generated"
     assert r2(ridge) > 0.8 and r2(ridge) > r2(generated) + 0.3, (r2(ridge), r2(generated))  # random weights
     for a, b in zip(ridge.predictor_.children, generated.predictor_.children, strict=True):
@@ -130,15 +130,15 @@ def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(
     save_pretrained(path, weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     X = np.random.default_rng(4).normal(size=(80, 3))
     y = X[:, 0] * 2
-    assert MotherNetRegressor(weights=path).fit(X, y).settings_["output_layer"] == "generated"
-    update_info(path, {"output_layer": "refit", "n_estimators": 3, "max_train_rows": 50})
+    assert MotherNetRegressor(weights=path).fit(X, y).settings_["output_layer"] == "refit"  # the library's default
+    update_info(path, {"output_layer": "generated", "n_estimators": 3, "max_train_rows": 50})
     auto = MotherNetRegressor(weights=path).fit(X, y)
     assert {k: auto.settings_[k] for k in ("output_layer", "n_estimators", "max_train_rows")} == {
-        "output_layer": "refit",
+        "output_layer": "generated",
         "n_estimators": 3,
         "max_train_rows": 50,
     }
-    assert MotherNetRegressor(weights=path, output_layer="generated").fit(X, y).settings_["output_layer"] == "generated"
+    assert MotherNetRegressor(weights=path, output_layer="refit").fit(X, y).settings_["output_layer"] == "refit"
     with pytest.raises(ValueError, match=r"^output_layer must be one of generated, refit or 'auto', got 'lasso'$"):
         MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)
 
@@ -162,6 +162,8 @@ def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
     path = tmp_path / "std.npz"
     reg.export(path)
     np.testing.assert_allclose(load_predictor(path).predict(X[test], return_std=True)[1], std, rtol=1e-9)
-    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])
+    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(
+        X[train], y[train]
+    )
     with pytest.raises(ValueError, match=r"^return_std needs .* output_layer='refit'$"):
         generated.predict(X[test], return_std=True)

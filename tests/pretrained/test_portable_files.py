@@ -115,7 +115,13 @@ def test_what_training_exports_holds_no_absolute_path(tmp_path):
     earlier = {"steps": 5, "datasets_seen": 40, "train_config": {"init_weights": "/data/phase0/tiny.msgpack"}}
     export = tmp_path / "out" / "tiny.msgpack"
     export_weights(
-        export, params, train_config, steps=3, losses=[0.7, 0.6], carried={"history": [earlier]}, stop_reason="steps"
+        export,
+        params,
+        train_config,
+        steps=3,
+        losses=[0.7, 0.6],
+        carried={"history": [earlier]},
+        stop_reason="steps",
     )
     assert paths_in_weight_file(export) == []
     info = load_info(export)

@@ -75,10 +75,11 @@ def test_shipped_file_matches_its_manifest_and_size_budget():
 
 @pytest.mark.slow
 def test_the_demo_runs_on_the_shipped_weights():
-    """README's first command: `python -m mothernet_jax.demo` (here on wine, 3 classes). Slow: a
-    fresh process fits MotherNet twice and the baselines."""
+    """README's first command: `python -m mothernet_jax.demo` (here on wine, 3 classes), with
+    `MotherNetClassifier()` at the shipped weights' settings. Slow: a fresh process fits MotherNet
+    twice and the baselines."""
     done = subprocess.run(
-        [sys.executable, "-m", "mothernet_jax.demo", "--dataset", "wine", "--n-estimators", "2"],
+        [sys.executable, "-m", "mothernet_jax.demo", "--dataset", "wine"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -92,6 +93,7 @@ def test_the_demo_runs_on_the_shipped_weights():
     assert fit < first_fit, done.stdout
     assert "first fit s includes JIT compilation" in done.stdout
     assert "HistGradientBoosting" in lines
+    assert "MotherNet settings: n_estimators=4, max_train_rows=256, output_layer=refit" in done.stdout  # the defaults
 
 
 def recommended_in_docs(name: str = "FAST_DEFAULTS.md") -> dict:
@@ -107,6 +109,38 @@ def recommended_in_docs(name: str = "FAST_DEFAULTS.md") -> dict:
             value = cells[1].strip("`")
             table[cells[0].strip("`")] = None if value == "None" else json.loads(value) if value[0] in "0123456789" else value
     return table
+
+
+def library_defaults_in_docs(name: str) -> dict:
+    """The "library default" column of the settings table in docs/`name`, parsed as
+    `recommended_in_docs` parses the "recommended" one."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / name).read_text()
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[2].startswith("`"):
+            value = cells[2].strip("`")
+            table[cells[0].strip("`")] = None if value == "None" else json.loads(value) if value[0] in "0123456789" else value
+    return table
+
+
+def test_the_library_defaults_are_the_measured_defaults_the_shipped_weights_recommend():
+    """Weights that recommend nothing (random ones, a fresh training run's export) get the settings
+    the shipped weights were measured at (issue 31); the docs' "library default" columns say so."""
+    from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
+    from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS, REGRESSOR
+
+    for name, settings in (("small", CLASSIFIER), (REGRESSION_NAME, REGRESSOR)):
+        info = load_info(shipped_path(name))
+        assert {key: info[key] for key in settings if key in info} == {
+            key: LIBRARY_DEFAULTS[key] for key in settings if key in info
+        }, name
+    assert library_defaults_in_docs("FAST_DEFAULTS.md") == {key: LIBRARY_DEFAULTS[key] for key in CLASSIFIER}
+    assert library_defaults_in_docs("REGRESSION.md") == {key: LIBRARY_DEFAULTS[key] for key in REGRESSOR}
+    assert LIBRARY_DEFAULTS["n_estimators"] == 4 and LIBRARY_DEFAULTS["max_train_rows"] == 256
+    assert LIBRARY_DEFAULTS["output_layer"] == "refit" and LIBRARY_DEFAULTS["multiclass"] == "native"
 
 
 def test_the_defaults_are_what_the_manifest_recommends_and_the_docs_say():

@@ -100,3 +100,26 @@ def test_weights_exported_by_train_work_as_readme_says(tmp_path, tiny):
         MotherNetClassifier(weights=mn.Weights(params, config), n_estimators=2, random_state=0).fit(X, y).predict_proba(X)
     )
     np.testing.assert_allclose(proba, expected, atol=1e-6)
+
+
+def test_a_self_trained_export_gets_the_measured_defaults(tmp_path):
+    """A fresh training run's export recommends nothing: the estimators take the library's defaults,
+    which are the shipped weights' measured settings (4 members of 256 rows, the refitted read-out),
+    so predict(X, return_std=True) works on a self-trained regressor (issue 31)."""
+    from mothernet_jax.regressor import MotherNetRegressor
+    from mothernet_jax.settings import REGRESSOR
+
+    config = mn.preset("tiny-regression")
+    params = jax.tree_util.tree_map(np.asarray, mn.init_params(jax.random.key(0), config))
+    path = tmp_path / "mine.msgpack"
+    export_weights(path, params, preset("tiny-regression"), steps=3, losses=[0.7], carried={}, stop_reason="steps")
+    assert not set(REGRESSOR) & set(load_info(path))  # it recommends nothing
+    X, _ = data()
+    reg = MotherNetRegressor(weights=str(path), random_state=0).fit(X, X @ np.array([1.0, -1.0, 0.5]))
+    assert {k: reg.settings_[k] for k in ("n_estimators", "max_train_rows", "output_layer")} == {
+        "n_estimators": 4,
+        "max_train_rows": 256,
+        "output_layer": "refit",
+    }
+    mean, std = reg.predict(X, return_std=True)
+    assert mean.shape == std.shape == (60,) and np.all(std > 0)
