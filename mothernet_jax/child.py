@@ -180,6 +180,13 @@ def numpy_predict_regression(child: Child, x: np.ndarray) -> np.ndarray:
     return numpy_logits(child, x)[..., 0]
 
 
+def weights_as(child: Child, dtype) -> Child:
+    """The child with its weights (layers and skip read-out) as NumPy arrays of `dtype`, its mean and
+    std as they are (the rows are standardised in float32 either way)."""
+    skip = None if child.skip is None else np.asarray(child.skip, dtype)
+    return Child(numpy_layers(child.layers, dtype), child.mean, child.std, skip)
+
+
 def numpy_layers(layers, dtype=np.float32) -> tuple:
     """A child's layers as NumPy arrays of `dtype` (low-rank factor pairs kept as pairs)."""
     def weight(w):

@@ -21,7 +21,14 @@ import os
 import numpy as np
 
 from mothernet_jax.checks import reject_beyond_float32
-from mothernet_jax.child import DEFAULT_TEMPERATURE, Child, numpy_layers, numpy_logits, numpy_predict_proba
+from mothernet_jax.child import (
+    DEFAULT_TEMPERATURE,
+    Child,
+    numpy_layers,
+    numpy_logits,
+    numpy_predict_proba,
+    weights_as,
+)
 from mothernet_jax.npz import EXPORT, PredictorFileError, atomic_savez, check_export_path, export_noun
 
 FORMAT = "mothernet-jax-predictor"
@@ -107,10 +114,7 @@ class Predictor:
         # batch and any row order (float32 matrix kernels round differently by batch size, ~1e-7,
         # and a regressor's target std magnifies that), at float32 inputs' precision; the file
         # keeps the float32 weights.
-        self._children64 = [
-            Child(numpy_layers(c.layers, np.float64), c.mean, c.std, None if c.skip is None else c.skip.astype(float))
-            for c in self.children
-        ]
+        self._children64 = [weights_as(c, np.float64) for c in self.children]
 
     # -- prediction ----------------------------------------------------------------------------
 

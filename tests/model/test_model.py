@@ -13,7 +13,7 @@ from model_helpers import assert_same_child
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
-from mothernet_jax.child import factored_logits, numpy_predict_proba, to_numpy
+from mothernet_jax.child import factored_logits, numpy_predict_proba, to_numpy, weights_as
 from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import bucket_rows, generate_batch
 from mothernet_jax.model.mothernet import MotherNet, count_params
@@ -291,8 +291,11 @@ def test_the_predictor_runs_the_childs_numpy_forward_pass(tiny):
     X = np.array(X, np.float64)
     X[0, 1] = np.nan  # a raw column's missing value: standardised to 0 by the same code
     one = Predictor([child], temperature=0.7).predict_proba(X)
-    np.testing.assert_array_equal(one, numpy_predict_proba(child, X, 0.7))
+    in_float64 = weights_as(child, np.float64)  # products in float64: the same in any batch
+    np.testing.assert_array_equal(one, numpy_predict_proba(in_float64, X, 0.7))
+    np.testing.assert_allclose(one, numpy_predict_proba(child, X, 0.7), atol=1e-6)
     np.testing.assert_allclose(one, np.asarray(mn.predict_proba(child, X, 0.7)), atol=1e-6)
+    np.testing.assert_array_equal(Predictor([child], temperature=0.7).predict_proba(X[::-1])[::-1], one)
 
 
 def test_a_linear_child_has_one_layer(getkey):
