@@ -109,7 +109,7 @@ def main(argv=None) -> None:
     print("first fit s includes JIT compilation (the first fit of a shape); fit s is a second fit, warm")
     chosen = compared["MotherNet"].settings_
     shown = ("n_estimators", "max_train_rows", "output_layer")
-    print("MotherNet settings: " + ", ".join(f"{k}={chosen[k]}" for k in shown))
+    print("MotherNetClassifier settings: " + ", ".join(f"{k}={chosen[k]}" for k in shown))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_the_demo_runs_on_the_shipped_weights():
     assert fit < first_fit, done.stdout
     assert "first fit s includes JIT compilation" in done.stdout
     assert "HistGradientBoosting" in lines
-    assert "MotherNet settings: n_estimators=4, max_train_rows=256, output_layer=refit" in done.stdout  # the defaults
+    assert "MotherNetClassifier settings: n_estimators=4, max_train_rows=256, output_layer=refit" in done.stdout  # the defaults
 
 
 def recommended_in_docs(name: str = "FAST_DEFAULTS.md") -> dict:
