@@ -88,16 +88,16 @@ def standardise_columns(x, mask):
     x = jnp.where(jnp.isfinite(x), x, 0.0)
     mean = _masked_mean(x, mask)
     count = jnp.sum(mask)
-    var = jnp.sum(jnp.where(mask[:, None], (x - mean) ** 2, 0.0), axis=0) / jnp.maximum(count - 1.0, 1.0)
+    var = jnp.sum(jnp.where(mask[:, None], (x - mean[None]) ** 2, 0.0), axis=0) / jnp.maximum(count - 1.0, 1.0)
     varies = var > 1e-12
     std = jnp.where(varies, jnp.sqrt(jnp.where(varies, var, 1.0)), 1.0)
-    return jnp.where(varies, (x - mean) / std, 0.0)
+    return jnp.where(varies[None], (x - mean[None]) / std[None], 0.0)
 
 
 def _centred(features, targets, mask):
     f_mean, y_mean = _masked_mean(features, mask), _masked_mean(targets, mask)
     weight = mask.astype(features.dtype)[:, None]
-    return (features - f_mean) * weight, (targets - y_mean) * weight, f_mean, y_mean
+    return (features - f_mean[None]) * weight, (targets - y_mean[None]) * weight, f_mean, y_mean
 
 
 def _solve(fc, yc, w0, penalty):
@@ -143,10 +143,10 @@ def logit_scale(outputs, labels, mask, present, scales=LOGIT_SCALES):
     1 / (n + 1) spread over the present classes): separable leave-one-out outputs would otherwise
     ask for an unbounded alpha, overconfident on new rows. outputs (n, k), labels (n,) int."""
     logits = jnp.asarray(scales)[:, None, None] * outputs[None]
-    logits = jnp.where(present, logits, ABSENT_LOGIT)
+    logits = jnp.where(present[None, None], logits, ABSENT_LOGIT)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_p, labels[None, :, None], axis=-1)[..., 0]
-    spread = jnp.sum(jnp.where(present, log_p, 0.0), axis=-1) / jnp.maximum(jnp.sum(present), 1)
+    spread = jnp.sum(jnp.where(present[None, None], log_p, 0.0), axis=-1) / jnp.maximum(jnp.sum(present), 1)
     smoothing = 1.0 / (jnp.sum(mask) + 1.0)
     per_row = (1.0 - smoothing) * picked + smoothing * spread
     losses = -jnp.sum(jnp.where(mask[None], per_row, 0.0), axis=1)
@@ -215,8 +215,8 @@ def read_out_outputs(read_out: ReadOut, hidden, z):
     alpha times the ridge outputs, absent classes `ABSENT_LOGIT`) or the standardised prediction
     (regression)."""
     features = jnp.concatenate([hidden / read_out.scale, z], axis=-1)
-    outputs = read_out.alpha * (features @ read_out.w + read_out.intercept)
-    return jnp.where(read_out.present, outputs, ABSENT_LOGIT)
+    outputs = read_out.alpha * (features @ read_out.w + read_out.intercept[None])
+    return jnp.where(read_out.present[None], outputs, ABSENT_LOGIT)
 
 
 def child_with_read_out(child: Child, read_out: ReadOut, *, logit_factor: float = 1.0) -> Child:
@@ -243,9 +243,9 @@ def fit_child(child: Child, X, y, *, n_rows=None, n_features=None, regression: b
     n, d = X.shape
     rows = jnp.arange(n) < (n if n_rows is None else n_rows)
     columns = jnp.arange(d) < (d if n_features is None else n_features)
-    real = rows[:, None] & columns[None, :]
-    z = standardise_rows(jnp.where(real, X, child.mean), child.mean, child.std, jnp)
-    z = jnp.where(real, z, 0.0)
+    observed = rows[:, None] & columns[None, :] & ~jnp.isnan(X)  # NaN never enters the arithmetic
+    z = standardise_rows(jnp.where(observed, X, child.mean[None]), child.mean, child.std, jnp)
+    z = jnp.where(observed, z, 0.0)  # missing entries and padding read as 0, as the child reads NaN
     if regression:
         y = jnp.where(rows, jnp.asarray(y, jnp.float32), 0.0)
         mean = jnp.sum(y) / jnp.maximum(jnp.sum(rows), 1)

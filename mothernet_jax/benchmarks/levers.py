@@ -35,10 +35,11 @@ from pathlib import Path
 
 from mothernet_jax.settings import CLASSIFIER, LIBRARY_DEFAULTS
 
-# name -> MotherNetClassifier parameters; every other setting is the library default
-# (`settings.LIBRARY_DEFAULTS`), not "auto", so that a setting means the same whatever the weight
-# file recommends
-BASE = {name: LIBRARY_DEFAULTS[name] for name in CLASSIFIER}
+# name -> MotherNetClassifier parameters; every other setting is BASE, spelled out (not "auto", and
+# not the library defaults, which moved to the measured defaults after this map), so that a setting
+# means the same whatever the weight file recommends or the library's defaults become
+MAP_BASE = {"n_estimators": 8, "max_train_rows": 1024, "output_layer": "generated"}  # the map's origin
+BASE = {name: MAP_BASE.get(name, LIBRARY_DEFAULTS[name]) for name in CLASSIFIER}
 OVR10 = {"multiclass": "one_vs_rest", "max_members": 10, "n_estimators": 4, "max_train_rows": 256}  # the budget
 ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
 REFIT = {"output_layer": "refit"}  # the read-out refitted on every training row (estimator.output_layer)

@@ -3,8 +3,8 @@
     python -m mothernet_jax.benchmarks.regression_levers --data ../shared/regression \
         --out runs/regression_levers --threads 1
 
-Every setting (`SETTINGS`: a name and the regressor parameters it changes, all others the library
-defaults, not "auto"), the baselines (ridge regression, HistGradientBoosting) and the controls
+Every setting (`SETTINGS`: a name and the regressor parameters it changes, all others `BASE`: the
+map's origin of 8 members of 1,024 rows, the children as generated, spelled out, not "auto"), the baselines (ridge regression, HistGradientBoosting) and the controls
 (`CONTROLS`, `benchmarks.controls`: the untrained hypernetwork at the weights' default settings,
 random ReLU features with the same read-out) are fitted on the
 same 5 splits of every validation dataset (`evaluation.regression_split`; the test part is never
@@ -25,11 +25,11 @@ from mothernet_jax.benchmarks import levers
 from mothernet_jax.benchmarks.levers import cap_threads
 from mothernet_jax.settings import LIBRARY_DEFAULTS, REGRESSOR
 
-BASE = {name: LIBRARY_DEFAULTS[name] for name in REGRESSOR}
+BASE = {name: levers.MAP_BASE.get(name, LIBRARY_DEFAULTS[name]) for name in REGRESSOR}  # as levers.BASE
 REFIT = {"output_layer": "refit"}
 ES100 = {"finetune_steps": 100, "finetune_holdout": 0.2}  # 100 steps, early stopping on 20% held out
 SETTINGS: dict[str, dict] = {
-    # the library defaults (8 members of 1,024 rows, children as generated) and fewer, smaller members
+    # the map's origin (BASE: 8 members of 1,024 rows, children as generated) and fewer, smaller members
     "8x1024": {},
     "4x256": {"n_estimators": 4, "max_train_rows": 256},
     # the read-out refitted by ridge regression on every row (estimator.output_layer)

@@ -16,7 +16,10 @@ def record(method, dataset, auc, fit, predict=0.01):
 
 
 def test_every_setting_names_every_recommendable_setting_explicitly():
-    assert set(levers.BASE) == set(CLASSIFIER) and levers.BASE.items() <= LIBRARY_DEFAULTS.items()
+    assert set(levers.BASE) == set(CLASSIFIER)
+    assert {k: v for k, v in levers.BASE.items() if k not in levers.MAP_BASE}.items() <= LIBRARY_DEFAULTS.items()
+    assert (levers.BASE["n_estimators"], levers.BASE["max_train_rows"], levers.BASE["output_layer"]) == (
+        8, 1024, "generated")  # the map's origin, whatever the library's defaults  # fmt: skip
     for name, setting in levers.SETTINGS.items():
         assert set(setting) <= set(CLASSIFIER), name
     clf = levers.factory(levers.SETTINGS["ovr<=10 4x256 ft100 es"])([False, False], 0)

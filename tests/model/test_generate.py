@@ -155,16 +155,16 @@ def test_padding_arguments_serve_ragged_data_from_one_compiled_function(tiny):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def one(X, y, n, d):
-        return mn.generate(params, X, y, n_classes=10, n_rows=n, n_features=d)
+        return mn.generate(params, X, y, n_classes=10, n_rows=n, n_features=d, read_out="generated")
 
     singles = [one(Xp[i], yp[i], n_rows[i], n_features[i]) for i in range(3)]
     batched = jax.jit(
-        jax.vmap(lambda X, y, n, d: mn.generate(params, X, y, n_classes=10, n_rows=n, n_features=d))
+        jax.vmap(lambda X, y, n, d: mn.generate(params, X, y, n_classes=10, n_rows=n, n_features=d, read_out="generated"))
     )(Xp, yp, n_rows, n_features)
     assert_same_child(batched, jax.jit(generate_batch)(params, Xp, yp, n_rows, n_features), 1e-5)
     for i, (n, d) in enumerate(sizes):
         child = singles[i]
-        eager = mn.generate(params, X[i, :n, :d], y[i, :n], n_classes=10)
+        eager = mn.generate(params, X[i, :n, :d], y[i, :n], n_classes=10, read_out="generated")
         np.testing.assert_allclose(child.layers[0][0][:d], eager.layers[0][0], atol=1e-5)
         assert not np.any(child.layers[0][0][d:])  # the padded features get no weight
         chex.assert_trees_all_close(child.layers[1:], eager.layers[1:], atol=1e-5, rtol=1e-5)
@@ -173,6 +173,17 @@ def test_padding_arguments_serve_ragged_data_from_one_compiled_function(tiny):
         # the padded child classifies padded rows as the small child classifies the real ones
         np.testing.assert_allclose(
             mn.child_logits(child, Xp[i, :n]), mn.child_logits(eager, X[i, :n, :d]), atol=1e-4
+        )
+    # the fitted read-out (the default) reads the real rows and columns only, too
+    fitted = jax.jit(
+        jax.vmap(lambda X, y, n, d: mn.generate(params, X, y, n_classes=10, n_rows=n, n_features=d))
+    )(Xp, yp, n_rows, n_features)
+    for i, (n, d) in enumerate(sizes):
+        child = jax.tree.map(lambda a, i=i: a[i], fitted)
+        eager = mn.generate(params, X[i, :n, :d], y[i, :n], n_classes=10)
+        assert np.all(np.isfinite(np.asarray(child.skip))) and not np.any(child.skip[d:])
+        np.testing.assert_allclose(
+            mn.predict_proba(child, Xp[i, :n]), mn.predict_proba(eager, X[i, :n, :d]), atol=2e-4
         )
 
 

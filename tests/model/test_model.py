@@ -99,7 +99,7 @@ def test_generate_and_numpy_export_reproduce_the_reference_classifier(highest_pr
     c = np.load(FIXTURES / "classifier_tiny_class_average.npz")
     _, params = fixture_params("tiny_class_average")
     y = np.searchsorted(c["classes"], c["y_train"])
-    child = to_numpy(mn.generate(params, c["X_train"], y, config=mn.preset("tiny_class_average")))
+    child = to_numpy(mn.generate(params, c["X_train"], y, config=mn.preset("tiny_class_average"), read_out="generated"))
     np.testing.assert_allclose(child.mean, c["mean"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(child.std, c["std"], rtol=1e-5, atol=1e-5)
     for j, (weight, bias) in enumerate(child.layers):
@@ -107,7 +107,7 @@ def test_generate_and_numpy_export_reproduce_the_reference_classifier(highest_pr
         np.testing.assert_allclose(bias, c[f"exported/layer{j}/bias"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(numpy_predict_proba(child, c["X_test"]), c["predict_proba"], atol=1e-5)
     jax_proba = mn.predict_proba(
-        mn.generate(params, c["X_train"], y, config=mn.preset("tiny_class_average")), c["X_test"]
+        mn.generate(params, c["X_train"], y, config=mn.preset("tiny_class_average"), read_out="generated"), c["X_test"]
     )
     np.testing.assert_allclose(np.asarray(jax_proba), c["predict_proba"], atol=1e-5)
 

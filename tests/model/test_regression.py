@@ -124,14 +124,16 @@ def test_a_constant_target_or_one_row_gives_that_constant(tiny):
 
 def test_jit_and_padding_give_the_eager_child(tiny):
     params, X, y = tiny
-    eager = mn.generate(params, X[0], y[0])
-    jitted = jax.jit(lambda p, X, y: mn.generate(p, X, y))(params, X[0], y[0])
+    eager = mn.generate(params, X[0], y[0], read_out="generated")
+    jitted = jax.jit(lambda p, X, y: mn.generate(p, X, y, read_out="generated"))(params, X[0], y[0])
     assert_same_child(jitted, eager)
     # rows beyond n_rows and columns beyond n_features are ignored, whatever they hold
     X_pad = np.concatenate([X[0], np.full((24, 5), np.nan, np.float32)])
     X_pad = np.concatenate([X_pad, np.full((64, 2), np.inf, np.float32)], axis=1)
     y_pad = np.concatenate([y[0], np.full(24, np.inf, np.float32)])
-    padded = jax.jit(lambda X, y, n, d: mn.generate(params, X, y, n_rows=n, n_features=d))(X_pad, y_pad, 40, 5)
+    padded = jax.jit(lambda X, y, n, d: mn.generate(params, X, y, n_rows=n, n_features=d, read_out="generated"))(
+        X_pad, y_pad, 40, 5
+    )
     np.testing.assert_allclose(
         mn.predict_regression(padded, np.pad(X[1], ((0, 0), (0, 2)))), mn.predict_regression(eager, X[1]),
         rtol=1e-5, atol=1e-4,
@@ -140,9 +142,10 @@ def test_jit_and_padding_give_the_eager_child(tiny):
 
 def test_vmap_over_datasets_equals_a_loop_and_generate_batch(tiny):
     params, X, y = tiny
-    batched = jax.jit(jax.vmap(lambda X, y: mn.generate(params, X, y)))(X, y)
+    batched = jax.jit(jax.vmap(lambda X, y: mn.generate(params, X, y, read_out="generated")))(X, y)
     for i in range(3):
-        assert_same_child(jax.tree_util.tree_map(lambda a, i=i: a[i], batched), mn.generate(params, X[i], y[i]))
+        one = mn.generate(params, X[i], y[i], read_out="generated")
+        assert_same_child(jax.tree_util.tree_map(lambda a, i=i: a[i], batched), one)
     n = np.full(3, 40)
     assert_same_child(jax.jit(generate_batch)(params, X, y, n, np.full(3, 5)), batched)
 

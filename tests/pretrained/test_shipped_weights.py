@@ -224,6 +224,6 @@ def test_the_shipped_weights_generate_the_pinned_children():
         X, y = loader(return_X_y=True)
         order = np.random.default_rng(0).permutation(len(y))
         train, test = order[:120], order[120:160]
-        child = mn.generate(params, X[train].astype(np.float32), y[train])
+        child = mn.generate(params, X[train].astype(np.float32), y[train], read_out="generated")
         proba = np.asarray(mn.predict_proba(child, X[test].astype(np.float32)))
         np.testing.assert_allclose(proba, pinned[name], atol=1e-5, err_msg=name)
