@@ -14,6 +14,10 @@
 
 The gap default - untrained is the meta-learning's share of an accuracy; `docs/FAST_DEFAULTS.md` and
 `docs/REGRESSION.md` report it beside every default.
+
+And what JAX users get: `GenerateClassifier`, one `mothernet_jax.generate` call on the raw training
+rows (categorical codes as numbers, NaN as missing), its child's `predict_proba` on the test rows,
+no estimator around it (`read_out`: generate's, "fitted" by default, or "generated").
 """
 
 from __future__ import annotations
@@ -154,3 +158,32 @@ def random_features(estimator: type, categorical_mask, seed, *, weights=None, **
     """A `RandomFeatures*` of the child's shape of `weights` (None: the shipped weights)."""
     layers, width = _child_shape(weights)
     return estimator(categorical_mask=np.asarray(categorical_mask, bool), random_state=seed, layers=layers, width=width)
+
+
+class GenerateClassifier(ClassifierMixin, BaseEstimator):
+    """`mothernet_jax.generate(params, X, y, read_out=...)` and the child's `predict_proba`: what a JAX
+    user calls, with no estimator around it. Raw rows (at most the model's max_features columns and
+    max_classes classes), labels as codes 0..k-1."""
+
+    def __init__(self, weights=None, read_out="fitted", untrained_seed=None):
+        self.weights = weights
+        self.read_out = read_out
+        self.untrained_seed = untrained_seed
+
+    def fit(self, x, y):
+        from mothernet_jax.estimator.weights import resolve_weights
+        from mothernet_jax.generation import generate
+
+        params, config = (untrained_weights(self.weights, self.untrained_seed) if self.untrained_seed is not None
+                          else resolve_weights(self.weights))  # fmt: skip
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        self.child_ = generate(params, np.asarray(x, np.float32), codes, config=config, read_out=self.read_out)
+        return self
+
+    def predict_proba(self, x):
+        from mothernet_jax.child import predict_proba
+
+        return np.asarray(predict_proba(self.child_, np.asarray(x, np.float32)), np.float64)
+
+    def predict(self, x):
+        return self.classes_[np.argmax(self.predict_proba(x), axis=1)]

@@ -89,6 +89,7 @@ SETTINGS: dict[str, dict] = {
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the defaults are measured against
+GENERATE = ("generate", "generate_generated", "generate_untrained")  # generate's children, no estimator
 REFERENCE = "hist_gradient_boosting"
 
 
@@ -140,7 +141,7 @@ def run(out: Path, paths: list[Path], names: Sequence[str], *, splits: int, weig
     done = {(r["dataset"], r["method"]) for r in read_records(path)}
     methods = {name: factory(SETTINGS[name], weights) for name in names if name in SETTINGS}
     methods.update(resolve_methods([name for name in names if name in BASELINES], n_jobs=1)[0])
-    methods.update(resolve_methods([name for name in names if name in CONTROLS], weights=weights)[0])
+    methods.update(resolve_methods([name for name in names if name in (*CONTROLS, *GENERATE)], weights=weights)[0])
     with path.open("a") as jsonl:
         for p in paths:
             todo = {m: f for m, f in methods.items() if (p.stem, m) not in done}
@@ -272,7 +273,7 @@ def main(argv=None) -> None:
     if capped:
         cap_threads(args.threads)
     out = Path(args.out)
-    choices = [*BASELINES, *CONTROLS, *SETTINGS]
+    choices = [*BASELINES, *CONTROLS, *SETTINGS, *GENERATE]
     names = args.settings or choices
     unknown = [n for n in names if n not in choices]
     if unknown:

@@ -208,6 +208,18 @@ def _random_features(categorical_mask, seed, *, weights=None, **_):
     return random_features(RandomFeaturesClassifier, categorical_mask, seed, weights=weights)
 
 
+def _generate(read_out, categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import GenerateClassifier
+
+    return GenerateClassifier(weights=weights, read_out=read_out)
+
+
+def _generate_untrained(categorical_mask, seed, *, weights=None, **_):
+    from mothernet_jax.benchmarks.controls import GenerateClassifier
+
+    return GenerateClassifier(weights=weights, untrained_seed=seed)
+
+
 def control_methods(untrained: Callable, random: Callable, preflight: Callable, estimator: str) -> list[Method]:
     """The two controls of `benchmarks.controls` as methods, alike for both tasks."""
     return [
@@ -241,6 +253,27 @@ METHODS: dict[str, Method] = {
             preflight=_mothernet_preflight,
         ),
         *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetClassifier"),
+        Method(
+            name="generate",
+            label="generate (fitted read-out)",
+            description="mothernet_jax.generate(params, X, y) on the raw rows and its child: no estimator",
+            build=functools.partial(_generate, "fitted"),
+            preflight=_mothernet_preflight,
+        ),
+        Method(
+            name="generate_generated",
+            label="generate (as generated)",
+            description="mothernet_jax.generate(params, X, y, read_out='generated') and its child: no estimator",
+            build=functools.partial(_generate, "generated"),
+            preflight=_mothernet_preflight,
+        ),
+        Method(
+            name="generate_untrained",
+            label="generate, untrained",
+            description="mothernet_jax.generate (fitted read-out) with init_params(key(split seed)): the control",
+            build=_generate_untrained,
+            preflight=_mothernet_preflight,
+        ),
         Method(
             name="logistic_regression",
             label="Logistic regression",
