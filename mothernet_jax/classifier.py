@@ -22,10 +22,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
+from mothernet_jax.estimator import schedule
 from mothernet_jax.estimator.encoding import missing_mask, plain_dtypes
 from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit, weights_name
 from mothernet_jax.estimator.output_layer import logistic_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
+from mothernet_jax.estimator.threads import check_n_jobs, own_threads
 from mothernet_jax.predictor import Predictor
 
 MULTICLASS = ("auto", *settings.MULTICLASS_STRATEGIES)
@@ -112,11 +114,29 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         Early stopping: this share of each member's rows is kept out of the fine-tuning and scored
         every 5 steps; the child keeps its best (the child as generated included) and stops after
         20 steps without a better one. 0 (library default): no early stopping.
+    finetune_pool : int, None or "auto"
+        The rows each member's fine-tuning fits and holds out from: its own stratified sample of
+        this many training rows (all of them where there are fewer). None (library default): its
+        context rows (`max_train_rows`).
     output_layer : "generated", "refit" or "auto"
         "generated": the children as generated (and fine-tuned). "refit" (library default): after
-        that, each child's read-out is refitted on every training row (up to 20,000): L2 logistic
-        regression of the member's output groups on its last hidden layer and its standardised
-        inputs (`estimator.output_layer`; the child gains a linear `skip` read-out of its inputs).
+        that, each child's read-out is refitted on every training row: L2 logistic regression of
+        every class (whatever class group the member was generated for) on its last hidden layer
+        and its standardised inputs (`estimator.output_layer`; the child gains a linear `skip`
+        read-out of its inputs); beyond 20,000 rows solved over row blocks from a stratified
+        subsample's solution.
+    n_jobs : int or None, default None
+        Threads of the NumPy, SciPy and scikit-learn work inside fit and predict (the BLAS and
+        OpenMP pools, limited with threadpoolctl for the call and restored after it), as
+        scikit-learn's n_jobs: None one, -1 every core, -2 all but one. One is the fastest on a
+        shared or busy machine (the read-out's small products spend more time waiting for threads
+        than computing: docs/FAST_DEFAULTS.md, "Threads"). XLA's pool, which generates the
+        children, is sized when JAX starts (one thread per core; PJRT_NPROC sets it).
+
+    The "auto" settings beyond 10,000 training rows (`estimator.schedule`, measured in
+    docs/FAST_DEFAULTS.md, "Many rows"): the children are fine-tuned on a large sample of the rows
+    (300 steps of 512 rows from each member's 8,192, a fifth held out to stop early, step size
+    3e-3) before the read-out is refitted; a setting given explicitly (finetune_steps=0) wins.
 
     The model's limits, handled per member:
 
@@ -163,6 +183,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         finetune_holdout: float | str = "auto",
         max_members: int | None | str = "auto",
         output_layer: str = "auto",
+        finetune_pool: int | None | str = "auto",
+        n_jobs: int | None = None,
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -178,6 +200,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         self.finetune_holdout = finetune_holdout
         self.max_members = max_members
         self.output_layer = output_layer
+        self.finetune_pool = finetune_pool
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -191,9 +215,14 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
         self._check_parameters()
         reject_missing_labels(y)
+        with own_threads(self.n_jobs):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         table = prepare_fit(
-            self, X, y, names=settings.CLASSIFIER, targets=_class_codes, check_model=self._check_model
-        )
+            self, X, y, names=settings.CLASSIFIER, targets=_class_codes, check_model=self._check_model,
+            schedule=schedule.CLASSIFIER,
+        )  # fmt: skip
         temperature = float(self.temperature)
         classes, y_codes = table.targets
         chosen = table.chosen
@@ -207,20 +236,23 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             max_train_rows=chosen["max_train_rows"],
             max_features=table.config.max_features,
             max_classes=table.config.max_classes,
-            rng=table.rng(),
+            rng=table.rng("plan"),
             one_vs_rest=strategy == "one_vs_rest",
+            finetune_pool=chosen["finetune_pool"] if chosen["finetune_steps"] else None,
         )
         children, finetune = table.generate(y_codes, plans, temperature=temperature)
-        if chosen["output_layer"] == "refit":
+        groups = [p.groups for p in plans]
+        if chosen["output_layer"] == "refit":  # every member's read-out predicts every class
             children = logistic_output_layers(
                 children,
                 table.encoded,
                 [p.columns for p in plans],
-                [p.groups for p in plans],
                 y_codes,
+                len(classes),
                 temperature=temperature,
-                rng=table.rng(),
+                rng=table.rng("read_out"),
             )
+            groups = [np.arange(len(classes)) for _ in plans]
         self.classes_ = classes
         self.categorical_features_ = table.mask
         self.settings_ = {**chosen, "multiclass": strategy}
@@ -233,7 +265,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             temperature=temperature,
             encoder=table.encoder,
             columns=[p.columns for p in plans],
-            groups=[p.groups for p in plans],
+            groups=groups,
             feature_names=table.feature_names,
         )
         return self
@@ -244,7 +276,8 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         """X: (n, d) raw rows -> (n, n_classes) probabilities (in the order of classes_)."""
         check_is_fitted(self)
         X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
-        return self.predictor_.predict_proba(X)
+        with own_threads(getattr(self, "n_jobs", None)):
+            return self.predictor_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n,) the most probable class of each row."""
@@ -262,6 +295,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_parameters(self) -> None:
         check_settings(self, settings.CLASSIFIER)
+        check_n_jobs(self.n_jobs)
         if not settings.is_number(self.temperature) or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 

@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
+from mothernet_jax.estimator import schedule
 from mothernet_jax.estimator.encoding import plain_dtypes
 from mothernet_jax.estimator.fitting import check_settings, prepare_fit, weights_name
 from mothernet_jax.estimator.member_generation import (
@@ -34,6 +35,7 @@ from mothernet_jax.estimator.member_generation import (
 )
 from mothernet_jax.estimator.output_layer import ridge_output_layers
 from mothernet_jax.estimator.plan import plan_regression_members
+from mothernet_jax.estimator.threads import check_n_jobs, own_threads
 from mothernet_jax.predictor import RegressionPredictor
 from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
@@ -68,15 +70,23 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         checks the memory first, as the classifier's).
     categorical_features : "auto", bool mask, indices or column names
         As `MotherNetClassifier`'s.
-    finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout
+    finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout, finetune_pool
         As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
-        loss.
+        loss (finetune_pool's sample stratified by the target's deciles).
     output_layer : "generated", "refit" or "auto"
         "generated": the children as generated (and fine-tuned). "refit" (library default): after
         that, each child's read-out is refitted in closed form, the ridge regression of its
         member-standardised target on its last hidden layer and its standardised inputs over every
         training row, the penalty chosen by generalised cross-validation (`estimator.output_layer`);
         one pass over the rows, no optimiser steps.
+    n_jobs : int or None, default None
+        Threads of the NumPy and scikit-learn work inside fit and predict, as
+        `MotherNetClassifier`'s (None: one; restored after the call).
+
+    The "auto" settings from 2,000 training rows (`estimator.schedule`, measured in
+    docs/REGRESSION.md, "Many rows"): the children are fine-tuned on a large sample of the rows
+    before the read-out is refitted, as the classifier's beyond 10,000; a setting given
+    explicitly (finetune_steps=0) wins.
 
     The target: numeric, finite, at least 2 rows (ValueError in one line otherwise). Each member
     standardises it over its own rows (mean 0, std 1); its child predicts that, and `predict` maps
@@ -106,6 +116,8 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         finetune_rows: int | None | str = "auto",
         finetune_holdout: float | str = "auto",
         output_layer: str = "auto",
+        finetune_pool: int | None | str = "auto",
+        n_jobs: int | None = None,
     ):
         self.weights = weights
         self.n_estimators = n_estimators
@@ -118,6 +130,8 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         self.finetune_rows = finetune_rows
         self.finetune_holdout = finetune_holdout
         self.output_layer = output_layer
+        self.finetune_pool = finetune_pool
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -137,9 +151,14 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
                 f"({shipped.name}; a file, or (params, config) of a model with task='regression')"
             )
         check_target(y)
+        with own_threads(self.n_jobs):
+            return self._fit(X, y, shipped)
+
+    def _fit(self, X, y, shipped):
         table = prepare_fit(
-            self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model, weights=shipped
-        )
+            self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model, weights=shipped,
+            schedule=schedule.REGRESSOR,
+        )  # fmt: skip
         y, chosen = table.targets, table.chosen
         plans = plan_regression_members(
             table.encoder,
@@ -148,7 +167,8 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
             n_estimators=chosen["n_estimators"],
             max_train_rows=chosen["max_train_rows"],
             max_features=table.config.max_features,
-            rng=table.rng(),
+            rng=table.rng("plan"),
+            finetune_pool=chosen["finetune_pool"] if chosen["finetune_steps"] else None,
         )
         children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
@@ -200,7 +220,8 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         (docs/REGRESSION.md measures its coverage)."""
         check_is_fitted(self)
         X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
-        return self.predictor_.predict(X, return_std=return_std)
+        with own_threads(getattr(self, "n_jobs", None)):
+            return self.predictor_.predict(X, return_std=return_std)
 
     def export(self, path: str | os.PathLike) -> None:
         """Write the fitted regressor (encoder, children, the members' target scales, the predictive
@@ -214,6 +235,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
 
     def _check_parameters(self) -> None:
         check_settings(self, SETTINGS)
+        check_n_jobs(self.n_jobs)
 
     def _check_model(self, config) -> None:
         if not is_regression(config):

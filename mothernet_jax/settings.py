@@ -85,6 +85,13 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
         0.0,
         "share of a member's rows held out to stop the fine-tuning early (0: no early stopping)",
     ),
+    "finetune_pool": (
+        lambda v: v is None or _integer(2)(v),
+        "an integer >= 2 or None",
+        None,
+        "rows each member's fine-tuning fits and holds out from: its own stratified sample of this many "
+        "training rows (null: its context rows)",
+    ),
     "output_layer": (
         lambda v: v in OUTPUT_LAYERS,
         f"one of {', '.join(OUTPUT_LAYERS)}",

@@ -18,6 +18,12 @@ threads), which other processes disturb less. Accuracy on the test rows is print
 multi-threaded BLAS and OpenMP (both sides) lose most of their speed waiting for their threads,
 and `--threads 1` gives steadier figures.
 
+Threads: without --threads, every library runs as a user's process would (the default environment:
+XLA's pool and the BLAS and OpenMP pools at their defaults, MotherNet's own NumPy work at its
+n_jobs=None). `--threads N` pins every pool of this process and of the processes it starts
+(`pin_threads`: XLA's, the BLAS and OpenMP pools by threadpoolctl and by OMP_NUM_THREADS,
+OPENBLAS_NUM_THREADS and MKL_NUM_THREADS, MotherNet's n_jobs).
+
 Classes (issue 20's cost as classes grow): for each count in --classes (2, 7 and 26),
 `MotherNetClassifier()` with no arguments (its defaults: the shipped weights and what their manifest
 recommends), or with the settings of `--set KEY=VALUE` (repeatable; the value is read as JSON where
@@ -192,20 +198,32 @@ def main(argv=None) -> None:
     if args.no_warm:
         args.class_repeats = 0
     if args.threads is not None:
-        args.xla_threads = cap_xla_threads(args.threads)  # before anything starts JAX's backend
+        args.xla_threads = pin_threads(args.threads)  # before anything starts JAX's backend
+        args.settings.setdefault("n_jobs", args.threads)
     if args.measure_classes is not None:  # one setting, in this (fresh) process
         result = measure_classes(
             args.measure_classes, rows=args.class_rows, settings=args.settings, repeats=args.class_repeats
         )
         print(json.dumps(result))
         return
-    if args.threads is None:
-        run(args)
-    else:
-        from threadpoolctl import threadpool_limits
+    run(args)
 
-        with threadpool_limits(limits=args.threads):
-            run(args)
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads(threads: int, environ=None) -> str:
+    """Every thread pool this benchmark's processes use at `threads`: XLA's (`cap_xla_threads`, which
+    holds where JAX has not started its backend), the BLAS and OpenMP pools of this process
+    (threadpoolctl, for the rest of its life) and of the processes it starts (`THREAD_VARIABLES` in
+    `environ`, default this process's environment). Returns the line the report prints."""
+    from threadpoolctl import threadpool_limits
+
+    environ = os.environ if environ is None else environ
+    line = cap_xla_threads(threads, environ)
+    environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    threadpool_limits(limits=threads)  # applied now, kept: the object is not a context here
+    return f"{line}; BLAS and OpenMP: {threads}"
 
 
 def measure_in_subprocess(n_classes: int, args) -> dict:
@@ -344,7 +362,8 @@ def run_speed(args) -> None:
             for n_estimators in (1, 8):
                 timing = _timings(
                     lambda pair=pair, n=n_estimators, mc=multiclass: MotherNetClassifier(
-                        weights=pair, n_estimators=n, random_state=0, multiclass=mc
+                        weights=pair, n_estimators=n, random_state=0, multiclass=mc,
+                        n_jobs=args.settings.get("n_jobs"),
                     ),
                     X_train, y_train, X_test, y_test, args.repeats,
                 )  # fmt: skip

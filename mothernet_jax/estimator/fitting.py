@@ -1,7 +1,12 @@
 """What `MotherNetClassifier.fit` and `MotherNetRegressor.fit` share, in the order they do it:
 `prepare_fit` (the settings checked and resolved, the table read and its targets checked, the
-weights resolved, the table encoded, the seed drawn), then the caller plans its members, then
-`TrainingTable.generate` (the memory checked, the fine-tuning set up, the children generated)."""
+weights resolved, the "auto" settings scheduled by the training rows, the table encoded, the seed
+drawn), then the caller plans its members, then `TrainingTable.generate` (the memory checked, the
+fine-tuning set up, the children generated).
+
+Randomness: one seed a fit, drawn from `random_state`, and from it independent streams
+(`numpy.random.SeedSequence.spawn`), one for each use (`STREAMS`: the members' plan, the read-out's
+subsamples, the fine-tuning's draws), so that no use replays another's draws."""
 
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, 
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import check_memory, generate_children
 from mothernet_jax.estimator.plan import MemberPlan
+from mothernet_jax.estimator.schedule import Schedule, apply
 from mothernet_jax.estimator.weights import resolve_weights, weights_info
+
+STREAMS = ("plan", "read_out", "finetune")  # the independent random streams of a fit
 
 
 def check_settings(estimator, names: Iterable[str]) -> None:
@@ -40,6 +48,11 @@ def resolve_settings(estimator, names: Iterable[str], weights) -> dict:
     chosen = {name: settings.resolve(name, getattr(estimator, name), recommended) for name in names}
     settings.check_combination(chosen)
     return chosen
+
+
+def auto_settings(estimator, names: Iterable[str]) -> set[str]:
+    """The settings of `names` the estimator leaves at "auto"."""
+    return {name for name in names if isinstance(getattr(estimator, name), str) and getattr(estimator, name) == "auto"}
 
 
 def weights_name(weights) -> str:
@@ -92,8 +105,11 @@ class TrainingTable:
     config: ModelConfig
     seed: int
 
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
+    def rng(self, stream: str) -> np.random.Generator:
+        """The generator of one of `STREAMS`, independent of the others (`SeedSequence.spawn`)."""
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+        return np.random.default_rng(np.random.SeedSequence(self.seed).spawn(len(STREAMS))[STREAMS.index(stream)])
 
     def generate(self, y: np.ndarray, plans: list[MemberPlan], **kwargs) -> tuple[list, Finetune]:
         """(children, the fine-tuning used): the memory checked for `plans`, then one child per plan
@@ -108,7 +124,7 @@ class TrainingTable:
             holdout=chosen["finetune_holdout"],
         )
         children = generate_children(
-            self.params, self.config, self.encoded, y, plans, finetune=finetune, seed=self.seed, **kwargs
+            self.params, self.config, self.encoded, y, plans, finetune=finetune, rng=self.rng("finetune"), **kwargs
         )
         return children, finetune
 
@@ -122,12 +138,14 @@ def prepare_fit(
     targets: Callable[[np.ndarray], Any],
     check_model: Callable[[ModelConfig], None] | None = None,
     weights=None,
+    schedule: Schedule | None = None,
 ) -> TrainingTable:
     """The estimator's settings of `names` resolved, X read (`validate_data`, which sets
     n_features_in_ and feature_names_in_) and y checked by `targets(y)` (which returns what the
-    caller plans with), the weights resolved (and checked by `check_model(config)`), X encoded, and
-    the members' seed drawn from `estimator.random_state`. weights: what `weights=` None stands for
-    (None: the shipped classification weights)."""
+    caller plans with), the "auto" settings scheduled by the training rows (`schedule.apply`), the
+    weights resolved (and checked by `check_model(config)`), X encoded, and the fit's seed drawn
+    from `estimator.random_state`. weights: what `weights=` None stands for (None: the shipped
+    classification weights)."""
     weights = estimator.weights if estimator.weights is not None else weights
     chosen = resolve_settings(estimator, names, weights)
     spec = estimator.categorical_features
@@ -135,6 +153,8 @@ def prepare_fit(
     X = plain_dtypes(X)
     X, y = validate_data(estimator, X, y, dtype=None, ensure_all_finite=False)
     kept = targets(y)
+    chosen = apply(chosen, auto_settings(estimator, names), X.shape[0], schedule)
+    settings.check_combination(chosen)
     params, config = resolve_weights(weights)
     if check_model is not None:
         check_model(config)

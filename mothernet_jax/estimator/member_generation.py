@@ -144,19 +144,23 @@ def member_target_scales(y: np.ndarray, plans: list[MemberPlan]) -> tuple[np.nda
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _member_arrays(encoded, y, plans: list[MemberPlan], rows: int, width: int, regression: bool = False):
+def _member_arrays(
+    encoded, y, plans: list[MemberPlan], rows: int, width: int, regression: bool = False, tuning: bool = False
+):
     """The padded inputs of some members: X (B, rows, width), labels (B, rows) (regression: the
-    member-standardised float target), n_rows, n_features, n_groups (B,)."""
+    target standardised by the member's context rows), n_rows, n_features, n_groups (B,); of each
+    member's context rows, or (tuning) of the rows its fine-tuning reads."""
     X = np.zeros((len(plans), rows, width), np.float32)
     labels = np.zeros((len(plans), rows), np.float32 if regression else np.int32)
     scales = member_target_scales(y, plans) if regression else None
-    for m, plan in enumerate(plans):
-        X[m, : len(plan.rows), : len(plan.columns)] = encoded[np.ix_(plan.rows, plan.columns)]
+    row_sets = [p.fine_tuning_rows if tuning else p.rows for p in plans]
+    for m, (plan, taken) in enumerate(zip(plans, row_sets, strict=True)):
+        X[m, : len(taken), : len(plan.columns)] = encoded[np.ix_(taken, plan.columns)]
         if regression:
-            labels[m, : len(plan.rows)] = (y[plan.rows] - scales[0][m]) / scales[1][m]
+            labels[m, : len(taken)] = (y[taken] - scales[0][m]) / scales[1][m]
         else:
-            labels[m, : len(plan.rows)] = plan.groups[y[plan.rows]]
-    n_rows = np.array([len(p.rows) for p in plans], np.int32)
+            labels[m, : len(taken)] = plan.groups[y[taken]]
+    n_rows = np.array([len(r) for r in row_sets], np.int32)
     n_features = np.array([len(p.columns) for p in plans], np.int32)
     n_groups = np.array([p.n_groups for p in plans], np.int32)
     return X, labels, n_rows, n_features, n_groups
@@ -198,7 +202,7 @@ def generate_children(
     finetune: Finetune | None = None,
     temperature: float = 0.8,
     member_rows: int = MEMBER_ROWS_PER_CALL,
-    seed: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> list[Child]:
     """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
 
@@ -206,16 +210,18 @@ def generate_children(
     float target; each child then predicts its member's standardised target, see
     `member_target_scales`, and fine-tunes on the squared error); plans: the
     members (`plan.plan_members`). finetune.steps > 0: fine-tune each child on its member's
-    training rows (softmax(logits / temperature); `finetune.Finetune`), its random draws (held-out
-    rows, row subsets) seeded by `seed`. member_rows bounds members x padded rows per
-    call. Returns the children in data space, NumPy float32, sliced to each member's columns and
+    rows (`MemberPlan.fine_tuning_rows`: its context rows, or its own sample of the training rows;
+    softmax(logits / temperature); `finetune.Finetune`), its random draws (held-out rows, row
+    subsets) from `rng` (None: seed 0). member_rows bounds members x padded rows per call. Returns the children in data space, NumPy float32, sliced to each member's columns and
     output groups; the same (to float tolerance) whatever the chunk size.
     """
     rows = bucket_rows(max(len(p.rows) for p in plans))
     chunk = members_per_call(len(plans), rows, member_rows)
     children: list[Child] = []
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0) if rng is None else rng
     regression = is_regression(config)
+    tuning = finetune is not None and finetune.steps > 0 and any(p.tuning_rows is not None for p in plans)
+    tuning_rows = bucket_rows(max(len(p.fine_tuning_rows) for p in plans)) if tuning else rows
     for start in range(0, len(plans), chunk):
         real = plans[start : start + chunk]
         padded = real + [real[0]] * (chunk - len(real))  # same shapes in every call: one compile
@@ -224,6 +230,10 @@ def generate_children(
         )
         layers, mean, std = generate_members(params, X, labels, n_rows, n_features, config=config)
         if finetune is not None and finetune.steps:
+            if tuning:  # the rows the fine-tuning reads are not the context
+                X, labels, n_rows, _, n_groups = _member_arrays(
+                    encoded, y, padded, tuning_rows, config.max_features, regression, tuning=True
+                )
             layers = finetune_children(
                 layers, mean, std, X, labels, n_rows, n_groups, finetune=finetune, temperature=temperature, rng=rng,
                 loss="mse" if regression else "cross_entropy",

@@ -5,7 +5,7 @@ dataset, its output layer a linear read-out of them. With `output_layer="refit"`
 member's generated (and fine-tuned) hidden layers and replaces the read-out by a linear model of
 the child's last hidden layer and of its standardised input columns (the child's `skip` read-out),
 fitted on every training row (a member reads at most `max_train_rows` rows as context; the read-out
-sees them all), each member on its own target:
+sees them all), each member on its own:
 
 - a regressor's member (`ridge_output_layers`): ridge regression of the member-standardised target,
   an unpenalised intercept, the penalty chosen per member by generalised cross-validation (GCV,
@@ -13,24 +13,33 @@ sees them all), each member on its own target:
   features' covariance. The statistics (Gram matrix, products with the target) are summed in blocks
   of `ROW_BLOCK` rows: memory does not grow with the rows, and one eigendecomposition gives every
   penalty's solution.
-- a classifier's member (`logistic_output_layers`): L2-penalised logistic regression (scikit-learn's
-  `LogisticRegression`, C = `LOGISTIC_C`, multinomial over the member's output groups) of its
-  groups, on at most `MAX_LOGISTIC_ROWS` rows (a seeded random subset beyond), its logits scaled by
-  the predictor's temperature so that softmax(logits / temperature) is the fitted model.
+- a classifier's member (`logistic_output_layers`): L2-penalised multinomial logistic regression
+  (C = `LOGISTIC_C`) of **every class**, whatever the class group the member was generated for
+  (more than 10 classes: the hypernetwork reads groups of them, the read-out tells them all apart),
+  so that its cost per row grows with the classes only in the read-out's products. Up to
+  `MAX_LOGISTIC_ROWS` rows: scikit-learn's `LogisticRegression` on the rows in memory. Beyond: the
+  same problem solved over every row by `streaming_logistic` (L-BFGS whose loss and gradient are
+  summed over row blocks, the features held in float32 or recomputed a block at a time),
+  started from scikit-learn's solution on the member's own stratified subsample of
+  `MAX_LOGISTIC_ROWS` rows (every class in it). The logits are scaled by the predictor's
+  temperature so that softmax(logits / temperature) is the fitted model.
 
-The hidden features are divided by one scale per member (their overall standard deviation) so that
-one penalty treats them and the standardised inputs alike. NumPy (and scikit-learn), float64.
+The hidden features are divided by one scale per member (their standard deviation over every
+training row) so that one penalty treats them and the standardised inputs alike. NumPy (and
+scikit-learn, SciPy), float64 but for the held feature blocks.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from mothernet_jax.child import Child, hidden_features, numpy_layers, standardise_rows
+from mothernet_jax.estimator.plan import stratified_rows
 
 ROW_BLOCK = 8192
 # the GCV grid, relative to the largest eigenvalue of the centred features' Gram matrix
@@ -38,7 +47,10 @@ RELATIVE_PENALTIES = np.logspace(-5, 2, 15)
 LOGISTIC_C = 1.0  # chosen on the validation datasets (1 against 0.1 and 10: docs/FAST_DEFAULTS.md)
 LOGISTIC_TOL = 1e-3
 LOGISTIC_MAX_ITER = 50
-MAX_LOGISTIC_ROWS = 20_000
+MAX_LOGISTIC_ROWS = 20_000  # beyond: the streaming solver over every row, from a subsample's solution
+STREAM_MAX_ITER = 20  # L-BFGS iterations of the streaming solver from that start
+MAX_HELD_BYTES = 1 << 29  # a member's float32 features up to this size are held, else recomputed per pass
+ABSENT_LOGIT = -30.0  # the logit of a class with no row to fit
 
 
 class RidgeFit(NamedTuple):
@@ -50,11 +62,11 @@ class RidgeFit(NamedTuple):
     gcv: float
 
 
-def _features(child: Child, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hidden (n, P), standardised inputs z (n, d)) of raw rows x, float64."""
+def _features(child: Child, x: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """(hidden (n, P), standardised inputs z (n, d)) of raw rows x, in `dtype`."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np).astype(np.float64)
-    return hidden_features(numpy_layers(child.layers, np.float64), z, np), z
+        z = standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np).astype(dtype)
+    return hidden_features(numpy_layers(child.layers, dtype), z, np), z
 
 
 def read_out_features(child: Child, x: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
@@ -62,9 +74,28 @@ def read_out_features(child: Child, x: np.ndarray, scale: float | None = None) -
     (None) the hidden features' standard deviation over the rows x (1 if none vary)."""
     hidden, z = _features(child, x)
     if scale is None:
-        spread = float(hidden.std())
-        scale = spread if spread > 0 else 1.0
+        scale = _scale(float(hidden.std()))
     return np.concatenate([hidden / scale, z], axis=1), scale
+
+
+def _scale(spread: float) -> float:
+    return spread if spread > 0 else 1.0
+
+
+def hidden_scale(child: Child, x: np.ndarray, row_block: int = ROW_BLOCK) -> float:
+    """The hidden features' standard deviation over every row of x (n, d) (1 if none vary), summed
+    block by block: the same whatever the rows' order and the block size."""
+    total = squares = 0.0
+    count = 0
+    for start in range(0, len(x), row_block):
+        hidden, _ = _features(child, x[start : start + row_block])
+        total += float(hidden.sum())
+        squares += float(np.square(hidden).sum())
+        count += hidden.size
+    if count == 0:
+        return 1.0
+    mean = total / count
+    return _scale(float(np.sqrt(max(squares / count - mean**2, 0.0))))
 
 
 def with_read_out(child: Child, w: np.ndarray, b: np.ndarray, scale: float) -> Child:
@@ -96,6 +127,14 @@ class Moments:
         self.ht += features.T @ target
         self.t += float(target.sum())
         self.tt += float(target @ target)
+
+    def scaled(self, factors: np.ndarray) -> Moments:
+        """The moments of H * factors (each column times its factor), from these."""
+        out = Moments(len(factors))
+        out.n, out.t, out.tt = self.n, self.t, self.tt
+        out.h, out.ht = self.h * factors, self.ht * factors
+        out.hh = self.hh * np.outer(factors, factors)
+        return out
 
 
 def ridge_gcv(moments: Moments, penalties: np.ndarray | None = None) -> RidgeFit:
@@ -145,32 +184,41 @@ def ridge_output_layers(
     every row of `encoded` (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
     (y - target_mean[m]) / target_std[m] (the hidden layers, mean and std kept), and noise (members,)
     each member's estimated prediction error in y's units: sqrt(GCV) (an estimate of the
-    leave-one-out mean squared error) times target_std[m]."""
+    leave-one-out mean squared error) times target_std[m].
+
+    One pass over the rows a member: the moments of the unscaled features [hidden, z], from which
+    the hidden scale (their standard deviation over every row) and the moments of
+    [hidden / scale, z] follow, so that the fit depends on the rows, not on their order."""
     y = np.asarray(y, np.float64)
     refitted, noise = [], []
     for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
-        scale = read_out_features(child, encoded[:ROW_BLOCK][:, cols])[1]  # whatever the block size
-        moments = Moments(_hidden_width(child) + len(child.mean))
+        width = _hidden_width(child)
+        moments = Moments(width + len(child.mean))
         for start in range(0, len(y), row_block):
             rows = slice(start, start + row_block)
-            features, _ = read_out_features(child, encoded[rows][:, cols], scale)
-            moments.add(features, (y[rows] - target_mean[m]) / target_std[m])
-        fit = ridge_gcv(moments)
+            hidden, z = _features(child, encoded[rows][:, cols])
+            moments.add(np.concatenate([hidden, z], axis=1), (y[rows] - target_mean[m]) / target_std[m])
+        entries = moments.n * width  # the hidden scale: their std over every entry, as hidden.std()
+        mean = moments.h[:width].sum() / entries
+        scale = _scale(float(np.sqrt(max(np.diag(moments.hh)[:width].sum() / entries - mean**2, 0.0))))
+        factors = np.concatenate([np.full(width, 1.0 / scale), np.ones(len(child.mean))])
+        scaled = moments.scaled(factors)
+        fit = ridge_gcv(scaled)
         refitted.append(with_read_out(child, fit.w[:, None], np.array([fit.b]), scale))
-        spread = max(moments.tt - moments.t**2 / moments.n, 0.0) / moments.n  # no feature varies: y's
+        spread = max(scaled.tt - scaled.t**2 / scaled.n, 0.0) / scaled.n  # no feature varies: y's
         noise.append(np.sqrt(fit.gcv if np.isfinite(fit.gcv) else spread) * target_std[m])
     return refitted, np.array(noise)
 
 
-# -- classification: L2 logistic regression --------------------------------------------------------
+# -- classification: L2 logistic regression of every class ----------------------------------------
 
 
 def logistic_read_out(features: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """(w (F, n_groups), b (n_groups,)): the logits of scikit-learn's L2 logistic regression
     (C = LOGISTIC_C; L-BFGS, at most LOGISTIC_MAX_ITER iterations to tolerance LOGISTIC_TOL) of
-    `groups` on `features` (centred for the solver, mapped back); two groups as +-half the binary
-    logit, so that softmax gives the binary model's probabilities. A group absent from the rows gets
-    logit -30.
+    `groups` (the classes, or any labels 0..n_groups-1) on `features` (centred for the solver,
+    mapped back); two groups as +-half the binary logit, so that softmax gives the binary model's
+    probabilities. A group absent from the rows gets logit ABSENT_LOGIT.
 
     The solver's budget was measured on the 53 validation datasets (4 native members of 256 rows):
     mean AUC 0.8166 solved to scikit-learn's default tolerance (1e-4: Newton-Cholesky for two
@@ -183,7 +231,7 @@ def logistic_read_out(features: np.ndarray, groups: np.ndarray, n_groups: int) -
 
     present = np.unique(groups)
     w = np.zeros((features.shape[1], n_groups))
-    b = np.full(n_groups, -30.0)
+    b = np.full(n_groups, ABSENT_LOGIT)
     if len(present) == 1:  # one group in the rows: it is certain
         b[present[0]] = 0.0
         return w, b
@@ -201,28 +249,157 @@ def logistic_read_out(features: np.ndarray, groups: np.ndarray, n_groups: int) -
     return w, b
 
 
+def streaming_logistic(
+    blocks,
+    labels: np.ndarray,
+    n_classes: int,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    centre: np.ndarray | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(w (F, n_classes), b (n_classes,)) as `logistic_read_out` returns them, the same problem
+    (C = LOGISTIC_C: mean cross-entropy + ||w||^2 / (2 C n), the intercept unpenalised, two classes
+    as one binary logit as scikit-learn solves them) solved by SciPy's L-BFGS with the loss and its
+    gradient summed over row blocks, so that memory holds one block's products at a time.
+
+    blocks: re-iterable, yields (rows slice, features (rows, F)) covering labels' rows in order
+    (float32 blocks are multiplied in float32 and summed in float64); labels: (n,) int in
+    0..n_classes-1, every class present; start: (w, b) in this function's form (default zero);
+    centre: (F,) subtracted from the features inside the solver (default: none), which leaves the
+    optimum where it is and conditions the intercept; max_iter, tol: L-BFGS's budget (tol on the
+    largest gradient entry, as scikit-learn's; None: STREAM_MAX_ITER, LOGISTIC_TOL)."""
+    from scipy.optimize import minimize
+
+    max_iter = STREAM_MAX_ITER if max_iter is None else max_iter
+    tol = LOGISTIC_TOL if tol is None else tol
+    labels = np.asarray(labels)
+    n = len(labels)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ValueError(f"streaming_logistic needs at least 2 classes in the rows, got {len(present)}")
+    binary = len(present) == 2
+    width = len(start[0]) if start is not None else len(centre) if centre is not None else next(iter(blocks))[1].shape[1]
+    centre = np.zeros(width) if centre is None else np.asarray(centre, np.float64)
+    outputs = 1 if binary else n_classes
+    positive = present[-1]
+    penalty = 1.0 / (LOGISTIC_C * n)
+
+    def pack(w, b):  # this function's (w, b) -> the solver's vector over centred features
+        w = np.asarray(w, np.float64).reshape(width, -1)
+        b = np.asarray(b, np.float64).reshape(-1)
+        if binary:
+            w, b = w[:, [positive]] - w[:, [present[0]]], b[[positive]] - b[[present[0]]]
+        return np.concatenate([w.ravel(), b + centre @ w])
+
+    def loss_and_gradient(theta):
+        w = theta[: width * outputs].reshape(width, outputs)
+        b = theta[width * outputs :] - centre @ w  # the intercept over raw features
+        loss, grad_w, grad_b = 0.0, np.zeros((width, outputs)), np.zeros(outputs)
+        for rows, block in blocks:
+            scores = block @ w.astype(block.dtype) + b
+            y = labels[rows]
+            if binary:
+                s, t = scores[:, 0].astype(np.float64), (y == positive).astype(np.float64)
+                loss += float(np.sum(np.logaddexp(0.0, s) - t * s))
+                residual = (1.0 / (1.0 + np.exp(-s)) - t)[:, None]
+            else:
+                scores = scores.astype(np.float64)
+                top = scores.max(axis=1, keepdims=True)
+                shifted = np.exp(scores - top)
+                total = shifted.sum(axis=1, keepdims=True)
+                loss += float(np.sum(np.log(total[:, 0]) + top[:, 0] - scores[np.arange(len(y)), y]))
+                residual = shifted / total
+                residual[np.arange(len(y)), y] -= 1.0
+            grad_w += block.T @ residual.astype(block.dtype)
+            grad_b += residual.sum(axis=0)
+        grad_w -= np.outer(centre, grad_b)  # the gradient over centred features
+        value = loss / n + 0.5 * penalty * float(np.sum(w * w))
+        return value, np.concatenate([(grad_w / n + penalty * w).ravel(), grad_b / n])
+
+    if start is None:
+        theta = np.zeros(width * outputs + outputs)
+    else:
+        theta = pack(*start)
+    result = minimize(
+        loss_and_gradient, theta, jac=True, method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps, "maxls": 50},
+    )  # fmt: skip
+    w_c = result.x[: width * outputs].reshape(width, outputs)
+    b_raw = result.x[width * outputs :] - centre @ w_c
+    w, b = np.zeros((width, n_classes)), np.full(n_classes, ABSENT_LOGIT)
+    if binary:
+        w[:, present[0]], w[:, positive] = -w_c[:, 0] / 2, w_c[:, 0] / 2
+        b[present[0]], b[positive] = -b_raw[0] / 2, b_raw[0] / 2
+    else:
+        w, b = w_c.copy(), b_raw.copy()
+    return w, b
+
+
+class FeatureBlocks:
+    """A member's read-out features over every row of x (n, d), `row_block` rows at a time:
+    (rows slice, [hidden / scale, z]) in float32, held after the first complete pass where they
+    fit `MAX_HELD_BYTES`, else recomputed on every pass. Iterable any number of times."""
+
+    def __init__(self, child: Child, x: np.ndarray, scale: float, row_block: int = ROW_BLOCK):
+        self.child, self.x, self.scale, self.row_block = child, x, scale, row_block
+        self.width = _hidden_width(child) + len(child.mean)
+        self.keep = len(x) * self.width * 4 <= MAX_HELD_BYTES
+        self.held: list | None = None
+
+    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+        if self.held is not None:
+            yield from self.held
+            return
+        collected = [] if self.keep else None
+        for start in range(0, len(self.x), self.row_block):
+            rows = slice(start, min(start + self.row_block, len(self.x)))
+            hidden, z = _features(self.child, self.x[rows], np.float32)
+            block = np.concatenate([hidden / np.float32(self.scale), z], axis=1)
+            if collected is not None:
+                collected.append((rows, block))
+            yield rows, block
+        if collected is not None:  # a pass that ran to its end
+            self.held = collected
+
+
 def logistic_output_layers(
     children: list[Child],
     encoded: np.ndarray,
     columns: list[np.ndarray],
-    groups: list[np.ndarray],
     y: np.ndarray,
+    n_classes: int,
     *,
     temperature: float,
     rng: np.random.Generator,
-    max_rows: int = MAX_LOGISTIC_ROWS,
+    max_rows: int | None = None,
+    row_block: int = ROW_BLOCK,
 ) -> list[Child]:
-    """The classifier's children with their read-out refitted by `logistic_read_out` on the rows of
-    `encoded` (at most `max_rows`, drawn by `rng` beyond), member m reading `encoded[:, columns[m]]`
-    and predicting the output group `groups[m][y]` of each row's class code y. The hidden layers,
-    mean and std are kept; the logits are stored times `temperature` (the predictor divides)."""
+    """The classifier's children with their read-out refitted to every class, member m reading
+    `encoded[:, columns[m]]` (n, d_m) and predicting the class code y (n,) in 0..n_classes-1 with
+    n_classes outputs in class order (whatever groups it was generated for). The hidden layers,
+    mean and std are kept; the logits are stored times `temperature` (the predictor divides).
+
+    Up to max_rows rows (None: MAX_LOGISTIC_ROWS): `logistic_read_out` on them. Beyond: each
+    member's own stratified subsample of max_rows rows (`plan.stratified_rows`: every class kept,
+    drawn by `rng`) gives the start, then `streaming_logistic` fits every row (`FeatureBlocks` of
+    row_block rows)."""
     y = np.asarray(y)
-    rows = np.arange(len(y)) if len(y) <= max_rows else np.sort(rng.choice(len(y), max_rows, replace=False))
+    max_rows = MAX_LOGISTIC_ROWS if max_rows is None else max_rows
     refitted = []
-    for child, cols, member_groups in zip(children, columns, groups, strict=True):
-        features, scale = read_out_features(child, encoded[rows][:, cols])
-        n_groups = child.layers[-1][1].shape[-1]
-        w, b = logistic_read_out(features, member_groups[y[rows]], n_groups)
+    for child, cols in zip(children, columns, strict=True):
+        x = encoded[:, cols]
+        if len(y) <= max_rows:
+            features, scale = read_out_features(child, x)
+            w, b = logistic_read_out(features, y, n_classes)
+        else:
+            scale = hidden_scale(child, x, row_block)
+            sample = stratified_rows(y, max_rows, rng)
+            features, _ = read_out_features(child, x[sample], scale)
+            start = logistic_read_out(features, y[sample], n_classes)
+            blocks = FeatureBlocks(child, x, scale, row_block)
+            w, b = streaming_logistic(blocks, y, n_classes, start, centre=features.mean(axis=0))
         refitted.append(with_read_out(child, w * temperature, b * temperature, scale))
     return refitted
 

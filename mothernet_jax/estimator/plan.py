@@ -10,7 +10,9 @@ plus what the reference refuses to do:
 - more than `max_classes` classes: the member sees class *groups* (`class_groupings`);
 - one-vs-rest (`one_vs_rest=True`, k > 2): every member sees a binary task, one class against the
   others, `n_estimators` members per class;
-- more than `max_train_rows` rows: the member reads a stratified subsample.
+- more than `max_train_rows` rows: the member reads a stratified subsample;
+- `finetune_pool`: the rows its fine-tuning fits (and holds out from) are its own stratified sample
+  of that many training rows, not its context rows (`MemberPlan.tuning_rows`).
 
 Regression (`plan_regression_members`): the same members without classes. The rows are stratified
 by quantile bins of the target (`target_bins`: 10 bins of about equal counts, so that a subsample
@@ -32,7 +34,9 @@ from mothernet_jax.estimator.encoding import INDICATOR, ONEHOT, ORDINAL, QUANTIL
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MemberPlan:
     """What one member sees. columns: (d,) encoded-column indices in the member's order (rotated);
-    rows: (n,) training-row indices; groups: (k,) the member's output unit for each class."""
+    rows: (n,) training-row indices, its context; groups: (k,) the member's output unit for each
+    class; tuning_rows: the training-row indices its fine-tuning fits and holds out from (None:
+    its context rows)."""
 
     columns: np.ndarray
     rows: np.ndarray
@@ -42,6 +46,12 @@ class MemberPlan:
     onehot: bool
     feature_shift: int
     label_shift: int
+    tuning_rows: np.ndarray | None = None
+
+    @property
+    def fine_tuning_rows(self) -> np.ndarray:
+        """The rows the member's fine-tuning reads: tuning_rows, else its context rows."""
+        return self.rows if self.tuning_rows is None else self.tuning_rows
 
 
 # -- classes -------------------------------------------------------------------------------------
@@ -190,6 +200,7 @@ def plan_members(
     rng: np.random.Generator,
     one_vs_rest: bool = False,
     label_shifts: bool = True,
+    finetune_pool: int | None = None,
 ) -> list[MemberPlan]:
     """The members of an ensemble over the encoded training table (n, n_columns) and labels y (n,)
     in 0..n_classes-1.
@@ -205,6 +216,9 @@ def plan_members(
 
     label_shifts=False: no member shifts its labels (only feature rotations are drawn), for
     `plan_regression_members`, whose "classes" are bins of the target.
+
+    finetune_pool: each member's fine-tuning rows (`MemberPlan.tuning_rows`), its own stratified
+    sample of this many rows (all rows where there are no more); None: its context rows.
     """
     one_vs_rest = one_vs_rest and n_classes > 2
     has_onehot = bool(encoder.onehot.any())
@@ -236,6 +250,9 @@ def plan_members(
         rows = np.arange(len(y))
         if max_train_rows is not None and len(y) > max_train_rows:
             rows = stratified_rows(y, max_train_rows, rng)
+        tuning = None
+        if finetune_pool is not None:
+            tuning = np.arange(len(y)) if len(y) <= finetune_pool else stratified_rows(y, finetune_pool, rng)
         if one_vs_rest:
             groups, n_groups = (one_vs_rest_groups(n_classes, m % n_classes) + label_shift) % 2, 2
         elif grouped:
@@ -252,6 +269,7 @@ def plan_members(
                 onehot=onehot,
                 feature_shift=shift,
                 label_shift=label_shift,
+                tuning_rows=tuning,
             )
         )
     return members
@@ -279,11 +297,13 @@ def plan_regression_members(
     max_train_rows: int | None,
     max_features: int,
     rng: np.random.Generator,
+    finetune_pool: int | None = None,
 ) -> list[MemberPlan]:
     """The members of a regression ensemble over the encoded training table (n, n_columns) and the
     float target y (n,): `plan_members` on y's quantile bins (`target_bins`; at most max_train_rows
-    bins, so that a stratified subsample holds every bin) without label shifts. Each plan has
-    groups (0,) and n_groups 1: one output unit."""
+    bins, so that a stratified subsample holds every bin) without label shifts, the fine-tuning
+    rows as it draws them (finetune_pool). Each plan has groups (0,) and n_groups 1: one output
+    unit."""
     n_bins = TARGET_BINS if max_train_rows is None else max(1, min(TARGET_BINS, max_train_rows))
     bins = target_bins(y, n_bins)
     n_classes = int(bins.max()) + 1
@@ -298,5 +318,6 @@ def plan_regression_members(
         max_classes=max(n_classes, 1),
         rng=rng,
         label_shifts=False,
+        finetune_pool=finetune_pool,
     )
     return [dataclasses.replace(p, groups=np.zeros(0, np.int64), n_groups=1) for p in plans]

@@ -96,3 +96,29 @@ def test_measure_classes_passes_the_settings_and_takes_the_median_of_the_warm_fi
     assert len(r["fit_times_s"]) == 3 and r["fit_s"] == sorted(r["fit_times_s"])[1]
     assert r["peak_rss_bytes"] >= r["rss_before_fit_bytes"] > 0
     assert bench.measure_classes(2, rows=40, settings={"weights": weights}, repeats=0)["fit_s"] is None
+
+
+def test_threads_pin_every_pool_of_the_process_and_of_those_it_starts(monkeypatch):
+    """`--threads 1` caps XLA's pool, the BLAS and OpenMP pools of this process and of the fresh
+    processes (their environment), and MotherNet's own NumPy work (n_jobs); issue 30: it capped
+    XLA alone, so a fresh process measured with two BLAS threads."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    with threadpool_limits(limits=2):  # whatever pin_threads sets is undone after the test
+        line = bench.pin_threads(1, environ)
+        assert {info["num_threads"] for info in threadpool_info()} == {1}
+    assert all(environ[name] == "1" for name in bench.THREAD_VARIABLES)
+    if line.startswith("XLA capped"):  # where this process's JAX has not started its backend yet
+        assert environ["PJRT_NPROC"] == "1" and "--xla_dump_to=/tmp/x" in environ["XLA_FLAGS"]
+    assert line.startswith("XLA") and line.endswith("; BLAS and OpenMP: 1")
+    commands = []
+    monkeypatch.setattr(bench, "pin_threads", lambda threads: "pinned")
+    monkeypatch.setattr(bench, "run", lambda args: commands.append(bench.measure_in_subprocess(2, args)))
+    monkeypatch.setattr(
+        bench.subprocess, "run",
+        lambda command, **_: subprocess.CompletedProcess(command, 0, stdout=json.dumps({"command": command}), stderr=""),
+    )  # fmt: skip
+    bench.main(["--skip-speed", "--threads", "1"])
+    command = commands[0]["command"]
+    assert command[command.index("--threads") + 1] == "1" and "n_jobs=1" in command

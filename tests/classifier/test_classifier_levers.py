@@ -48,6 +48,7 @@ RECOMMENDED = {
     "finetune_rows": 16,
     "finetune_holdout": 0.25,
     "max_members": 12,
+    "finetune_pool": 30,
     "output_layer": "generated",  # the library's default is "refit" (which fine-tuning "output" contradicts)
 }
 

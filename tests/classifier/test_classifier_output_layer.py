@@ -13,13 +13,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child, child_logits, numpy_logits
+from mothernet_jax.child import Child, child_logits, numpy_logits, numpy_predict_proba
 from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import output_layer
 from mothernet_jax.estimator.output_layer import (
+    FeatureBlocks,
+    hidden_scale,
     logistic_output_layers,
     logistic_read_out,
     read_out_features,
+    streaming_logistic,
 )
 from mothernet_jax.predictor import FORMAT_VERSION, load_predictor
 
@@ -117,7 +120,7 @@ assert "jax" not in sys.modules
     assert FORMAT_VERSION == 3 and load_predictor(path).children[0].skip.shape == child.skip.shape
 
 
-def test_the_refit_lifts_random_weights_and_subsamples_beyond_its_row_limit(weights):
+def test_the_refit_lifts_random_weights_and_reads_every_row_beyond_its_in_memory_limit(weights, monkeypatch):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(600, 6))
     y = (X @ rng.normal(size=6) > 0).astype(int)
@@ -133,9 +136,104 @@ def test_the_refit_lifts_random_weights_and_subsamples_beyond_its_row_limit(weig
     )
     p = clf.predictor_
     encoded, codes = p.encode(X[train]), y[train]
+    exact(monkeypatch)
+    monkeypatch.setattr(output_layer, "STREAM_MAX_ITER", 10_000)
     kwargs = dict(temperature=0.8)
-    few = logistic_output_layers(p.children, encoded, p.columns, p.groups, codes, rng=np.random.default_rng(0), max_rows=50, **kwargs)
-    again = logistic_output_layers(p.children, encoded, p.columns, p.groups, codes, rng=np.random.default_rng(0), max_rows=50, **kwargs)
-    every = logistic_output_layers(p.children, encoded, p.columns, p.groups, codes, rng=np.random.default_rng(0), **kwargs)
-    np.testing.assert_array_equal(few[0].skip, again[0].skip)  # seeded
-    assert not np.allclose(few[0].skip, every[0].skip)  # 50 rows are not 400
+    streamed = logistic_output_layers(p.children, encoded, p.columns, codes, 2, rng=np.random.default_rng(0), max_rows=50, row_block=64, **kwargs)
+    again = logistic_output_layers(p.children, encoded, p.columns, codes, 2, rng=np.random.default_rng(0), max_rows=50, row_block=64, **kwargs)
+    in_memory = logistic_output_layers(p.children, encoded, p.columns, codes, 2, rng=np.random.default_rng(0), **kwargs)
+    np.testing.assert_array_equal(streamed[0].skip, again[0].skip)  # seeded
+    # beyond 50 rows the subsample only starts the solver: the read-out is the one of all 400 rows
+    x = encoded[:, p.columns[0]]
+    np.testing.assert_allclose(numpy_logits(streamed[0], x), numpy_logits(in_memory[0], x), atol=2e-3)
+
+
+# -- every class, many rows -------------------------------------------------------------------------
+
+
+def blocks_of(F, size):
+    return [(slice(s, min(s + size, len(F))), F[s : s + size]) for s in range(0, len(F), size)]
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_the_row_streaming_solver_equals_the_in_memory_one(k):
+    """`streaming_logistic` over blocks of 7 rows (float64, and float32 as fit holds them) reaches
+    scikit-learn's optimum on all the rows, from zero and from another subsample's solution."""
+    rng = np.random.default_rng(k)
+    F = rng.normal(size=(300, 6)) * [1, 3, 0.3, 1, 2, 1] + 3
+    z = (F - F.mean(axis=0)) / F.std(axis=0)
+    groups = np.argmax(z[:, :k] + rng.normal(size=(300, k)), axis=1)
+    reference = optimum(F, groups)
+    for start in (None, logistic_read_out(F[:60], groups[:60], k)):
+        w, b = streaming_logistic(blocks_of(F, 7), groups, k, start, centre=F.mean(axis=0), max_iter=10_000, tol=1e-9)
+        np.testing.assert_allclose(softmax(F @ w + b), reference, atol=1e-5)
+    w, b = streaming_logistic(blocks_of(F.astype(np.float32), 7), groups, k, centre=F.mean(axis=0), max_iter=10_000, tol=1e-6)
+    np.testing.assert_allclose(softmax(F @ w + b), reference, atol=1e-3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        streaming_logistic(blocks_of(F, 7), np.zeros(300, int), k)
+
+
+def test_feature_blocks_hold_or_recompute_the_same_features(weights, monkeypatch):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 4))
+    clf = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0, output_layer="generated").fit(X, X[:, 0] > 0)
+    child, x = clf.predictor_.children[0], clf.predictor_.encode(X)[:, clf.predictor_.columns[0]]
+    whole, scale = read_out_features(child, x)
+    assert hidden_scale(child, x, row_block=16) == pytest.approx(scale, rel=1e-9)  # every row, any block size
+    for held in (True, False):
+        monkeypatch.setattr(output_layer, "MAX_HELD_BYTES", 1 << 30 if held else 0)
+        blocks = FeatureBlocks(child, x, scale, row_block=16)
+        for _ in range(2):  # a second pass: the held blocks, or computed again
+            got = np.concatenate([block for _, block in blocks])
+            np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5)
+        assert (blocks.held is not None) == held
+
+
+def test_a_rare_class_beyond_the_row_limit_is_predicted_on_its_own_rows(weights, monkeypatch):
+    """Issue 31: beyond the read-out's row limit a random subsample could miss a rare class, which
+    then got logit -30 on its own rows. Each member draws its own stratified subsample (every
+    class in it) and the solver then reads every row."""
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(300, int), np.ones(294, int), np.full(6, 2)]
+    X = rng.normal(size=(600, 3)) + 2.0 * np.eye(3)[y]
+    drawn = []
+    stratified = output_layer.stratified_rows
+
+    def record(labels, n_rows, generator):
+        rows = stratified(labels, n_rows, generator)
+        drawn.append(rows)
+        return rows
+
+    monkeypatch.setattr(output_layer, "MAX_LOGISTIC_ROWS", 40)
+    monkeypatch.setattr(output_layer, "stratified_rows", record)
+    clf = MotherNetClassifier(weights=weights, n_estimators=3, random_state=0).fit(X, y)
+    assert len(drawn) == 3 and all(np.isin(2, y[rows]) for rows in drawn)  # every class, each member its own
+    assert not np.array_equal(drawn[0], drawn[1])
+    proba = clf.predict_proba(X)
+    assert proba[y == 2, 2].min() > 0.05, proba[y == 2, 2]
+    assert np.mean(clf.predict(X[y == 2]) == 2) >= 0.5
+
+
+def test_the_all_class_read_out_is_a_logistic_regression_of_every_class(weights, monkeypatch):
+    """More than 10 classes: members are generated for groups of classes, but each member's
+    read-out predicts all 13, as a logistic regression of them on the member's features at its
+    optimum; the probabilities sum to one, also as exported."""
+    exact(monkeypatch)
+    rng = np.random.default_rng(5)
+    y = np.arange(390) % 13
+    X = rng.normal(size=(390, 4)) + 0.7 * rng.normal(size=(13, 4))[y]
+    clf = MotherNetClassifier(weights=weights, n_estimators=2, random_state=0).fit(X, y)
+    assert [m["n_groups"] for m in clf.ensemble_] == [10, 9]  # generated for groups of classes
+    generated = MotherNetClassifier(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(X, y)
+    p = clf.predictor_
+    encoded = p.encode(X)
+    members = []
+    for child, kept, columns, groups in zip(p.children, generated.predictor_.children, p.columns, p.groups, strict=True):
+        assert child.layers[-1][1].shape == (13,) and groups.tolist() == list(range(13))
+        F, _ = read_out_features(kept, encoded[:, columns])
+        members.append(optimum(F, y))
+        np.testing.assert_allclose(numpy_predict_proba(child, encoded[:, columns], 0.8), members[-1], atol=1e-5)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba, np.mean(members, axis=0), atol=1e-5)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert np.mean(clf.predict(X) == y) > np.mean(generated.predict(X) == y)

@@ -51,7 +51,7 @@ def test_sklearn_compatible(estimator, check, weights):
 def test_one_member_is_generate_on_the_raw_table(weights):
     X, y = linear(150)
     reg = MotherNetRegressor(weights=weights, n_estimators=1, max_train_rows=None, output_layer="generated").fit(X, y)
-    child = mn.generate(weights.params, X.astype(np.float32), y)
+    child = mn.generate(weights.params, X.astype(np.float32), y, read_out="generated")
     np.testing.assert_allclose(
         reg.predict(X), numpy_predict_regression(jax.tree_util.tree_map(np.asarray, child), X), rtol=1e-4, atol=1e-4 * y.std()
     )

@@ -8,6 +8,7 @@ from estimator_helpers import random_weights
 from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
+from mothernet_jax.estimator import output_layer
 from mothernet_jax.estimator.output_layer import (
     ROW_BLOCK,
     Moments,
@@ -96,6 +97,35 @@ def test_the_refit_reads_every_row_in_any_block_size(weights):
     np.testing.assert_allclose(whole[0].layers[-1][0][:, 0] * scale, coef[:width], rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(whole[0].skip[:, 0], coef[width:], rtol=1e-3, atol=1e-5)
     assert whole[0].skip.shape == (len(p.columns[0]), 1)
+
+
+def test_the_read_out_scale_is_over_every_row_whatever_their_order(weights, monkeypatch):
+    """Issue 31: the hidden features' scale was their std over the first ROW_BLOCK (8,192) rows, so
+    that beyond them the fit depended on the rows' order. It is their std over every row: the same
+    read-out for the rows in any order and any block size."""
+    monkeypatch.setattr(output_layer, "ROW_BLOCK", 16)  # what 8,192 is to 100,000 rows
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    X[:16] *= 0.1  # the first block is not like the rest
+    y = X @ rng.normal(size=4) + 0.1 * rng.normal(size=200)
+    reg = MotherNetRegressor(weights=weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
+    p = reg.predictor_
+    encoded = p.encode(X)
+    order = rng.permutation(200)
+    fitted, _ = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std, row_block=16)
+    shuffled, _ = ridge_output_layers(
+        p.children, encoded[order], p.columns, y[order], p.target_mean, p.target_std, row_block=32
+    )
+    for a, b in zip(fitted, shuffled, strict=True):
+        np.testing.assert_allclose(a.layers[-1][0], b.layers[-1][0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a.skip, b.skip, rtol=1e-6, atol=1e-7)
+    x = encoded[:, p.columns[0]]
+    scale = read_out_features(p.children[0], x)[1]  # the std of the hidden features over all 200 rows
+    F, _ = read_out_features(p.children[0], x, scale)
+    t = (y - p.target_mean[0]) / p.target_std[0]
+    width = fitted[0].layers[-1][0].shape[0]
+    coef = Ridge(alpha=ridge_gcv(moments_of(F, t)).penalty).fit(F, t).coef_
+    np.testing.assert_allclose(fitted[0].layers[-1][0][:, 0] * scale, coef[:width], rtol=1e-3, atol=1e-5)
 
 
 def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weights, tmp_path):
