@@ -46,6 +46,12 @@ from mothernet_jax.child import Child, hidden_features, standardise_rows
 RELATIVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # lambda / n, chosen per task by leave-one-out
 LOGIT_SCALES = tuple(float(a) for a in np.geomspace(0.5, 100.0, 16))  # alpha, chosen per task
 ABSENT_LOGIT = -30.0  # a class with no training row
+LOGISTIC_PENALTY = 1.0  # lambda of the logistic read-out: scikit-learn's C = 1, as the estimators' refit
+NEWTON_STEPS = 10  # Newton steps of the logistic read-out (float32: ~1e-4 of the optimum from 8 on)
+MAX_LOGIT_STEP = 4.0  # the largest change of a training row's logit in one Newton step
+INTERCEPT_PENALTY = 1e-3  # the logistic intercept's: next to nothing, but a class absent from the
+# rows keeps a finite intercept (and the damped steps bound it)
+SOLVERS = ("ridge", "logistic")
 _EPS = 1e-6
 
 
@@ -153,6 +159,69 @@ def logit_scale(outputs, labels, mask, present, scales=LOGIT_SCALES):
     return jnp.asarray(scales)[jnp.argmin(losses)]
 
 
+def binary_logistic(features, targets, mask, *, penalty=LOGISTIC_PENALTY, steps=NEWTON_STEPS, w0=None):
+    """L2 logistic regressions of each column of targets (n, m) in {0, 1} on features (n, p) over
+    the rows `mask`: per column, argmin sum_i log(1 + exp(-s_i (f_i w + b))) + penalty / 2
+    |w - w0|^2, the intercept b barely penalised (`INTERCEPT_PENALTY`); `steps` damped Newton steps
+    from the intercept-only model (differentiable: the steps are unrolled). The m problems are
+    batched explicitly (one (m, p + 1, p + 1) solve a step). w0: (p, m) or None.
+    Returns (w (p, m), b (m,))."""
+    n, p = features.shape
+    m = targets.shape[-1]
+    dtype = features.dtype
+    augmented = jnp.concatenate([features, jnp.ones((n, 1), dtype)], axis=-1)  # (n, p + 1)
+    weights = mask.astype(dtype)[:, None]
+    diagonal = jnp.concatenate([jnp.full((p,), penalty, dtype), jnp.full((1,), INTERCEPT_PENALTY, dtype)])
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    rate = jnp.clip(jnp.sum(targets * weights, axis=0) / count, 1e-3, 1 - 1e-3)
+    if w0 is None:  # no product with a constant zero matrix: XLA's CPU backend (jax 0.10) computes
+        # garbage for one under jit (`tests/model/test_read_out.py` guards it)
+        centre = jnp.zeros((p + 1, m), dtype)
+        offset = jnp.zeros((m,), dtype)
+    else:
+        centre = jnp.concatenate([w0, jnp.zeros((1, m), dtype)])
+        offset = jnp.sum(weights * (features @ w0), axis=0) / count  # the prior's mean logit
+    start = centre.at[p].set(jnp.log(rate / (1 - rate)) - offset)
+    eye = jnp.eye(p + 1, dtype=dtype)
+
+    def newton(_, w):
+        logits = augmented @ w  # (n, m)
+        q = jax.nn.sigmoid(logits)
+        gradient = augmented.T @ ((q - targets) * weights) + diagonal[:, None] * (w - centre)  # (p + 1, m)
+        curvature = q * (1 - q) * weights  # (n, m)
+        hessian = jnp.einsum("nk,ni,nj->kij", curvature, augmented, augmented) + jnp.diag(diagonal)[None]
+        hessian = hessian + 1e-6 * jnp.trace(hessian, axis1=1, axis2=2)[:, None, None] / (p + 1) * eye[None]
+        factor = jax.scipy.linalg.cho_factor(hessian, lower=True)
+        step = jax.scipy.linalg.cho_solve(factor, gradient.T[..., None])[..., 0].T  # (p + 1, m)
+        # damped: no training row's logit moves by more than MAX_LOGIT_STEP in one step (a full
+        # Newton step from a flat start overshoots on separable rows); near the optimum, full steps
+        moved = jnp.max(jnp.where(weights > 0, jnp.abs(augmented @ step), 0.0), axis=0)
+        return w - step * jnp.minimum(1.0, MAX_LOGIT_STEP / jnp.maximum(moved, _EPS))[None]
+
+    w = jax.lax.fori_loop(0, steps, newton, start)
+    return w[:p], w[p]
+
+
+def logistic(features, labels, mask, k: int, *, penalty=LOGISTIC_PENALTY, steps=NEWTON_STEPS, w0=None):
+    """The logistic read-out of labels (n,) in 0..k-1: logits (F w + b) whose softmax is the model.
+
+    Two classes: one binary L2 logistic regression, the logits +-half its logit. More: one binary
+    model per class against the others (one-vs-rest); where only two classes are present the
+    logits are halved, so that a binary task gets the binary model whatever k is. w0 (p, k): a
+    prior (see `binary_logistic`; for two classes, its class-1 column minus its class-0 column).
+    Returns (w (p, k), b (k,))."""
+    if k == 2:
+        prior = None if w0 is None else (w0[:, 1] - w0[:, 0])[:, None]
+        target = (labels == 1).astype(features.dtype)[:, None]
+        w, b = binary_logistic(features, target, mask, penalty=penalty, steps=steps, w0=prior)
+        return jnp.concatenate([-w / 2, w / 2], axis=-1), jnp.concatenate([-b / 2, b / 2])
+    targets = (labels[:, None] == jnp.arange(k)[None, :]).astype(features.dtype)  # (n, k)
+    w, b = binary_logistic(features, targets, mask, penalty=penalty, steps=steps, w0=w0)
+    present = jnp.sum(jnp.any(mask[:, None] & (targets > 0), axis=0))
+    halve = jnp.where(present == 2, 0.5, 1.0)
+    return w * halve, b * halve
+
+
 def prior_weights(hidden_part, w_out, targets_c, features_c, regression: bool):
     """W0 over [hidden / s, z]: the generated output layer (P, k) on the hidden part (times s), 0 on
     z; for classification scaled by the least-squares factor c >= 0 of the centred one-hot targets
@@ -180,6 +249,7 @@ def fit_read_out(
     *,
     regression: bool = False,
     prior: bool = False,
+    solver: str = "ridge",
     penalties=RELATIVE_PENALTIES,
 ) -> ReadOut:
     """The read-out of one task, fitted on its training rows (module docstring).
@@ -188,6 +258,9 @@ def fit_read_out(
     standardised inputs (padding columns 0); w_gen: (P, k) the generated output layer (its k
     outputs are the read-out's); targets: (n,) int labels 0..k-1 (classification) or the
     standardised target (regression, k = 1); mask: (n,) bool, the training rows.
+    solver: "ridge" (the closed form, leave-one-out penalty and logit scale) or, for
+    classification, "logistic" (`logistic`: L2 logistic regression, `NEWTON_STEPS` Newton steps,
+    penalty `LOGISTIC_PENALTY`).
     """
     scale = hidden_scale(hidden, mask)
     features = jnp.concatenate([hidden / scale, z], axis=-1)
@@ -200,7 +273,11 @@ def fit_read_out(
     w0 = None
     if prior:
         fc, yc, _, _ = _centred(features, y, mask)
-        w0 = prior_weights(hidden.shape[-1], w_gen * scale, yc, fc, regression)
+        w0 = prior_weights(hidden.shape[-1], w_gen * scale, yc, fc, regression or solver == "logistic")
+    if solver == "logistic" and not regression:
+        w, intercept = logistic(features, targets, mask, w_gen.shape[-1], w0=w0)
+        one = jnp.ones((), features.dtype)
+        return ReadOut(w, intercept, scale, LOGISTIC_PENALTY * one, one, present)
     w, intercept, penalty, loo = ridge(features, y, mask, w0=w0, penalties=penalties)
     if regression:
         alpha = jnp.ones((), features.dtype)
@@ -232,7 +309,7 @@ def child_with_read_out(child: Child, read_out: ReadOut, *, logit_factor: float 
 
 
 def fit_child(child: Child, X, y, *, n_rows=None, n_features=None, regression: bool = False,
-              prior: bool = False, logit_factor: float = 1.0) -> Child:  # fmt: skip
+              prior: bool = False, solver: str = "ridge", logit_factor: float = 1.0) -> Child:  # fmt: skip
     """`child` (as `generate` returns it: raw rows in, its classes' outputs) with its read-out fitted
     on the training set X (n, d) raw, y (n,) (labels 0..k-1, or the raw regression target), of which
     the first n_rows rows and n_features columns are real (None: all). Pure JAX: jit, vmap and grad.
@@ -262,5 +339,5 @@ def fit_child(child: Child, X, y, *, n_rows=None, n_features=None, regression: b
         return Child((*out.layers[:-1], (w_out * std, b_out * std + mean)), out.mean, out.std, out.skip * std)
     labels = jnp.where(rows, jnp.asarray(y).astype(jnp.int32), 0)
     hidden = hidden_features(child.layers, z)
-    fitted = fit_read_out(hidden, z, dense(child.layers[-1][0]), labels, rows, prior=prior)
+    fitted = fit_read_out(hidden, z, dense(child.layers[-1][0]), labels, rows, prior=prior, solver=solver)
     return child_with_read_out(child, fitted, logit_factor=logit_factor)

@@ -17,7 +17,7 @@ The gap default - untrained is the meta-learning's share of an accuracy; `docs/F
 
 And what JAX users get: `GenerateClassifier`, one `mothernet_jax.generate` call on the raw training
 rows (categorical codes as numbers, NaN as missing), its child's `predict_proba` on the test rows,
-no estimator around it (`read_out`: generate's, "fitted" by default, or "generated").
+no estimator around it (`read_out`: generate's default, or one it names).
 """
 
 from __future__ import annotations
@@ -162,10 +162,10 @@ def random_features(estimator: type, categorical_mask, seed, *, weights=None, **
 
 class GenerateClassifier(ClassifierMixin, BaseEstimator):
     """`mothernet_jax.generate(params, X, y, read_out=...)` and the child's `predict_proba`: what a JAX
-    user calls, with no estimator around it. Raw rows (at most the model's max_features columns and
+    user calls, with no estimator around it (read_out None: generate's default). Raw rows (at most the model's max_features columns and
     max_classes classes), labels as codes 0..k-1."""
 
-    def __init__(self, weights=None, read_out="fitted", untrained_seed=None):
+    def __init__(self, weights=None, read_out=None, untrained_seed=None):
         self.weights = weights
         self.read_out = read_out
         self.untrained_seed = untrained_seed
@@ -177,7 +177,8 @@ class GenerateClassifier(ClassifierMixin, BaseEstimator):
         params, config = (untrained_weights(self.weights, self.untrained_seed) if self.untrained_seed is not None
                           else resolve_weights(self.weights))  # fmt: skip
         self.classes_, codes = np.unique(y, return_inverse=True)
-        self.child_ = generate(params, np.asarray(x, np.float32), codes, config=config, read_out=self.read_out)
+        options = {} if self.read_out is None else {"read_out": self.read_out}  # None: generate's default
+        self.child_ = generate(params, np.asarray(x, np.float32), codes, config=config, **options)
         return self
 
     def predict_proba(self, x):

@@ -89,7 +89,7 @@ SETTINGS: dict[str, dict] = {
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the defaults are measured against
-GENERATE = ("generate", "generate_generated", "generate_untrained")  # generate's children, no estimator
+GENERATE = ("generate", "generate_logistic", "generate_ridge", "generate_generated", "generate_untrained")  # generate's children, no estimator
 REFERENCE = "hist_gradient_boosting"
 
 

@@ -255,22 +255,25 @@ METHODS: dict[str, Method] = {
         *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetClassifier"),
         Method(
             name="generate",
-            label="generate (fitted read-out)",
+            label="generate",
             description="mothernet_jax.generate(params, X, y) on the raw rows and its child: no estimator",
-            build=functools.partial(_generate, "fitted"),
+            build=functools.partial(_generate, None),
             preflight=_mothernet_preflight,
         ),
-        Method(
-            name="generate_generated",
-            label="generate (as generated)",
-            description="mothernet_jax.generate(params, X, y, read_out='generated') and its child: no estimator",
-            build=functools.partial(_generate, "generated"),
-            preflight=_mothernet_preflight,
-        ),
+        *[
+            Method(
+                name=f"generate_{read_out}",
+                label=f"generate ({read_out})",
+                description=f"mothernet_jax.generate(params, X, y, read_out='{read_out}') and its child: no estimator",
+                build=functools.partial(_generate, read_out),
+                preflight=_mothernet_preflight,
+            )
+            for read_out in ("logistic", "ridge", "generated")
+        ],
         Method(
             name="generate_untrained",
             label="generate, untrained",
-            description="mothernet_jax.generate (fitted read-out) with init_params(key(split seed)): the control",
+            description="mothernet_jax.generate (its default read-out) with init_params(key(split seed)): the control",
             build=_generate_untrained,
             preflight=_mothernet_preflight,
         ),

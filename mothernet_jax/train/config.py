@@ -25,7 +25,7 @@ from mothernet_jax.config_base import ConfigBase
 
 ATTENTION = ("auto", "xla", "cudnn")
 OPTIMIZERS = ("adamw", "muon", "schedule_free_adamw")
-READ_OUTS = ("generated", "ridge")
+READ_OUTS = ("generated", "ridge", "logistic")
 
 
 # The fields only the host reads (how long, the schedule's values, the split range drawn on the host,
@@ -78,8 +78,9 @@ class TrainConfig(ConfigBase):
     # -- the loss: which read-out scores the child on the test rows -------------------------------
     read_out: str = "generated"  # "generated": the child as emitted; "ridge": its read-out solved in
     # closed form on the task's training rows over its last hidden layer and the inputs, as the
-    # estimators' refit reads them (`read_out.fit_read_out`), gradients through the solve
-    read_out_prior: bool = False  # "ridge": penalise toward the generated read-out instead of 0
+    # estimators' refit reads them (`read_out.fit_read_out`), gradients through the solve;
+    # "logistic": the same features, L2 logistic regression by unrolled Newton steps (one-vs-rest)
+    read_out_prior: bool = False  # penalise the fitted read-out toward the generated one instead of 0
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights, which is what
     # validation and export use (decay min(ema_decay, (1 + t) / (10 + t)) at step t)
     # -- split position: s ~ U{min_split .. rows - 1}; training rows padded to a bucket ----------

@@ -185,8 +185,8 @@ def task_losses(
     """Per-dataset child loss on the test rows (`ROW_LOSSES[model.task]`).
 
     task: x (B, R, F), y (B, R), valid (B,); split: () int, floor < split <= bucket <= R.
-    read_out: "generated" (the child as the hypernetwork emits it) or "ridge" (its read-out refitted
-    in closed form on the task's training rows, `fitted_outputs`; read_out_prior: toward the
+    read_out: "generated" (the child as the hypernetwork emits it), "ridge" or "logistic" (its
+    read-out solved on the task's training rows, `fitted_outputs`; read_out_prior: toward the
     generated one).
     Returns loss (B,) float32 (mean over the test rows) and valid (B,) bool.
     """
@@ -197,18 +197,19 @@ def task_losses(
     if read_out == "generated":
         outputs = jax.vmap(factored_logits)(layers, x[:, floor:])
     else:
-        outputs = fitted_outputs(layers, x, y, split, model=model, prior=read_out_prior)[:, floor:]
+        outputs = fitted_outputs(layers, x, y, split, model=model, prior=read_out_prior, solver=read_out)[:, floor:]
     losses = ROW_LOSSES[model.task](outputs, y[:, floor:])
     is_test = (jnp.arange(floor, rows) >= split)[None, :]
     per_dataset = jnp.sum(jnp.where(is_test, losses, 0.0), axis=1) / (rows - split).astype(jnp.float32)
     return per_dataset, valid
 
 
-def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool) -> jax.Array:
-    """The children's outputs on every row (B, R, k) with their read-out solved in closed form on
-    the training rows (rows < split; `read_out.fit_read_out`: ridge over the last hidden layer and
-    the inputs standardised over those rows, the penalty by leave-one-out), as the estimators'
-    refitted read-out reads them. Gradients flow through the solve into the generated hidden layers.
+def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool, solver: str = "ridge") -> jax.Array:
+    """The children's outputs on every row (B, R, k) with their read-out solved on the training rows
+    (rows < split; `read_out.fit_read_out`: ridge, the penalty by leave-one-out, or L2 logistic
+    regression, over the last hidden layer and the inputs standardised over those rows), as the
+    estimators' refitted read-out reads them. Gradients flow through the solve into the generated
+    hidden layers. A regression model's read-out is the ridge for either solver.
     """
     train = jnp.arange(x.shape[1]) < split
     regression = model.task == "regression"
@@ -217,7 +218,7 @@ def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool) -> j
         hidden = hidden_features(task_layers, x_task)
         z = standardise_columns(x_task, train)
         w_gen = dense(task_layers[-1][0])
-        fitted = fit_read_out(hidden, z, w_gen, y_task, train, regression=regression, prior=prior)
+        fitted = fit_read_out(hidden, z, w_gen, y_task, train, regression=regression, prior=prior, solver=solver)
         return read_out_outputs(fitted, hidden, z)
 
     return jax.vmap(one)(layers, x, y)
