@@ -124,8 +124,9 @@ class TrainingTable:
             holdout=chosen["finetune_holdout"],
         )
         children = generate_children(
-            self.params, self.config, self.encoded, y, plans, finetune=finetune, rng=self.rng("finetune"), **kwargs
-        )
+            self.params, self.config, self.encoded, y, plans, finetune=finetune, rng=self.rng("finetune"),
+            refit=chosen["output_layer"] == "refit", **kwargs,
+        )  # fmt: skip
         return children, finetune
 
 

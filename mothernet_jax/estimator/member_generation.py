@@ -25,6 +25,7 @@ import numpy as np
 from mothernet_jax.child import Child
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.estimator.finetune import Finetune, finetune_children
+from mothernet_jax.estimator.output_layer import start_output_layers
 from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.generation import bucket_rows, generate_batch
 
@@ -203,6 +204,7 @@ def generate_children(
     temperature: float = 0.8,
     member_rows: int = MEMBER_ROWS_PER_CALL,
     rng: np.random.Generator | None = None,
+    refit: bool = False,
 ) -> list[Child]:
     """One child per plan, generated (and fine-tuned) in chunks of `members_per_call` members.
 
@@ -212,7 +214,10 @@ def generate_children(
     members (`plan.plan_members`). finetune.steps > 0: fine-tune each child on its member's
     rows (`MemberPlan.fine_tuning_rows`: its context rows, or its own sample of the training rows;
     softmax(logits / temperature); `finetune.Finetune`), its random draws (held-out rows, row
-    subsets) from `rng` (None: seed 0). member_rows bounds members x padded rows per call. Returns the children in data space, NumPy float32, sliced to each member's columns and
+    subsets) from `rng` (None: seed 0); refit (the read-out is refitted afterwards): fine-tuning
+    starts, for a child whose generated read-out does worse than a guess on those rows, from the
+    read-out fitted on them (`output_layer.start_output_layers`). member_rows
+    bounds members x padded rows per call. Returns the children in data space, NumPy float32, sliced to each member's columns and
     output groups; the same (to float tolerance) whatever the chunk size.
     """
     rows = bucket_rows(max(len(p.rows) for p in plans))
@@ -233,6 +238,10 @@ def generate_children(
             if tuning:  # the rows the fine-tuning reads are not the context
                 X, labels, n_rows, _, n_groups = _member_arrays(
                     encoded, y, padded, tuning_rows, config.max_features, regression, tuning=True
+                )
+            if refit:
+                layers, _ = start_output_layers(
+                    layers, mean, std, X, labels, n_rows, n_groups, temperature=temperature, regression=regression
                 )
             layers = finetune_children(
                 layers, mean, std, X, labels, n_rows, n_groups, finetune=finetune, temperature=temperature, rng=rng,

@@ -84,18 +84,8 @@ def _scale(spread: float) -> float:
 
 def hidden_scale(child: Child, x: np.ndarray, row_block: int = ROW_BLOCK) -> float:
     """The hidden features' standard deviation over every row of x (n, d) (1 if none vary), summed
-    block by block: the same whatever the rows' order and the block size."""
-    total = squares = 0.0
-    count = 0
-    for start in range(0, len(x), row_block):
-        hidden, _ = _features(child, x[start : start + row_block])
-        total += float(hidden.sum())
-        squares += float(np.square(hidden).sum())
-        count += hidden.size
-    if count == 0:
-        return 1.0
-    mean = total / count
-    return _scale(float(np.sqrt(max(squares / count - mean**2, 0.0))))
+    block by block in float32 features: the same whatever the rows' order and the block size."""
+    return FeatureBlocks(child, x, row_block).scale
 
 
 def with_read_out(child: Child, w: np.ndarray, b: np.ndarray, scale: float) -> Child:
@@ -208,6 +198,66 @@ def ridge_output_layers(
         spread = max(scaled.tt - scaled.t**2 / scaled.n, 0.0) / scaled.n  # no feature varies: y's
         noise.append(np.sqrt(fit.gcv if np.isfinite(fit.gcv) else spread) * target_std[m])
     return refitted, np.array(noise)
+
+
+# -- where fine-tuning starts ---------------------------------------------------------------------
+
+
+def start_output_layers(layers, mean, std, X, labels, n_rows, n_groups, *, temperature: float, regression: bool):
+    """Where fine-tuning starts when the read-out is refitted after it: each child of a chunk whose
+    generated read-out does worse on the rows it is about to be fine-tuned on than the best
+    constant guess (the groups' shares; a regressor's target mean) gets in its place the read-out
+    of its last hidden layer alone (divided by its std) fitted on those rows; the others keep
+    theirs.
+
+    Why: a generated read-out can be far from any fit (the shipped weights' children of three
+    classes start at a cross-entropy of 9 to 10 nats, against ln 3 = 1.1 for a guess), and
+    fine-tuning from there bends the hidden layers to repair its scale, which the refit then cannot
+    undo: on the map (`benchmarks.scale --map`) such fine-tuned members scored below the untuned
+    ones. Where the generated read-out is better than a guess (binary children, the regressor's),
+    starting from it gave the larger gains (make_friedman1, 2,000 rows: R² 0.945 against 0.779 from
+    the fitted read-out, whose optimum the first Adam steps leave and early stopping then ends).
+
+    layers, mean, std: as `member_generation.member_layers` returns them (leading B); X: (B, T, F)
+    rows, labels: (B, T) int groups (regression: the member-standardised float target), n_rows,
+    n_groups: (B,). Classification: `logistic_read_out` of the groups, its logits times
+    `temperature` (the fine-tuning's loss divides); regression: `ridge_gcv`. Returns the layers,
+    NumPy float32, and (B,) bool: which children got the fitted read-out."""
+    layers = [(tuple(np.array(f, np.float32) for f in w) if isinstance(w, tuple) else np.array(w, np.float32),
+               np.array(b, np.float32)) for w, b in layers]  # fmt: skip
+    weight, bias = layers[-1]
+    mean, std, X = np.asarray(mean), np.asarray(std), np.asarray(X)
+    replaced = np.zeros(len(n_rows), bool)
+    for m in range(len(n_rows)):
+        n, g = int(n_rows[m]), int(n_groups[m])
+        member = [(tuple(f[m] for f in w) if isinstance(w, tuple) else w[m], b[m]) for w, b in layers]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            z = standardise_rows(X[m, :n], mean[m], std[m], np).astype(np.float64)
+        hidden = hidden_features(numpy_layers(member, np.float64), z, np)
+        outputs = hidden @ np.asarray(member[-1][0], np.float64) + member[-1][1]
+        target = np.asarray(labels[m, :n])
+        if regression:
+            worse = np.mean((outputs[:, 0] - target) ** 2) > np.var(target)
+        else:
+            logits = outputs[:, :g] / temperature
+            top = logits.max(axis=1, keepdims=True)
+            loss = np.mean(np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0] - logits[np.arange(n), target])
+            shares = np.bincount(target, minlength=g)[target] / n
+            worse = loss > -np.mean(np.log(shares))
+        if not worse:
+            continue
+        replaced[m] = True
+        scale = _scale(float(hidden.std()))
+        if regression:
+            moments = Moments(hidden.shape[1])
+            moments.add(hidden / scale, target.astype(np.float64))
+            fit = ridge_gcv(moments)
+            weight[m, :, 0], bias[m, 0] = fit.w / scale, fit.b
+        else:
+            w, b = logistic_read_out(hidden / scale, target, g)
+            weight[m, :, :g], bias[m, :g] = w / scale * temperature, b * temperature
+    layers[-1] = (weight, bias)
+    return tuple(layers), replaced
 
 
 # -- classification: L2 logistic regression of every class ----------------------------------------
@@ -338,30 +388,52 @@ def streaming_logistic(
 
 
 class FeatureBlocks:
-    """A member's read-out features over every row of x (n, d), `row_block` rows at a time:
-    (rows slice, [hidden / scale, z]) in float32, held after the first complete pass where they
-    fit `MAX_HELD_BYTES`, else recomputed on every pass. Iterable any number of times."""
+    """A member's read-out features over every row of x (n, d), `row_block` rows at a time, in
+    float32: iterating yields (rows slice, [hidden / scale, z]) any number of times; `take(rows)`
+    gives some rows' in float64. `scale` is the hidden features' standard deviation over every row
+    (`hidden_scale`). The features are computed once and held where they fit `MAX_HELD_BYTES`,
+    else recomputed block by block on every pass (memory flat in the rows)."""
 
-    def __init__(self, child: Child, x: np.ndarray, scale: float, row_block: int = ROW_BLOCK):
-        self.child, self.x, self.scale, self.row_block = child, x, scale, row_block
-        self.width = _hidden_width(child) + len(child.mean)
-        self.keep = len(x) * self.width * 4 <= MAX_HELD_BYTES
-        self.held: list | None = None
-
-    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+    def __init__(self, child: Child, x: np.ndarray, row_block: int = ROW_BLOCK):
+        self.child, self.x, self.row_block = child, x, row_block
+        self.hidden_width = _hidden_width(child)
+        width = self.hidden_width + len(child.mean)
+        self.held = np.empty((len(x), width), np.float32) if len(x) * width * 4 <= MAX_HELD_BYTES else None
+        total = squares = 0.0
+        for rows, block in self._raw_blocks():
+            hidden = block[:, : self.hidden_width].astype(np.float64)
+            total += float(hidden.sum())
+            squares += float(np.square(hidden).sum())
+            if self.held is not None:
+                self.held[rows] = block
+        entries = len(x) * self.hidden_width
+        mean = total / entries if entries else 0.0
+        self.scale = _scale(float(np.sqrt(max(squares / entries - mean**2, 0.0)))) if entries else 1.0
         if self.held is not None:
-            yield from self.held
-            return
-        collected = [] if self.keep else None
+            self.held[:, : self.hidden_width] /= np.float32(self.scale)
+
+    def _raw_blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
         for start in range(0, len(self.x), self.row_block):
             rows = slice(start, min(start + self.row_block, len(self.x)))
             hidden, z = _features(self.child, self.x[rows], np.float32)
-            block = np.concatenate([hidden / np.float32(self.scale), z], axis=1)
-            if collected is not None:
-                collected.append((rows, block))
+            yield rows, np.concatenate([hidden, z], axis=1)
+
+    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+        if self.held is not None:
+            for start in range(0, len(self.x), self.row_block):
+                rows = slice(start, min(start + self.row_block, len(self.x)))
+                yield rows, self.held[rows]
+            return
+        for rows, block in self._raw_blocks():
+            block[:, : self.hidden_width] /= np.float32(self.scale)
             yield rows, block
-        if collected is not None:  # a pass that ran to its end
-            self.held = collected
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The features of the rows `rows` (m,) int, (m, P + d) float64."""
+        if self.held is not None:
+            return self.held[rows].astype(np.float64)
+        hidden, z = _features(self.child, self.x[rows], np.float32)
+        return np.concatenate([hidden / np.float32(self.scale), z], axis=1).astype(np.float64)
 
 
 def logistic_output_layers(
@@ -394,11 +466,10 @@ def logistic_output_layers(
             features, scale = read_out_features(child, x)
             w, b = logistic_read_out(features, y, n_classes)
         else:
-            scale = hidden_scale(child, x, row_block)
+            blocks = FeatureBlocks(child, x, row_block)
             sample = stratified_rows(y, max_rows, rng)
-            features, _ = read_out_features(child, x[sample], scale)
+            features, scale = blocks.take(sample), blocks.scale
             start = logistic_read_out(features, y[sample], n_classes)
-            blocks = FeatureBlocks(child, x, scale, row_block)
             w, b = streaming_logistic(blocks, y, n_classes, start, centre=features.mean(axis=0))
         refitted.append(with_read_out(child, w * temperature, b * temperature, scale))
     return refitted

@@ -179,13 +179,15 @@ def test_feature_blocks_hold_or_recompute_the_same_features(weights, monkeypatch
     clf = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0, output_layer="generated").fit(X, X[:, 0] > 0)
     child, x = clf.predictor_.children[0], clf.predictor_.encode(X)[:, clf.predictor_.columns[0]]
     whole, scale = read_out_features(child, x)
-    assert hidden_scale(child, x, row_block=16) == pytest.approx(scale, rel=1e-9)  # every row, any block size
+    assert hidden_scale(child, x, row_block=16) == pytest.approx(scale, rel=1e-6)  # every row, any block size
     for held in (True, False):
         monkeypatch.setattr(output_layer, "MAX_HELD_BYTES", 1 << 30 if held else 0)
-        blocks = FeatureBlocks(child, x, scale, row_block=16)
+        blocks = FeatureBlocks(child, x, row_block=16)
+        assert blocks.scale == pytest.approx(scale, rel=1e-6)
         for _ in range(2):  # a second pass: the held blocks, or computed again
             got = np.concatenate([block for _, block in blocks])
             np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(blocks.take(np.array([3, 140, 7])), whole[[3, 140, 7]], rtol=1e-5, atol=1e-5)
         assert (blocks.held is not None) == held
 
 

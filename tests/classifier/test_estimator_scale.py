@@ -190,3 +190,60 @@ def test_each_member_fine_tunes_on_its_own_stratified_pool(tiny_weights):
     untuned = children(plans, Finetune(steps=0))  # no fine-tuning: the pool is not read
     no_pool = [dataclasses.replace(p, tuning_rows=None) for p in plans]
     np.testing.assert_array_equal(output(untuned), output(children(no_pool, Finetune(steps=0))))
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_fine_tuning_with_the_refit_starts_from_a_fitted_read_out_where_the_generated_one_is_worse_than_a_guess(
+    regression, tiny_weights, regression_weights, monkeypatch
+):
+    """A generated read-out worse than the best constant guess on the fine-tuning rows (the shipped
+    weights' 3-class children start near 9 nats) is replaced, before fine-tuning with the refit, by
+    the read-out of the hidden layer fitted on those rows: scikit-learn's logistic regression (a
+    regressor's: ridge with GCV). One better than a guess is kept, as are the hidden layers."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mothernet_jax.child import hidden_features, numpy_layers, standardise_rows
+    from mothernet_jax.estimator import member_generation as mg
+
+    monkeypatch.setattr(output_layer, "LOGISTIC_TOL", 1e-10)
+    monkeypatch.setattr(output_layer, "LOGISTIC_MAX_ITER", 10_000)
+    X, y = blobs(300)
+    weights = regression_weights if regression else tiny_weights
+    target = X[:, 0] + 0.3 * X[:, 1] ** 2 if regression else y
+    estimator = MotherNetRegressor if regression else MotherNetClassifier
+    fitted = estimator(weights=weights, output_layer="generated").fit(X[:50], target[:50])
+    encoded = fitted.predictor_.encode(X)
+    plans = plan_members(fitted.predictor_.encoder, encoded, y, n_classes=3, n_estimators=2, max_train_rows=128,
+                         max_features=100, max_classes=10, rng=np.random.default_rng(0))  # fmt: skip
+    X_pad, labels, n_rows, n_features, n_groups = mg._member_arrays(encoded, target, plans, 128, 100, regression)
+    layers, mean, std = mg.generate_members(weights.params, X_pad, labels, n_rows, n_features, config=weights.config)
+    layers = [(w, np.asarray(b)) for w, b in layers]
+    layers[-1] = (np.asarray(layers[-1][0]) * 30.0, layers[-1][1] * 30.0)  # wild read-outs
+    started, replaced = output_layer.start_output_layers(
+        layers, mean, std, X_pad, labels, n_rows, n_groups, temperature=0.8, regression=regression
+    )
+    assert replaced.tolist() == [True, True]
+    again, replaced = output_layer.start_output_layers(  # fitted read-outs beat a guess: kept
+        started, mean, std, X_pad, labels, n_rows, n_groups, temperature=0.8, regression=regression
+    )
+    assert replaced.tolist() == [False, False]
+    np.testing.assert_array_equal(again[-1][0], started[-1][0])
+    member = [(tuple(np.asarray(f[0]) for f in w) if isinstance(w, tuple) else np.asarray(w[0]), np.asarray(b[0]))
+              for w, b in started]  # fmt: skip
+    z = standardise_rows(X_pad[0, :128], np.asarray(mean[0]), np.asarray(std[0]), np).astype(np.float64)
+    hidden = hidden_features(numpy_layers(member, np.float64), z, np)
+    outputs = hidden @ member[-1][0] + member[-1][1]
+    scaled = hidden / hidden.std()
+    if regression:
+        moments = output_layer.Moments(hidden.shape[1])
+        moments.add(scaled, labels[0, :128].astype(np.float64))
+        fit = output_layer.ridge_gcv(moments)
+        np.testing.assert_allclose(outputs[:, 0], scaled @ fit.w + fit.b, rtol=1e-4, atol=1e-4)
+    else:
+        g = int(n_groups[0])
+        reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(scaled, labels[0, :128])
+        logits = outputs[:, :g] / 0.8
+        proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(proba / proba.sum(axis=1, keepdims=True), reference.predict_proba(scaled), atol=1e-4)
+    for generated, start in zip(layers[:-1], started[:-1], strict=True):  # the hidden layers are the generated ones
+        np.testing.assert_array_equal(np.asarray(generated[1]), start[1])
