@@ -86,6 +86,11 @@ SETTINGS: dict[str, dict] = {
     "8x256 refit": {"max_train_rows": 256, **REFIT},
     "ovr<=10 4x256 refit": {**OVR10, **REFIT},
     "ovr<=10 4x256 ft100 es refit": {**OVR10, **ES100, **REFIT},
+    # fine-tuning on a pool of the rows (estimator.schedule's, issue 30) at the validation sizes
+    "4x256 ft100 pool refit": {
+        "n_estimators": 4, "max_train_rows": 256, **REFIT, **ES100, "finetune_pool": 8192, "finetune_rows": 512,
+        "finetune_learning_rate": 3e-3,
+    },
 }  # fmt: skip
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the defaults are measured against
