@@ -50,6 +50,7 @@ EXPECTED = {
         7: [r"\w+ at step 6\n", r"\w+ at step 10 resumed from 6"],
         9: [PNG, r"[\d.]+ datasets/s at the last log"],
         11: [r"new weights +AUC \d\.\d{4}", rf"shipped weights +{AUC}"],
+        13: [r"pmap loop: step 2, loss \d+\.\d{4}"],
     },
 }
 

@@ -86,3 +86,46 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
     np.testing.assert_allclose(results[0]["losses"], four.losses, rtol=1e-5)
     chex.assert_trees_all_close(leaves[0], jax.tree.leaves(four.params), atol=1e-5, rtol=0)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "3"]
+
+
+@pytest.mark.slow
+def test_a_users_own_pmap_loop_over_the_per_device_functions_equals_the_mesh_step():
+    """The per-device functions (`device_sample`, `device_step`) are what a pmap-based loop of a
+    user's own maps over the devices: the same tasks, the same state as `TrainStep` on the mesh."""
+    import functools
+
+    from train_helpers import FAST_COMPILE
+
+    from mothernet_jax.train.budget import learning_rate
+    from mothernet_jax.train.step import device_sample, device_step, init_state, task_sampler
+    from mothernet_jax.train.stepper import TrainStep
+
+    config = make_config(batch_size=16, prior_batch=2)  # 8 prior calls a step: one per device
+    devices = jax.local_devices()
+    mesh_step = TrainStep(config, make_mesh(), compiler_options=FAST_COMPILE)
+    mesh_state = mesh_step.init()
+
+    # the user's loop: pmap the per-device functions over the local devices, state replicated
+    local_calls = config.batch_size // config.prior_batch // len(devices)
+    draw = functools.partial(device_sample, config=config, sample_fn=task_sampler(config.model),
+                             local_calls=local_calls, axis_name="batch")  # fmt: skip
+    # pmap maps at least one argument: the steps' numbers, one copy a device
+    sample = jax.pmap(lambda step, micro, split: draw(step, micro, split), axis_name="batch", in_axes=(0, None, None))
+    copies = np.ones(len(devices), np.int32)
+    steps = {}  # one compiled step per split bucket
+    state = jax.tree.map(lambda a: np.stack([a] * len(devices)), init_state(config))  # one copy a device
+    for t in range(2):
+        split = mesh_step.split(t)  # any host-side draw; TrainStep's, to compare
+        bucket = mesh_step.bucket(split)
+        if bucket not in steps:
+            steps[bucket] = jax.pmap(
+                functools.partial(device_step, config=config, bucket=bucket, axis_name="batch"),
+                axis_name="batch", in_axes=(0, 0, None, None),
+            )  # fmt: skip
+        tasks = sample(copies * t, np.int32(0), np.int32(split))
+        state, metrics = steps[bucket](state, (tasks,), np.int32(split), np.float32(learning_rate(config, t)))
+        mesh_state, mesh_metrics = mesh_step(mesh_state, t)
+        np.testing.assert_allclose(metrics["loss"][0], mesh_metrics["loss"], rtol=1e-5)
+    first_device = jax.tree.map(lambda a: a[0], state)
+    chex.assert_trees_all_close(first_device.params, host_values(mesh_state.params), atol=1e-5, rtol=1e-5)
+    assert int(first_device.step) == 2
