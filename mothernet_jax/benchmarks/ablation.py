@@ -84,12 +84,15 @@ def _validate(validator, params, path: Path, step, datasets, cpu, wall, config) 
         "cpu_seconds": cpu,
         "val_auc": scores["val_auc"],
         "val_auc_categorical": scores["val_auc_categorical"],
+        "val_auc_untrained": scores.get("val_auc_untrained"),  # the control (the same for every line)
+        "val_gap": scores.get("val_gap"),
         "val_seconds": scores["val_seconds"],
         "val_datasets": scores["val_datasets"],
     }
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
-    print(f"[ablation] {path.parent.name}: step {step}, val_auc {scores['val_auc']:.4f}", flush=True)
+    gap = "" if scores.get("val_gap") is None else f", {scores['val_gap']:+.4f} over the untrained control"
+    print(f"[ablation] {path.parent.name}: step {step}, val_auc {scores['val_auc']:.4f}{gap}", flush=True)
 
 
 def curves(out: Path, names: list[str]) -> dict[str, list[dict]]:
@@ -99,22 +102,25 @@ def curves(out: Path, names: list[str]) -> dict[str, list[dict]]:
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    """Markdown: per variant, datasets, CPU seconds, final val_auc, and val_auc interpolated at the
-    largest CPU seconds every variant reached (matched compute)."""
+    """Markdown: per variant, datasets, CPU seconds, final val_auc and its gap over the untrained
+    control, and val_auc interpolated at the largest CPU seconds every variant reached (matched
+    compute)."""
     reached = min((r[-1]["cpu_seconds"] for r in runs.values() if r), default=0.0)
     rows = [
-        f"| variant | datasets | CPU s | final val_auc | val_auc at {reached:,.0f} CPU s | best val_auc |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| variant | datasets | CPU s | final val_auc | gap to untrained | val_auc at {reached:,.0f} CPU s | best val_auc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, run in runs.items():
         if not run:
-            rows.append(f"| {name} | - | - | - | - | - |")
+            rows.append(f"| {name} | - | - | - | - | - | - |")
             continue
         cpu = np.array([m["cpu_seconds"] for m in run])
         auc = np.array([m["val_auc"] for m in run])
         matched = float(np.interp(reached, cpu, auc))
+        gap = run[-1].get("val_gap")
+        gap = "-" if gap is None else f"{gap:+.4f}"
         rows.append(
-            f"| {name} | {run[-1]['datasets']:,} | {cpu[-1]:,.0f} | {auc[-1]:.4f} | {matched:.4f} | {auc.max():.4f} |"
+            f"| {name} | {run[-1]['datasets']:,} | {cpu[-1]:,.0f} | {auc[-1]:.4f} | {gap} | {matched:.4f} | {auc.max():.4f} |"
         )
     return "\n".join(rows)
 

@@ -35,13 +35,15 @@ def test_loss_curve_draws_validation_per_run_when_compared(tmp_path, capsys):
 
 def test_ablation_table_compares_at_matched_cpu_seconds(tmp_path):
     runs = {
-        "slow": [{"datasets": 0, "cpu_seconds": 0.0, "val_auc": 0.5}, {"datasets": 80, "cpu_seconds": 100.0, "val_auc": 0.7}],
+        "slow": [{"datasets": 0, "cpu_seconds": 0.0, "val_auc": 0.5},
+                 {"datasets": 80, "cpu_seconds": 100.0, "val_auc": 0.7, "val_gap": 0.015}],
         "fast": [{"datasets": 0, "cpu_seconds": 0.0, "val_auc": 0.5}, {"datasets": 80, "cpu_seconds": 50.0, "val_auc": 0.6}],
     }  # fmt: skip
     text = ablation.table(runs)
     assert "val_auc at 50 CPU s" in text
     slow = next(line for line in text.splitlines() if line.startswith("| slow"))
-    assert "| 0.7000 | 0.6000 |" in slow  # final 0.7, interpolated to 0.6 at 50 CPU s
+    assert "| 0.7000 | +0.0150 | 0.6000 |" in slow  # final 0.7 (the gap to the control), 0.6 at 50 CPU s
+    assert "| 0.6000 | - | 0.6000 |" in next(line for line in text.splitlines() if line.startswith("| fast"))
     assert ablation.parse_variant("muon:optimizer=muon,learning_rate=1e-3") == (
         "muon",
         ["optimizer=muon", "learning_rate=1e-3"],
