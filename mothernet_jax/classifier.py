@@ -146,8 +146,10 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
       error-correcting output code: a random permutation pi of the classes, class c in group
       pi(c) mod m with m in 10, 9, 7, 8, one round of members for every permutation, so that every
       pair of classes is separated by some member; n_estimators is raised to one round, 2 members
-      up to 90 classes). A member's group probability is shared evenly by the group's classes and
-      members are averaged, so the probabilities of all classes sum to one;
+      up to 90 classes). With the refitted read-out (the default) each member's read-out then
+      predicts every class from the features generated for its groups; with
+      output_layer="generated" a member's group probability is shared evenly by the group's
+      classes. Members are averaged, so the probabilities of all classes sum to one;
     - missing values: numeric NaN is imputed with the training mean of the encoded column (the
       convention the hypernetwork was meta-trained with: NaN -> 0 after standardisation), and
       where the member has room left under 100 columns it also reads a "was missing" indicator
