@@ -29,8 +29,8 @@ line every log_every steps: step, loss, grad_norm, learning_rate, datasets_per_s
 --validate-every also lines with val_auc, or val_r2 for a regression model).
 SIGINT (Ctrl-C) / SIGTERM, during the compiles too, save a checkpoint and stop with exit code 130 /
 143 (128 + the signal's number: the run is not finished; rerun to resume); a second one aborts at
-once, in one line. A non-finite loss stops with exit code 1 and keeps the last good checkpoint. --export writes on every one of these stops (the last good
-checkpoint after a non-finite loss). One run at a time per work directory (a second is refused;
+once, in one line. A non-finite loss stops with exit code 1 and keeps the last good checkpoint.
+--export writes on every one of these stops (the last good checkpoint after a non-finite loss). One run at a time per work directory (a second is refused;
 the lock, workdir/.lock, goes with the process that held it). A resumed run drops the metric lines
 past its checkpoint's step, so metrics.jsonl has one line per step.
 Use the exported weights: MotherNetClassifier(weights=PATH).fit(X, y) (or load_pretrained(PATH)).

@@ -292,6 +292,14 @@ def logistic_read_out(features: np.ndarray, groups: np.ndarray, n_groups: int) -
         return w, b
     centre = features.mean(axis=0)
     live = np.flatnonzero(np.ptp(features, axis=0) > 0)
+    if live.size == 0:  # nothing varies over the rows: the intercepts alone, the groups' log-frequencies
+        log_frequency = np.log(np.bincount(groups, minlength=n_groups)[present] / len(groups))
+        if len(present) == 2:
+            half = (log_frequency[1] - log_frequency[0]) / 2
+            b[present[0]], b[present[1]] = -half, half
+        else:
+            b[present] = log_frequency
+        return w, b
     model = LogisticRegression(C=LOGISTIC_C, tol=LOGISTIC_TOL, max_iter=LOGISTIC_MAX_ITER)
     with warnings.catch_warnings():  # the iteration budget is deliberate (see above)
         warnings.simplefilter("ignore", ConvergenceWarning)

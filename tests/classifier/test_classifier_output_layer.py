@@ -69,6 +69,10 @@ def test_the_read_out_is_scikit_learns_logistic_regression(k, monkeypatch):
     np.testing.assert_allclose(softmax(F @ w + b)[:, :k], reference, atol=1e-5)
     w1, b1 = logistic_read_out(F, np.zeros(200, int), 2)  # one group: certain
     np.testing.assert_allclose(softmax(F @ w1 + b1)[:, 0], 1.0)
+    flat = np.ones((200, 6)) * [1, 0, 2, 0, 0, 5]  # no column varies (dead units, constant inputs)
+    wf, bf = logistic_read_out(flat, groups, k + 1)
+    frequency = np.bincount(groups, minlength=k + 1) / 200
+    np.testing.assert_allclose(softmax(flat @ wf + bf), np.broadcast_to(frequency, (200, k + 1)), atol=1e-12)
 
 
 def test_one_refitted_member_predicts_the_logistic_regression_of_its_features(weights, monkeypatch):

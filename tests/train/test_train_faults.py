@@ -89,7 +89,7 @@ def test_a_second_run_on_a_work_directory_is_refused_and_a_dead_runs_lock_is_tak
 def test_a_non_finite_loss_stops_the_cli_with_exit_code_1_as_its_help_says(tmp_path, capsys, fast_cli):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
-    assert "a non-finite loss stops with exit code 1" in " ".join(capsys.readouterr().out.split())
+    assert "a non-finite loss stops with exit code 1" in " ".join(capsys.readouterr().out.lower().split())
     config = make_config(steps=50, learning_rate=1e30, warmup_steps=0, checkpoint_every=1)
     (tmp_path / "run.json").write_text(config.to_json())
     argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(tmp_path / "run"), "--no-progress"]
