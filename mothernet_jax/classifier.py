@@ -118,13 +118,15 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         The rows each member's fine-tuning fits and holds out from: its own stratified sample of
         this many training rows (all of them where there are fewer). None (library default): its
         context rows (`max_train_rows`).
-    output_layer : "generated", "refit" or "auto"
+    output_layer : "generated", "refit", "refit_prior" or "auto"
         "generated": the children as generated (and fine-tuned). "refit" (library default): after
         that, each child's read-out is refitted on every training row: L2 logistic regression of
         every class (whatever class group the member was generated for) on its last hidden layer
         and its standardised inputs (`estimator.output_layer`; the child gains a linear `skip`
         read-out of its inputs); beyond 20,000 rows solved over row blocks from a stratified
-        subsample's solution.
+        subsample's solution. "refit_prior": the same with the penalty pulling the read-out toward
+        the generated one (||w - w_generated||^2) instead of toward zero: few rows trust the
+        hypernetwork, many the data (measured against "refit" in docs/FAST_DEFAULTS.md).
     n_jobs : int or None, default None
         Threads of the NumPy, SciPy and scikit-learn work inside fit and predict (the BLAS and
         OpenMP pools, limited with threadpoolctl for the call and restored after it), as
@@ -244,7 +246,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         )
         children, finetune = table.generate(y_codes, plans, temperature=temperature)
         groups = [p.groups for p in plans]
-        if chosen["output_layer"] == "refit":  # every member's read-out predicts every class
+        if settings.is_refit(chosen["output_layer"]):  # every member's read-out predicts every class
             children = logistic_output_layers(
                 children,
                 table.encoded,
@@ -253,6 +255,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
                 len(classes),
                 temperature=temperature,
                 rng=table.rng("read_out"),
+                prior_groups=groups if chosen["output_layer"] == "refit_prior" else None,
             )
             groups = [np.arange(len(classes)) for _ in plans]
         self.classes_ = classes

@@ -73,12 +73,13 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     finetune_steps, finetune_learning_rate, finetune_layers, finetune_rows, finetune_holdout, finetune_pool
         As `MotherNetClassifier`'s, with the squared error of the member-standardised target as the
         loss (finetune_pool's sample stratified by the target's deciles).
-    output_layer : "generated", "refit" or "auto"
+    output_layer : "generated", "refit", "refit_prior" or "auto"
         "generated": the children as generated (and fine-tuned). "refit" (library default): after
         that, each child's read-out is refitted in closed form, the ridge regression of its
         member-standardised target on its last hidden layer and its standardised inputs over every
         training row, the penalty chosen by generalised cross-validation (`estimator.output_layer`);
-        one pass over the rows, no optimiser steps.
+        one pass over the rows, no optimiser steps. "refit_prior": the ridge penalty pulls toward
+        the generated read-out instead of toward zero (GCV chooses how far).
     n_jobs : int or None, default None
         Threads of the NumPy and scikit-learn work inside fit and predict, as
         `MotherNetClassifier`'s (None: one; restored after the call).
@@ -173,10 +174,11 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         children, finetune = table.generate(y, plans)
         target_mean, target_std = member_target_scales(y, plans)
         member_errors = None
-        if chosen["output_layer"] == "refit":
+        if settings.is_refit(chosen["output_layer"]):
             children, member_errors = ridge_output_layers(
-                children, table.encoded, [p.columns for p in plans], y, target_mean, target_std
-            )
+                children, table.encoded, [p.columns for p in plans], y, target_mean, target_std,
+                prior=chosen["output_layer"] == "refit_prior",
+            )  # fmt: skip
         constant = np.ptp(y) == 0
         if constant:  # every member's rows hold the one value: scaled by 0, each predicts it exactly
             target_std = np.zeros_like(target_std)

@@ -18,7 +18,13 @@ from typing import Any
 
 MULTICLASS_STRATEGIES = ("native", "one_vs_rest")
 FINETUNE_LAYERS = ("all", "output")
-OUTPUT_LAYERS = ("generated", "refit")  # estimator.output_layer fits "refit"
+# estimator.output_layer fits "refit" (penalised toward zero) and "refit_prior" (toward the generated read-out)
+OUTPUT_LAYERS = ("generated", "refit", "refit_prior")
+
+
+def is_refit(output_layer) -> bool:
+    """Whether the read-out is refitted on the training rows (either prior)."""
+    return output_layer in ("refit", "refit_prior")
 
 
 def is_integer(v) -> bool:
@@ -96,7 +102,8 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str, Any, str]] = {
         lambda v: v in OUTPUT_LAYERS,
         f"one of {', '.join(OUTPUT_LAYERS)}",
         "refit",
-        "the children's read-out: as generated, or refitted on every training row (ridge / logistic)",
+        "the children's read-out: as generated, or refitted on every training row (ridge / logistic), "
+        "penalised toward zero (refit) or toward the generated read-out (refit_prior)",
     ),
 }
 
@@ -136,7 +143,7 @@ def check_combination(chosen: Mapping[str, Any]) -> None:
     """ValueError, in one line naming the settings, for resolved settings that contradict each
     other: fine-tuning the read-out alone (finetune_layers="output") with the read-out refitted
     afterwards (output_layer="refit"), which would throw the fine-tuning away."""
-    if chosen.get("output_layer") == "refit" and chosen.get("finetune_layers") == "output" and chosen.get(
+    if is_refit(chosen.get("output_layer")) and chosen.get("finetune_layers") == "output" and chosen.get(
         "finetune_steps", 0
     ):
         raise ValueError(

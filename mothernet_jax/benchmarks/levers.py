@@ -80,6 +80,8 @@ SETTINGS: dict[str, dict] = {
     "ovr<=10 3x256 ft100 es rows64": {**OVR10, **ES100, "n_estimators": 3, "finetune_rows": 64},
     # the refitted read-out: native members, one-vs-rest, after fine-tuning
     "4x256 refit": {"n_estimators": 4, "max_train_rows": 256, **REFIT},
+    # the penalty toward the generated read-out instead of toward zero (issue 29)
+    "4x256 refit prior": {"n_estimators": 4, "max_train_rows": 256, "output_layer": "refit_prior"},
     "3x256 refit": {"n_estimators": 3, "max_train_rows": 256, **REFIT},
     "2x256 refit": {"n_estimators": 2, "max_train_rows": 256, **REFIT},
     "4x512 refit": {"n_estimators": 4, "max_train_rows": 512, **REFIT},

@@ -37,6 +37,8 @@ SETTINGS: dict[str, dict] = {
     "4x512 refit": {"n_estimators": 4, "max_train_rows": 512, **REFIT},
     "2x512 refit": {"n_estimators": 2, "max_train_rows": 512, **REFIT},
     "4x256 refit": {"n_estimators": 4, "max_train_rows": 256, **REFIT},
+    # the penalty toward the generated read-out instead of toward zero (issue 29)
+    "4x256 refit prior": {"n_estimators": 4, "max_train_rows": 256, "output_layer": "refit_prior"},
     "2x256 refit": {"n_estimators": 2, "max_train_rows": 256, **REFIT},
     "1x256 refit": {"n_estimators": 1, "max_train_rows": 256, **REFIT},
     # fine-tuning (all layers, early stopped), with and without the refitted read-out after it

@@ -125,7 +125,7 @@ class TrainingTable:
         )
         children = generate_children(
             self.params, self.config, self.encoded, y, plans, finetune=finetune, rng=self.rng("finetune"),
-            refit=chosen["output_layer"] == "refit", **kwargs,
+            refit=settings.is_refit(chosen["output_layer"]), **kwargs,
         )  # fmt: skip
         return children, finetune
 

@@ -118,6 +118,15 @@ class Moments:
         self.t += float(target.sum())
         self.tt += float(target @ target)
 
+    def residual(self, w0: np.ndarray) -> Moments:
+        """The moments of H and t - H @ w0, from these."""
+        out = Moments(len(w0))
+        out.n, out.h, out.hh = self.n, self.h, self.hh
+        out.ht = self.ht - self.hh @ w0
+        out.t = self.t - float(self.h @ w0)
+        out.tt = self.tt - 2 * float(w0 @ self.ht) + float(w0 @ self.hh @ w0)
+        return out
+
     def scaled(self, factors: np.ndarray) -> Moments:
         """The moments of H * factors (each column times its factor), from these."""
         out = Moments(len(factors))
@@ -169,6 +178,7 @@ def ridge_output_layers(
     target_std: np.ndarray,
     *,
     row_block: int = ROW_BLOCK,
+    prior: bool = False,
 ) -> tuple[list[Child], np.ndarray]:
     """(children, noise): the regressor's children with their read-out refitted by `ridge_gcv` on
     every row of `encoded` (n, n_columns), member m reading `encoded[:, columns[m]]` and predicting
@@ -178,7 +188,11 @@ def ridge_output_layers(
 
     One pass over the rows a member: the moments of the unscaled features [hidden, z], from which
     the hidden scale (their standard deviation over every row) and the moments of
-    [hidden / scale, z] follow, so that the fit depends on the rows, not on their order."""
+    [hidden / scale, z] follow, so that the fit depends on the rows, not on their order.
+
+    prior (`output_layer="refit_prior"`): the penalty pulls the read-out toward the generated one
+    (the child's output layer over the hidden features, 0 on the inputs) instead of toward zero:
+    the ridge of the residual t - H w0, plus w0, so that GCV chooses how far to trust it."""
     y = np.asarray(y, np.float64)
     refitted, noise = [], []
     for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
@@ -193,7 +207,13 @@ def ridge_output_layers(
         scale = _scale(float(np.sqrt(max(np.diag(moments.hh)[:width].sum() / entries - mean**2, 0.0))))
         factors = np.concatenate([np.full(width, 1.0 / scale), np.ones(len(child.mean))])
         scaled = moments.scaled(factors)
-        fit = ridge_gcv(scaled)
+        if prior:
+            weight = np.asarray(child.layers[-1][0], np.float64)[:, 0]
+            w0 = np.concatenate([weight * scale, np.zeros(len(child.mean))])  # in the standardised target's units
+            fit = ridge_gcv(scaled.residual(w0))
+            fit = fit._replace(w=fit.w + w0)
+        else:
+            fit = ridge_gcv(scaled)
         refitted.append(with_read_out(child, fit.w[:, None], np.array([fit.b]), scale))
         spread = max(scaled.tt - scaled.t**2 / scaled.n, 0.0) / scaled.n  # no feature varies: y's
         noise.append(np.sqrt(fit.gcv if np.isfinite(fit.gcv) else spread) * target_std[m])
@@ -324,6 +344,7 @@ def streaming_logistic(
     centre: np.ndarray | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(w (F, n_classes), b (n_classes,)) as `logistic_read_out` returns them, the same problem
     (C = LOGISTIC_C: mean cross-entropy + ||w||^2 / (2 C n), the intercept unpenalised, two classes
@@ -335,7 +356,9 @@ def streaming_logistic(
     0..n_classes-1, every class present; start: (w, b) in this function's form (default zero);
     centre: (F,) subtracted from the features inside the solver (default: none), which leaves the
     optimum where it is and conditions the intercept; max_iter, tol: L-BFGS's budget (tol on the
-    largest gradient entry, as scikit-learn's; None: STREAM_MAX_ITER, LOGISTIC_TOL)."""
+    largest gradient entry, as scikit-learn's; None: STREAM_MAX_ITER, LOGISTIC_TOL); prior: (w0, b0)
+    in this function's form: the penalty is ||w - w0||^2 (two classes: on the difference of the two
+    columns, the binary logit's weights) instead of ||w||^2 (`output_layer="refit_prior"`)."""
     from scipy.optimize import minimize
 
     max_iter = STREAM_MAX_ITER if max_iter is None else max_iter
@@ -381,13 +404,14 @@ def streaming_logistic(
             grad_w += block.T @ residual.astype(block.dtype)
             grad_b += residual.sum(axis=0)
         grad_w -= np.outer(centre, grad_b)  # the gradient over centred features
-        value = loss / n + 0.5 * penalty * float(np.sum(w * w))
-        return value, np.concatenate([(grad_w / n + penalty * w).ravel(), grad_b / n])
+        value = loss / n + 0.5 * penalty * float(np.sum((w - anchor) ** 2))
+        return value, np.concatenate([(grad_w / n + penalty * (w - anchor)).ravel(), grad_b / n])
 
     if start is None:
         theta = np.zeros(width * outputs + outputs)
     else:
         theta = pack(*start)
+    anchor = np.zeros((width, outputs)) if prior is None else pack(*prior)[: width * outputs].reshape(width, outputs)
     result = minimize(
         loss_and_gradient, theta, jac=True, method="L-BFGS-B",
         options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps, "maxls": 50},
@@ -463,6 +487,7 @@ def logistic_output_layers(
     rng: np.random.Generator,
     max_rows: int | None = None,
     row_block: int = ROW_BLOCK,
+    prior_groups: list[np.ndarray] | None = None,
 ) -> list[Child]:
     """The classifier's children with their read-out refitted to every class, member m reading
     `encoded[:, columns[m]]` (n, d_m) and predicting the class code y (n,) in 0..n_classes-1 with
@@ -472,23 +497,50 @@ def logistic_output_layers(
     Up to max_rows rows (None: MAX_LOGISTIC_ROWS): `logistic_read_out` on them. Beyond: each
     member's own stratified subsample of max_rows rows (`plan.stratified_rows`: every class kept,
     drawn by `rng`) gives the start, then `streaming_logistic` fits every row (`FeatureBlocks` of
-    row_block rows)."""
+    row_block rows).
+
+    prior_groups (`output_layer="refit_prior"`): per member, the class -> output unit map (k,) of
+    its generated read-out; the penalty pulls the read-out toward that generated one
+    (`generated_read_out`) instead of toward zero, solved by `streaming_logistic` started there."""
     y = np.asarray(y)
     max_rows = MAX_LOGISTIC_ROWS if max_rows is None else max_rows
     refitted = []
-    for child, cols in zip(children, columns, strict=True):
+    for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
         x = encoded[:, cols]
+        two_or_more = len(np.unique(y)) >= 2
         if len(y) <= max_rows:
             features, scale = read_out_features(child, x)
-            w, b = logistic_read_out(features, y, n_classes)
+            if prior_groups is None or not two_or_more:
+                w, b = logistic_read_out(features, y, n_classes)
+            else:
+                prior = generated_read_out(child, prior_groups[m], scale, temperature)
+                rows = [(slice(0, len(y)), features)]
+                w, b = streaming_logistic(rows, y, n_classes, prior, centre=features.mean(axis=0),
+                                          max_iter=LOGISTIC_MAX_ITER, prior=prior)  # fmt: skip
         else:
             blocks = FeatureBlocks(child, x, row_block)
             sample = stratified_rows(y, max_rows, rng)
             features, scale = blocks.take(sample), blocks.scale
-            start = logistic_read_out(features, y[sample], n_classes)
-            w, b = streaming_logistic(blocks, y, n_classes, start, centre=features.mean(axis=0))
+            prior = None if prior_groups is None else generated_read_out(child, prior_groups[m], scale, temperature)
+            if prior is None:
+                start = logistic_read_out(features, y[sample], n_classes)
+            else:
+                start = streaming_logistic([(slice(0, len(sample)), features)], y[sample], n_classes, prior,
+                                           centre=features.mean(axis=0), max_iter=LOGISTIC_MAX_ITER, prior=prior)  # fmt: skip
+            w, b = streaming_logistic(blocks, y, n_classes, start, centre=features.mean(axis=0), prior=prior)
         refitted.append(with_read_out(child, w * temperature, b * temperature, scale))
     return refitted
+
+
+def generated_read_out(child: Child, groups: np.ndarray, scale: float, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(w (P + d, k), b (k,)): a classifier child's generated read-out as a read-out of
+    [hidden / scale, z] (the inputs' weights 0) predicting each of the k classes with the logit of
+    its output unit (`groups` (k,) int, the class -> unit map of the member's plan), in the refit's
+    units (the predictor divides the stored logits by `temperature`)."""
+    weight, bias = (np.asarray(a, np.float64) for a in child.layers[-1])
+    groups = np.asarray(groups)
+    w = np.concatenate([weight[:, groups] * scale, np.zeros((len(child.mean), len(groups)))]) / temperature
+    return w, bias[groups] / temperature
 
 
 def _hidden_width(child: Child) -> int:

@@ -33,6 +33,8 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from mothernet_jax.settings import is_refit
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -69,6 +71,6 @@ def apply(chosen: Mapping[str, Any], auto: Collection[str], n_rows: int, schedul
     for name, value in schedule.settings.items():
         if name in auto and name in out:
             out[name] = value
-    if out.get("output_layer") == "refit" and out.get("finetune_layers") == "output" and "finetune_steps" in auto:
+    if is_refit(out.get("output_layer")) and out.get("finetune_layers") == "output" and "finetune_steps" in auto:
         out["finetune_steps"] = chosen["finetune_steps"]
     return out

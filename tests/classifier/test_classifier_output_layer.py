@@ -243,3 +243,70 @@ def test_the_all_class_read_out_is_a_logistic_regression_of_every_class(weights,
     np.testing.assert_allclose(proba, np.mean(members, axis=0), atol=1e-5)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
     assert np.mean(clf.predict(X) == y) > np.mean(generated.predict(X) == y)
+
+
+# -- the generated read-out as the refit's prior (output_layer="refit_prior") ----------------------
+
+
+def objective_gradient(F, labels, w, b, w0, C):
+    """The gradient of mean cross-entropy + ||w - w0||^2 / (2 C n) over (w (F, k), b (k,)), k >= 3."""
+    n = len(labels)
+    logits = F @ w + b
+    p = softmax(logits)
+    p[np.arange(n), labels] -= 1.0
+    return F.T @ p / n + (w - w0) / (C * n), p.sum(axis=0) / n
+
+
+def test_the_prior_read_out_is_the_optimum_of_the_penalty_toward_the_prior():
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(120, 5))
+    labels = np.argmax(F[:, :3] + rng.normal(size=(120, 3)), axis=1)
+    w0, b0 = rng.normal(size=(5, 3)), np.zeros(3)
+    w, b = streaming_logistic([(slice(0, 120), F)], labels, 3, centre=F.mean(axis=0), max_iter=10_000, tol=1e-10,
+                              prior=(w0, b0))  # fmt: skip
+    grad_w, grad_b = objective_gradient(F, labels, w, b, w0, 1.0)
+    assert np.abs(grad_w).max() < 1e-8 and np.abs(grad_b).max() < 1e-8
+    zero, _ = streaming_logistic([(slice(0, 120), F)], labels, 3, max_iter=10_000, tol=1e-10)
+    assert np.linalg.norm(w - w0) < np.linalg.norm(zero - w0)  # pulled toward the prior
+    # few rows trust the prior, many the data: the pull shrinks as the rows grow
+    big = rng.normal(size=(4000, 5))
+    big_labels = np.argmax(big[:, :3] + rng.normal(size=(4000, 3)), axis=1)
+    with_prior, _ = streaming_logistic([(slice(0, 4000), big)], big_labels, 3, max_iter=10_000, tol=1e-10, prior=(w0, b0))
+    without, _ = streaming_logistic([(slice(0, 4000), big)], big_labels, 3, max_iter=10_000, tol=1e-10)
+    def identified(v):  # softmax ignores a shift common to the classes; the penalties place it apart
+        return v - v.mean(axis=1, keepdims=True)
+
+    assert np.abs(identified(with_prior - without)).max() < 0.2 * np.abs(identified(w - zero)).max()
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_refit_prior_under_an_overwhelming_penalty_keeps_the_generated_read_out(weights, monkeypatch, n_classes):
+    """C -> 0: the read-out's weights are the generated ones (up to a shift common to every class,
+    which softmax ignores), whatever the hidden scale, the temperature and the class order."""
+    monkeypatch.setattr(output_layer, "LOGISTIC_C", 1e-9)
+    rng = np.random.default_rng(n_classes)
+    X = rng.normal(size=(200, 4))
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1], np.linspace(-1, 1, n_classes - 1))
+    kwargs = dict(weights=weights, n_estimators=2, max_train_rows=64, random_state=0, temperature=0.7)
+    prior = MotherNetClassifier(**kwargs, output_layer="refit_prior").fit(X, y)
+    generated = MotherNetClassifier(**kwargs, output_layer="generated").fit(X, y)
+    for m, (child, kept) in enumerate(zip(prior.predictor_.children, generated.predictor_.children, strict=True)):
+        w, w_gen = np.asarray(child.layers[-1][0], np.float64), np.asarray(kept.layers[-1][0], np.float64)
+        w_gen = w_gen[:, generated.predictor_.groups[m]]  # the generated unit of each class
+        np.testing.assert_allclose(w - w[:, :1], w_gen - w_gen[:, :1], atol=1e-5 * np.abs(w_gen).max())
+        assert np.abs(child.skip).max() < 1e-6  # the inputs' prior weight is 0
+    refit = MotherNetClassifier(**kwargs, output_layer="refit").fit(X, y)
+    assert np.abs(refit.predictor_.children[0].layers[-1][0]).max() < 1e-6  # the zero prior: toward 0
+
+
+def test_refit_prior_fits_many_classes_and_scores_like_the_refit(weights):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(600, 6))
+    y = np.digitize(X[:, 0] + X[:, 1], np.linspace(-2, 2, 11))  # 12 classes: members see class groups
+    kwargs = dict(weights=weights, n_estimators=3, random_state=0)
+    prior = MotherNetClassifier(**kwargs, output_layer="refit_prior").fit(X[:400], y[:400])
+    refit = MotherNetClassifier(**kwargs, output_layer="refit").fit(X[:400], y[:400])
+    proba = prior.predict_proba(X[400:])
+    assert proba.shape == (200, len(prior.classes_)) and np.allclose(proba.sum(axis=1), 1.0)
+    assert prior.settings_["output_layer"] == "refit_prior"
+    assert abs(np.mean(prior.predict(X[400:]) == y[400:]) - np.mean(refit.predict(X[400:]) == y[400:])) < 0.1

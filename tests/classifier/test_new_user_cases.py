@@ -177,6 +177,40 @@ def test_a_child_without_hidden_layers_refits_its_read_out_on_the_inputs_it_appl
     assert rmse < 1.1 * best_linear and 0.8 * rmse < std[0] < 1.25 * rmse, (rmse, best_linear, std[0])
 
 
+def test_a_classifier_child_without_hidden_layers_reads_its_standardised_inputs_fitted_and_applied(
+    monkeypatch,
+):
+    """child_hidden_layers=0 with output_layer="refit", the classifier: `child.hidden_features` of a
+    child without hidden layers is z, the standardised inputs, not relu(z), in the refit and in the
+    forward pass alike, so each member predicts the logistic regression (C = 1) of its rows on
+    [z / std(z), z], z computed here from the member's mean and std. Fine-tuning such a child
+    (its one layer, the read-out the refit replaces) changes nothing the refit keeps."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mothernet_jax.estimator import output_layer
+
+    monkeypatch.setattr(output_layer, "LOGISTIC_TOL", 1e-10)  # the read-out solved to its optimum
+    monkeypatch.setattr(output_layer, "LOGISTIC_MAX_ITER", 10_000)
+    weights = random_weights(mn.preset("tiny").replace(child_hidden_layers=0), 0)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=300) < -0.3).astype(int)  # the negative side
+    clf = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0).fit(X, y)
+    assert clf.settings_["output_layer"] == "refit"
+    child, columns = clf.predictor_.children[0], clf.predictor_.columns[0]
+    assert len(child.layers) == 1
+    x = clf.predictor_.encode(X)[:, columns]
+    z = child_module.standardise_rows(np.asarray(x, np.float32), child.mean, child.std, np).astype(np.float64)
+    assert np.any(z < 0)
+    np.testing.assert_array_equal(child_module.hidden_features(child.layers, z, np), z)
+    F = np.concatenate([z / z.std(), z], axis=1)
+    expected = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(F, y).predict_proba(F)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-5)
+    tuned = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0, finetune_steps=3).fit(X, y)
+    assert tuned.finetune_steps_ == 3
+    np.testing.assert_allclose(tuned.predict_proba(X), expected, atol=1e-5)
+
+
 # -- settings that contradict each other ---------------------------------------------------------------
 
 

@@ -197,3 +197,31 @@ def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
     )
     with pytest.raises(ValueError, match=r"^return_std needs .* output_layer='refit'$"):
         generated.predict(X[test], return_std=True)
+
+
+def test_the_residual_moments_are_the_moments_of_the_residual_target():
+    rng = np.random.default_rng(7)
+    H, t, w0 = rng.normal(size=(50, 4)) + 1.0, rng.normal(size=50), rng.normal(size=4)
+    residual, direct = moments_of(H, t).residual(w0), moments_of(H, t - H @ w0)
+    for name in ("n", "h", "hh", "ht", "t", "tt"):
+        np.testing.assert_allclose(getattr(residual, name), getattr(direct, name), rtol=1e-10, atol=1e-10)
+    # the ridge toward w0 at a penalty a: w0 + ridge of the residual = argmin ||t - b - Hw||^2 + a ||w - w0||^2
+    fit = ridge_gcv(moments_of(H, t).residual(w0), [2.0])
+    Hc, tc = H - H.mean(0), t - t.mean()
+    expected = np.linalg.solve(Hc.T @ Hc + 2.0 * np.eye(4), Hc.T @ tc + 2.0 * w0)
+    np.testing.assert_allclose(fit.w + w0, expected, rtol=1e-9)
+
+
+def test_refit_prior_under_an_overwhelming_penalty_predicts_as_generated_up_to_the_mean(weights, monkeypatch):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(300, 4))
+    y = 3 * np.maximum(X[:, 0], 0) + X[:, 1] + 0.1 * rng.normal(size=300)
+    kwargs = dict(weights=weights, n_estimators=2, max_train_rows=64, random_state=0)
+    generated = MotherNetRegressor(**kwargs, output_layer="generated").fit(X, y).predict(X)
+    monkeypatch.setattr(output_layer, "RELATIVE_PENALTIES", np.array([1e12]))
+    prior = MotherNetRegressor(**kwargs, output_layer="refit_prior").fit(X, y).predict(X)
+    difference = prior - generated  # the same slopes; the intercept is fitted, unpenalised
+    assert np.ptp(difference) < 1e-4 * np.std(generated) and abs(np.mean(prior) - np.mean(y)) < 1e-6 * np.std(y) + 1e-9
+    monkeypatch.undo()
+    fitted = MotherNetRegressor(**kwargs, output_layer="refit_prior").fit(X[:200], y[:200])
+    assert fitted.settings_["output_layer"] == "refit_prior" and fitted.score(X[200:], y[200:]) > 0.8
