@@ -136,7 +136,7 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         children, is sized when JAX starts (one thread per core; PJRT_NPROC sets it).
 
     The "auto" settings beyond 10,000 training rows (`estimator.schedule`, measured in
-    docs/FAST_DEFAULTS.md, "Many rows"): the children are fine-tuned on a large sample of the rows
+    docs/SCALE.md, "The row schedule's map"): the children are fine-tuned on a large sample of the rows
     (300 steps of 512 rows from each member's 8,192, a fifth held out to stop early, step size
     3e-3) before the read-out is refitted; a setting given explicitly (finetune_steps=0) wins.
 

@@ -85,7 +85,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         `MotherNetClassifier`'s (None: one; restored after the call).
 
     The "auto" settings from 2,000 training rows (`estimator.schedule`, measured in
-    docs/REGRESSION.md, "Many rows"): the children are fine-tuned on a large sample of the rows
+    docs/SCALE.md, "The row schedule's map"): the children are fine-tuned on a large sample of the rows
     before the read-out is refitted, as the classifier's beyond 10,000; a setting given
     explicitly (finetune_steps=0) wins.
 

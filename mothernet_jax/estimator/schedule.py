@@ -5,7 +5,7 @@ where the validation datasets lie, at most 1,000 training rows: 4 members of 256
 a read-out refitted on every row, no fine-tuning (within their fit-time budgets). With more rows
 the children's hidden layers, generated from 256 rows, are what limits them, and fine-tuning them
 on a large sample of the rows pays. The map (`python -m mothernet_jax.benchmarks.scale_map`,
-docs/FAST_DEFAULTS.md "Many rows", docs/REGRESSION.md "Many rows"; one thread) measured 100 and
+docs/SCALE.md, "The row schedule's map"; one thread) measured 100 and
 300 steps of `LARGE_DATA_FINETUNE` against none:
 
 - classification: on synthetic tasks +0.051 AUC at 1,000 rows, +0.071 at 3,000, +0.086 at 10,000
@@ -23,8 +23,7 @@ A `Schedule` says from how many training rows which settings change; `apply` cha
 settings the user left at "auto" (an explicit value always wins, as `finetune_steps=0`), as
 HistGradientBoosting's early_stopping="auto" turns on beyond 10,000 rows. Members and context rows
 do not grow: 1,024 or 2,048 context rows a member instead of 256 scored 0.927 and 0.932 AUC on the
-100,000-row task against 0.930 (no fine-tuning), and more members pay only with a read-out over
-all their features at once (docs/FAST_DEFAULTS.md, "Many rows").
+100,000-row task against 0.930 (no fine-tuning).
 """
 
 from __future__ import annotations
