@@ -4,6 +4,8 @@ settings, a constant regression target, settings that contradict each other, a c
 changed after fit, a regressor file that spoke of classes, and scikit-learn's checks at the
 defaults."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -304,6 +306,66 @@ def test_the_compilation_cache_leaves_a_users_settings_alone():
     )
     for estimator in (MotherNetClassifier, MotherNetRegressor):
         assert "MOTHERNET_JAX_COMPILATION_CACHE=0" in estimator.__doc__
+
+
+class RecordedJaxConfig:
+    """JAX's two cache settings as `compile_cache.use_default_cache` reads them, and its updates."""
+
+    def __init__(self, cache_dir, min_compile_seconds):
+        self.jax_compilation_cache_dir = cache_dir
+        self.jax_persistent_cache_min_compile_time_secs = min_compile_seconds
+        self.updates = {}
+
+    def update(self, name, value):
+        self.updates[name] = value
+        setattr(self, name, value)
+
+
+def test_the_first_fit_turns_the_cache_on_once_and_only_where_the_user_chose_none(
+    classification, monkeypatch, tmp_path
+):
+    """What `use_default_cache` (called by every fit) does to JAX's settings: nothing where the user
+    chose a cache or opted out; else the folder and the minimum compile time, once a process; and
+    README says how to turn it off."""
+    from types import SimpleNamespace
+
+    from mothernet_jax.estimator import compile_cache, fitting
+
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MOTHERNET_JAX_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def first_fit(cache_dir, min_compile_seconds):
+        config = RecordedJaxConfig(cache_dir, min_compile_seconds)
+        monkeypatch.setattr(compile_cache, "jax", SimpleNamespace(config=config))
+        monkeypatch.setattr(compile_cache, "_done", False)
+        return compile_cache.use_default_cache(), config
+
+    in_use, config = first_fit("/mine", 1.0)
+    assert in_use == "/mine" and config.updates == {}
+    folder = tmp_path / "mothernet_jax" / "xla"
+    in_use, config = first_fit(None, 1.0)
+    assert in_use == str(folder) and folder.is_dir()
+    assert config.updates == {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": 0.2,
+    }
+    config.jax_compilation_cache_dir = None  # set again by the user after the first fit: left alone
+    assert compile_cache.use_default_cache() is None and len(config.updates) == 2
+    monkeypatch.setenv("MOTHERNET_JAX_COMPILATION_CACHE", "0")
+    in_use, config = first_fit(None, 1.0)
+    assert in_use is None and config.updates == {}
+    calls = []
+    monkeypatch.setattr(fitting, "use_default_cache", lambda: calls.append(1))
+    X, y, _ = table(40)
+    MotherNetClassifier(weights=classification, n_estimators=1).fit(X, y)
+    assert calls == [1]  # every fit asks; the first of a process acts
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert (
+        "A cache you chose (`JAX_COMPILATION_CACHE_DIR`) is left alone; `MOTHERNET_JAX_COMPILATION_CACHE=0` "
+        "turns it off" in readme
+    )
 
 
 # -- wording ---------------------------------------------------------------------------------------------

@@ -96,6 +96,46 @@ def test_the_demo_runs_on_the_shipped_weights():
     assert "MotherNetClassifier settings: n_estimators=4, max_train_rows=256, output_layer=refit" in done.stdout  # the defaults
 
 
+def test_the_demo_fits_the_classifier_as_it_comes():
+    """`python -m mothernet_jax.demo` without options compares `MotherNetClassifier()` at its
+    defaults (every setting "auto", the shipped weights), not settings of its own (it once passed
+    n_estimators=8); --n-estimators overrides that one setting alone (issue 31)."""
+    from sklearn.base import clone
+
+    from mothernet_jax import demo
+    from mothernet_jax.classifier import MotherNetClassifier
+
+    as_it_comes = MotherNetClassifier(random_state=0).get_params()
+    shown = demo.methods(demo.parser().parse_args([]))["MotherNet"]
+    assert type(shown) is MotherNetClassifier and clone(shown).get_params() == as_it_comes
+    chosen = demo.methods(demo.parser().parse_args(["--n-estimators", "2"]))["MotherNet"].get_params()
+    assert chosen == {**as_it_comes, "n_estimators": 2}
+    assert "`MotherNetClassifier()`" in demo.__doc__
+
+
+def test_the_shipped_names_load_their_files():
+    """`mn.load_pretrained("small-regression")` (and "small") loads the shipped file of that name, as
+    weights="small-regression" does; a name that is neither says which names are shipped (issue 31)."""
+    import jax
+    import numpy as np
+
+    import mothernet_jax as mn
+    from mothernet_jax.pretrained import SHIPPED_NAMES, WeightFileError, shipped_path
+
+    assert SHIPPED_NAMES == ("small", "small-regression")
+    for name in SHIPPED_NAMES:
+        by_name, by_path = mn.load_pretrained(name), load_pretrained(shipped_path(name))
+        assert by_name.config == by_path.config
+        assert by_name.config.task == ("regression" if name == "small-regression" else "classification")
+        jax.tree_util.tree_map(np.testing.assert_array_equal, by_name.params, by_path.params)
+        assert load_info(name) == load_info(shipped_path(name))
+    with pytest.raises(WeightFileError) as error:
+        mn.load_pretrained("small_regression")
+    assert str(error.value) == (
+        "weight file small_regression does not exist; the shipped weights are named 'small' and 'small-regression'"
+    )
+
+
 def recommended_in_docs(name: str = "FAST_DEFAULTS.md") -> dict:
     """The "recommended" column of the settings table in docs/`name`, parsed as JSON values
     (`None` as null)."""

@@ -168,13 +168,14 @@ def test_a_read_only_work_directory_is_refused_in_one_line_naming_it(tmp_path, c
     assert list(workdir.iterdir()) == []
 
 
-def interrupting_compile(monkeypatch, signals: int):
-    """TrainStep.compile sends this process `signals` SIGINTs (Ctrl-C) before it compiles."""
+def interrupting_compile(monkeypatch, signals: int, signum: int = signal.SIGINT):
+    """TrainStep.compile sends this process `signals` signals `signum` (SIGINT: Ctrl-C) before it
+    compiles."""
     compile_steps = loop_module.TrainStep.compile
 
     def compile_interrupted(self, *args, **kwargs):
         for _ in range(signals):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return compile_steps(self, *args, **kwargs)
 
     monkeypatch.setattr(loop_module.TrainStep, "compile", compile_interrupted)
@@ -196,6 +197,22 @@ def test_ctrl_c_while_compiling_stops_cleanly_with_a_non_zero_exit_code(tmp_path
     assert signal.getsignal(signal.SIGINT) is previous
     err = capsys.readouterr().err
     assert "Traceback" not in err and "stopped at step 0 (SIGINT); rerun the same command to resume" in err
+    assert committed_steps(workdir) == [0]
+
+
+def test_a_run_stopped_by_sigterm_exits_143(tmp_path, capsys, fast_cli, monkeypatch):
+    """SIGTERM (a scheduler's stop) is the same clean stop as Ctrl-C, with exit code 143 (128 + 15),
+    so that a script tells a stopped run from a finished one (exit code 0: test_train_loop.py)."""
+    config = make_config(steps=4)
+    (tmp_path / "run.json").write_text(config.to_json())
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
+    interrupting_compile(monkeypatch, signals=1, signum=signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert fast_cli(argv) == 143
+    assert signal.getsignal(signal.SIGTERM) is previous
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped at step 0 (SIGTERM); rerun the same command to resume" in err
     assert committed_steps(workdir) == [0]
 
 

@@ -35,6 +35,19 @@ def test_the_model_card_documents_the_command():
     assert COMMAND in card
 
 
+def test_the_sessions_text_speaks_of_the_project_alone():
+    """The module (docstring, help, comments) describes training on any machine with a GPU, not the
+    limits of one that lent it (issue 31: "a lent GPU's session", "a machine that runs one command
+    for at most 10 minutes, has no package index ... returns only the files under OUT (at most 8 of
+    16 MiB)")."""
+    assert gpu_session.__doc__.startswith("Train on a GPU in one command:")
+    assert gpu_session.__doc__.startswith(gpu_session._parser().description)
+    source = (REPO / "mothernet_jax" / "gpu_session.py").read_text()
+    text = " ".join(source.split()).lower()
+    machine = r"\blent\b|\blend(?:er|s)?\b|\bmib\b|package index|at most 10 minutes|what a file may bring back|returns only"
+    assert not re.findall(machine, text)
+
+
 def test_the_session_runs_the_benchmarks_as_commands_and_never_imports_them():
     """The library never imports its benchmarks: the figures run `python -m ...benchmarks.train`."""
     source = (REPO / "mothernet_jax" / "gpu_session.py").read_text()
