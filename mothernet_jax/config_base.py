@@ -7,6 +7,11 @@ Standard library only, so that `priors` imports it without JAX and without a cyc
 
 JSON layout: a nested config is its own dict; a plain dataclass field (a distribution record of the
 prior) is a dict of its fields plus `"kind"`, its class name; tuples are lists.
+
+Removed fields: a config class lists in `REMOVED` the fields a former version had, each with the
+value that left it off. A file written then (a checkpoint's config, a weight file's manifest, a
+`config.json`) holds them: at that value the key is ignored, so the file loads as before; at any
+other value it is refused in one line naming the key, since this version cannot compute it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ Config = TypeVar("Config", bound="ConfigBase")
 class ConfigBase:
     """Mixin of the frozen dataclass configs (see the module docstring)."""
 
+    # {removed field: the value that meant "off"}: accepted at that value, refused otherwise
+    REMOVED: typing.ClassVar[dict[str, Any]] = {}
+
     def replace(self: Config, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -35,11 +43,28 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls: type[Config], data: dict[str, Any]) -> Config:
-        """The config from `to_dict`'s layout; a field it does not have is a ValueError."""
+        """The config from `to_dict`'s layout; a field it does not have is a ValueError, and so is a
+        removed one (`REMOVED`) at other than its former default (at it, the key is ignored)."""
+        data = {name: value for name, value in data.items() if not cls.removed_field(name, value)}
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
         return cls(**{name: cls.field_from_json(name, value) for name, value in data.items()})
+
+    @classmethod
+    def removed_field(cls, name: str, value: Any) -> bool:
+        """True when `name` is a removed field set to its former default (ignore it); a ValueError
+        naming it when set to anything else; False for any other name."""
+        if name not in cls.REMOVED:
+            return False
+        former = cls.REMOVED[name]
+        if value != former or isinstance(value, bool) != isinstance(former, bool):
+            raise ValueError(
+                f"{cls.__name__}.{name} = {json.dumps(value, default=repr)} cannot be honoured: the setting "
+                f"was removed (never measured, docs/TRAINING.md); only its former default "
+                f"{json.dumps(former)} loads"
+            )
+        return True
 
     @classmethod
     def from_json(cls: type[Config], text: str) -> Config:
@@ -150,6 +175,8 @@ def _apply(obj: Any, changes: dict[str, Any]) -> Any:
     for head, change in changes.items():
         full_key = _a_key(change) if isinstance(change, dict) else change[1]
         if head not in names:
+            if not isinstance(change, dict) and type(obj).removed_field(head, change[0]):
+                continue  # a removed setting at its former default: nothing to set
             raise ValueError(f"unknown setting {full_key!r}: {type(obj).__name__} has fields {sorted(names)}")
         current = getattr(obj, head)
         if isinstance(change, dict):

@@ -43,10 +43,8 @@ def _reference_names(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], st
             names[f"{ref}.output_layer.{part}_proj_weight"] = (path + (part, "kernel"), "T")
         names[f"{ref}.output_layer.in_proj_bias"] = (path, "qkv_bias")
         linear(f"{ref}.output_layer.out_proj", path + ("out",))
-    n_head_linears = 2 + config.head_extra_layers
-    for i in range(n_head_linears):
-        target = "output" if i == n_head_linears - 1 else f"hidden_{i}"
-        linear(f"decoder.mlp.{2 * i}", ("weight_head", target))
+    linear("decoder.mlp.0", ("weight_head", "hidden_0"))
+    linear("decoder.mlp.2", ("weight_head", "output"))
     if config.low_rank:
         for layer in range(config.child_hidden_layers):
             names[f"decoder.shared_weights.{layer}"] = (("weight_head", f"shared_{layer}"), "=")

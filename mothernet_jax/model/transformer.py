@@ -1,8 +1,5 @@
-"""The set transformer over training rows: post-norm encoder layers, exact GELU, no final norm.
-
-That is the reference. Off by default, `ModelConfig` can change it: `norm="rmsnorm"` (RMSNorm,
-no bias), `norm_first=True` (pre-norm blocks h + f(N(h)) and one norm after the last layer) and
-`residual_scale` (layer i scales its attention and FFN outputs by residual_scale**i).
+"""The set transformer over training rows: post-norm encoder layers, exact GELU, no final norm,
+as the reference.
 
 Every row attends to every training row; padded rows are masked as keys through
 `key_value_seq_lengths`, which requires the real rows to come first. That is the form the fused
@@ -75,47 +72,36 @@ def head_major_attention(qkv: jax.Array, n_rows: jax.Array) -> jax.Array:
     return jnp.einsum("bnts,bnsh->bnth", weights, v).swapaxes(1, 2)
 
 
-def norm_layer(cfg: ModelConfig, name: str) -> nn.Module:
-    """LayerNorm (the reference, eps 1e-5) or RMSNorm, statistics in float32."""
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=1e-5, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+    """LayerNorm as the reference's (eps 1e-5), statistics in float32."""
     return nn.LayerNorm(epsilon=1e-5, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
 
 
 class EncoderLayer(nn.Module):
-    """h = LN(h + MHA(h)); h = LN(h + W2 gelu(W1 h)), as `nn.TransformerEncoderLayer(norm_first=False)`;
-    with `norm_first`, h = h + MHA(LN(h)); h = h + W2 gelu(W1 LN(h))."""
+    """h = LN(h + MHA(h)); h = LN(h + W2 gelu(W1 h)), as `nn.TransformerEncoderLayer(norm_first=False)`."""
 
     config: ModelConfig
     implementation: str | None = None
-    branch_scale: float = 1.0  # the attention and FFN outputs are multiplied by this
 
     @nn.compact
     def __call__(self, h: jax.Array, n_rows: jax.Array) -> jax.Array:
         cfg = self.config
-        pre = (lambda name, z: norm_layer(cfg, name)(z)) if cfg.norm_first else (lambda name, z: z)
-        post = (lambda name, z: z) if cfg.norm_first else (lambda name, z: norm_layer(cfg, name)(z))
-        scale = (lambda z: z) if self.branch_scale == 1.0 else (lambda z: z * self.branch_scale)
-        attended = SelfAttention(cfg, self.implementation, name="attention")(pre("norm1", h), n_rows)
-        h = post("norm1", h + scale(attended))
-        hidden = torch_dense(cfg.ffn_dim, cfg.embed_dim, dtype=cfg.dtype, name="ffn_in")(pre("norm2", h))
+        attended = SelfAttention(cfg, self.implementation, name="attention")(h, n_rows)
+        h = layer_norm(cfg, "norm1")(h + attended)
+        hidden = torch_dense(cfg.ffn_dim, cfg.embed_dim, dtype=cfg.dtype, name="ffn_in")(h)
         hidden = jax.nn.gelu(hidden, approximate=False)
         out = zero_bias_dense(cfg, cfg.embed_dim, zeros, "ffn_out")(hidden)
-        return post("norm2", h + scale(out))
+        return layer_norm(cfg, "norm2")(h + out)
 
 
 class Transformer(nn.Module):
-    """`n_layers` independent encoder layers (and a final norm with `norm_first`)."""
+    """`n_layers` independent encoder layers."""
 
     config: ModelConfig
     implementation: str | None = None
 
     @nn.compact
     def __call__(self, h: jax.Array, n_rows: jax.Array) -> jax.Array:
-        cfg = self.config
-        for i in range(cfg.n_layers):
-            scale = float(cfg.residual_scale) ** i
-            h = EncoderLayer(cfg, self.implementation, scale, name=f"layer_{i}")(h, n_rows)
-        if cfg.norm_first:
-            h = norm_layer(cfg, "final_norm")(h)
+        for i in range(self.config.n_layers):
+            h = EncoderLayer(self.config, self.implementation, name=f"layer_{i}")(h, n_rows)
         return h

@@ -18,7 +18,7 @@ Layer = tuple[jax.Array, jax.Array]  # (weight (..., in, out), bias (..., out))
 
 
 class WeightHead(nn.Module):
-    """MLP |phi| -> H (-> H ...) -> N_out, and the shared low-rank factors S_l."""
+    """MLP |phi| -> H -> N_out, and the shared low-rank factors S_l."""
 
     config: ModelConfig
 
@@ -28,11 +28,6 @@ class WeightHead(nn.Module):
         cfg = self.config
         act = {"gelu": lambda z: jax.nn.gelu(z, approximate=False), "relu": jax.nn.relu}[cfg.head_activation]
         h = act(torch_dense(cfg.head_hidden_size, cfg.pooled_size, dtype=cfg.dtype, name="hidden_0")(pooled))
-        for i in range(cfg.head_extra_layers):
-            dense = torch_dense(
-                cfg.head_hidden_size, cfg.head_hidden_size, dtype=cfg.dtype, name=f"hidden_{i + 1}"
-            )
-            h = act(dense(h))
         flat = torch_dense(cfg.n_generated, cfg.head_hidden_size, dtype=cfg.dtype, name="output")(h)
         shared = ()
         if cfg.low_rank:

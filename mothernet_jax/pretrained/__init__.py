@@ -258,11 +258,18 @@ def _count(value) -> bool:
 
 
 def _model_config(value) -> bool:
+    return isinstance(value, dict) and not _model_config_error(value)
+
+
+def _model_config_error(value: dict) -> str:
+    """"" when `value` is a ModelConfig's JSON object, else why not, after a colon: a field it
+    lacks, one it does not know, a value it refuses (a removed setting at other than its former
+    default)."""
     try:
         ModelConfig.from_dict(value)
-    except Exception:  # a field it lacks, one it does not know, a value it refuses
-        return False
-    return True
+    except Exception as error:
+        return f": {error}"
+    return ""
 
 
 # every field the library writes or reads: field -> (test, what it must be). Other fields are free
@@ -275,7 +282,7 @@ MANIFEST_FIELDS = {
     ),
     "bytes": (_count, "an integer >= 0"),
     "storage_dtype": (lambda v: v in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
-    "config": (lambda v: isinstance(v, dict) and _model_config(v), "a ModelConfig as a JSON object"),
+    "config": (_model_config, "a ModelConfig as a JSON object"),
     # the estimators' settings the weights recommend ("auto" parameters): checked as the estimators
     # check them, worded in JSON's terms (null, not None)
     **{name: (test, expected.replace("None", "null")) for name, (test, expected, _, _) in SETTINGS.items()},
@@ -301,7 +308,10 @@ def check_manifest(manifest: dict[str, Any], where: Path) -> None:
         if field in manifest and not test(manifest[field]):
             value = json.dumps(manifest[field])
             value = value if len(value) <= 60 else value[:57] + "..."
-            raise WeightFileError(f"{where}: manifest field {field!r} is {value}; expected {expected}")
+            why = ""  # a config's reason, e.g. the name of a removed setting it holds
+            if field == "config" and isinstance(manifest[field], dict):
+                why = _model_config_error(manifest[field])
+            raise WeightFileError(f"{where}: manifest field {field!r} is {value}; expected {expected}{why}")
     recommended = {name: manifest[name] for name in SETTINGS if name in manifest}
     if recommended:
         try:  # settings the estimators would refuse together (as they resolve them)

@@ -66,26 +66,20 @@ def make_optimizer(config: TrainConfig, learning_rate: Any = 0.0) -> optax.Gradi
     so that the schedule never recompiles it; its value does not change the state's structure).
     The updates it returns are added to the parameters.
 
-    - "adamw": Adam moments, decoupled weight decay on weight matrices (ndim >= 2).
+    - "adamw": Adam moments (no weight decay, as the reference recipe).
     - "muon": Muon (orthogonalised Nesterov momentum) on the transformer's 2-D weights, scaled to
-      Adam's update RMS; Adam on the other parameters; the same weight decay.
+      Adam's update RMS; Adam on the other parameters.
     - "schedule_free_adamw": schedule-free AdamW (`optax.contrib.schedule_free_adamw`); evaluate it
       at `eval_params`, the averaged weights.
     """
     parts = []
     if config.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
-    matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     if config.optimizer == "schedule_free_adamw":
-        parts.append(
-            optax.contrib.schedule_free_adamw(
-                learning_rate,
-                b1=config.adam_b1,
-                b2=config.adam_b2,
-                eps=config.adam_eps,
-                weight_decay=config.weight_decay,
-            )
+        free = optax.contrib.schedule_free_adamw(
+            learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps
         )
+        parts.append(free)
         return optax.chain(*parts)
     adam = optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     if config.optimizer == "muon":
@@ -98,8 +92,6 @@ def make_optimizer(config: TrainConfig, learning_rate: Any = 0.0) -> optax.Gradi
         parts.append(_partition({"muon": muon, "adam": adam}, muon_labels))
     else:
         parts.append(adam)
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay, matrices))
     parts.append(optax.scale_by_learning_rate(learning_rate, flip_sign=True))
     return optax.chain(*parts)
 

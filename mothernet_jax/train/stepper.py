@@ -119,8 +119,7 @@ class TrainStep:
 
     def split(self, step: int) -> int:
         """The split position of optimiser step `step`: U(config.split_range(rows)) from
-        `fold_in(split_key(seed), step)`; the same on every host and on resume. Under
-        `split_curriculum_steps` the draw is scaled into min_split .. `config.split_limit(step)`."""
+        `fold_in(split_key(seed), step)`; the same on every host and on resume."""
         full = self.config.split_range(self.shapes.rows)
         block, values = self._splits
         if step // SPLIT_BLOCK != block:
@@ -128,11 +127,7 @@ class TrainStep:
             first = block * SPLIT_BLOCK
             values = np.asarray(_split_block(split_key(self.config.seed), first, low=full.start, high=full.stop))
             self._splits = (block, values)
-        split = int(values[step % SPLIT_BLOCK])
-        limit = self.config.split_limit(step, self.shapes.rows)
-        if limit < full.stop - 1:
-            split = full.start + (split - full.start) * (limit - full.start + 1) // len(full)
-        return split
+        return int(values[step % SPLIT_BLOCK])
 
     def bucket(self, split: int) -> int:
         return split_bucket(split, self.shapes.rows, self.config.split_bucket)

@@ -1,5 +1,7 @@
 """ModelConfig: validation, JSON round trip, presets."""
 
+import dataclasses
+
 import pytest
 
 import mothernet_jax as mn
@@ -43,3 +45,30 @@ def test_unknown_preset_and_field_are_named():
         mn.preset("huge")
     with pytest.raises(ValueError, match="bogus"):
         ModelConfig.from_dict({"bogus": 1})
+
+
+# -- settings a former version had (config_base.ConfigBase.REMOVED) -----------------------------------
+
+REMOVED_AT_DEFAULT = {"head_extra_layers": 0, "norm": "layernorm", "norm_first": False, "residual_scale": 1.0}
+
+
+def test_removed_settings_at_their_former_defaults_still_load():
+    # as the shipped weights' manifests and older checkpoints hold them
+    old = {**mn.preset("small").to_dict(), **REMOVED_AT_DEFAULT}
+    assert ModelConfig.from_dict(old) == mn.preset("small")
+    assert ModelConfig.REMOVED == REMOVED_AT_DEFAULT
+    assert not set(REMOVED_AT_DEFAULT) & {field.name for field in dataclasses.fields(ModelConfig)}
+    assert mn.preset("tiny").with_overrides(["norm=layernorm", "residual_scale=1"]) == mn.preset("tiny")
+
+
+@pytest.mark.parametrize(
+    "name, value", [("head_extra_layers", 1), ("norm", "rmsnorm"), ("norm_first", True), ("residual_scale", 0.9),
+                    ("head_extra_layers", False)],  # fmt: skip
+)
+def test_removed_settings_at_other_values_are_refused_in_one_line_naming_them(name, value):
+    old = {**mn.preset("small").to_dict(), **REMOVED_AT_DEFAULT, name: value}
+    with pytest.raises(ValueError, match=f"^ModelConfig.{name} = .* the setting was removed") as error:
+        ModelConfig.from_dict(old)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=f"ModelConfig.{name} = "):
+        mn.preset("tiny").with_overrides([f"{name}={value}"])

@@ -11,7 +11,13 @@ import pytest
 
 import mothernet_jax as mn
 from mothernet_jax.classifier import MotherNetClassifier
-from mothernet_jax.pretrained import WeightFileError, load_info, load_pretrained, save_pretrained
+from mothernet_jax.pretrained import (
+    SHIPPED_NAMES,
+    WeightFileError,
+    load_info,
+    load_pretrained,
+    save_pretrained,
+)
 from mothernet_jax.train import preset
 from mothernet_jax.train.export import export_weights
 
@@ -68,6 +74,24 @@ def test_every_manifest_field_is_checked_in_one_line_naming_it(saved, field, val
             load(saved)
         message = str(error.value)
         assert "\n" not in message and str(manifest_path) in message
+
+
+def test_model_settings_removed_since_a_file_was_written_load_at_their_former_defaults(saved):
+    # the shipped files were written when ModelConfig had RMSNorm, pre-norm, a residual scale and
+    # extra head layers (never measured, docs/TRAINING.md): their manifests and payloads hold them off
+    removed = {"head_extra_layers": 0, "norm": "layernorm", "norm_first": False, "residual_scale": 1.0}
+    for name in SHIPPED_NAMES:
+        assert removed.items() <= load_info(name)["config"].items()
+        assert load_pretrained(name).config == mn.preset(name)
+    # a file that turned one on cannot be computed by this version: refused, naming the setting
+    manifest_path = saved.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"].update(removed, norm="rmsnorm")
+    manifest_path.write_text(json.dumps(manifest))
+    for load in (load_info, load_pretrained):
+        with pytest.raises(WeightFileError, match="manifest field 'config' .* ModelConfig.norm = \"rmsnorm\" cannot") as error:
+            load(saved)
+        assert "\n" not in str(error.value)
 
 
 def test_a_pickle_given_as_weights_is_not_a_weight_file(tmp_path, tiny):

@@ -28,13 +28,7 @@ def test_presets_compute_in_bf16_on_gpu_and_float32_on_cpu():
     assert train_config.preset("small").model.dtype == "bfloat16"
     paper = train_config.preset("paper")
     assert paper.model == ModelConfig(dtype="bfloat16")
-    assert (paper.learning_rate, paper.adam_b1, paper.adam_b2, paper.weight_decay, paper.grad_clip) == (
-        3e-5,
-        0.9,
-        0.999,
-        0.0,
-        1.0,
-    )
+    assert (paper.learning_rate, paper.adam_b1, paper.adam_b2, paper.grad_clip) == (3e-5, 0.9, 0.999, 1.0)
     assert paper.min_learning_rate == 1e-8
     assert paper.prior == priors.preset("paper")
 
@@ -177,3 +171,29 @@ def test_a_work_directory_of_another_model_and_a_bad_manifest_are_one_line(tmp_p
     assert cli.main([*argv, "--init-weights", str(tmp_path / "w.msgpack")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mothernet-jax train: init_weights {tmp_path / 'w.msgpack'}: ") and "\n" not in err
+
+
+def test_a_config_json_of_a_former_version_loads_and_a_removed_setting_in_use_is_refused():
+    # config.json and the checkpoints' configs once held these settings (weight decay, the split
+    # curriculum; in the model RMSNorm, pre-norm, residual scale, extra head layers), never measured
+    # in docs/TRAINING.md and removed: at their former defaults they load as before
+    config = train_config.tiny()
+    old = json.loads(config.to_json())
+    old.update(weight_decay=0.0, split_curriculum_steps=0)
+    old["model"].update(head_extra_layers=0, norm="layernorm", norm_first=False, residual_scale=1.0)
+    assert TrainConfig.from_json(json.dumps(old)) == config
+    assert TrainConfig.REMOVED == {"weight_decay": 0.0, "split_curriculum_steps": 0}
+    for key, value, where in [
+        ("weight_decay", 0.01, old),
+        ("split_curriculum_steps", 100, old),
+        ("norm_first", True, old["model"]),
+    ]:
+        changed = json.loads(json.dumps(old))
+        (changed["model"] if where is old["model"] else changed)[key] = value
+        with pytest.raises(ValueError, match=rf"^(Train|Model)Config\.{key} = {json.dumps(value)} cannot be honoured"):
+            TrainConfig.from_json(json.dumps(changed))
+    # the CLI's --set: the same rule
+    assert config.with_overrides(["weight_decay=0", "model.norm_first=false"]) == config
+    with pytest.raises(ValueError, match="TrainConfig.weight_decay = 0.1 cannot be honoured"):
+        config.with_overrides(["weight_decay=0.1"])
+    assert "weight_decay" not in cli.settings_help() and "split_curriculum" not in cli.settings_help()

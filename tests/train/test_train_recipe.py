@@ -122,7 +122,6 @@ def test_max_split_bounds_the_training_rows():
         (dict(ema_decay=-0.1), "ema_decay"),
         (dict(muon_momentum=1.0), "muon_momentum"),
         (dict(max_split=1), "max_split"),
-        (dict(split_curriculum_steps=-1), "split_curriculum_steps"),
     ],
 )
 def test_bad_recipe_values_name_the_field(change, field):
@@ -137,18 +136,3 @@ def test_the_average_warms_up_from_the_first_steps():
     rates = [float(ema_rate(config, jnp.int32(t))) for t in (0, 10, 100, 100_000)]
     assert rates[0] == pytest.approx(0.1) and rates[1] == pytest.approx(11 / 20)
     assert rates == sorted(rates) and rates[-1] == pytest.approx(0.999)
-
-
-
-def test_a_split_curriculum_grows_the_training_rows_and_then_draws_as_before():
-    config = make_config(split_curriculum_steps=100, split_bucket=32)
-    plain = TrainStep(make_config(split_bucket=32), compiler_options=FAST_COMPILE)
-    stepper = TrainStep(config, compiler_options=FAST_COMPILE)
-    limits = [config.split_limit(s, 128) for s in range(0, 120, 10)]
-    assert limits[0] == 2 + 32 and limits == sorted(limits) and limits[-1] == 127
-    early = [stepper.split(s) for s in range(20)]
-    assert max(early) <= config.split_limit(19, 128) < 127
-    assert all(stepper.split(s) <= config.split_limit(s, 128) for s in range(150))
-    # after the curriculum, and without one, the draws are today's
-    assert [stepper.split(s) for s in range(100, 150)] == [plain.split(s) for s in range(100, 150)]
-    assert stepper.buckets() == plain.buckets()
