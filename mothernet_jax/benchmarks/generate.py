@@ -112,7 +112,7 @@ def core_flops_estimate(config: ModelConfig, rows: int) -> float:
     else:
         flops += 2 * rows * d * (config.max_classes if config.pooling == "class_average" else 1)
     hidden = config.head_hidden_size
-    flops += 2 * hidden * (config.pooled_size + config.head_extra_layers * hidden + config.n_generated)
+    flops += 2 * hidden * (config.pooled_size + config.n_generated)
     if config.low_rank and config.child_hidden_layers:
         p, r = config.child_hidden_size, config.rank
         flops += 2 * r * p * (config.max_features + (config.child_hidden_layers - 1) * p)

@@ -61,7 +61,7 @@ def flops_per_dataset(model: ModelConfig, split: int, rows: int) -> float:
     encoders = 2 * t * (f + k) * d
     layer = 2 * t * (4 * d * d + 2 * d * model.ffn_dim) + 4 * t * t * d
     h = model.head_hidden_size
-    head = 2 * (model.pooled_size * h + model.head_extra_layers * h * h + h * model.n_generated)
+    head = 2 * (model.pooled_size * h + h * model.n_generated)
     if model.pooling == "output_attention":
         e = model.pooling_embed_dim
         head += 2 * (e * e + 2 * t * d * e + 2 * t * e + e * e)
