@@ -36,8 +36,8 @@ _EXPORTS = {
     "load_pretrained": "mothernet_jax.pretrained",
     "save_pretrained": "mothernet_jax.pretrained",
     "Weights": "mothernet_jax.pretrained",
-    "MotherNetClassifier": "mothernet_jax.classifier",
-    "MotherNetRegressor": "mothernet_jax.regressor",
+    "MotherNetClassifier": "mothernet_jax.estimator.classifier",
+    "MotherNetRegressor": "mothernet_jax.estimator.regressor",
 }
 _SUBMODULES = (
     "config",
@@ -48,8 +48,6 @@ _SUBMODULES = (
     "train",
     "benchmarks",
     "pretrained",
-    "classifier",
-    "regressor",
     "estimator",
     "predictor",
     "demo",

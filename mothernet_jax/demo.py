@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
 def methods(args: argparse.Namespace) -> dict:
     """The two classifiers the demo compares: `MotherNetClassifier()` (the weights' settings, but
     what the command line sets) and gradient boosting."""
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax.estimator.classifier import MotherNetClassifier
 
     return {
         "MotherNet": MotherNetClassifier(

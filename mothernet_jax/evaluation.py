@@ -197,7 +197,7 @@ def _chosen_paths(
 
 
 def make_split(
-    y: np.ndarray,
+    y: np.ndarray | int,
     *,
     seed: int,
     dataset: str,
@@ -205,25 +205,33 @@ def make_split(
     max_train_rows: int = MAX_TRAIN_ROWS,
     max_test_rows: int = MAX_TEST_ROWS,
 ) -> Split:
-    """One random split of the rows of `y: (n,)` with every class in the training part.
+    """One random split of the rows of `y: (n,)` with every class in the training part; for an int
+    `y`, of that many rows without classes (regression: `make_regression_split`).
 
     The generator is seeded with `(seed, crc32(dataset), index)`, so a split depends on nothing
-    else (not the order datasets are run in, nor Python's hash seed). One row of each class is drawn
-    first, then the training part is filled at random to `min(max_train_rows, n // 2)` rows; the
-    remaining rows, in random order, form the test part, cut at `max_test_rows`.
+    else (not the order datasets are run in, nor Python's hash seed). The training part has
+    `min(max_train_rows, n // 2)` rows: with classes, one row of each class drawn first, then
+    rows drawn at random; without, the first rows of a random order. The remaining rows, in random
+    order, form the test part, cut at `max_test_rows`.
     """
-    n = int(y.shape[0])
+    n = int(y) if isinstance(y, int | np.integer) else int(y.shape[0])
     rng = np.random.default_rng([seed, zlib.crc32(dataset.encode()), index])
     train_rows = min(max_train_rows, n // 2)
-    classes = np.unique(y)
-    if classes.size > train_rows:
-        raise ValueError(f"{dataset}: {classes.size} classes do not fit in {train_rows} training rows")
-    order = rng.permutation(n)
-    _, first = np.unique(y[order], return_index=True)
-    rest = np.delete(order, first)
-    n_fill = train_rows - classes.size
-    train = rng.permutation(np.concatenate([order[first], rest[:n_fill]]))
-    test = rest[n_fill:][:max_test_rows]
+    if isinstance(y, int | np.integer):
+        if train_rows < 2:
+            raise ValueError(f"{dataset}: {n} rows are too few to split")
+        order = rng.permutation(n)
+        train, test = order[:train_rows], order[train_rows:][:max_test_rows]
+    else:
+        classes = np.unique(y)
+        if classes.size > train_rows:
+            raise ValueError(f"{dataset}: {classes.size} classes do not fit in {train_rows} training rows")
+        order = rng.permutation(n)
+        _, first = np.unique(y[order], return_index=True)
+        rest = np.delete(order, first)
+        n_fill = train_rows - classes.size
+        train = rng.permutation(np.concatenate([order[first], rest[:n_fill]]))
+        test = rest[n_fill:][:max_test_rows]
     method_seed = int(rng.integers(2**31 - 1))
     return Split(index=index, train=train, test=test, seed=method_seed)
 
@@ -490,27 +498,12 @@ def _part(name: str, data_dir: Path, available: Mapping[str, Path]) -> dict[str,
     return {k: p for k, p in available.items() if regression_split(k) == name}
 
 
-def make_regression_split(
-    n: int,
-    *,
-    seed: int,
-    dataset: str,
-    index: int,
-    max_train_rows: int = MAX_TRAIN_ROWS,
-    max_test_rows: int = MAX_TEST_ROWS,
-) -> Split:
-    """One random split of `n` rows, as `make_split` without classes: `min(max_train_rows, n // 2)`
-    training rows drawn at random, the rest in random order as the test part, cut at
-    `max_test_rows`; seeded by `(seed, crc32(dataset), index)` alone."""
-    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode()), index])
-    train_rows = min(max_train_rows, n // 2)
-    if train_rows < 2:
-        raise ValueError(f"{dataset}: {n} rows are too few to split")
-    order = rng.permutation(n)
-    method_seed = int(rng.integers(2**31 - 1))
-    return Split(
-        index=index, train=order[:train_rows], test=order[train_rows:][:max_test_rows], seed=method_seed
-    )
+def make_regression_split(n: int, **protocol: Any) -> Split:
+    """One random split of `n` rows, as `make_split` without classes (`make_split(n, **protocol)`,
+    the same keywords): `min(max_train_rows, n // 2)` training rows drawn at random, the rest in
+    random order as the test part, cut at `max_test_rows`; seeded by `(seed, crc32(dataset), index)`
+    alone."""
+    return make_split(int(n), **protocol)
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:

@@ -57,7 +57,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 import mothernet_jax as mn
 from mothernet_jax.benchmarks.common import cap_xla_threads, device_line
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.member_generation import members_per_call
 from mothernet_jax.generation import bucket_rows
 

@@ -128,7 +128,7 @@ def factory(setting: dict, weights=None, *, base: dict | None = None, estimator=
     import numpy as np
 
     if estimator is None:
-        from mothernet_jax.classifier import MotherNetClassifier as estimator
+        from mothernet_jax.estimator.classifier import MotherNetClassifier as estimator
     params = {**(BASE if base is None else base), **setting}
 
     def make(categorical_mask, seed):

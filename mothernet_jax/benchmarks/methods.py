@@ -114,7 +114,7 @@ class NativeHistGradientBoosting(ClassifierMixin, NativeHistGradientBoostingBase
 
 
 def _mothernet(categorical_mask, seed, *, weights=None, multiclass="auto", finetune_steps="auto", **_):
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax.estimator.classifier import MotherNetClassifier
 
     return MotherNetClassifier(
         weights=weights,
@@ -197,7 +197,7 @@ def _lightgbm(categorical_mask, seed, *, n_jobs=None, **_):
 
 def _untrained(categorical_mask, seed, *, weights=None, **_):
     from mothernet_jax.benchmarks.controls import untrained_estimator
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax.estimator.classifier import MotherNetClassifier
 
     return untrained_estimator(MotherNetClassifier, categorical_mask, seed, weights=weights)
 
@@ -249,7 +249,7 @@ METHODS: dict[str, Method] = {
             label="MotherNet",
             description="MotherNetClassifier, shipped weights or --weights, default ensemble",
             build=_mothernet,
-            requires=("mothernet_jax.classifier:MotherNetClassifier",),
+            requires=("mothernet_jax.estimator.classifier:MotherNetClassifier",),
             preflight=_mothernet_preflight,
         ),
         *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetClassifier"),

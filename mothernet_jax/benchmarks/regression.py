@@ -63,7 +63,7 @@ def _ridge(categorical_mask, seed, **_):
 
 
 def _mothernet(categorical_mask, seed, *, weights=None, finetune_steps="auto", **_):
-    from mothernet_jax.regressor import MotherNetRegressor
+    from mothernet_jax.estimator.regressor import MotherNetRegressor
 
     return MotherNetRegressor(
         weights=weights,
@@ -90,7 +90,7 @@ def _shipped_regression(weights):
 
 def _untrained(categorical_mask, seed, *, weights=None, **_):
     from mothernet_jax.benchmarks.controls import untrained_estimator
-    from mothernet_jax.regressor import MotherNetRegressor
+    from mothernet_jax.estimator.regressor import MotherNetRegressor
 
     return untrained_estimator(MotherNetRegressor, categorical_mask, seed, weights=_shipped_regression(weights))
 
@@ -109,7 +109,7 @@ REGRESSION_METHODS: dict[str, Method] = {
             label="MotherNet",
             description="MotherNetRegressor, --weights, default ensemble",
             build=_mothernet,
-            requires=("mothernet_jax.regressor:MotherNetRegressor",),
+            requires=("mothernet_jax.estimator.regressor:MotherNetRegressor",),
             preflight=_mothernet_preflight,
         ),
         *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetRegressor"),

@@ -51,7 +51,7 @@ CONTROLS = ("untrained", "random_features")  # benchmarks.controls: what the def
 
 def factory(setting: dict, weights=None):
     """A method factory (categorical mask, seed) -> MotherNetRegressor with BASE | setting."""
-    from mothernet_jax.regressor import MotherNetRegressor
+    from mothernet_jax.estimator.regressor import MotherNetRegressor
 
     return levers.factory(setting, weights, base=BASE, estimator=MotherNetRegressor)
 

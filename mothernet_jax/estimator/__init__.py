@@ -1,10 +1,21 @@
-"""The parts of `MotherNetClassifier` (`mothernet_jax.classifier`), one role a module:
+"""The scikit-learn estimators, `MotherNetClassifier` (`classifier`) and `MotherNetRegressor`
+(`regressor`), on one base, `MotherNetEstimator` (`base`: the shared parameters and their checks,
+tags, the fit template, predict and export), and their parts, one role a module:
 
+- `fitting`: what the fit template runs before the plan (settings, table, targets, weights, encoding,
+  seed) and the generation (`TrainingTable.generate`);
 - `encoding`: raw columns (numbers, categories, text, dates) -> one numeric table (NumPy alone);
-- `plan`: which rows, columns and classes each ensemble member sees (`plan_members`);
+- `plan`: which rows, columns and classes each ensemble member sees (`plan_members`,
+  `plan_regression_members`);
 - `member_generation`: the members' children, generated (and fine-tuned) in fixed-size jitted chunks;
-- `fitting`: what the classifier's and the regressor's `fit` share (settings, table, weights, generation);
+- `finetune`: fine-tuning the children at fit time (steps, layers, learning rate, early stopping);
+- `output_layer`: the children's read-out refitted on every training row (`output_layer="refit"`);
+- `schedule`: the "auto" settings beyond a measured count of training rows;
+- `threads`: `n_jobs`, the BLAS / OpenMP threads of `fit` and `predict`;
+- `compile_cache`: the default persistent compilation cache;
 - `weights`: what the estimator's `weights=` parameter names, resolved to params and a config.
 
-Importing this package imports none of them (`encoding` is read by exported predictors, without JAX).
+The public names are `mothernet_jax.MotherNetClassifier` and `mothernet_jax.MotherNetRegressor`.
+Importing this package imports none of its modules (`encoding` is read by exported predictors,
+without JAX).
 """

@@ -32,14 +32,6 @@ from mothernet_jax.estimator.weights import resolve_weights, weights_info
 STREAMS = ("plan", "read_out", "finetune")  # the independent random streams of a fit
 
 
-def check_settings(estimator, names: Iterable[str]) -> None:
-    """ValueError, in one line, for a setting of `names` that is neither "auto" nor valid."""
-    for name in names:
-        value = getattr(estimator, name)
-        if not (isinstance(value, str) and value == "auto"):
-            settings.check(name, value)
-
-
 def resolve_settings(estimator, names: Iterable[str], weights) -> dict:
     """Every setting of `names`, "auto" resolved by the manifest of `weights` (the estimator's
     `weights=` as it resolves; the library's defaults where the manifest says nothing); ValueError,

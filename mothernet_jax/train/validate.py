@@ -169,14 +169,40 @@ def mean_per_dataset(datasets: list, splits: dict[str, list], score: Callable[[A
 
 
 class _SplitValidator:
-    """What both validators share: `datasets`, their `splits` and `names`."""
+    """What both validators share: `datasets`, their `splits` and `names`, and the call that scores
+    the weights (`_score`, the subclass's) beside the untrained control."""
 
+    metric: str  # the key of the mean score ("val_auc", "val_r2")
+    protocol: ValidationConfig
+    model_config: ModelConfig
     datasets: list
     splits: dict[str, list]
+    _control: dict[str, Any] | None = None
 
     @property
     def names(self) -> list[str]:
         return [d.name for d in self.datasets]
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        scores = self._score(lambda split: (params, self.model_config))
+        scores["val_seconds"] = time.perf_counter() - started
+        if self.protocol.control:
+            control = self.control()
+            scores[f"{self.metric}_untrained"] = control[self.metric]
+            scores["val_gap"] = scores[self.metric] - control[self.metric]
+        return scores
+
+    def control(self) -> dict[str, Any]:
+        """The untrained control's scores (`untrained_params`, one key per split), computed once."""
+        if self._control is None:
+            untrained = {i: untrained_params(self.model_config, i) for i in range(self.protocol.splits)}
+            self._control = self._score(lambda split: (untrained[split], self.model_config))
+        return self._control
+
+    def _score(self, weights_of: Callable[[int], Any]) -> dict[str, Any]:
+        """The scores of the weights `weights_of(split index)` gives: {metric, ..., "val_datasets"}."""
+        raise NotImplementedError
 
 
 class Validator(_SplitValidator):
@@ -187,6 +213,8 @@ class Validator(_SplitValidator):
     multiclass); val_auc_categorical the same over the datasets with categorical columns (None
     where there is none); val_datasets the per-dataset AUCs.
     """
+
+    metric = "val_auc"
 
     def __init__(
         self,
@@ -199,27 +227,9 @@ class Validator(_SplitValidator):
         self.paths = validation_paths(data_dir)
         self.datasets: list[Dataset] = [load_dataset(p) for p in self.paths]
         self.splits = seeded_splits(self.datasets, self.protocol, lambda d, **kw: make_split(d.y, **kw))
-        self._control: dict[str, Any] | None = None
-
-    def __call__(self, params: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        scores = self._score(lambda split: (params, self.model_config))
-        scores["val_seconds"] = time.perf_counter() - started
-        if self.protocol.control:
-            control = self.control()
-            scores["val_auc_untrained"] = control["val_auc"]
-            scores["val_gap"] = scores["val_auc"] - control["val_auc"]
-        return scores
-
-    def control(self) -> dict[str, Any]:
-        """The untrained control's scores (`untrained_params`, one key per split), computed once."""
-        if self._control is None:
-            untrained = {i: untrained_params(self.model_config, i) for i in range(self.protocol.splits)}
-            self._control = self._score(lambda split: (untrained[split], self.model_config))
-        return self._control
 
     def _score(self, weights_of: Callable[[int], Any]) -> dict[str, Any]:
-        from mothernet_jax.classifier import MotherNetClassifier
+        from mothernet_jax.estimator.classifier import MotherNetClassifier
 
         weights = {i: weights_of(i) for i in range(self.protocol.splits)}
         weights = {i: (jax.device_put(jax.device_get(p)), c) for i, (p, c) in weights.items()}
@@ -261,6 +271,8 @@ class RegressionValidator(_SplitValidator):
     the model's max_features keeps its first max_features columns.
     """
 
+    metric = "val_r2"
+
     def __init__(self, data_dir: str | Path, model_config: ModelConfig, protocol: ValidationConfig | None = None):
         if model_config.task != "regression":
             raise ValueError(f"RegressionValidator needs a regression model, got task={model_config.task!r}")
@@ -276,27 +288,9 @@ class RegressionValidator(_SplitValidator):
         self.splits = seeded_splits(
             self.datasets, self.protocol, lambda d, **kw: make_regression_split(d.n_rows, **kw)
         )
-        self._control: dict[str, Any] | None = None
-
-    def __call__(self, params: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        scores = self._score(lambda split: (params, self.model_config))
-        scores["val_seconds"] = time.perf_counter() - started
-        if self.protocol.control:
-            control = self.control()
-            scores["val_r2_untrained"] = control["val_r2"]
-            scores["val_gap"] = scores["val_r2"] - control["val_r2"]
-        return scores
-
-    def control(self) -> dict[str, Any]:
-        """The untrained control's scores (`untrained_params`, one key per split), computed once."""
-        if self._control is None:
-            untrained = {i: untrained_params(self.model_config, i) for i in range(self.protocol.splits)}
-            self._control = self._score(lambda split: (untrained[split], self.model_config))
-        return self._control
 
     def _score(self, weights_of: Callable[[int], Any]) -> dict[str, Any]:
-        from mothernet_jax.regressor import MotherNetRegressor
+        from mothernet_jax.estimator.regressor import MotherNetRegressor
 
         weights = {i: weights_of(i) for i in range(self.protocol.splits)}
         weights = {i: (jax.device_put(jax.device_get(p)), c) for i, (p, c) in weights.items()}

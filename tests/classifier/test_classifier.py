@@ -13,9 +13,9 @@ from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
 from mothernet_jax.child import factored_logits
-from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.convert import from_reference
 from mothernet_jax.estimator import member_generation
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.generation import generate_batch
 from mothernet_jax.predictor import load_predictor
 

@@ -117,7 +117,7 @@ def test_auto_categorical_columns():
 
 
 def test_categorical_features_as_mask_indices_or_names():
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax.estimator.classifier import MotherNetClassifier
 
     clf = MotherNetClassifier()
     frame = pd.DataFrame({"a": [0, 1], "b": [1.0, 2.0], "c": [3, 4]})

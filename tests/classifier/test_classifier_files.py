@@ -9,7 +9,7 @@ import pytest
 from estimator_helpers import random_weights
 
 import mothernet_jax as mn
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained
 

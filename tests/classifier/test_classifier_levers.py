@@ -8,7 +8,7 @@ from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax import settings
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.pretrained import save_pretrained, update_info
 
 CONFIG = mn.preset("tiny")
@@ -167,7 +167,7 @@ def test_first_fit_compilation_is_cached_across_processes_unless_opted_out(tmp_p
     import sys
 
     script = (
-        "import numpy as np, jax; from mothernet_jax.classifier import MotherNetClassifier;"
+        "import numpy as np, jax; from mothernet_jax.estimator.classifier import MotherNetClassifier;"
         "import mothernet_jax as mn;"
         "c = mn.preset('tiny'); w = mn.Weights(mn.init_params(jax.random.key(0), c), c);"
         "X = np.random.default_rng(0).normal(size=(40, 3)); y = np.arange(40) % 2;"

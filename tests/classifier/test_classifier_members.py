@@ -10,8 +10,8 @@ import pytest
 from estimator_helpers import random_weights
 
 import mothernet_jax as mn
-from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import member_generation
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.encoding import FeatureEncoder
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import (

@@ -14,8 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 import mothernet_jax as mn
 from mothernet_jax.child import Child, child_logits, numpy_logits, numpy_predict_proba
-from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import output_layer
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.output_layer import (
     FeatureBlocks,
     hidden_scale,

@@ -16,7 +16,7 @@ from estimator_helpers import random_weights, sklearn_checks
 from sklearn.base import clone
 
 import mothernet_jax as mn
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 
 CONFIG = mn.preset("tiny")
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import mothernet_jax as mn
 from mothernet_jax.child import numpy_predict_proba
-from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import member_generation
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.predictor import load_predictor
 
 CONFIG = mn.preset("tiny")

@@ -10,13 +10,13 @@ from estimator_helpers import random_weights
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import mothernet_jax as mn
-from mothernet_jax.classifier import MotherNetClassifier
 from mothernet_jax.estimator import fitting, output_layer, schedule
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import generate_children
 from mothernet_jax.estimator.plan import plan_members
+from mothernet_jax.estimator.regressor import MotherNetRegressor
 from mothernet_jax.estimator.threads import thread_count
-from mothernet_jax.regressor import MotherNetRegressor
 
 CONFIG = mn.preset("tiny")
 
@@ -143,8 +143,8 @@ def test_estimators_follow_the_schedule_beyond_its_rows_and_explicit_values_win(
 ):
     X, y = blobs(300)
     small = schedule.Schedule(from_rows=250, settings={"finetune_steps": 3, "finetune_pool": 64, "finetune_rows": 16})
-    monkeypatch.setattr(schedule, "CLASSIFIER", small)
-    monkeypatch.setattr(schedule, "REGRESSOR", small)
+    monkeypatch.setattr(MotherNetClassifier, "_schedule", small)  # the estimators' schedule.CLASSIFIER
+    monkeypatch.setattr(MotherNetRegressor, "_schedule", small)
     clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0)
     assert clf.fit(X[:200], y[:200]).settings_["finetune_steps"] == 0  # below 250 rows: the recommendation
     fitted = clf.fit(X, y)

@@ -17,11 +17,11 @@ from sklearn.model_selection import RandomizedSearchCV
 
 import mothernet_jax as mn
 from mothernet_jax import child as child_module
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.compile_cache import default_cache_updates
+from mothernet_jax.estimator.regressor import MotherNetRegressor
 from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained, shipped_path, update_info
-from mothernet_jax.regressor import MotherNetRegressor
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from sklearn.base import clone
 
 import mothernet_jax as mn
 from mothernet_jax.child import numpy_predict_regression
+from mothernet_jax.estimator.regressor import MotherNetRegressor
 from mothernet_jax.predictor import RegressionPredictor, load_predictor
-from mothernet_jax.regressor import MotherNetRegressor
 
 CONFIG = mn.preset("tiny-regression")
 

@@ -16,9 +16,9 @@ from mothernet_jax.estimator.output_layer import (
     ridge_gcv,
     ridge_output_layers,
 )
+from mothernet_jax.estimator.regressor import MotherNetRegressor
 from mothernet_jax.predictor import load_predictor
 from mothernet_jax.pretrained import save_pretrained, update_info
-from mothernet_jax.regressor import MotherNetRegressor
 
 CONFIG = mn.preset("tiny-regression")
 
@@ -169,7 +169,7 @@ def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(
         "max_train_rows": 50,
     }
     assert MotherNetRegressor(weights=path, output_layer="refit").fit(X, y).settings_["output_layer"] == "refit"
-    with pytest.raises(ValueError, match=r"^output_layer must be one of generated, refit or 'auto', got 'lasso'$"):
+    with pytest.raises(ValueError, match=r"^output_layer must be one of generated, refit, refit_prior or 'auto', got 'lasso'$"):
         MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)
 
 

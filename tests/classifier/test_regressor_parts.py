@@ -16,8 +16,8 @@ from mothernet_jax.estimator.encoding import FeatureEncoder
 from mothernet_jax.estimator.finetune import Finetune, finetune_children
 from mothernet_jax.estimator.member_generation import _member_arrays, member_target_scales
 from mothernet_jax.estimator.plan import plan_regression_members, target_bins
+from mothernet_jax.estimator.regressor import MotherNetRegressor, check_target
 from mothernet_jax.predictor import Predictor, PredictorFileError, RegressionPredictor, load_predictor
-from mothernet_jax.regressor import MotherNetRegressor, check_target
 
 CONFIG = mn.preset("tiny")
 
@@ -231,7 +231,7 @@ def test_one_row_and_classification_weights(tiny_classifier_weights, monkeypatch
     with pytest.raises(ValueError, match="are a classification model; MotherNetRegressor needs a regression"):
         MotherNetRegressor(weights=tiny_classifier_weights).fit(X, np.arange(20.0))
     with monkeypatch.context() as patch:  # a package without regression weights
-        patch.setattr("mothernet_jax.regressor.shipped_path", lambda name: tmp_path / f"{name}.msgpack")
+        patch.setattr("mothernet_jax.estimator.regressor.shipped_path", lambda name: tmp_path / f"{name}.msgpack")
         with pytest.raises(ValueError, match=r"no regression weights are shipped with this package \(small-regression"):
             MotherNetRegressor().fit(X, np.arange(20.0))
     with pytest.raises(ValueError, match="n_estimators must be an integer >= 1"):

@@ -103,7 +103,7 @@ def test_the_demo_fits_the_classifier_as_it_comes():
     from sklearn.base import clone
 
     from mothernet_jax import demo
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax.estimator.classifier import MotherNetClassifier
 
     as_it_comes = MotherNetClassifier(random_state=0).get_params()
     shown = demo.methods(demo.parser().parse_args([]))["MotherNet"]

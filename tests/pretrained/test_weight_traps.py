@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mothernet_jax as mn
-from mothernet_jax.classifier import MotherNetClassifier
+from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.pretrained import (
     SHIPPED_NAMES,
     WeightFileError,
@@ -131,7 +131,7 @@ def test_a_self_trained_export_gets_the_measured_defaults(tmp_path):
     """A fresh training run's export recommends nothing: the estimators take the library's defaults,
     which are the shipped weights' measured settings (4 members of 256 rows, the refitted read-out),
     so predict(X, return_std=True) works on a self-trained regressor (issue 31)."""
-    from mothernet_jax.regressor import MotherNetRegressor
+    from mothernet_jax.estimator.regressor import MotherNetRegressor
     from mothernet_jax.settings import REGRESSOR
 
     config = mn.preset("tiny-regression")

@@ -1,42 +1,41 @@
-"""MotherNetClassifier: the scikit-learn estimator around `generate`, with a batched ensemble.
+"""MotherNetClassifier: the scikit-learn classifier around `generate`, with a batched ensemble.
 
-    from mothernet_jax.classifier import MotherNetClassifier
+    from mothernet_jax import MotherNetClassifier
     clf = MotherNetClassifier().fit(X_train, y_train)      # shipped weights, their settings
     proba = clf.predict_proba(X_test)
-    clf.export("model.npz")                                 # NumPy-only: predictor.load_predictor
+    clf.export("model.npz")                                 # NumPy-only: mothernet_jax.load_predictor
 
-`fit` resolves `weights=` (`estimator.weights`), encodes the table (`estimator.encoding`), plans the
-members (`estimator.plan`), generates their children in jitted calls of a fixed number of members
+`fit` is `MotherNetEstimator`'s (`estimator.base`): it resolves `weights=` (`estimator.weights`),
+encodes the table (`estimator.encoding`), plans the members (`estimator.plan.plan_members`),
+generates their children in jitted calls of a fixed number of members
 (`estimator.member_generation`: memory stays bounded whatever the number of classes), optionally
-fine-tunes them with Adam, and keeps them as NumPy arrays in a `predictor.Predictor`.
-`predict_proba` is that predictor: the same NumPy code runs in the estimator and in an exported file.
+fine-tunes them with Adam, refits their read-out by logistic regression (`estimator.output_layer`)
+and keeps them as NumPy arrays in a `predictor.Predictor`. `predict_proba` is that predictor: the
+same NumPy code runs in the estimator and in an exported file.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from mothernet_jax import settings
 from mothernet_jax.estimator import schedule
-from mothernet_jax.estimator.encoding import missing_mask, plain_dtypes
-from mothernet_jax.estimator.fitting import categorical_mask, check_settings, prepare_fit, weights_name
+from mothernet_jax.estimator.base import MotherNetEstimator
+from mothernet_jax.estimator.encoding import missing_mask
+from mothernet_jax.estimator.fitting import TrainingTable
 from mothernet_jax.estimator.output_layer import logistic_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
-from mothernet_jax.estimator.threads import check_n_jobs, own_threads
 from mothernet_jax.predictor import Predictor
-
-MULTICLASS = ("auto", *settings.MULTICLASS_STRATEGIES)
-
 
 # -- the estimator ----------------------------------------------------------------------------------
 
 
-class MotherNetClassifier(ClassifierMixin, BaseEstimator):
+class MotherNetClassifier(ClassifierMixin, MotherNetEstimator):
     """MotherNet as a scikit-learn classifier: an ensemble of generated MLPs, no training loop.
 
     Settings marked "auto" take what the weight file recommends in its manifest (the key of the same
@@ -52,13 +51,13 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         which prints in one short line and is shared, not copied, by `sklearn.clone`. A regression
         model's weights (task="regression") are refused in one line: use `MotherNetRegressor`.
     n_estimators : int or "auto"
-        Ensemble members (library default 4). Member 0 is the reference configuration (no
+        Ensemble members (library default 4, each of at most 256 context rows). Member 0 is the reference configuration (no
         rotation, no label shift, raw numeric columns, ordinal categorical codes), so ``n_estimators=1`` is the reference
         ``MotherNetClassifier`` (plus the limits below). Members 1, 2, ... cycle through quantile
         transform on/off x one-hot/ordinal categorical codes, and each draws a cyclic rotation of its
         columns and a shift of the class labels (mod k). Members are generated in jitted calls of a
-        fixed size (`estimator.member_generation.MEMBER_ROWS_PER_CALL`: 8 members of 1,024 padded rows, 64 of 128), so
-        peak memory does not grow with the number of members or classes and fit time grows
+        fixed size (`estimator.member_generation.MEMBER_ROWS_PER_CALL`: 8,192 padded context rows a
+        call, so the default 4 members of 256 rows take one call), so peak memory does not grow with the number of members or classes and fit time grows
         linearly with them.
     random_state : int, RandomState or None
         Seeds the member draws and subsamples; the same seed gives the same classifier.
@@ -170,6 +169,14 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
     writes).
     """
 
+    _settings = settings.CLASSIFIER
+    _schedule = schedule.CLASSIFIER
+    _task = "classification"
+    _wrong_task = (
+        "{weights} are a regression model (ModelConfig.task='regression'): use MotherNetRegressor with them"
+    )
+    _plan_fields = ("n_groups", "quantile", "onehot", "feature_shift", "label_shift")
+
     def __init__(
         self,
         weights=None,
@@ -190,63 +197,59 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
         finetune_pool: int | None | str = "auto",
         n_jobs: int | None = None,
     ):
-        self.weights = weights
-        self.n_estimators = n_estimators
-        self.random_state = random_state
-        self.temperature = temperature
-        self.max_train_rows = max_train_rows
-        self.categorical_features = categorical_features
-        self.multiclass = multiclass
-        self.finetune_steps = finetune_steps
-        self.finetune_learning_rate = finetune_learning_rate
-        self.finetune_layers = finetune_layers
-        self.finetune_rows = finetune_rows
-        self.finetune_holdout = finetune_holdout
-        self.max_members = max_members
-        self.output_layer = output_layer
-        self.finetune_pool = finetune_pool
-        self.n_jobs = n_jobs
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.string = True
-        return tags
-
-    # -- fit -------------------------------------------------------------------------------------
-
-    def fit(self, X, y):
-        """Generate the ensemble for the training table X (n, d) and labels y (n,) of any type."""
-        self._check_parameters()
-        reject_missing_labels(y)
-        with own_threads(self.n_jobs):
-            return self._fit(X, y)
-
-    def _fit(self, X, y):
-        table = prepare_fit(
-            self, X, y, names=settings.CLASSIFIER, targets=_class_codes, check_model=self._check_model,
-            schedule=schedule.CLASSIFIER,
+        super().__init__(
+            weights, n_estimators=n_estimators, random_state=random_state, max_train_rows=max_train_rows,
+            categorical_features=categorical_features, finetune_steps=finetune_steps,
+            finetune_learning_rate=finetune_learning_rate, finetune_layers=finetune_layers,
+            finetune_rows=finetune_rows, finetune_holdout=finetune_holdout, output_layer=output_layer,
+            finetune_pool=finetune_pool, n_jobs=n_jobs,
         )  # fmt: skip
-        temperature = float(self.temperature)
+        self.temperature = temperature
+        self.multiclass = multiclass
+        self.max_members = max_members
+
+    # -- fit: what differs from the regressor's ----------------------------------------------------
+
+    def _check_target(self, y) -> None:
+        reject_missing_labels(y)
+
+    @staticmethod
+    def _targets(y) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, y's codes in them) of validated labels; ValueError in one line for fewer than 2."""
+        check_classification_targets(y)
+        classes, y_codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            only = _as_python(classes[0])
+            raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({only!r})")
+        return classes, y_codes
+
+    def _plan(self, table: TrainingTable) -> list[MemberPlan]:
         classes, y_codes = table.targets
-        chosen = table.chosen
-        strategy, n_estimators = member_budget(len(classes), chosen)
-        plans = plan_members(
+        strategy, n_estimators = member_budget(len(classes), table.chosen)
+        table.chosen["multiclass"] = strategy  # settings_ says what fit did
+        return plan_members(
             table.encoder,
             table.encoded,
             y_codes,
             n_classes=len(classes),
             n_estimators=n_estimators,
-            max_train_rows=chosen["max_train_rows"],
+            max_train_rows=table.chosen["max_train_rows"],
             max_features=table.config.max_features,
             max_classes=table.config.max_classes,
             rng=table.rng("plan"),
             one_vs_rest=strategy == "one_vs_rest",
-            finetune_pool=chosen["finetune_pool"] if chosen["finetune_steps"] else None,
+            finetune_pool=table.chosen["finetune_pool"] if table.chosen["finetune_steps"] else None,
         )
-        children, finetune = table.generate(y_codes, plans, temperature=temperature)
+
+    def _generate(self, table: TrainingTable, plans: list[MemberPlan]) -> tuple[list, Any]:
+        return table.generate(table.targets[1], plans, temperature=float(self.temperature))
+
+    def _read_out(self, table: TrainingTable, plans: list[MemberPlan], children: list) -> Predictor:
+        classes, y_codes = table.targets
+        temperature = float(self.temperature)
         groups = [p.groups for p in plans]
-        if settings.is_refit(chosen["output_layer"]):  # every member's read-out predicts every class
+        output_layer = table.chosen["output_layer"]
+        if settings.is_refit(output_layer):  # every member's read-out predicts every class
             children = logistic_output_layers(
                 children,
                 table.encoded,
@@ -255,16 +258,12 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
                 len(classes),
                 temperature=temperature,
                 rng=table.rng("read_out"),
-                prior_groups=groups if chosen["output_layer"] == "refit_prior" else None,
+                prior_groups=groups if output_layer == "refit_prior" else None,
             )
             groups = [np.arange(len(classes)) for _ in plans]
         self.classes_ = classes
-        self.categorical_features_ = table.mask
-        self.settings_ = {**chosen, "multiclass": strategy}
-        self.multiclass_ = strategy
-        self.finetune_steps_ = finetune.steps
-        self.ensemble_ = [_describe(p) for p in plans]
-        self.predictor_ = Predictor(
+        self.multiclass_ = table.chosen["multiclass"]
+        return Predictor(
             children,
             classes=classes,
             temperature=temperature,
@@ -273,46 +272,17 @@ class MotherNetClassifier(ClassifierMixin, BaseEstimator):
             groups=groups,
             feature_names=table.feature_names,
         )
-        return self
 
     # -- predict ---------------------------------------------------------------------------------
 
     def predict_proba(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n, n_classes) probabilities (in the order of classes_)."""
-        check_is_fitted(self)
-        X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
-        with own_threads(getattr(self, "n_jobs", None)):
-            return self.predictor_.predict_proba(X)
+        return self._predict_with("predict_proba", X)
 
     def predict(self, X) -> np.ndarray:
         """X: (n, d) raw rows -> (n,) the most probable class of each row."""
         check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def export(self, path: str | os.PathLike) -> None:
-        """Write the fitted classifier (encoder and children) to one pickle-free .npz file;
-        `mothernet_jax.predictor.load_predictor(path).predict_proba(X)` gives the same probabilities
-        with NumPy alone."""
-        check_is_fitted(self)
-        self.predictor_.save(path)
-
-    # -- parameters ------------------------------------------------------------------------------
-
-    def _check_parameters(self) -> None:
-        check_settings(self, settings.CLASSIFIER)
-        check_n_jobs(self.n_jobs)
-        if not settings.is_number(self.temperature) or not self.temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
-
-    def _check_model(self, config) -> None:
-        if config.task == "regression":
-            raise ValueError(
-                f"{weights_name(self.weights)} are a regression model (ModelConfig.task='regression'): "
-                "use MotherNetRegressor with them"
-            )
-
-    def _categorical_mask(self, n_features: int) -> np.ndarray:
-        return categorical_mask(self.categorical_features, n_features, getattr(self, "feature_names_in_", None))
 
 
 def member_budget(n_classes: int, chosen: dict) -> tuple[str, int]:
@@ -344,28 +314,6 @@ def reject_missing_labels(y) -> None:
         )
 
 
-def _class_codes(y) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, y's codes in them) of validated labels; ValueError in one line for fewer than 2."""
-    check_classification_targets(y)
-    classes, y_codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        only = _as_python(classes[0])
-        raise ValueError(f"MotherNetClassifier needs at least 2 classes; y has 1 class ({only!r})")
-    return classes, y_codes
-
-
 def _as_python(value):
     """A NumPy scalar as the Python value it holds (np.int64(0) -> 0), for messages."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _describe(plan: MemberPlan) -> dict:
-    return {
-        "n_rows": len(plan.rows),
-        "n_columns": len(plan.columns),
-        "n_groups": plan.n_groups,
-        "quantile": plan.quantile,
-        "onehot": plan.onehot,
-        "feature_shift": plan.feature_shift,
-        "label_shift": plan.label_shift,
-    }

@@ -1,10 +1,10 @@
 """MotherNetRegressor: the scikit-learn regressor around `generate` for a regression model, with a
-batched ensemble, built from the classifier's parts.
+batched ensemble; `MotherNetEstimator` (`estimator.base`) holds what it shares with the classifier.
 
-    from mothernet_jax.regressor import MotherNetRegressor
-    reg = MotherNetRegressor(weights="small-regression.msgpack").fit(X_train, y_train)
+    from mothernet_jax import MotherNetRegressor
+    reg = MotherNetRegressor(weights="small-regression").fit(X_train, y_train)
     y_pred = reg.predict(X_test)
-    reg.export("model.npz")                     # NumPy-only: predictor.load_predictor(...).predict
+    reg.export("model.npz")                     # NumPy-only: mothernet_jax.load_predictor(...).predict
 
 `fit` resolves `weights=` (a model whose `ModelConfig.task` is "regression"; None: the shipped
 `small-regression` weights where the package has them), encodes the table as the classifier does
@@ -19,31 +19,21 @@ the members.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.base import RegressorMixin
 
 from mothernet_jax import settings
 from mothernet_jax.estimator import schedule
-from mothernet_jax.estimator.encoding import plain_dtypes
-from mothernet_jax.estimator.fitting import check_settings, prepare_fit, weights_name
-from mothernet_jax.estimator.member_generation import (
-    is_regression,
-    member_target_scales,
-)
+from mothernet_jax.estimator.base import MotherNetEstimator
+from mothernet_jax.estimator.fitting import TrainingTable
+from mothernet_jax.estimator.member_generation import member_target_scales
 from mothernet_jax.estimator.output_layer import ridge_output_layers
-from mothernet_jax.estimator.plan import plan_regression_members
-from mothernet_jax.estimator.threads import check_n_jobs, own_threads
+from mothernet_jax.estimator.plan import MemberPlan, plan_regression_members
 from mothernet_jax.predictor import RegressionPredictor
 from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
 
-# The classifier's settings that apply to a regressor (no classes: no multiclass, no max_members).
-SETTINGS = settings.REGRESSOR
 
-
-class MotherNetRegressor(RegressorMixin, BaseEstimator):
+class MotherNetRegressor(RegressorMixin, MotherNetEstimator):
     """MotherNet as a scikit-learn regressor: an ensemble of generated MLPs with one output unit.
 
     Settings marked "auto" take what the weight file recommends in its manifest (the key of the same
@@ -103,112 +93,76 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
     `predictor.RegressionPredictor` that predict runs and `export` writes).
     """
 
-    def __init__(
-        self,
-        weights=None,
-        *,
-        n_estimators: int | str = "auto",
-        random_state=None,
-        max_train_rows: int | None | str = "auto",
-        categorical_features="auto",
-        finetune_steps: int | str = "auto",
-        finetune_learning_rate: float | str = "auto",
-        finetune_layers: str = "auto",
-        finetune_rows: int | None | str = "auto",
-        finetune_holdout: float | str = "auto",
-        output_layer: str = "auto",
-        finetune_pool: int | None | str = "auto",
-        n_jobs: int | None = None,
-    ):
-        self.weights = weights
-        self.n_estimators = n_estimators
-        self.random_state = random_state
-        self.max_train_rows = max_train_rows
-        self.categorical_features = categorical_features
-        self.finetune_steps = finetune_steps
-        self.finetune_learning_rate = finetune_learning_rate
-        self.finetune_layers = finetune_layers
-        self.finetune_rows = finetune_rows
-        self.finetune_holdout = finetune_holdout
-        self.output_layer = output_layer
-        self.finetune_pool = finetune_pool
-        self.n_jobs = n_jobs
+    _settings = settings.REGRESSOR
+    _schedule = schedule.REGRESSOR
+    _task = "regression"
+    _wrong_task = (
+        "{weights} are a classification model; MotherNetRegressor needs a regression model "
+        "(ModelConfig.task='regression')"
+    )
+    _plan_fields = ("quantile", "onehot", "feature_shift")
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.string = True
-        return tags
+    # -- fit: what differs from the classifier's ---------------------------------------------------
 
-    # -- fit -------------------------------------------------------------------------------------
-
-    def fit(self, X, y):
-        """Generate the ensemble for the training table X (n, d) and the numeric target y (n,)."""
-        self._check_parameters()
+    def _default_weights(self):
         shipped = shipped_path(REGRESSION_NAME)
         if self.weights is None and not shipped.exists():
             raise ValueError(
                 "MotherNetRegressor needs weights=: no regression weights are shipped with this package "
                 f"({shipped.name}; a file, or (params, config) of a model with task='regression')"
             )
-        check_target(y)
-        with own_threads(self.n_jobs):
-            return self._fit(X, y, shipped)
+        return shipped
 
-    def _fit(self, X, y, shipped):
-        table = prepare_fit(
-            self, X, y, names=SETTINGS, targets=_float_target, check_model=self._check_model, weights=shipped,
-            schedule=schedule.REGRESSOR,
-        )  # fmt: skip
-        y, chosen = table.targets, table.chosen
-        plans = plan_regression_members(
+    def _check_target(self, y) -> None:
+        check_target(y)
+
+    @staticmethod
+    def _targets(y) -> np.ndarray:
+        """Validated y as float64; ValueError in one line for fewer than 2 rows."""
+        y = np.asarray(y, dtype=np.float64)
+        if len(y) < 2:
+            raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
+        return y
+
+    def _plan(self, table: TrainingTable) -> list[MemberPlan]:
+        return plan_regression_members(
             table.encoder,
             table.encoded,
-            y,
-            n_estimators=chosen["n_estimators"],
-            max_train_rows=chosen["max_train_rows"],
+            table.targets,
+            n_estimators=table.chosen["n_estimators"],
+            max_train_rows=table.chosen["max_train_rows"],
             max_features=table.config.max_features,
             rng=table.rng("plan"),
-            finetune_pool=chosen["finetune_pool"] if chosen["finetune_steps"] else None,
+            finetune_pool=table.chosen["finetune_pool"] if table.chosen["finetune_steps"] else None,
         )
-        children, finetune = table.generate(y, plans)
+
+    def _read_out(self, table: TrainingTable, plans: list[MemberPlan], children: list) -> RegressionPredictor:
+        y, output_layer = table.targets, table.chosen["output_layer"]
         target_mean, target_std = member_target_scales(y, plans)
         member_errors = None
-        if settings.is_refit(chosen["output_layer"]):
+        if settings.is_refit(output_layer):
             children, member_errors = ridge_output_layers(
                 children, table.encoded, [p.columns for p in plans], y, target_mean, target_std,
-                prior=chosen["output_layer"] == "refit_prior",
+                prior=output_layer == "refit_prior",
             )  # fmt: skip
         constant = np.ptp(y) == 0
         if constant:  # every member's rows hold the one value: scaled by 0, each predicts it exactly
             target_std = np.zeros_like(target_std)
-        mask, names, encoder = table.mask, table.feature_names, table.encoder
-        self.categorical_features_ = mask
-        self.settings_ = chosen
-        self.finetune_steps_ = finetune.steps
-        self.ensemble_ = [
-            {
-                "n_rows": len(p.rows),
-                "n_columns": len(p.columns),
-                "quantile": p.quantile,
-                "onehot": p.onehot,
-                "feature_shift": p.feature_shift,
-            }
-            for p in plans
-        ]
-        self.predictor_ = RegressionPredictor(
+        predictor = RegressionPredictor(
             children,
             target_mean=target_mean,
             target_std=target_std,
-            encoder=encoder,
+            encoder=table.encoder,
             columns=[p.columns for p in plans],
-            feature_names=names,
+            feature_names=table.feature_names,
         )
         if member_errors is not None:
-            self.predictor_.predictive_std = 0.0 if constant else ensemble_error(
-                member_errors, self.predictor_.member_predictions(table.encoded)
+            predictor.predictive_std = (
+                0.0
+                if constant
+                else ensemble_error(member_errors, predictor.member_predictions(table.encoded))
             )
-        return self
+        return predictor
 
     # -- predict ---------------------------------------------------------------------------------
 
@@ -220,31 +174,7 @@ class MotherNetRegressor(RegressorMixin, BaseEstimator):
         member's read-out's leave-one-out error estimate, the square root of its GCV score, less
         the members' spread). The Gaussian interval mean +- 1.645 std is a 90% prediction interval
         (docs/REGRESSION.md measures its coverage)."""
-        check_is_fitted(self)
-        X = validate_data(self, plain_dtypes(X), reset=False, dtype=None, ensure_all_finite=False)
-        with own_threads(getattr(self, "n_jobs", None)):
-            return self.predictor_.predict(X, return_std=return_std)
-
-    def export(self, path: str | os.PathLike) -> None:
-        """Write the fitted regressor (encoder, children, the members' target scales, the predictive
-        std where there is one) to one pickle-free .npz file;
-        `mothernet_jax.predictor.load_predictor(path).predict(X)` gives the same predictions with
-        NumPy alone."""
-        check_is_fitted(self)
-        self.predictor_.save(path)
-
-    # -- parameters ------------------------------------------------------------------------------
-
-    def _check_parameters(self) -> None:
-        check_settings(self, SETTINGS)
-        check_n_jobs(self.n_jobs)
-
-    def _check_model(self, config) -> None:
-        if not is_regression(config):
-            raise ValueError(
-                f"{weights_name(self.weights)} are a classification model; MotherNetRegressor "
-                "needs a regression model (ModelConfig.task='regression')"
-            )
+        return self._predict_with("predict", X, return_std=return_std)
 
 
 def ensemble_error(member_errors: np.ndarray, member_predictions: np.ndarray) -> float:
@@ -255,14 +185,6 @@ def ensemble_error(member_errors: np.ndarray, member_predictions: np.ndarray) ->
     tenth of the members' mean squared error, so a poor spread estimate cannot make it vanish."""
     squared = float(np.mean(np.square(member_errors)))
     return float(np.sqrt(max(squared - float(member_predictions.var(axis=0).mean()), 0.1 * squared)))
-
-
-def _float_target(y) -> np.ndarray:
-    """Validated y as float64; ValueError in one line for fewer than 2 rows."""
-    y = np.asarray(y, dtype=np.float64)
-    if len(y) < 2:
-        raise ValueError(f"MotherNetRegressor needs at least 2 training rows; got n_samples={len(y)}")
-    return y
 
 
 def check_target(y) -> None:
