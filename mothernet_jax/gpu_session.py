@@ -41,10 +41,11 @@ from mothernet_jax.npz import atomic_write
 
 # The continuation recipe: `--set` assignments over the preset (see `mothernet-jax train --help`).
 RECIPE = (
-    # binary tasks only: the classifier puts every task to these weights as binary tasks
-    # (one-vs-rest, MODEL_CARD.md), so binary skill is all it uses
-    "prior.two_class_probability=1.0",
-    "seed=1",  # new tasks: the phases so far drew theirs from seed 0
+    # the classifier's members see all of a task's classes (native, up to 10) and refit the
+    # read-out: train on the multiclass prior for that read-out (docs/TRAINING.md, phase 7)
+    "prior.two_class_probability=0.5",
+    "read_out=ridge",
+    "seed=14",  # new tasks: the phases so far drew theirs from seeds 0 to 13
     "model.dtype=bfloat16",  # bf16 compute, float32 master weights; cuDNN attention on NVIDIA
     # training rows padded to multiples of 256: 5 compiled shapes of the step (the prior compiles
     # once for all), 1.26x the attention and MLP FLOPs of unpadded splits; 128 would be 9 shapes
