@@ -1,7 +1,7 @@
-"""A dependency-free progress bar for long work (training, benchmarks).
+"""The progress bar of long work (training, benchmarks): the library's one bar.
 
-It writes to stderr, redraws in place on a terminal and prints a plain line every `every` updates
-elsewhere (CI logs, notebooks), so logs stay readable.
+On a terminal it is a `rich.progress` bar redrawn in place; elsewhere (CI logs, notebooks, files)
+it prints a plain line every `every` updates, so logs stay readable. It writes to stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import TextIO
 
 
 class Progress:
-    """`with Progress(total, "train") as bar: bar.update(1, loss=0.5)`."""
+    """`with Progress(total, "train") as bar: bar.update(1, loss=0.5)`; `total=None`: no known end.
+
+    `bar.rich` is the `rich.progress.Progress` drawing it on a terminal (None elsewhere)."""
 
     def __init__(
         self,
@@ -31,10 +33,17 @@ class Progress:
         self.start = time.perf_counter()
         self.fields: dict[str, object] = {}
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        if every is None:
-            every = 1 if self.interactive else max(1, (total or 100) // 20)
-        self.every = every
-        self._last_line = ""
+        self.every = every if every is not None else max(1, (total or 100) // 20)
+        self.rich = None
+        if enabled and self.interactive:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.rich = RichProgress(*columns, TextColumn("{task.fields[info]}"), console=Console(file=self.stream))
+            self._task = self.rich.add_task(desc, total=total, info="")
+            self.rich.start()
 
     def __enter__(self) -> Progress:
         return self
@@ -45,36 +54,28 @@ class Progress:
     def update(self, n: int = 1, **fields: object) -> None:
         self.count += n
         self.fields.update(fields)
-        if self.enabled and (self.count % self.every == 0 or self.count == self.total):
-            self._draw()
+        if self.rich is not None:
+            self.rich.update(self._task, advance=n, info=self._tail())
+        elif self.enabled and (self.count % self.every == 0 or self.count == self.total):
+            self.stream.write(self._line() + "\n")
+            self.stream.flush()
 
-    def _format_field(self, value: object) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
+    def _tail(self) -> str:
+        shown = lambda value: f"{value:.4g}" if isinstance(value, float) else str(value)
+        return " ".join(f"{k}={shown(v)}" for k, v in self.fields.items())
 
-    def _draw(self) -> None:
+    def _line(self) -> str:
         elapsed = time.perf_counter() - self.start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
         if self.total:
-            width = 24
-            done = int(width * min(self.count, self.total) / self.total)
-            bar = "#" * done + "." * (width - done)
+            rate = self.count / elapsed if elapsed > 0 else 0.0
             eta = (self.total - self.count) / rate if rate > 0 else float("nan")
-            head = f"{self.desc} [{bar}] {self.count}/{self.total} {elapsed:.0f}s<{eta:.0f}s"
+            done = int(24 * min(self.count, self.total) / self.total)
+            head = f"{self.desc} [{'#' * done}{'.' * (24 - done)}] {self.count}/{self.total} {elapsed:.0f}s<{eta:.0f}s"
         else:
             head = f"{self.desc} {self.count} {elapsed:.0f}s"
-        tail = " ".join(f"{k}={self._format_field(v)}" for k, v in self.fields.items())
-        line = f"{head} {tail}".rstrip()
-        if self.interactive:
-            pad = max(0, len(self._last_line) - len(line))
-            self.stream.write("\r" + line + " " * pad)
-        else:
-            self.stream.write(line + "\n")
-        self._last_line = line
-        self.stream.flush()
+        return f"{head} {self._tail()}".rstrip()
 
     def close(self) -> None:
-        if self.enabled and self.interactive and self._last_line:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.rich is not None:
+            self.rich.stop()
+            self.rich = None

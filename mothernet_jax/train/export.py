@@ -25,16 +25,11 @@ LINEAGE = "lineage.json"  # what the init weights carried in (see `lineage`)
 EXPORT_DTYPES = ("float32", "bfloat16")
 
 
-# manifest keys that tell MotherNetClassifier how to use the weights ("auto" options): an export
-# keeps those of its init weights
-RECOMMENDATIONS = RECOMMENDABLE
-
-
 def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[str, Any]:
     """What `config.init_weights` carries into this run's export: its training history (a list of
     phases, each {steps, datasets_seen, train_config}) and the classifier's recommendations
-    (`RECOMMENDATIONS`: `settings.RECOMMENDABLE`, "multiclass", "finetune_steps", ...). Read from the weight file's manifest when the run starts fresh, else from the
-    work directory."""
+    (`settings.RECOMMENDABLE`: the "auto" settings a manifest recommends, which an export keeps).
+    Read from the weight file's manifest when the run starts fresh, else from the work directory."""
     saved = None if workdir is None else workdir / LINEAGE
     if saved is not None and saved.exists() and not fresh:
         return json.loads(saved.read_text())
@@ -52,11 +47,11 @@ def lineage(config: TrainConfig, workdir: Path | None, *, fresh: bool) -> dict[s
         {key: info[key] for key in ("steps", "datasets_seen", "train_config") if key in info}
     ]
     carried = {"history": history}
-    carried.update({key: info[key] for key in RECOMMENDATIONS if key in info})
+    carried.update({key: info[key] for key in RECOMMENDABLE if key in info})
     return carried
 
 
-def check_export_path(path: str | os.PathLike) -> None:
+def check_export_target(path: str | os.PathLike) -> None:
     """Refuse, before any training, an export path `export_weights` could not write: a wrong
     suffix, a folder, a path under a file. A ConfigError naming the path."""
     path = Path(path)

@@ -45,17 +45,17 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
+from mothernet_jax.progress import Progress
 from mothernet_jax.train.budget import BudgetClock, learning_rate
 from mothernet_jax.train.checkpoint import Checkpoints
 from mothernet_jax.train.config import ConfigError, TrainConfig
-from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, check_export_path, export_weights, lineage
+from mothernet_jax.train.export import EXPORT_DTYPES, LINEAGE, check_export_target, export_weights, lineage
 from mothernet_jax.train.mesh import agree, host_values, is_main_process
 from mothernet_jax.train.metrics import (
     METRICS,
     MetricWriter,
     NonFiniteLossError,
     StepLog,
-    progress_bar,
     roll_back,
     say,
 )
@@ -139,7 +139,7 @@ def train(
     if validate_every is not None and validator is None:
         raise ConfigError("validate_every needs a validator (validate.Validator)")
     if export is not None:
-        check_export_path(export)
+        check_export_target(export)
     stepper = TrainStep(config, mesh, sample_fn=sample_fn, compiler_options=compiler_options)
     writer = MetricWriter(workdir / METRICS if workdir is not None and main else None)
     multiprocess = jax.process_count() > 1
@@ -168,7 +168,7 @@ def train(
             time_limit=time_limit,
             spent_before=float(record.get("budget_spent_s", 0.0)),
             progress_before=float(record.get("schedule_progress", 0.0)),
-            trained_before=_trained_before(record, workdir),
+            trained_before=float(record.get("train_seconds", 0.0)),
             clock=clock,
             started=started,
             shape=lambda step: (stepper.bucket(stepper.split(step)), config.micro_batches(step)),
@@ -191,9 +191,9 @@ def train(
         if end > first and not budget.out_of_time():
             compile_seconds = stepper.compile(stepper.plan(first, end), threads=compile_threads)
             _report_compile(compile_seconds)
-        bar = progress_bar(None if config.budget_s else end - first, f"train {first}->{end}",
-                           enabled=progress and main and end > first,
-                           every=config.log_every if config.budget_s else None)  # fmt: skip
+        bar = Progress(None if config.budget_s else end - first, f"train {first}->{end}",
+                       enabled=progress and main and end > first,
+                       every=config.log_every if config.budget_s else None)  # fmt: skip
         log = StepLog(config, first, end, writer, bar, budget)
 
         # == the step loop ===========================================================================
@@ -349,30 +349,6 @@ def _export(path, dtype: str, state, config: TrainConfig, carried, steps: int, l
         export_weights(path, host_values(eval_params(state, config)), config, steps=steps, losses=losses,
                        carried=carried, stop_reason=reason, dtype=dtype)  # fmt: skip
         say(f"exported the parameters of step {steps} to {path}")
-
-
-def _trained_before(record: dict[str, Any], workdir: Path | None) -> float:
-    """Training seconds of the work directory's earlier runs, from the checkpoint resumed; from
-    metrics.jsonl for checkpoints written before they held them (each run's last `elapsed_s`, less
-    the seconds its validations took); 0 for a fresh run."""
-    if "train_seconds" in record:
-        return float(record["train_seconds"])
-    path = None if workdir is None else workdir / METRICS
-    if not record or path is None or not path.exists():
-        return 0.0
-    total, elapsed, validating = 0.0, 0.0, 0.0
-    for text in path.read_text().splitlines():
-        try:
-            line = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if "val_seconds" in line:
-            validating += float(line.get("val_seconds") or 0.0)
-        elif "elapsed_s" in line:
-            if line["elapsed_s"] < elapsed:  # a new run started
-                total += elapsed
-            elapsed = float(line["elapsed_s"])
-    return max(0.0, total + elapsed - validating)
 
 
 def _initial_state(

@@ -1,4 +1,5 @@
-"""What a run reports: metric lines in `<workdir>/metrics.jsonl`, the step log, the progress bar.
+"""What a run reports: metric lines in `<workdir>/metrics.jsonl` and the step log (which feeds the
+progress bar, `mothernet_jax.progress.Progress`).
 
 `MetricWriter.measure(name, value)` is called where a value is computed; `write(step)` appends the
 values measured since the last line as one JSON line (with `step` and the wall `time`). `StepLog`
@@ -25,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mothernet_jax.npz import atomic_write
-from mothernet_jax.progress import Progress
+from mothernet_jax.runtime.npz import atomic_write
 from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import host_values, is_main_process
 
@@ -177,32 +177,3 @@ class StepLog:
             measure("budget_spent_s", self.budget.spent(now))
         self.writer.write(done)
         self._window, self._since = [], (now, done)
-
-
-class _RichBar:
-    """`rich.progress` on a terminal, with the same `update(n, **fields)` / `close()` as `Progress`."""
-
-    def __init__(self, total: int | None, description: str):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as RichProgress
-
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-        self.progress = RichProgress(*columns, TextColumn("{task.fields[info]}"), console=Console(stderr=True))
-        self.task = self.progress.add_task(description, total=total, info="")
-        self.progress.start()
-
-    def update(self, n: int = 1, **fields) -> None:
-        info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-        self.progress.update(self.task, advance=n, info=info)
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def progress_bar(total: int | None, description: str, *, enabled: bool, every: int | None = None):
-    """The run's progress: a `rich.progress` bar on a terminal, else a plain line every `every`
-    steps (CI logs, notebooks); nothing where not `enabled`."""
-    if enabled and sys.stderr.isatty():
-        return _RichBar(total, description)
-    return Progress(total, description, enabled=enabled, every=every)

@@ -2,6 +2,7 @@
 learning rate, rows per step, early stopping) do what their documentation says, and "auto" takes
 the weight file's recommendation."""
 
+import jax
 import numpy as np
 import pytest
 from estimator_helpers import random_weights
@@ -131,12 +132,38 @@ def test_early_stopping_keeps_the_child_as_generated_when_every_step_hurts(tiny_
     np.testing.assert_allclose(stopped.predict_proba(X), generated.predict_proba(X), atol=1e-5)
 
 
-def test_early_stopping_keeps_a_step_that_helps(tiny_weights):
+def test_early_stopping_keeps_a_step_that_helps(tiny_weights, monkeypatch):
+    """When steps lower the loss on the held-out rows, early stopping keeps one of them: the child it
+    returns scores better on its member's held-out rows than the child it started from (step 0),
+    and the fit's probabilities move."""
+    from mothernet_jax.estimator import finetune as finetune_module
+
+    calls, jitted = [], finetune_module.finetune_members
+
+    def recorded(layers, mean, std, X, y, n_rows, n_groups, holdout, *rest, **static):
+        tuned = jitted(layers, mean, std, X, y, n_rows, n_groups, holdout, *rest, **static)
+        calls.append((layers, tuned, mean, std, X, y, n_groups, holdout, float(rest[1]), static))
+        return tuned
+
+    monkeypatch.setattr(finetune_module, "finetune_members", recorded)
     X, y = blobs(200, seed=3)
     generated = fit(tiny_weights, X, y, n_estimators=1, finetune_steps=0)
+    assert calls == []
     stopped = fit(tiny_weights, X, y, n_estimators=1, finetune_steps=50, finetune_learning_rate=0.01,
                   finetune_holdout=0.3)  # fmt: skip
     assert np.abs(stopped.predict_proba(X) - generated.predict_proba(X)).max() > 1e-3
+    [(start, kept, mean, std, rows, labels, n_groups, holdout, temperature, static)] = calls
+    assert static["early_stopping"] and holdout[0].sum() == round(0.3 * len(y))
+
+    def held_out_loss(layers):  # member 0's cross-entropy on its held-out rows, as fine-tuning scores it
+        member = jax.tree_util.tree_map(lambda a: np.asarray(a[0], np.float64), layers)
+        z = finetune_module.standardise_rows(np.asarray(rows[0], np.float64), np.asarray(mean[0]), np.asarray(std[0]), np)
+        logits = finetune_module.factored_logits(member, z, np)[holdout[0], : int(n_groups[0])] / temperature
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -np.mean(log_p[np.arange(len(log_p)), np.asarray(labels[0])[holdout[0]]])
+
+    assert held_out_loss(kept) < held_out_loss(start) - finetune_module.MIN_IMPROVEMENT
 
 
 def test_rows_per_step(tiny_weights):

@@ -104,18 +104,26 @@ def test_rolling_back_drops_the_lines_past_a_step_and_torn_lines(tmp_path):
 
 
 def test_the_bar_is_rich_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
+    """The library's one progress bar (`mothernet_jax.progress.Progress`, which `train` shows): plain
+    lines every `every` updates where stderr is no terminal, nothing when disabled, a
+    `rich.progress` bar on a terminal."""
+    from rich.progress import Progress as RichProgress
+
+    from mothernet_jax import progress as progress_module
+    from mothernet_jax.progress import Progress
+
     plain = io.StringIO()
-    monkeypatch.setattr(metrics_module.sys, "stderr", plain)
-    bar = metrics_module.progress_bar(4, "train 0->4", enabled=True, every=2)
+    monkeypatch.setattr(progress_module.sys, "stderr", plain)
+    bar = Progress(4, "train 0->4", enabled=True, every=2)
     for step in range(4):
         bar.update(1, loss=1.0 / (step + 1), datasets_per_s=10.0)
     bar.close()
     lines = plain.getvalue().splitlines()
-    assert len(lines) == 2 and lines[-1].startswith("train 0->4") and "loss=0.25" in lines[-1]
-    assert "datasets_per_s=10" in lines[-1]
+    assert bar.rich is None and len(lines) == 2 and lines[-1].startswith("train 0->4") and "loss=0.25" in lines[-1]
+    assert "datasets_per_s=10" in lines[-1] and "4/4" in lines[-1]
     quiet = io.StringIO()
-    monkeypatch.setattr(metrics_module.sys, "stderr", quiet)
-    off = metrics_module.progress_bar(4, "train", enabled=False)
+    monkeypatch.setattr(progress_module.sys, "stderr", quiet)
+    off = Progress(4, "train", enabled=False)
     off.update(1, loss=1.0)
     off.close()
     assert quiet.getvalue() == ""
@@ -124,27 +132,12 @@ def test_the_bar_is_rich_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
         def isatty(self):
             return True
 
-    monkeypatch.setattr(metrics_module.sys, "stderr", Terminal())
-    rich_bar = metrics_module.progress_bar(4, "train", enabled=True)
+    monkeypatch.setattr(progress_module.sys, "stderr", Terminal())
+    rich_bar = Progress(4, "train", enabled=True)
     try:
-        assert type(rich_bar).__module__ == metrics_module.__name__ and hasattr(rich_bar, "progress")
+        assert isinstance(rich_bar.rich, RichProgress)
         rich_bar.update(1, loss=0.5)
-        assert rich_bar.progress.tasks[0].completed == 1 and "loss=0.5" in rich_bar.progress.tasks[0].fields["info"]
+        assert rich_bar.rich.tasks[0].completed == 1 and "loss=0.5" in rich_bar.rich.tasks[0].fields["info"]
     finally:
         rich_bar.close()
-
-
-def test_the_training_seconds_come_from_the_checkpoint_else_from_old_metric_lines(tmp_path):
-    from mothernet_jax.train.loop import _trained_before
-
-    lines = [
-        '{"step": 10, "elapsed_s": 30.0}',
-        '{"step": 10, "val_auc": 0.7, "val_seconds": 5.0, "seconds": 25.0}',
-        '{"step": 20, "elapsed_s": 60.0}',
-        '{"step": 25, "elapsed_s": 20.0}',  # a resumed run: its clock restarted
-        "not json",
-    ]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    assert _trained_before({"step": 20, "train_seconds": 42.5}, tmp_path) == 42.5  # stored: used as is
-    assert _trained_before({"step": 20}, tmp_path) == 60.0 + 20.0 - 5.0  # an older checkpoint
-    assert _trained_before({}, tmp_path) == 0.0  # a fresh run
+    assert rich_bar.rich is None  # stopped
