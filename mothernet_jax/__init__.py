@@ -9,7 +9,8 @@ of a small MLP (the child) that classifies new rows.
     child = mn.generate(params, X_train, y_train)  # config recovered from the params' shapes
     proba = mn.predict_proba(child, X_test)
 
-Names load on first use, so that `mothernet_jax.predictor.load_predictor` runs without importing JAX.
+Names load on first use, so that `mothernet_jax.load_predictor` runs without importing JAX (the NumPy-only
+runtime, `mothernet_jax.runtime`).
 """
 
 from mothernet_jax.lazy import lazy_exports
@@ -27,12 +28,12 @@ _EXPORTS = {
     "generate": "mothernet_jax.generation",
     "generate_batch": "mothernet_jax.generation",
     "generate_layers": "mothernet_jax.generation",
-    "Child": "mothernet_jax.child",
-    "child_logits": "mothernet_jax.child",
-    "predict_proba": "mothernet_jax.child",
-    "predict_regression": "mothernet_jax.child",
-    "to_numpy": "mothernet_jax.child",
-    "load_predictor": "mothernet_jax.predictor",
+    "Child": "mothernet_jax.runtime.child",
+    "child_logits": "mothernet_jax.model.child",
+    "predict_proba": "mothernet_jax.model.child",
+    "predict_regression": "mothernet_jax.model.child",
+    "to_numpy": "mothernet_jax.runtime.child",
+    "load_predictor": "mothernet_jax.runtime.predictor",
     "load_pretrained": "mothernet_jax.pretrained",
     "save_pretrained": "mothernet_jax.pretrained",
     "Weights": "mothernet_jax.pretrained",
@@ -43,8 +44,7 @@ _SUBMODULES = (
     "config",
     "model",
     "generation",
-    "child",
-    "convert",
+    "runtime",
     "train",
     "benchmarks",
     "pretrained",

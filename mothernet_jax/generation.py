@@ -26,8 +26,8 @@ training rows, z = (y - mean) / std (mean and unbiased std, ddof 1 as the regres
 first n_rows values: `standardise_target`), and the hypernetwork reads z. The child it emits
 predicts z with ONE output unit, but its output layer comes back already mapped to y's scale:
 W_out * std, b_out * std + mean. So the returned `Child` predicts y in y's own units, nothing to map
-back: `child.predict_regression(child, X)` (or `child_logits(child, X)[:, 0]`, or
-`child.numpy_predict_regression` without JAX) gives (n,) predictions of y. A constant target (std 0,
+back: `predict_regression(child, X)` (`model.child`; or `child_logits(child, X)[:, 0]`, or
+`runtime.child.numpy_predict_regression` without JAX) gives (n,) predictions of y. A constant target (std 0,
 one row included) gives a child that predicts that constant exactly. The training loss
 (train/step.py) works in standardised units and calls `generate_layers` with z directly (the prior
 standardises its targets). To get standardised predictions from a returned child, compute
@@ -46,13 +46,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mothernet_jax.checks import reject_beyond_float32
-from mothernet_jax.child import CLIP, DEFAULT_TEMPERATURE, Child
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.model.identify import resolve_config
 from mothernet_jax.model.mothernet import MotherNet
+from mothernet_jax.model.read_out import fit_child
 from mothernet_jax.model.weight_head import Layer, child_layers
-from mothernet_jax.read_out import fit_child
+from mothernet_jax.runtime.checks import reject_beyond_float32
+from mothernet_jax.runtime.child import CLIP, DEFAULT_TEMPERATURE, Child
 
 ROW_BUCKET = 128  # training rows are padded to a multiple of this
 READ_OUTS = ("logistic", "ridge", "generated")  # generate's read_out
@@ -158,7 +158,7 @@ def generate_batch(
     Returns a batched `Child`: W1 (B, F, P) (rows beyond n_features are zero), ..., W_out (B, P, K)
     over all max_classes outputs (regression: W_out (B, P, 1), in y's units); mean, std (B, F) (0 and 1 beyond n_features). factored=True
     keeps each low-rank weight as its factors (A, S) (W1's A (B, F, r) carries the zero rows and
-    the 100 / d scaling), for `child.factored_logits`: cheaper per row when r (in + P) < in x P.
+    the 100 / d scaling), for `runtime.child.factored_logits`: cheaper per row when r (in + P) < in x P.
     config: left out, recovered from the params' shapes (`model.identify.config_of`). No checks of
     values: `generate` is the checked call, and `jax.vmap(generate)` computes the same children.
     """
@@ -362,7 +362,7 @@ def generate(
         attention in the head-major form XLA fuses, `transformer.head_major_attention`; elsewhere
         JAX's choice).
     read_out: how the child's read-out is made. "logistic" (default): solved on the training rows
-        (`read_out.fit_child`) as the estimators refit theirs, an L2 logistic regression (C = 1) of
+        (`model.read_out.fit_child`) as the estimators refit theirs, an L2 logistic regression (C = 1) of
         the classes over the child's last hidden layer and its standardised inputs, by unrolled
         Newton steps (one-vs-rest above two classes); the child gains a `skip` read-out of its
         inputs and its logits are stored times `predict_proba`'s default temperature, so that

@@ -37,7 +37,7 @@ import time
 import traceback
 from pathlib import Path
 
-from mothernet_jax.npz import atomic_write
+from mothernet_jax.runtime.npz import atomic_write
 
 # The continuation recipe: `--set` assignments over the preset (see `mothernet-jax train --help`).
 RECIPE = (

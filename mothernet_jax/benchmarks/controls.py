@@ -94,7 +94,7 @@ class RandomFeaturesBase(BaseEstimator):
         self.n_draws = n_draws
 
     def _features(self, x, draw: int, scale: float | None = None):
-        from mothernet_jax.child import hidden_features
+        from mothernet_jax.runtime.child import hidden_features
 
         z = np.asarray(self.prepare_.transform(x), np.float64)
         hidden = hidden_features((*self.layers_[draw], None), z, np)  # the hidden layers (no read-out)
@@ -126,7 +126,7 @@ class RandomFeaturesClassifier(ClassifierMixin, RandomFeaturesBase):
         return self
 
     def predict_proba(self, x):
-        from mothernet_jax.child import softmax
+        from mothernet_jax.runtime.child import softmax
 
         probabilities = [softmax(self._features(x, i, s)[0] @ w + b, np) for i, (w, b, s) in enumerate(self.fits_)]
         return np.mean(probabilities, axis=0)
@@ -182,7 +182,7 @@ class GenerateClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, x):
-        from mothernet_jax.child import predict_proba
+        from mothernet_jax.model.child import predict_proba
 
         return np.asarray(predict_proba(self.child_, np.asarray(x, np.float32)), np.float64)
 

@@ -34,9 +34,9 @@ import numpy as np
 
 import mothernet_jax as mn
 from mothernet_jax.benchmarks.common import cap_xla_threads, device_line, median_seconds
-from mothernet_jax.child import numpy_logits, to_numpy
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import bucket_rows, generate_batch_jit
+from mothernet_jax.runtime.child import numpy_logits, to_numpy
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:

@@ -228,7 +228,7 @@ def control_methods(untrained: Callable, random: Callable, preflight: Callable, 
             label="MotherNet, untrained",
             description=f"{estimator} at the weights' default settings, init_params(key(split seed)): the control",
             build=untrained,
-            requires=(f"mothernet_jax.{estimator.removeprefix('MotherNet').lower()}:{estimator}",),
+            requires=(f"mothernet_jax.estimator.{estimator.removeprefix('MotherNet').lower()}:{estimator}",),
             preflight=preflight,
         ),
         Method(

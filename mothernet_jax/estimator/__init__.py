@@ -4,7 +4,6 @@ tags, the fit template, predict and export), and their parts, one role a module:
 
 - `fitting`: what the fit template runs before the plan (settings, table, targets, weights, encoding,
   seed) and the generation (`TrainingTable.generate`);
-- `encoding`: raw columns (numbers, categories, text, dates) -> one numeric table (NumPy alone);
 - `plan`: which rows, columns and classes each ensemble member sees (`plan_members`,
   `plan_regression_members`);
 - `member_generation`: the members' children, generated (and fine-tuned) in fixed-size jitted chunks;
@@ -15,7 +14,7 @@ tags, the fit template, predict and export), and their parts, one role a module:
 - `compile_cache`: the default persistent compilation cache;
 - `weights`: what the estimator's `weights=` parameter names, resolved to params and a config.
 
-The public names are `mothernet_jax.MotherNetClassifier` and `mothernet_jax.MotherNetRegressor`.
-Importing this package imports none of its modules (`encoding` is read by exported predictors,
-without JAX).
+The column encoding and the predictors that fit keeps are the runtime's (`mothernet_jax.runtime`:
+NumPy alone, what an export runs). The public names are `mothernet_jax.MotherNetClassifier` and
+`mothernet_jax.MotherNetRegressor`; importing this package imports none of its modules.
 """

@@ -25,12 +25,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mothernet_jax import settings
-from mothernet_jax.estimator.encoding import plain_dtypes
 from mothernet_jax.estimator.fitting import TrainingTable, categorical_mask, prepare_fit, weights_name
 from mothernet_jax.estimator.member_generation import is_regression
 from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.estimator.schedule import Schedule
 from mothernet_jax.estimator.threads import check_n_jobs, own_threads
+from mothernet_jax.runtime.encoding import plain_dtypes
 
 
 def check_temperature(value) -> None:

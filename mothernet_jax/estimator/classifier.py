@@ -6,11 +6,11 @@
     clf.export("model.npz")                                 # NumPy-only: mothernet_jax.load_predictor
 
 `fit` is `MotherNetEstimator`'s (`estimator.base`): it resolves `weights=` (`estimator.weights`),
-encodes the table (`estimator.encoding`), plans the members (`estimator.plan.plan_members`),
+encodes the table (`runtime.encoding`), plans the members (`estimator.plan.plan_members`),
 generates their children in jitted calls of a fixed number of members
 (`estimator.member_generation`: memory stays bounded whatever the number of classes), optionally
 fine-tunes them with Adam, refits their read-out by logistic regression (`estimator.output_layer`)
-and keeps them as NumPy arrays in a `predictor.Predictor`. `predict_proba` is that predictor: the
+and keeps them as NumPy arrays in a `runtime.predictor.ClassificationPredictor`. `predict_proba` is that predictor: the
 same NumPy code runs in the estimator and in an exported file.
 """
 
@@ -26,11 +26,11 @@ from sklearn.utils.validation import check_is_fitted
 from mothernet_jax import settings
 from mothernet_jax.estimator import schedule
 from mothernet_jax.estimator.base import MotherNetEstimator
-from mothernet_jax.estimator.encoding import missing_mask
 from mothernet_jax.estimator.fitting import TrainingTable
 from mothernet_jax.estimator.output_layer import logistic_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_members
-from mothernet_jax.predictor import Predictor
+from mothernet_jax.runtime.encoding import missing_mask
+from mothernet_jax.runtime.predictor import ClassificationPredictor
 
 # -- the estimator ----------------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class MotherNetClassifier(ClassifierMixin, MotherNetEstimator):
 
     Attributes: classes_, n_features_in_, feature_names_in_ (pandas input), categorical_features_
     (bool mask), settings_ (every "auto" setting as fit resolved it), multiclass_ ("native" or
-    "one_vs_rest": what fit did), finetune_steps_ (the step limit fit used), ensemble_ (one dict per member: what it reads), predictor_ (the `predictor.Predictor` that predict_proba runs and `export`
+    "one_vs_rest": what fit did), finetune_steps_ (the step limit fit used), ensemble_ (one dict per member: what it reads), predictor_ (the `runtime.predictor.ClassificationPredictor` that predict_proba runs and `export`
     writes).
     """
 
@@ -244,7 +244,7 @@ class MotherNetClassifier(ClassifierMixin, MotherNetEstimator):
     def _generate(self, table: TrainingTable, plans: list[MemberPlan]) -> tuple[list, Any]:
         return table.generate(table.targets[1], plans, temperature=float(self.temperature))
 
-    def _read_out(self, table: TrainingTable, plans: list[MemberPlan], children: list) -> Predictor:
+    def _read_out(self, table: TrainingTable, plans: list[MemberPlan], children: list) -> ClassificationPredictor:
         classes, y_codes = table.targets
         temperature = float(self.temperature)
         groups = [p.groups for p in plans]
@@ -263,7 +263,7 @@ class MotherNetClassifier(ClassifierMixin, MotherNetEstimator):
             groups = [np.arange(len(classes)) for _ in plans]
         self.classes_ = classes
         self.multiclass_ = table.chosen["multiclass"]
-        return Predictor(
+        return ClassificationPredictor(
             children,
             classes=classes,
             temperature=temperature,

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mothernet_jax.child import factored_logits, hidden_features, standardise_rows
+from mothernet_jax.runtime.child import factored_logits, hidden_features, standardise_rows
 
 PATIENCE = 20  # early stopping: steps without a better held-out loss before a member stops
 CHECK_EVERY = 5  # early stopping scores the held-out rows every this many steps

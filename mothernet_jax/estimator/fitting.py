@@ -22,12 +22,12 @@ from sklearn.utils.validation import validate_data
 from mothernet_jax import settings
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.estimator.compile_cache import use_default_cache
-from mothernet_jax.estimator.encoding import FeatureEncoder, infer_categorical, plain_dtypes
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import check_memory, generate_children
 from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.estimator.schedule import Schedule, apply
 from mothernet_jax.estimator.weights import resolve_weights, weights_info
+from mothernet_jax.runtime.encoding import FeatureEncoder, infer_categorical, plain_dtypes
 
 STREAMS = ("plan", "read_out", "finetune")  # the independent random streams of a fit
 

@@ -1,7 +1,7 @@
 """The ensemble's children, generated in chunks of a fixed size so that memory stays bounded.
 
 `generate_children(params, config, encoded, y, plans)` turns the members planned by
-`plan.plan_members` into `child.Child`ren. Members go through the hypernetwork
+`plan.plan_members` into `runtime.child.Child`ren. Members go through the hypernetwork
 `members_per_call` at a time: every call has the same shapes (the last chunk is padded with copies
 of a real member, whose outputs are dropped), so one fit compiles once, its peak memory is that of
 one chunk whatever the number of classes and members, and its time grows linearly with the
@@ -22,12 +22,12 @@ import warnings
 import jax
 import numpy as np
 
-from mothernet_jax.child import Child
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.estimator.finetune import Finetune, finetune_children
 from mothernet_jax.estimator.output_layer import start_output_layers
 from mothernet_jax.estimator.plan import MemberPlan
 from mothernet_jax.generation import bucket_rows, generate_batch
+from mothernet_jax.runtime.child import Child
 
 MEMBER_ROWS_PER_CALL = 8 * 1024  # members x padded training rows per jitted call
 # float32 attention matrices (members x heads x rows^2) alive at once at the peak of a generation
@@ -45,7 +45,7 @@ def member_layers(params, X, y, n_rows, n_features, *, config: ModelConfig):
     X: (B, T, F <= max_features) encoded columns (no NaN), zero beyond n_rows / n_features;
     y: (B, T) int output groups; n_rows, n_features: (B,) int.
     Returns (layers, mean, std) in data space, every leaf with a leading B: layers as
-    `child.factored_logits` takes them, the low-rank factors kept apart (W_l = A_l S_l, the 100/d
+    `runtime.child.factored_logits` takes them, the low-rank factors kept apart (W_l = A_l S_l, the 100/d
     scaling folded into A_1, rows beyond n_features zero); mean, std: (B, F). This is
     `generation.generate_batch(factored=True)`: not multiplying the factors out makes prediction
     with the `paper` child about four times cheaper.

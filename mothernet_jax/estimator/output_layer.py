@@ -38,8 +38,8 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from mothernet_jax.child import Child, hidden_features, numpy_layers, standardise_rows
 from mothernet_jax.estimator.plan import stratified_rows
+from mothernet_jax.runtime.child import Child, hidden_features, numpy_layers, standardise_rows
 
 ROW_BLOCK = 8192
 # the GCV grid, relative to the largest eigenvalue of the centred features' Gram matrix

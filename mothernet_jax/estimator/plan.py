@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from mothernet_jax.estimator.encoding import INDICATOR, ONEHOT, ORDINAL, QUANTILE, RAW, FeatureEncoder
+from mothernet_jax.runtime.encoding import INDICATOR, ONEHOT, ORDINAL, QUANTILE, RAW, FeatureEncoder
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

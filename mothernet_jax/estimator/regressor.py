@@ -8,12 +8,12 @@ batched ensemble; `MotherNetEstimator` (`estimator.base`) holds what it shares w
 
 `fit` resolves `weights=` (a model whose `ModelConfig.task` is "regression"; None: the shipped
 `small-regression` weights where the package has them), encodes the table as the classifier does
-(`estimator.encoding`), plans the members (`estimator.plan.plan_regression_members`: rows stratified
+(`runtime.encoding`), plans the members (`estimator.plan.plan_regression_members`: rows stratified
 by quantile bins of the target, columns as the classifier's members), standardises the target over
 each member's rows, generates the children in bounded chunks (`estimator.member_generation`),
 optionally fine-tunes them on the squared error (`estimator.finetune`, loss="mse"), optionally refits
 their read-out by ridge regression on all training rows (`estimator.output_layer`), and keeps them in
-a `predictor.RegressionPredictor`, which maps each member's output back to y's scale and averages
+a `runtime.predictor.RegressionPredictor`, which maps each member's output back to y's scale and averages
 the members.
 """
 
@@ -29,8 +29,8 @@ from mothernet_jax.estimator.fitting import TrainingTable
 from mothernet_jax.estimator.member_generation import member_target_scales
 from mothernet_jax.estimator.output_layer import ridge_output_layers
 from mothernet_jax.estimator.plan import MemberPlan, plan_regression_members
-from mothernet_jax.predictor import RegressionPredictor
 from mothernet_jax.pretrained import REGRESSION_NAME, shipped_path
+from mothernet_jax.runtime.predictor import RegressionPredictor
 
 
 class MotherNetRegressor(RegressorMixin, MotherNetEstimator):
@@ -90,7 +90,7 @@ class MotherNetRegressor(RegressorMixin, MotherNetEstimator):
 
     Attributes: n_features_in_, feature_names_in_ (pandas input), categorical_features_ (bool
     mask), settings_, finetune_steps_, ensemble_ (one dict per member), predictor_ (the
-    `predictor.RegressionPredictor` that predict runs and `export` writes).
+    `runtime.predictor.RegressionPredictor` that predict runs and `export` writes).
     """
 
     _settings = settings.REGRESSOR

@@ -6,7 +6,7 @@ feature map and solves the read-out on a task's training rows, as the estimators
 score the child with the read-out it is used with (R2-D2: Bertinetto, Henriques, Torr and Vedaldi,
 "Meta-learning with differentiable closed-form solvers", ICLR 2019):
 
-- features F = [hidden / s, z] (n, P + d): the child's last hidden layer (`child.hidden_features`)
+- features F = [hidden / s, z] (n, P + d): the child's last hidden layer (`runtime.child.hidden_features`)
   over one scale s (its standard deviation over the training rows' entries) and the standardised
   inputs z, the columns the refit reads;
 - targets: the one-hot classes (classification) or the standardised target (regression);
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mothernet_jax.child import Child, hidden_features, standardise_rows
+from mothernet_jax.runtime.child import Child, hidden_features, standardise_rows
 
 RELATIVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # lambda / n, chosen per task by leave-one-out
 LOGIT_SCALES = tuple(float(a) for a in np.geomspace(0.5, 100.0, 16))  # alpha, chosen per task
@@ -254,7 +254,7 @@ def fit_read_out(
 ) -> ReadOut:
     """The read-out of one task, fitted on its training rows (module docstring).
 
-    hidden: (n, P) the child's last hidden layer (`child.hidden_features`); z: (n, d) the
+    hidden: (n, P) the child's last hidden layer (`runtime.child.hidden_features`); z: (n, d) the
     standardised inputs (padding columns 0); w_gen: (P, k) the generated output layer (its k
     outputs are the read-out's); targets: (n,) int labels 0..k-1 (classification) or the
     standardised target (regression, k = 1); mask: (n,) bool, the training rows.
@@ -331,13 +331,13 @@ def fit_child(child: Child, X, y, *, n_rows=None, n_features=None, regression: b
         std = jnp.where(spread, jnp.sqrt(jnp.where(spread, var, 1.0)), 1.0)
         w_out, b_out = child.layers[-1]  # in y's units: back to the standardised target's
         standard = Child((*child.layers[:-1], (w_out / std, (b_out - mean) / std)), child.mean, child.std)
-        hidden = hidden_features(standard.layers, z)
+        hidden = hidden_features(standard.layers, z, jnp)
         w_gen = dense(standard.layers[-1][0])
         fitted = fit_read_out(hidden, z, w_gen, (y - mean) / std, rows, regression=True, prior=prior)
         out = child_with_read_out(standard, fitted)
         w_out, b_out = out.layers[-1]
         return Child((*out.layers[:-1], (w_out * std, b_out * std + mean)), out.mean, out.std, out.skip * std)
     labels = jnp.where(rows, jnp.asarray(y).astype(jnp.int32), 0)
-    hidden = hidden_features(child.layers, z)
+    hidden = hidden_features(child.layers, z, jnp)
     fitted = fit_read_out(hidden, z, dense(child.layers[-1][0]), labels, rows, prior=prior, solver=solver)
     return child_with_read_out(child, fitted, logit_factor=logit_factor)

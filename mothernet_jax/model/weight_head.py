@@ -77,7 +77,7 @@ def child_layers(
 
     Returns [(W1 (..., F, P), b1), ..., (W_out (..., P, K), b_out)]. factored=True keeps a low-rank
     weight as its factors (A_l (..., in, r), S_l (..., r, P)), S_l broadcast to A_l's leading
-    dimensions, as `child.factored_logits` applies them (r (in + P) per row instead of in x P).
+    dimensions, as `runtime.child.factored_logits` applies them (r (in + P) per row instead of in x P).
     """
     layers = split_generated(flat, config)
     if config.low_rank and factored:

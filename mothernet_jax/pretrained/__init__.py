@@ -26,7 +26,7 @@ import numpy as np
 from flax import serialization
 
 from mothernet_jax.config import PRESETS, ModelConfig
-from mothernet_jax.npz import ZIP_MAGIC, atomic_write, export_noun
+from mothernet_jax.runtime.npz import ZIP_MAGIC, atomic_write, export_noun
 from mothernet_jax.settings import LIBRARY_DEFAULTS, SETTINGS, check_combination
 
 FORMAT = "mothernet-jax-weights"
@@ -221,7 +221,7 @@ def _check_weight_path(path: Path) -> None:
     if head.startswith(ZIP_MAGIC) or path.suffix == ".npz":
         raise WeightFileError(
             f"{path} is {export_noun(path)} (a .npz archive), not a weight file: "
-            "use mothernet_jax.predictor.load_predictor to load it"
+            "use mothernet_jax.load_predictor to load it"
         )
     if MARKER not in head and not path.with_suffix(".json").exists():  # with a manifest: its hash tells
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):

@@ -1,13 +1,16 @@
-"""The generated child MLP: data (a pytree of arrays) and pure functions over it.
+"""The generated child MLP: data (a pytree of arrays), its one forward pass, and the NumPy entry points.
 
 A `Child` holds the dense layers in data space and the standardisation of the training rows, so it
 takes raw rows: z = clip((x - mean) / std, +-100), NaN -> 0, then relu(z W1 + b1) ... W_out + b_out.
-The same code runs on JAX arrays (jit, vmap, grad: `child_logits`, `predict_proba`) and on NumPy
-arrays: `numpy_predict_proba` is the one NumPy forward pass, which the exported classifier
-(`mothernet_jax.predictor`, which imports this module and never the reverse) runs for every member.
+The arithmetic (`standardise_rows`, `hidden_features`, `factored_logits`, `child_outputs`,
+`softmax`) is written once over an array library `xp` (numpy or jax.numpy, passed by the caller):
+the JAX entry points (`mothernet_jax.model.child`: jit, vmap, grad), the training loss, the
+fine-tuning and the fitted read-outs call it with jax.numpy; `numpy_logits` and
+`numpy_predict_proba` here call it with NumPy, the one NumPy forward pass that every exported
+predictor member runs.
 
-This module imports no JAX at import time (the JAX functions import it when called), so that an
-exported predictor runs in a process where JAX is never imported (a deployment with NumPy alone).
+NumPy alone: this module imports no JAX, so that an exported predictor runs in a process where
+JAX cannot be imported (a deployment with NumPy alone).
 """
 
 from __future__ import annotations
@@ -51,23 +54,22 @@ def _apply(weight, h):
     return (h @ weight[0]) @ weight[1] if isinstance(weight, tuple) else h @ weight
 
 
-def hidden_features(layers, z, xp=None):
+def hidden_features(layers, z, xp):
     """The child's last hidden layer on standardised rows: relu after every layer but the output
     layer; with no hidden layer, z itself (the output layer reads the inputs). The one function
-    that the forward pass, the fine-tuning and the fitted read-out (`read_out`,
+    that the forward pass, the fine-tuning and the fitted read-outs (`model.read_out`,
     `estimator.output_layer`) share, so that what a read-out is fitted on is what it is applied to.
 
-    layers: ((weight, b), ...) as `factored_logits` takes them; z: (..., n, in) -> (..., n, P).
+    layers: ((weight, b), ...) as `factored_logits` takes them; z: (..., n, in) -> (..., n, P);
+    xp: numpy or jax.numpy.
     """
-    if xp is None:
-        import jax.numpy as xp
     h = z
     for weight, bias in layers[:-1]:
         h = xp.maximum(_apply(weight, h) + bias[..., None, :], 0.0)
     return h
 
 
-def factored_logits(layers, z, xp=None):
+def factored_logits(layers, z, xp):
     """The child MLP on standardised rows, relu between layers; the one logits function of the JAX
     and the NumPy paths (the training loss calls it on the prior's preprocessed rows).
 
@@ -117,49 +119,11 @@ def check_task(child: Child, task: str) -> None:
         )
 
 
-# -- JAX ----------------------------------------------------------------------------------------
-
-
-def child_logits(child: Child, x):
-    """Logits of the child on raw rows. x: (n, d) float (NaN allowed) -> (n, k) float32.
-    ValueError when x has not the child's d columns."""
-    import jax.numpy as jnp
-
-    x = jnp.asarray(x, jnp.float32)
-    check_columns(child, x)
-    z = standardise_rows(x, child.mean, child.std, jnp)
-    return child_outputs(child, z, jnp)
-
-
-def predict_proba(child: Child, x, temperature: float = DEFAULT_TEMPERATURE):
-    """Class probabilities softmax(logits / temperature). x: (n, d) -> (n, k). ValueError for a
-    regression child (one output unit)."""
-    import jax
-
-    check_task(child, "classification")
-    return jax.nn.softmax(child_logits(child, x) / temperature, axis=-1)
-
-
-def predict_regression(child: Child, x):
-    """Predictions of a regression child (one output unit, in the target's units as `generate`
-    returns it). x: (n, d) raw rows (NaN allowed) -> (n,) float32. ValueError for a classifier's
-    child (more than one output)."""
-    check_task(child, "regression")
-    return child_logits(child, x)[..., 0]
-
-
-def to_numpy(child: Child) -> Child:
-    """The same child with NumPy float32 arrays (for pickling, export and NumPy-only prediction)."""
-    layers = tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in child.layers)
-    skip = None if child.skip is None else np.asarray(child.skip, np.float32)
-    return Child(layers, np.asarray(child.mean, np.float32), np.asarray(child.std, np.float32), skip)
-
-
 # -- NumPy --------------------------------------------------------------------------------------
 
 
 def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
-    """`child_logits` with NumPy alone, in float32. x: (n, d) -> (n, k)."""
+    """`model.child.child_logits` with NumPy alone, in float32. x: (n, d) -> (n, k)."""
     x = np.asarray(x, np.float32)
     check_columns(child, x)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -168,16 +132,25 @@ def numpy_logits(child: Child, x: np.ndarray) -> np.ndarray:
 
 
 def numpy_predict_proba(child: Child, x: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
-    """`predict_proba` with NumPy alone: the one NumPy forward pass (the exported classifier runs it
-    for each member). x: (n, d) raw rows (NaN allowed) -> (n, k)."""
+    """`model.child.predict_proba` with NumPy alone: the one NumPy forward pass (an exported
+    classifier runs it for each member). x: (n, d) raw rows (NaN allowed) -> (n, k)."""
     check_task(child, "classification")
     return softmax(numpy_logits(child, x) / temperature, np)
 
 
 def numpy_predict_regression(child: Child, x: np.ndarray) -> np.ndarray:
-    """`predict_regression` with NumPy alone. x: (n, d) raw rows (NaN allowed) -> (n,) float32."""
+    """`model.child.predict_regression` with NumPy alone. x: (n, d) raw rows (NaN allowed) -> (n,)
+    float32."""
     check_task(child, "regression")
     return numpy_logits(child, x)[..., 0]
+
+
+def to_numpy(child: Child) -> Child:
+    """The same child with NumPy float32 arrays (for pickling, export and NumPy-only prediction);
+    reads JAX arrays through `np.asarray`, without importing JAX."""
+    layers = tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in child.layers)
+    skip = None if child.skip is None else np.asarray(child.skip, np.float32)
+    return Child(layers, np.asarray(child.mean, np.float32), np.asarray(child.std, np.float32), skip)
 
 
 def weights_as(child: Child, dtype) -> Child:
@@ -189,6 +162,7 @@ def weights_as(child: Child, dtype) -> Child:
 
 def numpy_layers(layers, dtype=np.float32) -> tuple:
     """A child's layers as NumPy arrays of `dtype` (low-rank factor pairs kept as pairs)."""
+
     def weight(w):
         return tuple(np.asarray(f, dtype) for f in w) if isinstance(w, tuple) else np.asarray(w, dtype)
 

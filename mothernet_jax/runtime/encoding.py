@@ -1,8 +1,8 @@
-"""Feature encoding for the classifier: raw columns -> one numeric table, in NumPy alone.
+"""Feature encoding for the estimators: raw columns -> one numeric table, in NumPy alone.
 
 `FeatureEncoder` turns a raw table (numbers, strings, missing values) into the *encoded columns*
 that ensemble members read. It is fitted once on the training rows and stored with an exported
-predictor, so this module imports no JAX. The encoded columns, in blocks:
+predictor, so it belongs to the NumPy-only runtime. The encoded columns, in blocks:
 
 - ``raw``: each numeric column as a float (numbers stored as text parsed; dates and times as seconds
   since 1970-01-01 UTC, durations as seconds: `to_numbers`);
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mothernet_jax.checks import reject_beyond_float32, reject_infinite
+from mothernet_jax.runtime.checks import reject_beyond_float32, reject_infinite
 
 MAX_ONEHOT_LEVELS = 10  # wider categorical columns stay ordinal in every member (as the reference)
 MAX_QUANTILES = 1000  # quantile-table size, as scikit-learn's QuantileTransformer
@@ -190,7 +190,7 @@ def numeric_column(
     column: np.ndarray, index: int, name: str | None = None, held: str | None = None
 ) -> np.ndarray:
     """A raw column as float64 with NaN for missing (`to_numbers`); ValueError for text, infinite
-    values or values beyond float32's range (`checks.reject_beyond_float32`), in one line naming
+    values or values beyond float32's range (`runtime.checks.reject_beyond_float32`), in one line naming
     the column (`name`, else its index) and, after a fit, what it held then (`held`)."""
     try:
         values = to_numbers(column)

@@ -36,7 +36,7 @@ def export_noun(path: str | os.PathLike) -> str:
     return {"regression": "an exported regressor", "classification": "an exported classifier"}.get(task, EXPORT)
 
 
-def check_export_path(path: str | os.PathLike) -> None:
+def check_predictor_file(path: str | os.PathLike) -> None:
     """Refuse, naming the path, what is not an exported classifier or regressor, before NumPy reads
     it (NumPy would read any other file as a pickle, and its refusal suggests allow_pickle)."""
     if os.path.isdir(path):

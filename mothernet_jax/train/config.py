@@ -77,7 +77,7 @@ class TrainConfig(ConfigBase):
     # -- the loss: which read-out scores the child on the test rows -------------------------------
     read_out: str = "generated"  # "generated": the child as emitted; "ridge": its read-out solved in
     # closed form on the task's training rows over its last hidden layer and the inputs, as the
-    # estimators' refit reads them (`read_out.fit_read_out`), gradients through the solve;
+    # estimators' refit reads them (`model.read_out.fit_read_out`), gradients through the solve;
     # "logistic": the same features, L2 logistic regression by unrolled Newton steps (one-vs-rest)
     read_out_prior: bool = False  # penalise the fitted read-out toward the generated one instead of 0
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights, which is what

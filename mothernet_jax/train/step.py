@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mothernet_jax.child import factored_logits, hidden_features
 from mothernet_jax.config import ModelConfig
 from mothernet_jax.generation import generate_layers
 from mothernet_jax.model.mothernet import init_params
-from mothernet_jax.read_out import dense, fit_read_out, read_out_outputs, standardise_columns
+from mothernet_jax.model.read_out import dense, fit_read_out, read_out_outputs, standardise_columns
+from mothernet_jax.runtime.child import factored_logits, hidden_features
 from mothernet_jax.train.config import TrainConfig
 from mothernet_jax.train.mesh import DATA_AXIS
 from mothernet_jax.train.optimizer import ema_rate, make_optimizer, tree_norm
@@ -195,7 +195,7 @@ def task_losses(
     n_rows = jnp.full((batch,), split, jnp.int32)
     layers = generate_layers(params, x[:, :bucket], y[:, :bucket], n_rows, config=model, attention=attention)
     if read_out == "generated":
-        outputs = jax.vmap(factored_logits)(layers, x[:, floor:])
+        outputs = jax.vmap(lambda layers, x: factored_logits(layers, x, jnp))(layers, x[:, floor:])
     else:
         outputs = fitted_outputs(layers, x, y, split, model=model, prior=read_out_prior, solver=read_out)[:, floor:]
     losses = ROW_LOSSES[model.task](outputs, y[:, floor:])
@@ -206,7 +206,7 @@ def task_losses(
 
 def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool, solver: str = "ridge") -> jax.Array:
     """The children's outputs on every row (B, R, k) with their read-out solved on the training rows
-    (rows < split; `read_out.fit_read_out`: ridge, the penalty by leave-one-out, or L2 logistic
+    (rows < split; `model.read_out.fit_read_out`: ridge, the penalty by leave-one-out, or L2 logistic
     regression, over the last hidden layer and the inputs standardised over those rows), as the
     estimators' refitted read-out reads them. Gradients flow through the solve into the generated
     hidden layers. A regression model's read-out is the ridge for either solver.
@@ -215,7 +215,7 @@ def fitted_outputs(layers, x, y, split, *, model: ModelConfig, prior: bool, solv
     regression = model.task == "regression"
 
     def one(task_layers, x_task, y_task):
-        hidden = hidden_features(task_layers, x_task)
+        hidden = hidden_features(task_layers, x_task, jnp)
         z = standardise_columns(x_task, train)
         w_gen = dense(task_layers[-1][0])
         fitted = fit_read_out(hidden, z, w_gen, y_task, train, regression=regression, prior=prior, solver=solver)

@@ -1,12 +1,16 @@
-"""The library's import boundaries (docs/ARCHITECTURE.md, "Folder map"), read from the source.
+"""The library's import boundaries (docs/ARCHITECTURE.md, "Folder map" and "The layers"), read from
+the source.
 
 Every import counts, at module level or inside a function: the library never imports its
-benchmarks, no two modules import each other, and no module imports another's private names.
+benchmarks, no two modules import each other, no module imports another's private names, each
+layer imports only the layers below it (`LAYERS`), and the runtime imports NumPy and the standard
+library alone (no JAX: tests/runtime runs it where JAX cannot be imported).
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +150,64 @@ def test_no_module_imports_a_private_name_of_another():
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_module_is_read(package):
     assert any(m.startswith(package) for m in MODULES)
+
+
+# -- the layers -----------------------------------------------------------------------------------------
+
+# A part of the library (a package, or a top-level module) -> the parts it may import, bottom to top as
+# docs/ARCHITECTURE.md draws them. The entry points (cli.py, demo.py, gpu_session.py, benchmarks/) may
+# import anything of the library; nothing imports them (the benchmarks: the test above).
+FOUNDATION = {"config_base", "config", "settings", "lazy", "progress", "evaluation"}
+LAYERS: dict[str, set[str]] = {
+    "runtime": set(),
+    "config_base": set(),
+    "config": {"config_base"},
+    "settings": set(),
+    "lazy": set(),
+    "progress": set(),
+    "evaluation": set(),
+    "model": {"runtime", "config", "config_base"},
+    "generation": {"runtime", "model", "config"},
+    "pretrained": {"runtime", "model", "config", "settings"},
+    "estimator": {"runtime", "model", "generation", "pretrained", "config", "settings", "progress"},
+    "train": {"runtime", "model", "generation", "pretrained", "estimator", "priors"} | FOUNDATION,
+    "predictor": {"runtime"},  # the former home of load_predictor, a re-export
+    "__init__": {"lazy"},
+    "priors": {"config_base"},
+}
+ENTRY_POINTS = {"cli", "demo", "gpu_session", "benchmarks"}
+RUNTIME_THIRD_PARTY = {"numpy"}  # besides the standard library
+
+
+def part(module: str) -> str:
+    """The part of the library a module belongs to: "priors", "runtime", "config", "__init__", ..."""
+    parts = module.split(".")
+    if parts[0] == "priors":
+        return "priors"
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    assert set(LAYERS) | ENTRY_POINTS >= {part(m) for m in MODULES}, "a part of the library has no layer"
+    offenders = []
+    for module in MODULES:
+        if part(module) in ENTRY_POINTS:
+            continue
+        allowed = LAYERS[part(module)] | {part(module)}
+        for target, _, line in imports(module):
+            if target.partition(".")[0] in PACKAGES and target in MODULES and part(target) not in allowed:
+                offenders.append(f"{module} imports {target} (line {line}): {part(module)} may import {sorted(allowed)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_runtime_imports_numpy_and_the_standard_library_alone():
+    runtime = [m for m in MODULES if part(m) == "runtime"]
+    assert len(runtime) >= 6  # the package and its modules: child, checks, encoding, npz, predictor
+    offenders = [
+        f"{module} imports {target} (line {line})"
+        for module in runtime
+        for target, _, line in imports(module)
+        if target.partition(".")[0] not in sys.stdlib_module_names | RUNTIME_THIRD_PARTY
+        and not target.startswith("mothernet_jax.runtime")
+    ]
+    assert not offenders, "\n".join(offenders)

@@ -152,7 +152,7 @@ def test_mothernet_with_a_missing_weight_file_is_skipped_with_the_reason(tmp_pat
 @needs_fixtures
 def test_cli_runs_mothernet_from_a_weight_file(tmp_path):
     import mothernet_jax as mn
-    from mothernet_jax.convert import from_reference
+    from mothernet_jax.model.convert import from_reference
     from mothernet_jax.pretrained import save_pretrained
 
     # The reference implementation's tiny model, converted and saved as a weight file.

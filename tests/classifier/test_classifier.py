@@ -12,12 +12,12 @@ from estimator_helpers import random_weights
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
-from mothernet_jax.child import factored_logits
-from mothernet_jax.convert import from_reference
+from mothernet_jax import load_predictor
 from mothernet_jax.estimator import member_generation
 from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.generation import generate_batch
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax.model.convert import from_reference
+from mothernet_jax.runtime.child import factored_logits
 
 CONFIG = mn.preset("tiny")
 
@@ -85,8 +85,8 @@ def test_member_children_are_generate_batch_with_the_factors_kept(getkey, tiny_w
     np.testing.assert_allclose(mean, expected.mean, rtol=1e-6)
     np.testing.assert_allclose(std, expected.std, rtol=1e-6)
     z = rng.normal(size=(5, CONFIG.max_features)).astype(np.float32)
-    ours = factored_logits(jax.tree_util.tree_map(lambda a: a[0], layers), z)
-    theirs = factored_logits(jax.tree_util.tree_map(lambda a: a[0], expected.layers), z)
+    ours = factored_logits(jax.tree_util.tree_map(lambda a: a[0], layers), z, jax.numpy)
+    theirs = factored_logits(jax.tree_util.tree_map(lambda a: a[0], expected.layers), z, jax.numpy)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
@@ -199,7 +199,7 @@ def test_export_predicts_the_same_without_jax(messy, tmp_path, tiny_weights):
     )
     script = f"""
 import sys, numpy as np
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax import load_predictor
 data = np.load({str(tmp_path / "X.npz")!r})
 strings = data["strings"].astype(object)
 strings[strings == "<missing>"] = None
@@ -248,9 +248,9 @@ def test_clear_errors(tiny_weights):
 def test_predictor_still_reads_version_1_files(tmp_path):
     import json
 
-    from mothernet_jax.child import Child
-    from mothernet_jax.npz import atomic_savez
-    from mothernet_jax.predictor import Predictor
+    from mothernet_jax.runtime.child import Child
+    from mothernet_jax.runtime.npz import atomic_savez
+    from mothernet_jax.runtime.predictor import ClassificationPredictor
 
     rng = np.random.default_rng(0)
     layers = ((rng.normal(size=(4, 8)).astype(np.float32), np.zeros(8, np.float32)),
@@ -265,7 +265,7 @@ def test_predictor_still_reads_version_1_files(tmp_path):
     atomic_savez(tmp_path / "v1.npz", arrays)
     X = rng.normal(size=(5, 4))
     X[0, 1] = np.nan
-    expected = Predictor([child], classes=np.array(["a", "b", "c"])).predict_proba(X)
+    expected = ClassificationPredictor([child], classes=np.array(["a", "b", "c"])).predict_proba(X)
     np.testing.assert_allclose(load_predictor(tmp_path / "v1.npz").predict_proba(X), expected)
 
 

@@ -9,9 +9,15 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
-from mothernet_jax.checks import reject_infinite
-from mothernet_jax.child import Child
-from mothernet_jax.estimator.encoding import (
+from mothernet_jax.estimator.plan import (
+    class_groupings,
+    group_moduli,
+    plan_members,
+    stratified_rows,
+)
+from mothernet_jax.runtime.checks import reject_infinite
+from mothernet_jax.runtime.child import Child
+from mothernet_jax.runtime.encoding import (
     INDICATOR,
     ONEHOT,
     ORDINAL,
@@ -20,13 +26,7 @@ from mothernet_jax.estimator.encoding import (
     FeatureEncoder,
     infer_categorical,
 )
-from mothernet_jax.estimator.plan import (
-    class_groupings,
-    group_moduli,
-    plan_members,
-    stratified_rows,
-)
-from mothernet_jax.predictor import Predictor
+from mothernet_jax.runtime.predictor import ClassificationPredictor
 
 
 def block(encoder, encoded, kind):
@@ -90,7 +90,7 @@ def test_reject_infinite_is_one_line_naming_the_column():
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="in column 'age' "):
         reject_infinite(np.array([1.0, np.inf]), column="age")
-    predictor = Predictor([Child(((np.ones((3, 2), np.float32), np.zeros(2, np.float32)),),
+    predictor = ClassificationPredictor([Child(((np.ones((3, 2), np.float32), np.zeros(2, np.float32)),),
                                  np.zeros(3, np.float32), np.ones(3, np.float32))])  # fmt: skip
     with pytest.raises(ValueError, match="in column 1 "):
         predictor.predict_proba(np.array([[0.0, np.inf, 1.0]]))
@@ -252,7 +252,7 @@ def test_one_vs_rest_plan_gives_every_class_its_own_binary_members():
 
 
 def test_numbers_stored_as_text_are_numbers_whatever_their_storage():
-    from mothernet_jax.estimator.encoding import to_numbers
+    from mothernet_jax.runtime.encoding import to_numbers
 
     assert to_numbers(np.array(["1.5", " -2 ", "nan", "", "1e3"])).tolist()[:2] == [1.5, -2.0]
     assert np.isnan(to_numbers(np.array(["nan", ""], dtype=object))).all()
@@ -271,7 +271,7 @@ def test_numbers_stored_as_text_are_numbers_whatever_their_storage():
 
 
 def test_datetime_columns_become_seconds_since_the_epoch():
-    from mothernet_jax.estimator.encoding import to_numbers
+    from mothernet_jax.runtime.encoding import to_numbers
 
     day = 86400.0
     frame = pd.DataFrame(

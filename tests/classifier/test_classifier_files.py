@@ -10,8 +10,8 @@ from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax.estimator.classifier import MotherNetClassifier
-from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained
+from mothernet_jax.runtime.predictor import PredictorFileError, load_predictor
 
 CONFIG = mn.preset("tiny")
 
@@ -108,8 +108,8 @@ def test_weights_that_are_not_a_weight_file(fitted, tmp_path, tiny_weights):
     save_pretrained(weights, tiny_weights.params, CONFIG, dtype="float32")
     weights.with_suffix(".json").write_text("{not json")
     cases = {
-        export: "is an exported classifier .* use mothernet_jax.predictor.load_predictor",
-        renamed: "is an exported classifier .* use mothernet_jax.predictor.load_predictor",
+        export: "is an exported classifier .* use mothernet_jax.load_predictor",
+        renamed: "is an exported classifier .* use mothernet_jax.load_predictor",
         tmp_path: "is a folder, not a weight file",
         weights: r"w.json is not a valid manifest \(not JSON",
     }

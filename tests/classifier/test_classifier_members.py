@@ -12,7 +12,6 @@ from estimator_helpers import random_weights
 import mothernet_jax as mn
 from mothernet_jax.estimator import member_generation
 from mothernet_jax.estimator.classifier import MotherNetClassifier
-from mothernet_jax.estimator.encoding import FeatureEncoder
 from mothernet_jax.estimator.finetune import Finetune
 from mothernet_jax.estimator.member_generation import (
     MEMBER_ROWS_PER_CALL,
@@ -20,6 +19,7 @@ from mothernet_jax.estimator.member_generation import (
     members_per_call,
 )
 from mothernet_jax.estimator.plan import plan_members
+from mothernet_jax.runtime.encoding import FeatureEncoder
 
 CONFIG = mn.preset("tiny")
 GIB = 2**30

@@ -13,7 +13,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child, child_logits, numpy_logits, numpy_predict_proba
 from mothernet_jax.estimator import output_layer
 from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.output_layer import (
@@ -24,7 +23,9 @@ from mothernet_jax.estimator.output_layer import (
     read_out_features,
     streaming_logistic,
 )
-from mothernet_jax.predictor import FORMAT_VERSION, load_predictor
+from mothernet_jax.model.child import child_logits
+from mothernet_jax.runtime.child import Child, numpy_logits, numpy_predict_proba
+from mothernet_jax.runtime.predictor import FORMAT_VERSION, load_predictor
 
 CONFIG = mn.preset("tiny")
 
@@ -113,7 +114,7 @@ def test_the_skip_read_out_is_the_same_in_jax_numpy_and_the_exported_file(weight
     clf.export(path)
     script = f"""
 import sys, numpy as np
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax import load_predictor
 X = np.load({str(tmp_path / "X.npy")!r})
 np.save({str(tmp_path / "p.npy")!r}, load_predictor({str(path)!r}).predict_proba(X))
 assert "jax" not in sys.modules

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mothernet_jax as mn
-from mothernet_jax.child import numpy_predict_proba
+from mothernet_jax import load_predictor
 from mothernet_jax.estimator import member_generation
 from mothernet_jax.estimator.classifier import MotherNetClassifier
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax.runtime.child import numpy_predict_proba
 
 CONFIG = mn.preset("tiny")
 ROOT = Path(__file__).resolve().parents[2]

@@ -202,8 +202,8 @@ def test_fine_tuning_with_the_refit_starts_from_a_fitted_read_out_where_the_gene
     regressor's: ridge with GCV). One better than a guess is kept, as are the hidden layers."""
     from sklearn.linear_model import LogisticRegression
 
-    from mothernet_jax.child import hidden_features, numpy_layers, standardise_rows
     from mothernet_jax.estimator import member_generation as mg
+    from mothernet_jax.runtime.child import hidden_features, numpy_layers, standardise_rows
 
     monkeypatch.setattr(output_layer, "LOGISTIC_TOL", 1e-10)
     monkeypatch.setattr(output_layer, "LOGISTIC_MAX_ITER", 10_000)

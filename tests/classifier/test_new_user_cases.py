@@ -16,12 +16,12 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import RandomizedSearchCV
 
 import mothernet_jax as mn
-from mothernet_jax import child as child_module
 from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.compile_cache import default_cache_updates
 from mothernet_jax.estimator.regressor import MotherNetRegressor
-from mothernet_jax.predictor import PredictorFileError, load_predictor
 from mothernet_jax.pretrained import WeightFileError, save_pretrained, shipped_path, update_info
+from mothernet_jax.runtime import child as child_module
+from mothernet_jax.runtime.predictor import PredictorFileError, load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_a_child_without_hidden_layers_refits_its_read_out_on_the_inputs_it_appl
 def test_a_classifier_child_without_hidden_layers_reads_its_standardised_inputs_fitted_and_applied(
     monkeypatch,
 ):
-    """child_hidden_layers=0 with output_layer="refit", the classifier: `child.hidden_features` of a
+    """child_hidden_layers=0 with output_layer="refit", the classifier: `runtime.child.hidden_features` of a
     child without hidden layers is z, the standardised inputs, not relu(z), in the refit and in the
     forward pass alike, so each member predicts the logistic regression (C = 1) of its rows on
     [z / std(z), z], z computed here from the member's mean and std. Fine-tuning such a child

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 import mothernet_jax as mn
-from mothernet_jax.child import to_numpy
+from mothernet_jax.runtime.child import to_numpy
 
 # jitted: one compilation instead of one per operation
 init_params = jax.jit(mn.init_params, static_argnums=1)

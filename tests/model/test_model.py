@@ -13,12 +13,12 @@ from model_helpers import assert_same_child
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
-from mothernet_jax.child import factored_logits, numpy_predict_proba, to_numpy, weights_as
-from mothernet_jax.convert import from_reference
 from mothernet_jax.generation import bucket_rows, generate_batch
+from mothernet_jax.model.convert import from_reference
 from mothernet_jax.model.mothernet import MotherNet, count_params
 from mothernet_jax.model.weight_head import child_layers, split_generated
-from mothernet_jax.predictor import Predictor
+from mothernet_jax.runtime.child import factored_logits, numpy_predict_proba, to_numpy, weights_as
+from mothernet_jax.runtime.predictor import ClassificationPredictor
 
 FIXTURE_CONFIGS = ["tiny_class_average", "tiny_output_attention", "tiny_full_rank_one_layer"]
 
@@ -90,7 +90,7 @@ def test_parity_with_reference_fixtures(name, highest_precision):
         for j, shared in enumerate(out.shared):
             close(shared, f[f"shared_weights/{j}"])
     layers = child_layers(out.generated, out.shared, config)
-    logits = jax.vmap(factored_logits)(layers, jnp.asarray(np.nan_to_num(x[:, split:])))
+    logits = jax.vmap(lambda layers, z: factored_logits(layers, z, jnp))(layers, jnp.asarray(np.nan_to_num(x[:, split:])))
     close(logits, f["logits"].transpose(1, 0, 2))
 
 
@@ -269,12 +269,12 @@ def test_numpy_predictor_runs_without_jax(tiny, tmp_path):
     config, params, X, y = tiny
     child = mn.generate(params, X, y, config=config)
     path = tmp_path / "child.npz"
-    Predictor([child], classes=np.array(["a", "b", "c", "d"])).save(path)
+    ClassificationPredictor([child], classes=np.array(["a", "b", "c", "d"])).save(path)
     expected = np.asarray(mn.predict_proba(child, X))
     np.save(tmp_path / "X.npy", X)
     script = (
         "import sys, numpy as np\n"
-        "from mothernet_jax.predictor import load_predictor\n"
+        "from mothernet_jax import load_predictor\n"
         f"p = load_predictor({str(path)!r})\n"
         f"proba = p.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))\n"
         "assert 'jax' not in sys.modules, 'jax was imported'\n"
@@ -290,12 +290,12 @@ def test_the_predictor_runs_the_childs_numpy_forward_pass(tiny):
     child = to_numpy(mn.generate(params, X, y, config=config))
     X = np.array(X, np.float64)
     X[0, 1] = np.nan  # a raw column's missing value: standardised to 0 by the same code
-    one = Predictor([child], temperature=0.7).predict_proba(X)
+    one = ClassificationPredictor([child], temperature=0.7).predict_proba(X)
     in_float64 = weights_as(child, np.float64)  # products in float64: the same in any batch
     np.testing.assert_array_equal(one, numpy_predict_proba(in_float64, X, 0.7))
     np.testing.assert_allclose(one, numpy_predict_proba(child, X, 0.7), atol=1e-6)
     np.testing.assert_allclose(one, np.asarray(mn.predict_proba(child, X, 0.7)), atol=1e-6)
-    np.testing.assert_array_equal(Predictor([child], temperature=0.7).predict_proba(X[::-1])[::-1], one)
+    np.testing.assert_array_equal(ClassificationPredictor([child], temperature=0.7).predict_proba(X[::-1])[::-1], one)
 
 
 def test_a_linear_child_has_one_layer(getkey):

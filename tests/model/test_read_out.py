@@ -11,9 +11,9 @@ from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
 import priors
-from mothernet_jax import read_out
-from mothernet_jax.child import hidden_features
+from mothernet_jax.model import read_out
 from mothernet_jax.model.mothernet import init_params
+from mothernet_jax.runtime.child import hidden_features
 from mothernet_jax.train.config import tiny
 from mothernet_jax.train.optimizer import make_optimizer
 from mothernet_jax.train.step import init_state, task_losses
@@ -160,7 +160,7 @@ def test_generate_fits_the_ridge_read_out_on_the_hidden_layer_and_inputs_it_is_a
     # the logits on the training rows are, up to one scale (alpha times the temperature), the ridge
     # of the one-hot classes on [hidden / its std, z] at one penalty of the grid
     z = (X[:200] - np.asarray(fitted.mean)[None]) / np.asarray(fitted.std)[None]
-    hidden = np.asarray(hidden_features(generated.layers, jnp.asarray(z)), np.float64)
+    hidden = np.asarray(hidden_features(generated.layers, jnp.asarray(z), jnp), np.float64)
     features = np.concatenate([hidden / hidden.std(), z], axis=1)
     logits = np.asarray(mn.child_logits(fitted, X[:200]), np.float64)
     errors = []

@@ -8,9 +8,9 @@ import pytest
 from model_helpers import assert_same_child, random_model, three_tables
 
 import mothernet_jax as mn
-from mothernet_jax.child import numpy_predict_regression, to_numpy
 from mothernet_jax.generation import generate_batch, standardise_target, valid_dataset
 from mothernet_jax.model import identify
+from mothernet_jax.runtime.child import numpy_predict_regression, to_numpy
 
 
 @pytest.fixture(scope="module")

@@ -128,5 +128,5 @@ def test_bad_manifests_folders_and_exports_are_weight_file_errors_naming_the_pat
     export = tmp_path / "model.npz"
     np.savez(export, header=np.array("{}"))
     for load in (load_pretrained, load_info):
-        with pytest.raises(WeightFileError, match="is an exported classifier .*predictor.load_predictor"):
+        with pytest.raises(WeightFileError, match="is an exported classifier .*use mothernet_jax.load_predictor"):
             load(export)

@@ -13,9 +13,9 @@ from estimator_helpers import random_weights, sklearn_checks
 from sklearn.base import clone
 
 import mothernet_jax as mn
-from mothernet_jax.child import numpy_predict_regression
 from mothernet_jax.estimator.regressor import MotherNetRegressor
-from mothernet_jax.predictor import RegressionPredictor, load_predictor
+from mothernet_jax.runtime.child import numpy_predict_regression
+from mothernet_jax.runtime.predictor import RegressionPredictor, load_predictor
 
 CONFIG = mn.preset("tiny-regression")
 
@@ -121,7 +121,7 @@ def test_export_predicts_the_same_without_jax(weights, tmp_path):
     np.savez(tmp_path / "X.npz", a=test["a"].to_numpy(), b=test["b"].to_numpy(str), c=test["c"].to_numpy())
     script = f"""
 import sys, numpy as np
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax import load_predictor
 data = np.load({str(tmp_path / "X.npz")!r})
 X = np.column_stack([data["a"].astype(object), data["b"].astype(object), data["c"].astype(object)])
 np.save({str(tmp_path / "y.npy")!r}, load_predictor({str(path)!r}).predict(X))

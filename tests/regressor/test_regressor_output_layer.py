@@ -8,6 +8,7 @@ from estimator_helpers import random_weights
 from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
+from mothernet_jax import load_predictor
 from mothernet_jax.estimator import output_layer
 from mothernet_jax.estimator.output_layer import (
     ROW_BLOCK,
@@ -17,7 +18,6 @@ from mothernet_jax.estimator.output_layer import (
     ridge_output_layers,
 )
 from mothernet_jax.estimator.regressor import MotherNetRegressor
-from mothernet_jax.predictor import load_predictor
 from mothernet_jax.pretrained import save_pretrained, update_info
 
 CONFIG = mn.preset("tiny-regression")

@@ -11,13 +11,18 @@ import pytest
 from estimator_helpers import random_weights
 
 import mothernet_jax as mn
-from mothernet_jax.child import Child
-from mothernet_jax.estimator.encoding import FeatureEncoder
 from mothernet_jax.estimator.finetune import Finetune, finetune_children
 from mothernet_jax.estimator.member_generation import _member_arrays, member_target_scales
 from mothernet_jax.estimator.plan import plan_regression_members, target_bins
 from mothernet_jax.estimator.regressor import MotherNetRegressor, check_target
-from mothernet_jax.predictor import Predictor, PredictorFileError, RegressionPredictor, load_predictor
+from mothernet_jax.runtime.child import Child
+from mothernet_jax.runtime.encoding import FeatureEncoder
+from mothernet_jax.runtime.predictor import (
+    ClassificationPredictor,
+    PredictorFileError,
+    RegressionPredictor,
+    load_predictor,
+)
 
 CONFIG = mn.preset("tiny")
 
@@ -128,8 +133,7 @@ def test_regression_predictor_averages_members_mapped_back_to_y():
         output = (hidden @ child.layers[1][0] + child.layers[1][1])[:, 0]
         expected += output * predictor.target_std[m] + predictor.target_mean[m]
     np.testing.assert_allclose(predictor.predict(X), expected / 3, rtol=1e-5)
-    with pytest.raises(AttributeError, match="use predict"):
-        predictor.predict_proba(X)
+    assert not hasattr(predictor, "predict_proba")  # a regressor's predictor has no classes
     # a row predicts the same alone as in any batch (float64 weights; float32 kernels differ by size)
     single = np.concatenate([predictor.predict(X[i : i + 1]) for i in range(len(X))])
     np.testing.assert_array_equal(single, predictor.predict(X))
@@ -145,7 +149,7 @@ def test_regression_export_round_trip_without_jax(tmp_path):
     np.save(tmp_path / "X.npy", X.astype(np.float64))
     script = f"""
 import sys, numpy as np
-from mothernet_jax.predictor import load_predictor
+from mothernet_jax import load_predictor
 predictor = load_predictor({str(path)!r})
 assert type(predictor).__name__ == "RegressionPredictor"
 np.save({str(tmp_path / "y.npy")!r}, predictor.predict(np.load({str(tmp_path / "X.npy")!r})))
@@ -158,10 +162,10 @@ assert "jax" not in sys.modules, "jax was imported"
     np.testing.assert_array_equal(loaded.target_mean, predictor.target_mean)  # float64 kept
     # a classifier's loader refuses a regressor's file the other way round
     classifier_file = tmp_path / "classifier.npz"
-    Predictor(predictor.children[:1], encoder=predictor.encoder, columns=predictor.columns[:1]).save(
+    ClassificationPredictor(predictor.children[:1], encoder=predictor.encoder, columns=predictor.columns[:1]).save(
         classifier_file
     )
-    assert type(load_predictor(classifier_file)) is Predictor
+    assert type(load_predictor(classifier_file)) is ClassificationPredictor
     with pytest.raises(PredictorFileError, match="is an exported classifier, not a RegressionPredictor"):
         RegressionPredictor.load(classifier_file)
 

@@ -13,9 +13,9 @@ from shared_data import REGRESSION, needs_regression
 from train_helpers import TEST_PRIOR, fast_train
 
 import mothernet_jax as mn
-from mothernet_jax.child import factored_logits
 from mothernet_jax.evaluation import regression_split
 from mothernet_jax.generation import generate_layers, standardise_target
+from mothernet_jax.runtime.child import factored_logits
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train import read_metrics, train
 from mothernet_jax.train.step import bucket_floor, task_losses
@@ -74,7 +74,7 @@ def test_the_step_loss_is_the_squared_error_of_the_standardised_target():
     x = jnp.pad(task.x, ((0, 0), (0, 0), (0, config.model.max_features - TEST_PRIOR.max_features)))
     for i in range(2):
         layers = generate_layers(params, x[i : i + 1, :50], task.y[i : i + 1, :50], jnp.array([50]), config=config.model)
-        output = factored_logits([(w[0], b[0]) for w, b in layers], x[i, 50:])
+        output = factored_logits([(w[0], b[0]) for w, b in layers], x[i, 50:], jnp)
         expected = np.mean((np.asarray(output[:, 0]) - np.asarray(task.y[i, 50:])) ** 2)
         np.testing.assert_allclose(float(losses[i]), expected, rtol=1e-4)
     assert np.isfinite(float(losses[2]))  # an invalid dataset (NaN targets) is zeroed, not NaN
