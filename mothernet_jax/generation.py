@@ -271,16 +271,6 @@ def check_values(X: np.ndarray | None, y: np.ndarray | None, config: ModelConfig
     return X, y
 
 
-def validate_dataset(X, y, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Check one concrete raw training set; return X as float32 (n, d) and y as int32 (n,).
-
-    Raises ValueError naming the problem (`check_shapes`, `check_values`). NaN is accepted.
-    """
-    X, y = np.asarray(X), np.asarray(y)
-    check_shapes(X, y, config)
-    return check_values(X, y, config)
-
-
 def _count(value, name: str, upper: int) -> tuple[jax.Array | int, int | None]:
     """A padding argument (n_rows or n_features): (as given, its int value or None when traced)."""
     if value is None:

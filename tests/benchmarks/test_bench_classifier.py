@@ -51,6 +51,7 @@ def test_verdict_on_the_issue_bounds():
     assert lines[-1] == "issue 20's cost as classes grow: does not hold"
 
 
+@pytest.mark.slow  # the CLI end to end; measure_classes (each count's measurement) is tested below
 def test_every_count_runs_with_the_settings_and_the_table_gives_the_ratios(tmp_path, monkeypatch, capsys):
     """The CLI end to end on the random `tiny` model, each "fresh process" run in this one: the
     settings reach it, and the table divides by the 2-class fit and peak."""

@@ -69,6 +69,7 @@ def test_random_features_follow_the_childs_shape_and_handle_categories_and_missi
     assert model.predict_proba(x[60:]).shape == (30, 3)
 
 
+@pytest.mark.slow  # the map end to end; the controls' own tests above and test_bench_levers.py stay in the default run
 def test_the_levers_map_runs_the_controls_beside_a_setting(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -85,6 +86,7 @@ def test_the_levers_map_runs_the_controls_beside_a_setting(tmp_path):
     assert "| untrained |" in table and "| random_features |" in table
 
 
+@pytest.mark.slow  # the map end to end: test_bench_regression_levers.py runs it in the default run, the controls are tested above
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_regression_map_runs_the_controls(tmp_path):
     data = tmp_path / "data"

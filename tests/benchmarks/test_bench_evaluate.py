@@ -13,6 +13,8 @@ from mothernet_jax.benchmarks import evaluate
 from mothernet_jax.benchmarks.methods import METHODS, Method, resolve_methods
 
 
+@pytest.mark.slow  # the CLI end to end: test_cli_runs_mothernet_from_a_weight_file below runs it in the default run,
+# test_bench_report.py writes and lists every output
 @needs_datasets
 def test_cli_end_to_end_on_two_datasets_with_two_methods(tmp_path, capsys):
     out = tmp_path / "run"

@@ -159,6 +159,7 @@ def _environment(**extra):
     return {**env, **extra}
 
 
+@pytest.mark.slow  # three fresh processes; the environment the cap sets is tested in-process above
 def test_evaluate_threads_reach_xla_through_the_environment(tmp_path):
     """The CLI sets PJRT_NPROC before JAX starts (its header says so), and XLA sizes its CPU pools by
     it: a process capped at 5 threads holds at least 4 more threads than one capped at 1."""

@@ -160,7 +160,7 @@ def blocks_of(F, size):
     return [(slice(s, min(s + size, len(F))), F[s : s + size]) for s in range(0, len(F), size)]
 
 
-@pytest.mark.parametrize("k", [2, 5])
+@pytest.mark.parametrize("k", [2, pytest.param(5, marks=pytest.mark.slow)])  # 5 classes: the same solver, slower
 def test_the_row_streaming_solver_equals_the_in_memory_one(k):
     """`streaming_logistic` over blocks of 7 rows (float64, and float32 as fit holds them) reaches
     scikit-learn's optimum on all the rows, from zero and from another subsample's solution."""

@@ -212,6 +212,7 @@ def test_grad_with_respect_to_the_training_rows_matches_finite_differences(tiny,
         np.testing.assert_allclose(float(jnp.vdot(grad, direction)), float(numeric), rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow  # test_model.py's gradients test takes them through generate_batch in the default run
 def test_grad_with_respect_to_params_is_finite_and_nonzero(tiny):
     params, X, y = tiny
     data = (X[0], y[0], X[1], y[1])

@@ -3,7 +3,6 @@ as weights, and the weights `mothernet-jax train --export` writes, used as READM
 
 import json
 import pickle
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -148,8 +147,4 @@ def test_a_self_trained_export_gets_the_measured_defaults(tmp_path):
     }
     mean, std = reg.predict(X, return_std=True)
     assert mean.shape == std.shape == (60,) and np.all(std > 0)
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
-    assert (
-        "a fresh run's file recommends none, and the estimators take the library's defaults, which are "
-        "the settings the shipped weights were measured at: 4 native members of 256 context rows" in readme
-    )
+    # README says so (tests/documents)

@@ -80,16 +80,16 @@ def test_invalid_datasets_are_flagged(getkey):
     assert not sample(getkey(), 1).valid.any()
 
 
-def test_no_nan_or_inf_over_1000_datasets():
-    # also covers the GP prior (about 39 of these datasets) and categorical columns
+def test_no_nan_or_inf_over_400_datasets():
+    # also covers the GP prior (about 16 of these datasets) and categorical columns; 10,000: slow
     key = jax.random.key(11)
     n_invalid = 0
-    for i in range(1000 // BATCH):
+    for i in range(400 // BATCH):
         task = priors.sample_batch(jax.random.fold_in(key, i), PAPER, BATCH, 2 + (97 * i) % 1150)
         assert bool(jnp.all(jnp.isfinite(task.x)))
         assert bool(jnp.all((task.y >= 0) & (task.y < PAPER.max_classes)))
         n_invalid += int(jnp.sum(~task.valid))
-    assert n_invalid < 100  # the reference ignores about 1%
+    assert n_invalid < 40  # the reference ignores about 1%
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ def check_the_schedule(config, lines):
     assert rates[: top + 1] == sorted(rates[: top + 1]) and rates[top:] == sorted(rates[top:], reverse=True)
 
 
+@pytest.mark.slow  # the resumed budget run below ends by its budget on the same schedule, at the floor
 def test_a_budget_run_ends_within_it_on_its_schedule(tmp_path):
     config = budget_config()
     clock = Ticks()

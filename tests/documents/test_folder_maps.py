@@ -1,7 +1,8 @@
 """The folder maps name every module (issue 31: README's Layout lacked five): README's "Layout" block
 names each library module (as `name.py`, or by its name in a package's line), docs/ARCHITECTURE.md's
 "Folder map" each module of the library and the prior as `name.py`. The benchmarks are listed by
-their own table (README, "Benchmarks"), and `__init__.py` files are their folders."""
+their own table (README, "Benchmarks"), and `__init__.py` files are their folders. Document text:
+out of the default run (tests/documents/test_document_text.py says why)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
