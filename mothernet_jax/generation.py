@@ -361,8 +361,10 @@ def generate(
         logit scale; the read-out of the meta-training loss `read_out="ridge"`). Both compose with
         jit, vmap and grad. A regression model's child gets the ridge read-out for either.
         "generated": the child exactly as the hypernetwork emits it (the reference implementation's).
-        The default is the measured best (docs/FAST_DEFAULTS.md, "generate's children alone"): on
-        the 53 validation datasets the children as generated score far below logistic regression.
+        The default is the measured best (docs/FAST_DEFAULTS.md, "What the meta-learning adds"):
+        on the 53 validation datasets mean AUC 0.7987 with the logistic read-out, 0.7954 with the
+        ridge, 0.7062 as generated, against logistic regression's 0.8084 (and 0.8003 for the
+        logistic read-out of an untrained hypernetwork's children).
 
     Checks: shapes always (ValueError: X 2-D, y 1-D, same length, 1 <= d <= max_features). Values
     (infinite features, labels not integers or outside 0..max_classes-1 or beyond n_classes) raise
