@@ -4,6 +4,7 @@ runs the validation part only, with the baselines, into a summary with ratios to
 import json
 
 import numpy as np
+import pytest
 from test_bench_regression import linear_data, write_regression
 
 from mothernet_jax import settings
@@ -25,6 +26,7 @@ def test_every_setting_is_a_valid_regressor_setting_named_explicitly():
     assert params["random_state"] == 3 and params["categorical_features"].tolist() == [False, True]
 
 
+@pytest.mark.slow  # the map end to end (its baselines fit on three datasets); its parts: test_bench_regression.py
 def test_the_map_reads_the_validation_part_only(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -52,7 +52,7 @@ def exact(monkeypatch):
     monkeypatch.setattr(output_layer, "LOGISTIC_MAX_ITER", 10_000)
 
 
-@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("k", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4: also the 13-class test below
 def test_the_read_out_is_scikit_learns_logistic_regression(k, monkeypatch):
     rng = np.random.default_rng(k)
     F = rng.normal(size=(200, 6)) * [1, 3, 0.3, 1, 2, 1] + 3

@@ -66,7 +66,9 @@ def test_a_bad_thinking_rows_value_names_the_field():
 @pytest.mark.parametrize(
     "dtype, tolerance, thinking_rows",
     # bfloat16: the same function at another dtype (slow: it compiles both forms again)
-    [("float32", 2e-6, 0), ("float32", 2e-6, 3), pytest.param("bfloat16", 2e-2, 0, marks=pytest.mark.slow)],
+    # thinking rows: the same attention with 3 more keys (their own test below stays in the default run)
+    [("float32", 2e-6, 0), pytest.param("float32", 2e-6, 3, marks=pytest.mark.slow),
+     pytest.param("bfloat16", 2e-2, 0, marks=pytest.mark.slow)],
 )
 def test_cpu_attention_form_equals_jax_dot_product_attention(dtype, tolerance, thinking_rows):
     # attention=None on CPU takes transformer.head_major_attention; "xla" is jax.nn's own form.

@@ -45,6 +45,7 @@ def classify_offline(**options) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh process; the default run pins the shipped weights' probabilities and fits at their defaults
 def test_shipped_weights_classify_offline():
     """Two members (the recommended read-out, no fine-tuning): the cheap form of the check below."""
     out = classify_offline(n_estimators=2, finetune_steps=0)

@@ -102,6 +102,7 @@ def test_a_budget_run_in_real_time_ends_within_it(tmp_path):
     assert lines[-1]["schedule_progress"] > 0.5
 
 
+@pytest.mark.slow  # test_train_faults.py resumes from the checkpoint before a damaged newest one in the default run
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     config = make_config(steps=4, checkpoint_every=2)
     fast_train(config, tmp_path)
@@ -148,6 +149,7 @@ def _valid_at_even_splits(key, prior, batch_size, split):
     return task._replace(valid=jnp.broadcast_to(split % 2 == 0, task.valid.shape))
 
 
+@pytest.mark.slow  # the step's own test (test_train_step.py) and the step log's (test_train_metrics.py) cover it
 def test_a_batch_without_a_valid_dataset_has_no_loss(tmp_path):
     config = make_config(steps=8, log_every=2, checkpoint_every=0)
     result = fast_train(config, tmp_path, sample_fn=_valid_at_even_splits)

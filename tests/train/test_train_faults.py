@@ -101,6 +101,7 @@ def test_a_non_finite_loss_stops_the_cli_with_exit_code_1_as_its_help_says(tmp_p
     assert stopped < 50 and [x["step"] for x in read_metrics(tmp_path / "run")][-1] <= stopped + 1
 
 
+@pytest.mark.slow  # the schedule's floor when steps cap a budget: test_train_budget_schedule.py; a budget run: test_train_budget.py
 def test_a_budget_run_capped_by_its_steps_ends_its_schedule_on_the_floor(tmp_path):
     config = budget_config(steps=6, budget_s=1000.0)  # the cap comes long before the budget's end
     result = fast_train(config, tmp_path, clock=Ticks())
