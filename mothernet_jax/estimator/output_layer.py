@@ -504,13 +504,13 @@ def logistic_output_layers(
     (`generated_read_out`) instead of toward zero, solved by `streaming_logistic` started there."""
     y = np.asarray(y)
     max_rows = MAX_LOGISTIC_ROWS if max_rows is None else max_rows
+    use_prior = prior_groups is not None and len(np.unique(y)) >= 2  # one class: certain, no solve
     refitted = []
     for m, (child, cols) in enumerate(zip(children, columns, strict=True)):
         x = encoded[:, cols]
-        two_or_more = len(np.unique(y)) >= 2
         if len(y) <= max_rows:
             features, scale = read_out_features(child, x)
-            if prior_groups is None or not two_or_more:
+            if not use_prior:
                 w, b = logistic_read_out(features, y, n_classes)
             else:
                 prior = generated_read_out(child, prior_groups[m], scale, temperature)
@@ -521,7 +521,7 @@ def logistic_output_layers(
             blocks = FeatureBlocks(child, x, row_block)
             sample = stratified_rows(y, max_rows, rng)
             features, scale = blocks.take(sample), blocks.scale
-            prior = None if prior_groups is None else generated_read_out(child, prior_groups[m], scale, temperature)
+            prior = generated_read_out(child, prior_groups[m], scale, temperature) if use_prior else None
             if prior is None:
                 start = logistic_read_out(features, y[sample], n_classes)
             else:
