@@ -2,13 +2,7 @@
 
 Follows `ClassificationAdapter` (`mothernet/priors/classification_adapter.py`), per dataset:
 
-1. missing values (off by default; `priors.missing`);
-2. categorical columns with probability 0.2: p ~ U(0, 1); each used column with probability p
-   becomes rank codes at K - 1 values of random rows, K = 2 with probability 1/2 else round(U(2, n)),
-   n = max(round(Gamma(1, 10)), 2) levels (clipped to `max_category_levels` = 64, which changes about
-   0.01% of categorical columns); codes permuted with probability 0.7, reversed with probability 0.5;
-3. outliers: per non-categorical column mean +- 4 sigma, recomputed on the kept values, then the soft
-   clip x <- max(x, lo - log(1 + |x|)), min(x, hi + log(1 + |x|));
+1-3. the column-wise steps of `priors.features` (missing values, categorical columns, outliers);
 4. x and y standardised over all rows (unbiased std + 1e-6), clipped to +-100 (y's standardisation
    is strictly increasing and, on 1152 rows, never reaches the clip, so classes are taken on raw y);
 5. classes: K0 = round(U(2, max_classes)); K = 2 with probability 1/2 else round(U(2, K0)); class =

@@ -40,10 +40,9 @@ class MetaGamma:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MetaBeta:
-    """`scale * Beta(b, k)` with b, k ~ U(low, high)."""
+class _Range:
+    """A distribution drawn from between `low` and `high` (0 < low <= high)."""
 
-    scale: float
     low: float
     high: float
 
@@ -53,15 +52,15 @@ class MetaBeta:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LogUniform:
+class MetaBeta(_Range):
+    """`scale * Beta(b, k)` with b, k ~ U(low, high)."""
+
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogUniform(_Range):
     """`exp(U(ln low, ln high))`."""
-
-    low: float
-    high: float
-
-    def validate(self, name: str) -> None:
-        if not 0.0 < self.low <= self.high:
-            raise ValueError(f"PriorConfig.{name} needs 0 < low <= high, got {self.low!r}, {self.high!r}")
 
 
 _RECORDS = {"MetaGamma": MetaGamma, "MetaBeta": MetaBeta, "LogUniform": LogUniform}
@@ -161,24 +160,11 @@ class PriorConfig(ConfigBase):
             )
         for field in dataclasses.fields(self):
             kind = _RECORDS.get(str(field.type))
-            if kind is not None and not isinstance(getattr(self, field.name), kind):
-                raise ValueError(
-                    f"PriorConfig.{field.name} must be a {kind.__name__}, got {getattr(self, field.name)!r}"
-                )
-        for name in ("layers", "hidden", "causes", "tree_depth", "tree_count"):
-            getattr(self, name).validate(name)
-        for name in (
-            "dropout",
-            "init_std",
-            "noise_std",
-            "gp_outputscale",
-            "gp_lengthscale",
-            "tree_noise_std",
-            "regression_noise_std",
-            "regression_noise_df",
-            "regression_discrete_step",
-        ):
-            getattr(self, name).validate(name)
+            if kind is not None:
+                value = getattr(self, field.name)
+                if not isinstance(value, kind):
+                    raise ValueError(f"PriorConfig.{field.name} must be a {kind.__name__}, got {value!r}")
+                value.validate(field.name)
         for name, maximum in (("tree_depth", "max_tree_depth"), ("tree_count", "max_trees")):
             lower_bound = getattr(self, name).lower_bound
             if not 1 <= lower_bound <= getattr(self, maximum):

@@ -184,16 +184,9 @@ def adapt(
     y = jnp.clip((y - mean) / jnp.where(spread, std, 1.0), -features.CLIP, features.CLIP)
 
     valid = raw_ok & finite & (split >= 2) & (split < rows) & spread & jnp.all(jnp.isfinite(y))
+    x, y = jnp.where(finite, x, 0.0), jnp.where(valid, y, 0.0)
     return RegressionTask(
-        x=jnp.where(finite, x, 0.0),
-        y=jnp.where(valid, y, 0.0),
-        valid=valid,
-        n_features=n_features,
-        categorical=categorical,
-        heteroscedastic=heteroscedastic,
-        heavy_tailed=heavy_tailed,
-        skewed=skewed,
-        discrete=discrete,
+        x, y, valid, n_features, categorical, heteroscedastic, heavy_tailed, skewed, discrete
     )
 
 

@@ -28,6 +28,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+import mothernet_jax as mn  # noqa: E402
+
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -48,6 +50,23 @@ def getkey(request):
     base = jax.random.key(zlib.crc32(request.node.nodeid.encode()))
     draws = itertools.count()
     return lambda: jax.random.fold_in(base, next(draws))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    """A random `tiny` classification model (seed 1), shared by the estimator tests; made when a
+    test first asks for it, not at import."""
+    from estimator_helpers import random_weights
+
+    return random_weights(mn.preset("tiny"), 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_regression_weights():
+    """A random `tiny-regression` model (seed 0), shared like `tiny_weights`."""
+    from estimator_helpers import random_weights
+
+    return random_weights(mn.preset("tiny-regression"), 0)
 
 
 @pytest.fixture

@@ -220,17 +220,30 @@ def _generate_untrained(categorical_mask, seed, *, weights=None, **_):
     return GenerateClassifier(weights=weights, untrained_seed=seed)
 
 
-def control_methods(untrained: Callable, random: Callable, preflight: Callable, estimator: str) -> list[Method]:
-    """The two controls of `benchmarks.controls` as methods, alike for both tasks."""
+def mothernet_methods(
+    mothernet: Callable, untrained: Callable, random: Callable, preflight: Callable, estimator: str, weights: str
+) -> list[Method]:
+    """MotherNet and the two controls of `benchmarks.controls` as methods, alike for both tasks.
+
+    estimator: the class name (MotherNetClassifier or MotherNetRegressor); weights: which file the
+    mothernet method loads, for its description."""
+    module = f"mothernet_jax.estimator.{estimator.removeprefix('MotherNet').lower()}:{estimator}"
+    control = "at the weights' default settings, init_params(key(split seed)): the control"
     return [
-        Method(
-            name="untrained",
-            label="MotherNet, untrained",
-            description=f"{estimator} at the weights' default settings, init_params(key(split seed)): the control",
-            build=untrained,
-            requires=(f"mothernet_jax.estimator.{estimator.removeprefix('MotherNet').lower()}:{estimator}",),
-            preflight=preflight,
-        ),
+        *[
+            Method(
+                name=name,
+                label=label,
+                description=f"{estimator} {text}",
+                build=build,
+                requires=(module,),
+                preflight=preflight,
+            )
+            for name, label, text, build in [
+                ("mothernet", "MotherNet", f"({weights}), default ensemble", mothernet),
+                ("untrained", "MotherNet, untrained", control, untrained),
+            ]
+        ],
         Method(
             name="random_features",
             label="Random ReLU features",
@@ -241,42 +254,42 @@ def control_methods(untrained: Callable, random: Callable, preflight: Callable, 
     ]
 
 
+def generate_methods() -> list[Method]:
+    """`mothernet_jax.generate` and its child with no estimator: each read-out, and the untrained control."""
+    return [
+        Method(name=name, label=label, description=description, build=build, preflight=_mothernet_preflight)
+        for name, label, description, build in [
+            *[
+                (
+                    "generate" + (f"_{read_out}" if read_out else ""),
+                    f"generate ({read_out})" if read_out else "generate",
+                    f"mothernet_jax.generate(params, X, y, read_out={read_out!r}) and its child: no estimator",
+                    functools.partial(_generate, read_out),
+                )
+                for read_out in (None, "logistic", "ridge", "generated")
+            ],
+            (
+                "generate_untrained",
+                "generate, untrained",
+                "mothernet_jax.generate (its default read-out) with init_params(key(split seed)): the control",
+                _generate_untrained,
+            ),
+        ]
+    ]
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method(
-            name="mothernet",
-            label="MotherNet",
-            description="MotherNetClassifier, shipped weights or --weights, default ensemble",
-            build=_mothernet,
-            requires=("mothernet_jax.estimator.classifier:MotherNetClassifier",),
-            preflight=_mothernet_preflight,
+        *mothernet_methods(
+            _mothernet,
+            _untrained,
+            _random_features,
+            _mothernet_preflight,
+            "MotherNetClassifier",
+            "shipped weights or --weights",
         ),
-        *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetClassifier"),
-        Method(
-            name="generate",
-            label="generate",
-            description="mothernet_jax.generate(params, X, y) on the raw rows and its child: no estimator",
-            build=functools.partial(_generate, None),
-            preflight=_mothernet_preflight,
-        ),
-        *[
-            Method(
-                name=f"generate_{read_out}",
-                label=f"generate ({read_out})",
-                description=f"mothernet_jax.generate(params, X, y, read_out='{read_out}') and its child: no estimator",
-                build=functools.partial(_generate, read_out),
-                preflight=_mothernet_preflight,
-            )
-            for read_out in ("logistic", "ridge", "generated")
-        ],
-        Method(
-            name="generate_untrained",
-            label="generate, untrained",
-            description="mothernet_jax.generate (its default read-out) with init_params(key(split seed)): the control",
-            build=_generate_untrained,
-            preflight=_mothernet_preflight,
-        ),
+        *generate_methods(),
         Method(
             name="logistic_regression",
             label="Logistic regression",

@@ -37,7 +37,7 @@ from mothernet_jax.benchmarks import figures, report
 from mothernet_jax.benchmarks.methods import (
     Method,
     NativeHistGradientBoostingBase,
-    control_methods,
+    mothernet_methods,
     pipeline,
     shared_baselines,
 )
@@ -104,15 +104,9 @@ def _random_features(categorical_mask, seed, *, weights=None, **_):
 REGRESSION_METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method(
-            name="mothernet",
-            label="MotherNet",
-            description="MotherNetRegressor, --weights, default ensemble",
-            build=_mothernet,
-            requires=("mothernet_jax.estimator.regressor:MotherNetRegressor",),
-            preflight=_mothernet_preflight,
+        *mothernet_methods(
+            _mothernet, _untrained, _random_features, _mothernet_preflight, "MotherNetRegressor", "--weights"
         ),
-        *control_methods(_untrained, _random_features, _mothernet_preflight, "MotherNetRegressor"),
         Method(
             name="ridge",
             label="Ridge regression",

@@ -31,7 +31,7 @@ import numpy as np
 from mothernet_jax.runtime.encoding import INDICATOR, ONEHOT, ORDINAL, QUANTILE, RAW, FeatureEncoder
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class MemberPlan:
     """What one member sees. columns: (d,) encoded-column indices in the member's order (rotated);
     rows: (n,) training-row indices, its context; groups: (k,) the member's output unit for each
@@ -259,18 +259,9 @@ def plan_members(
             groups, n_groups = groupings[m]
         else:
             groups, n_groups = (np.arange(n_classes) + label_shift) % n_classes, n_classes
+        columns = np.roll(columns, -shift)
         members.append(
-            MemberPlan(
-                columns=np.roll(columns, -shift),
-                rows=rows,
-                groups=groups,
-                n_groups=n_groups,
-                quantile=quantile,
-                onehot=onehot,
-                feature_shift=shift,
-                label_shift=label_shift,
-                tuning_rows=tuning,
-            )
+            MemberPlan(columns, rows, groups, n_groups, quantile, onehot, shift, label_shift, tuning)
         )
     return members
 

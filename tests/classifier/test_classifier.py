@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from estimator_helpers import random_weights
 from shared_data import FIXTURES, needs_fixtures
 
 import mothernet_jax as mn
@@ -21,11 +20,6 @@ from mothernet_jax.runtime.child import factored_logits
 
 CONFIG = mn.preset("tiny")
 
-
-@pytest.fixture(scope="module")
-def tiny_weights():
-    """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return random_weights(CONFIG, 1)
 
 
 def dense(weight):

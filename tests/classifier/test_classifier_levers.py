@@ -5,7 +5,6 @@ the weight file's recommendation."""
 import jax
 import numpy as np
 import pytest
-from estimator_helpers import random_weights
 
 import mothernet_jax as mn
 from mothernet_jax import settings
@@ -14,10 +13,6 @@ from mothernet_jax.pretrained import save_pretrained, update_info
 
 CONFIG = mn.preset("tiny")
 
-
-@pytest.fixture(scope="module")
-def tiny_weights():
-    return random_weights(CONFIG, 1)
 
 
 def blobs(n=120, d=4, k=3, seed=0):

@@ -8,11 +8,9 @@ import sys
 import jax
 import numpy as np
 import pytest
-from estimator_helpers import random_weights
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-import mothernet_jax as mn
 from mothernet_jax.estimator import output_layer
 from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.output_layer import (
@@ -26,13 +24,6 @@ from mothernet_jax.estimator.output_layer import (
 from mothernet_jax.model.child import child_logits
 from mothernet_jax.runtime.child import Child, numpy_logits, numpy_predict_proba
 from mothernet_jax.runtime.predictor import FORMAT_VERSION, load_predictor
-
-CONFIG = mn.preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def weights():
-    return random_weights(CONFIG, 1)
 
 
 def softmax(logits):
@@ -76,14 +67,14 @@ def test_the_read_out_is_scikit_learns_logistic_regression(k, monkeypatch):
     np.testing.assert_allclose(softmax(flat @ wf + bf), np.broadcast_to(frequency, (200, k + 1)), atol=1e-12)
 
 
-def test_one_refitted_member_predicts_the_logistic_regression_of_its_features(weights, monkeypatch):
+def test_one_refitted_member_predicts_the_logistic_regression_of_its_features(tiny_weights, monkeypatch):
     exact(monkeypatch)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5))
     y = (X[:, 0] + 0.5 * X[:, 1] ** 2 + 0.3 * rng.normal(size=300) > 0.5).astype(int)
-    clf = MotherNetClassifier(weights=weights, n_estimators=1, max_train_rows=100, random_state=0, output_layer="refit").fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1, max_train_rows=100, random_state=0, output_layer="refit").fit(X, y)
     generated = MotherNetClassifier(
-        weights=weights, n_estimators=1, max_train_rows=100, random_state=0, output_layer="generated"
+        weights=tiny_weights, n_estimators=1, max_train_rows=100, random_state=0, output_layer="generated"
     ).fit(X, y)
     child, columns = clf.predictor_.children[0], clf.predictor_.columns[0]
     kept = generated.predictor_.children[0]
@@ -97,12 +88,12 @@ def test_one_refitted_member_predicts_the_logistic_regression_of_its_features(we
     np.testing.assert_allclose(clf.predict_proba(X), optimum(F, y), atol=1e-5)
 
 
-def test_the_skip_read_out_is_the_same_in_jax_numpy_and_the_exported_file(weights, tmp_path):
+def test_the_skip_read_out_is_the_same_in_jax_numpy_and_the_exported_file(tiny_weights, tmp_path):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(240, 4))
     X[3, 1] = np.nan
     y = np.digitize(X[:, 0] + X[:, 2], [-0.7, 0.0, 0.7])  # 4 classes
-    clf = MotherNetClassifier(weights=weights, n_estimators=2, multiclass="native", output_layer="refit").fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, multiclass="native", output_layer="refit").fit(X, y)
     child = clf.predictor_.children[0]
     x = clf.predictor_.encode(X)[:, clf.predictor_.columns[0]]
     jax_child = Child(*jax.tree_util.tree_map(np.asarray, tuple(child)))
@@ -125,18 +116,18 @@ assert "jax" not in sys.modules
     assert FORMAT_VERSION == 3 and load_predictor(path).children[0].skip.shape == child.skip.shape
 
 
-def test_the_refit_lifts_random_weights_and_reads_every_row_beyond_its_in_memory_limit(weights, monkeypatch):
+def test_the_refit_lifts_random_weights_and_reads_every_row_beyond_its_in_memory_limit(tiny_weights, monkeypatch):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(600, 6))
     y = (X @ rng.normal(size=6) > 0).astype(int)
     train, test = slice(0, 400), slice(400, None)
 
     def auc(**kw):
-        clf = MotherNetClassifier(weights=weights, n_estimators=2, random_state=0, **kw).fit(X[train], y[train])
+        clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, **kw).fit(X[train], y[train])
         return roc_auc_score(y[test], clf.predict_proba(X[test])[:, 1])
 
     assert auc(output_layer="refit") > 0.97 and auc(output_layer="refit") > auc(output_layer="generated") + 0.05
-    clf = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0, output_layer="generated").fit(
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1, random_state=0, output_layer="generated").fit(
         X[train], y[train]
     )
     p = clf.predictor_
@@ -178,10 +169,10 @@ def test_the_row_streaming_solver_equals_the_in_memory_one(k):
         streaming_logistic(blocks_of(F, 7), np.zeros(300, int), k)
 
 
-def test_feature_blocks_hold_or_recompute_the_same_features(weights, monkeypatch):
+def test_feature_blocks_hold_or_recompute_the_same_features(tiny_weights, monkeypatch):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(150, 4))
-    clf = MotherNetClassifier(weights=weights, n_estimators=1, random_state=0, output_layer="generated").fit(X, X[:, 0] > 0)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=1, random_state=0, output_layer="generated").fit(X, X[:, 0] > 0)
     child, x = clf.predictor_.children[0], clf.predictor_.encode(X)[:, clf.predictor_.columns[0]]
     whole, scale = read_out_features(child, x)
     assert hidden_scale(child, x, row_block=16) == pytest.approx(scale, rel=1e-6)  # every row, any block size
@@ -196,7 +187,7 @@ def test_feature_blocks_hold_or_recompute_the_same_features(weights, monkeypatch
         assert (blocks.held is not None) == held
 
 
-def test_a_rare_class_beyond_the_row_limit_is_predicted_on_its_own_rows(weights, monkeypatch):
+def test_a_rare_class_beyond_the_row_limit_is_predicted_on_its_own_rows(tiny_weights, monkeypatch):
     """Issue 31: beyond the read-out's row limit a random subsample could miss a rare class, which
     then got logit -30 on its own rows. Each member draws its own stratified subsample (every
     class in it) and the solver then reads every row."""
@@ -213,7 +204,7 @@ def test_a_rare_class_beyond_the_row_limit_is_predicted_on_its_own_rows(weights,
 
     monkeypatch.setattr(output_layer, "MAX_LOGISTIC_ROWS", 40)
     monkeypatch.setattr(output_layer, "stratified_rows", record)
-    clf = MotherNetClassifier(weights=weights, n_estimators=3, random_state=0).fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=3, random_state=0).fit(X, y)
     assert len(drawn) == 3 and all(np.isin(2, y[rows]) for rows in drawn)  # every class, each member its own
     assert not np.array_equal(drawn[0], drawn[1])
     proba = clf.predict_proba(X)
@@ -221,7 +212,7 @@ def test_a_rare_class_beyond_the_row_limit_is_predicted_on_its_own_rows(weights,
     assert np.mean(clf.predict(X[y == 2]) == 2) >= 0.5
 
 
-def test_the_all_class_read_out_is_a_logistic_regression_of_every_class(weights, monkeypatch):
+def test_the_all_class_read_out_is_a_logistic_regression_of_every_class(tiny_weights, monkeypatch):
     """More than 10 classes: members are generated for groups of classes, but each member's
     read-out predicts all 13, as a logistic regression of them on the member's features at its
     optimum; the probabilities sum to one, also as exported."""
@@ -229,9 +220,9 @@ def test_the_all_class_read_out_is_a_logistic_regression_of_every_class(weights,
     rng = np.random.default_rng(5)
     y = np.arange(390) % 13
     X = rng.normal(size=(390, 4)) + 0.7 * rng.normal(size=(13, 4))[y]
-    clf = MotherNetClassifier(weights=weights, n_estimators=2, random_state=0).fit(X, y)
+    clf = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0).fit(X, y)
     assert [m["n_groups"] for m in clf.ensemble_] == [10, 9]  # generated for groups of classes
-    generated = MotherNetClassifier(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(X, y)
+    generated = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, output_layer="generated").fit(X, y)
     p = clf.predictor_
     encoded = p.encode(X)
     members = []
@@ -281,14 +272,14 @@ def test_the_prior_read_out_is_the_optimum_of_the_penalty_toward_the_prior():
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
-def test_refit_prior_under_an_overwhelming_penalty_keeps_the_generated_read_out(weights, monkeypatch, n_classes):
+def test_refit_prior_under_an_overwhelming_penalty_keeps_the_generated_read_out(tiny_weights, monkeypatch, n_classes):
     """C -> 0: the read-out's weights are the generated ones (up to a shift common to every class,
     which softmax ignores), whatever the hidden scale, the temperature and the class order."""
     monkeypatch.setattr(output_layer, "LOGISTIC_C", 1e-9)
     rng = np.random.default_rng(n_classes)
     X = rng.normal(size=(200, 4))
     y = np.digitize(X[:, 0] + 0.5 * X[:, 1], np.linspace(-1, 1, n_classes - 1))
-    kwargs = dict(weights=weights, n_estimators=2, max_train_rows=64, random_state=0, temperature=0.7)
+    kwargs = dict(weights=tiny_weights, n_estimators=2, max_train_rows=64, random_state=0, temperature=0.7)
     prior = MotherNetClassifier(**kwargs, output_layer="refit_prior").fit(X, y)
     generated = MotherNetClassifier(**kwargs, output_layer="generated").fit(X, y)
     for m, (child, kept) in enumerate(zip(prior.predictor_.children, generated.predictor_.children, strict=True)):
@@ -300,11 +291,11 @@ def test_refit_prior_under_an_overwhelming_penalty_keeps_the_generated_read_out(
     assert np.abs(refit.predictor_.children[0].layers[-1][0]).max() < 1e-6  # the zero prior: toward 0
 
 
-def test_refit_prior_fits_many_classes_and_scores_like_the_refit(weights):
+def test_refit_prior_fits_many_classes_and_scores_like_the_refit(tiny_weights):
     rng = np.random.default_rng(5)
     X = rng.normal(size=(600, 6))
     y = np.digitize(X[:, 0] + X[:, 1], np.linspace(-2, 2, 11))  # 12 classes: members see class groups
-    kwargs = dict(weights=weights, n_estimators=3, random_state=0)
+    kwargs = dict(weights=tiny_weights, n_estimators=3, random_state=0)
     prior = MotherNetClassifier(**kwargs, output_layer="refit_prior").fit(X[:400], y[:400])
     refit = MotherNetClassifier(**kwargs, output_layer="refit").fit(X[:400], y[:400])
     proba = prior.predict_proba(X[400:])

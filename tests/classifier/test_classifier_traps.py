@@ -12,7 +12,6 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from estimator_helpers import random_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +24,6 @@ from mothernet_jax.runtime.child import numpy_predict_proba
 CONFIG = mn.preset("tiny")
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def tiny_weights():
-    """A random `tiny` model, made when a test of this module first asks for it (not at import)."""
-    return random_weights(CONFIG, 1)
 
 
 def small(weights, **kwargs):

@@ -6,10 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from estimator_helpers import random_weights
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import mothernet_jax as mn
 from mothernet_jax.estimator import fitting, output_layer, schedule
 from mothernet_jax.estimator.classifier import MotherNetClassifier
 from mothernet_jax.estimator.finetune import Finetune
@@ -17,18 +15,6 @@ from mothernet_jax.estimator.member_generation import generate_children
 from mothernet_jax.estimator.plan import plan_members
 from mothernet_jax.estimator.regressor import MotherNetRegressor
 from mothernet_jax.estimator.threads import thread_count
-
-CONFIG = mn.preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights():
-    return random_weights(CONFIG, 1)
-
-
-@pytest.fixture(scope="module")
-def regression_weights():
-    return random_weights(mn.preset("tiny-regression"), 0)
 
 
 def blobs(n=200, d=4, k=3, seed=0):
@@ -55,7 +41,7 @@ def test_n_jobs_counts_threads_as_scikit_learn_does():
 
 
 @pytest.mark.parametrize("estimator", ["classifier", "regressor"])
-def test_fit_and_predict_own_their_threads_and_give_the_users_back(estimator, tiny_weights, regression_weights, monkeypatch):
+def test_fit_and_predict_own_their_threads_and_give_the_users_back(estimator, tiny_weights, tiny_regression_weights, monkeypatch):
     """Inside fit and predict the BLAS and OpenMP pools run at n_jobs threads (None: one); after
     them, a user's NumPy has the threads it had (here 2, set by the user), also when fit fails."""
     X, y = blobs()
@@ -71,7 +57,7 @@ def test_fit_and_predict_own_their_threads_and_give_the_users_back(estimator, ti
         make = lambda **kw: MotherNetClassifier(weights=tiny_weights, n_estimators=1, random_state=0, **kw)  # noqa: E731
         predict = "predict_proba"
     else:
-        make = lambda **kw: MotherNetRegressor(weights=regression_weights, n_estimators=1, random_state=0, **kw)  # noqa: E731
+        make = lambda **kw: MotherNetRegressor(weights=tiny_regression_weights, n_estimators=1, random_state=0, **kw)  # noqa: E731
         predict = "predict"
         y = X[:, 0] + 0.1 * y
     with threadpool_limits(limits=2):
@@ -108,7 +94,7 @@ def test_the_plan_the_read_out_and_the_fine_tuning_draw_from_independent_streams
 
 
 @pytest.mark.parametrize("estimator", ["classifier", "regressor"])
-def test_a_fit_draws_each_use_from_its_own_stream(estimator, tiny_weights, regression_weights, monkeypatch):
+def test_a_fit_draws_each_use_from_its_own_stream(estimator, tiny_weights, tiny_regression_weights, monkeypatch):
     X, y = blobs(300)
     asked = []
     rng = fitting.TrainingTable.rng
@@ -119,7 +105,7 @@ def test_a_fit_draws_each_use_from_its_own_stream(estimator, tiny_weights, regre
         MotherNetClassifier(weights=tiny_weights, **settings).fit(X, y)
         assert sorted(asked) == ["finetune", "plan", "read_out"]
     else:
-        MotherNetRegressor(weights=regression_weights, **settings).fit(X, X[:, 0])
+        MotherNetRegressor(weights=tiny_regression_weights, **settings).fit(X, X[:, 0])
         assert sorted(asked) == ["finetune", "plan"]  # the ridge read-out draws nothing
 
 
@@ -139,7 +125,7 @@ def test_the_schedule_changes_only_auto_settings_and_only_from_its_row_count():
 
 
 def test_estimators_follow_the_schedule_beyond_its_rows_and_explicit_values_win(
-    tiny_weights, regression_weights, monkeypatch
+    tiny_weights, tiny_regression_weights, monkeypatch
 ):
     X, y = blobs(300)
     small = schedule.Schedule(from_rows=250, settings={"finetune_steps": 3, "finetune_pool": 64, "finetune_rows": 16})
@@ -152,7 +138,7 @@ def test_estimators_follow_the_schedule_beyond_its_rows_and_explicit_values_win(
     assert clf.get_params()["finetune_steps"] == "auto"  # fit does not change the parameters
     explicit = MotherNetClassifier(weights=tiny_weights, n_estimators=2, random_state=0, finetune_steps=0).fit(X, y)
     assert explicit.settings_["finetune_steps"] == 0 and explicit.settings_["finetune_pool"] == 64
-    reg = MotherNetRegressor(weights=regression_weights, n_estimators=2, random_state=0).fit(X, X[:, 0])
+    reg = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, random_state=0).fit(X, X[:, 0])
     assert reg.settings_["finetune_pool"] == 64 and reg.finetune_steps_ == 3
     assert set(schedule.LARGE_DATA_FINETUNE) <= set(fitted.settings_)
 
@@ -194,7 +180,7 @@ def test_each_member_fine_tunes_on_its_own_stratified_pool(tiny_weights):
 
 @pytest.mark.parametrize("regression", [False, True])
 def test_fine_tuning_with_the_refit_starts_from_a_fitted_read_out_where_the_generated_one_is_worse_than_a_guess(
-    regression, tiny_weights, regression_weights, monkeypatch
+    regression, tiny_weights, tiny_regression_weights, monkeypatch
 ):
     """A generated read-out worse than the best constant guess on the fine-tuning rows (the shipped
     weights' 3-class children start near 9 nats) is replaced, before fine-tuning with the refit, by
@@ -208,7 +194,7 @@ def test_fine_tuning_with_the_refit_starts_from_a_fitted_read_out_where_the_gene
     monkeypatch.setattr(output_layer, "LOGISTIC_TOL", 1e-10)
     monkeypatch.setattr(output_layer, "LOGISTIC_MAX_ITER", 10_000)
     X, y = blobs(300)
-    weights = regression_weights if regression else tiny_weights
+    weights = tiny_regression_weights if regression else tiny_weights
     target = X[:, 0] + 0.3 * X[:, 1] ** 2 if regression else y
     estimator = MotherNetRegressor if regression else MotherNetClassifier
     fitted = estimator(weights=weights, output_layer="generated").fit(X[:50], target[:50])

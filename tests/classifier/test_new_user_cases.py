@@ -90,27 +90,18 @@ def test_randomized_search_over_scipy_distributions_fits_both_estimators(classif
     """scipy.stats draws NumPy numbers (np.int64, np.float64); every numbers.Integral / numbers.Real
     is taken, as scikit-learn's own parameter validation does, and settings_ holds Python's."""
     X, y, target = table(120)
-    search = RandomizedSearchCV(
-        MotherNetClassifier(weights=classification, random_state=0),
-        {
+    for estimator, third, labels in [
+        (MotherNetClassifier(weights=classification, random_state=0), ("temperature", (0.5, 1.0)), y),
+        (MotherNetRegressor(weights=regression, random_state=0), ("finetune_holdout", (0.0, 0.5)), target),
+    ]:
+        distributions = {
             "n_estimators": scipy.stats.randint(1, 4),
             "max_train_rows": scipy.stats.randint(30, 80),
-            "temperature": scipy.stats.uniform(0.5, 1.0),
-        },
-        n_iter=2, cv=2, random_state=0, error_score="raise",
-    ).fit(X, y)  # fmt: skip
-    chosen = search.best_estimator_.settings_
-    assert type(chosen["n_estimators"]) is int and type(chosen["max_train_rows"]) is int
-    search = RandomizedSearchCV(
-        MotherNetRegressor(weights=regression, random_state=0),
-        {
-            "n_estimators": scipy.stats.randint(1, 4),
-            "max_train_rows": scipy.stats.randint(30, 80),
-            "finetune_holdout": scipy.stats.uniform(0.0, 0.5),
-        },
-        n_iter=2, cv=2, random_state=0, error_score="raise",
-    ).fit(X, target)  # fmt: skip
-    assert type(search.best_estimator_.settings_["n_estimators"]) is int
+            third[0]: scipy.stats.uniform(*third[1]),
+        }
+        search = RandomizedSearchCV(estimator, distributions, n_iter=2, cv=2, random_state=0, error_score="raise")
+        chosen = search.fit(X, labels).best_estimator_.settings_
+        assert type(chosen["n_estimators"]) is int and type(chosen["max_train_rows"]) is int
     clf = MotherNetClassifier(
         weights=classification,
         n_estimators=np.int64(2),

@@ -1,8 +1,9 @@
 """What the model tests share: a random model with every weight non-zero, the tables it reads, and
-the comparison of two children."""
+the comparison of two children, gradients against finite differences."""
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import mothernet_jax as mn
@@ -14,6 +15,16 @@ init_params = jax.jit(mn.init_params, static_argnums=1)
 
 def assert_same_child(a, b, tol=1e-5):
     chex.assert_trees_all_close(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
+
+
+def assert_directional_derivatives(loss, grad, x, rng, *, eps, rtol, atol, draws=3):
+    """`grad` (of scalar `loss` at `x`) matches central finite differences along `draws` random unit
+    directions."""
+    for _ in range(draws):
+        direction = rng.normal(size=x.shape).astype(np.float32)
+        direction /= np.linalg.norm(direction)
+        numeric = (loss(x + eps * direction) - loss(x - eps * direction)) / (2 * eps)
+        np.testing.assert_allclose(float(jnp.vdot(grad, direction)), float(numeric), rtol=rtol, atol=atol)
 
 
 @jax.jit

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import checkify
-from model_helpers import assert_same_child, init_params, random_model, three_tables
+from model_helpers import (
+    assert_directional_derivatives,
+    assert_same_child,
+    init_params,
+    random_model,
+    three_tables,
+)
 
 import mothernet_jax as mn
 from mothernet_jax.generation import generate_batch
@@ -203,13 +209,7 @@ def test_grad_with_respect_to_the_training_rows_matches_finite_differences(tiny,
     loss = jax.jit(lambda X: _test_loss(params, X, y_train, X_test, y_test))
     grad = jax.jit(jax.grad(lambda X: _test_loss(params, X, y_train, X_test, y_test)))(X_train)
     assert grad.shape == X_train.shape and np.all(np.isfinite(grad)) and np.any(grad)
-    rng = np.random.default_rng(7)
-    eps = 1e-2
-    for _ in range(3):
-        direction = rng.normal(size=X_train.shape).astype(np.float32)
-        direction /= np.linalg.norm(direction)
-        numeric = (loss(X_train + eps * direction) - loss(X_train - eps * direction)) / (2 * eps)
-        np.testing.assert_allclose(float(jnp.vdot(grad, direction)), float(numeric), rtol=2e-2, atol=2e-3)
+    assert_directional_derivatives(loss, grad, X_train, np.random.default_rng(7), eps=1e-2, rtol=2e-2, atol=2e-3)
 
 
 @pytest.mark.slow  # test_model.py's gradients test takes them through generate_batch in the default run

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_helpers import assert_directional_derivatives
 from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
@@ -15,8 +16,7 @@ from mothernet_jax.model import read_out
 from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.runtime.child import hidden_features
 from mothernet_jax.train.config import tiny
-from mothernet_jax.train.optimizer import make_optimizer
-from mothernet_jax.train.step import init_state, task_losses
+from mothernet_jax.train.step import task_losses
 
 # the real prior at 128 rows, narrowed so that the step compiles fast (tests/train's TEST_PRIOR)
 TEST_PRIOR = priors.preset("tiny").replace(max_features=10, max_hidden=32, width_buckets=(32,), max_layers=4)
@@ -90,12 +90,7 @@ def test_the_gradient_through_the_solve_matches_finite_differences(highest_preci
         loss = jax.jit(lambda h, s=solver, p=prior: test_loss(h, s, p))
         grad = jax.jit(jax.grad(lambda h, s=solver, p=prior: test_loss(h, s, p)))(hidden)
         assert np.all(np.isfinite(grad)) and np.any(grad[train])  # the training rows shape the solve
-        eps = 1e-3
-        for _ in range(3):
-            direction = rng.normal(size=hidden.shape).astype(np.float32)
-            direction /= np.linalg.norm(direction)
-            numeric = (loss(hidden + eps * direction) - loss(hidden - eps * direction)) / (2 * eps)
-            np.testing.assert_allclose(float(jnp.vdot(grad, direction)), float(numeric), rtol=3e-2, atol=3e-4)
+        assert_directional_derivatives(loss, grad, hidden, rng, eps=1e-3, rtol=3e-2, atol=3e-4)
 
 
 def test_the_logistic_read_out_is_scikit_learns_logistic_regression(highest_precision):
@@ -215,8 +210,9 @@ def test_the_fitted_read_out_beats_the_generated_one_where_the_inputs_decide(shi
 def test_the_training_loss_with_the_fitted_read_out_descends_along_its_gradient():
     """The training loss that scores children with their read-out solved on each task's training
     rows (read_out="ridge") has a finite, nonzero gradient through the solve, and a small step
-    against it lowers the loss: the first-order form of the slow test below, on four tasks made here
-    (3-class blobs in 5 of 10 columns, 64 training rows of 128) and one gradient instead of 30 steps."""
+    against it lowers the loss: the first-order form of tests/train/test_train_recipe.py's slow test
+    of 30 steps, on four tasks made here (3-class blobs in 5 of 10 columns, 64 training rows of 128)
+    and one gradient."""
     rng = np.random.default_rng(3)
     y = np.tile(np.arange(128) % 3, (4, 1)).astype(np.int32)
     x = np.zeros((4, 128, 10), np.float32)
@@ -241,28 +237,3 @@ def test_the_training_loss_with_the_fitted_read_out_descends_along_its_gradient(
     stepped, _ = value_and_grad(jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g / norm, params, grads))
     # a step of length 1e-3 against the gradient lowers the loss by about 1e-3 * |gradient|
     assert float(value) - float(stepped) > 0.5e-3 * norm, (float(stepped), float(value), norm)
-
-
-@pytest.mark.slow  # 30 steps of the fitted read-out's training step: a minute or more on a loaded 2-core machine
-def test_the_training_step_with_the_fitted_read_out_lowers_the_loss():
-    tasks = jax.jit(lambda key: priors.sample_batch(key, TEST_PRIOR, 4, 64))(jax.random.key(3))  # 16 tasks: 4x the time, a like drop
-    config = tiny().replace(prior=TEST_PRIOR, read_out="ridge")
-
-    def loss(params):
-        per_dataset, valid = task_losses(params, tasks, jnp.int32(64), model=config.model, bucket=128, floor=0,
-                                         read_out="ridge")  # fmt: skip
-        return jnp.sum(jnp.where(valid, per_dataset, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-
-    def step(state, learning_rate):
-        value, grads = jax.value_and_grad(loss)(state.params)
-        updates, opt_state = make_optimizer(config, learning_rate).update(grads, state.opt_state, state.params)
-        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), value
-
-    state = init_state(config, init_params(jax.random.key(0), config.model))
-    compiled = jax.jit(step).lower(state, jnp.float32(0)).compile(compiler_options={"xla_backend_optimization_level": 0})
-    losses = []
-    for t in range(30):
-        state, value = compiled(state, jnp.float32(1e-3 * min(1.0, (t + 1) / 5)))
-        losses.append(float(value))
-    assert np.all(np.isfinite(losses))
-    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses

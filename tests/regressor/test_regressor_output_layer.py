@@ -4,7 +4,6 @@ regressor (children's hidden layers kept, the read-out the ridge fit, export, "a
 
 import numpy as np
 import pytest
-from estimator_helpers import random_weights
 from sklearn.linear_model import Ridge
 
 import mothernet_jax as mn
@@ -22,10 +21,6 @@ from mothernet_jax.pretrained import save_pretrained, update_info
 
 CONFIG = mn.preset("tiny-regression")
 
-
-@pytest.fixture(scope="module")
-def weights():
-    return random_weights(CONFIG, 0)
 
 
 def moments_of(H, t):
@@ -71,11 +66,11 @@ def test_ridge_gcv_dead_units_and_too_few_rows():
     assert np.all(np.isfinite(two.w)) and np.isfinite(two.b)
 
 
-def test_the_refit_reads_every_row_in_any_block_size(weights):
+def test_the_refit_reads_every_row_in_any_block_size(tiny_regression_weights):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 4)).astype(np.float32)
     y = X @ rng.normal(size=4) + 0.1 * rng.normal(size=300)
-    reg = MotherNetRegressor(weights=weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
+    reg = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
     p = reg.predictor_
     encoded = p.encode(X)
     whole, noise = ridge_output_layers(p.children, encoded, p.columns, y, p.target_mean, p.target_std)
@@ -99,7 +94,7 @@ def test_the_refit_reads_every_row_in_any_block_size(weights):
     assert whole[0].skip.shape == (len(p.columns[0]), 1)
 
 
-def test_the_read_out_scale_is_over_every_row_whatever_their_order(weights, monkeypatch):
+def test_the_read_out_scale_is_over_every_row_whatever_their_order(tiny_regression_weights, monkeypatch):
     """Issue 31: the hidden features' scale was their std over the first ROW_BLOCK (8,192) rows, so
     that beyond them the fit depended on the rows' order. It is their std over every row: the same
     read-out for the rows in any order and any block size."""
@@ -108,7 +103,7 @@ def test_the_read_out_scale_is_over_every_row_whatever_their_order(weights, monk
     X = rng.normal(size=(200, 4)).astype(np.float32)
     X[:16] *= 0.1  # the first block is not like the rest
     y = X @ rng.normal(size=4) + 0.1 * rng.normal(size=200)
-    reg = MotherNetRegressor(weights=weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
+    reg = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, max_train_rows=64, random_state=0).fit(X, y)
     p = reg.predictor_
     encoded = p.encode(X)
     order = rng.permutation(200)
@@ -128,7 +123,7 @@ def test_the_read_out_scale_is_over_every_row_whatever_their_order(weights, monk
     np.testing.assert_allclose(fitted[0].layers[-1][0][:, 0] * scale, coef[:width], rtol=1e-3, atol=1e-5)
 
 
-def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weights, tmp_path):
+def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(tiny_regression_weights, tmp_path):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 4))
     y = 50 + 10 * (X @ rng.normal(size=4)) + rng.normal(size=400)
@@ -138,10 +133,10 @@ def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weigh
         residual = y[test] - reg.predict(X[test])
         return 1 - np.mean(residual**2) / np.var(y[test])
 
-    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(
+    generated = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, random_state=0, output_layer="generated").fit(
         X[train], y[train]
     )
-    ridge = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0).fit(X[train], y[train])  # the default
+    ridge = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, random_state=0).fit(X[train], y[train])  # the default
     assert ridge.settings_["output_layer"] == "refit" and generated.settings_["output_layer"] == "generated"
     assert r2(ridge) > 0.8 and r2(ridge) > r2(generated) + 0.3, (r2(ridge), r2(generated))  # random weights
     for a, b in zip(ridge.predictor_.children, generated.predictor_.children, strict=True):
@@ -155,9 +150,9 @@ def test_the_refitted_read_out_fits_the_target_and_keeps_the_hidden_layers(weigh
     np.testing.assert_allclose(load_predictor(path).predict(X[test]), ridge.predict(X[test]), rtol=1e-7)
 
 
-def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(weights, tmp_path):
+def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(tiny_regression_weights, tmp_path):
     path = tmp_path / "tiny-regression.msgpack"
-    save_pretrained(path, weights.params, CONFIG, info={"steps": 1}, dtype="float32")
+    save_pretrained(path, tiny_regression_weights.params, CONFIG, info={"steps": 1}, dtype="float32")
     X = np.random.default_rng(4).normal(size=(80, 3))
     y = X[:, 0] * 2
     assert MotherNetRegressor(weights=path).fit(X, y).settings_["output_layer"] == "refit"  # the library's default
@@ -173,7 +168,7 @@ def test_output_layer_auto_follows_the_manifest_and_bad_values_fail_in_one_line(
         MotherNetRegressor(weights=path, output_layer="lasso").fit(X, y)
 
 
-def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
+def test_the_predictive_std_is_calibrated_and_exported(tiny_regression_weights, tmp_path):
     """return_std: each member's error estimate is sqrt(GCV) in y's units; on new rows the predicted
     std is about the prediction's actual error (random weights: worse than the noise's 3) and the
     90% interval covers about 90% of them; the exported predictor gives the same std; the generated
@@ -182,7 +177,7 @@ def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
     X = rng.normal(size=(3000, 4))
     y = 100 + 20 * (X @ rng.normal(size=4)) + 3.0 * rng.normal(size=3000)
     train, test = slice(0, 1000), slice(1000, None)
-    reg = MotherNetRegressor(weights=weights, n_estimators=3, random_state=0, output_layer="refit").fit(X[train], y[train])
+    reg = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=3, random_state=0, output_layer="refit").fit(X[train], y[train])
     mean, std = reg.predict(X[test], return_std=True)
     np.testing.assert_array_equal(mean, reg.predict(X[test]))
     error = np.sqrt(np.mean((y[test] - mean) ** 2))
@@ -192,7 +187,7 @@ def test_the_predictive_std_is_calibrated_and_exported(weights, tmp_path):
     path = tmp_path / "std.npz"
     reg.export(path)
     np.testing.assert_allclose(load_predictor(path).predict(X[test], return_std=True)[1], std, rtol=1e-9)
-    generated = MotherNetRegressor(weights=weights, n_estimators=2, random_state=0, output_layer="generated").fit(
+    generated = MotherNetRegressor(weights=tiny_regression_weights, n_estimators=2, random_state=0, output_layer="generated").fit(
         X[train], y[train]
     )
     with pytest.raises(ValueError, match=r"^return_std needs .* output_layer='refit'$"):
@@ -212,11 +207,11 @@ def test_the_residual_moments_are_the_moments_of_the_residual_target():
     np.testing.assert_allclose(fit.w + w0, expected, rtol=1e-9)
 
 
-def test_refit_prior_under_an_overwhelming_penalty_predicts_as_generated_up_to_the_mean(weights, monkeypatch):
+def test_refit_prior_under_an_overwhelming_penalty_predicts_as_generated_up_to_the_mean(tiny_regression_weights, monkeypatch):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(300, 4))
     y = 3 * np.maximum(X[:, 0], 0) + X[:, 1] + 0.1 * rng.normal(size=300)
-    kwargs = dict(weights=weights, n_estimators=2, max_train_rows=64, random_state=0)
+    kwargs = dict(weights=tiny_regression_weights, n_estimators=2, max_train_rows=64, random_state=0)
     generated = MotherNetRegressor(**kwargs, output_layer="generated").fit(X, y).predict(X)
     monkeypatch.setattr(output_layer, "RELATIVE_PENALTIES", np.array([1e12]))
     prior = MotherNetRegressor(**kwargs, output_layer="refit_prior").fit(X, y).predict(X)

@@ -8,9 +8,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from estimator_helpers import random_weights
 
-import mothernet_jax as mn
 from mothernet_jax.estimator.finetune import Finetune, finetune_children
 from mothernet_jax.estimator.member_generation import _member_arrays, member_target_scales
 from mothernet_jax.estimator.plan import plan_regression_members, target_bins
@@ -23,13 +21,6 @@ from mothernet_jax.runtime.predictor import (
     RegressionPredictor,
     load_predictor,
 )
-
-CONFIG = mn.preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny_classifier_weights():
-    return random_weights(CONFIG, 1)
 
 
 def table(n=300, seed=0):
@@ -228,15 +219,15 @@ def test_numbers_as_text_are_numbers():
     check_target([1, 2, 3])
 
 
-def test_one_row_and_classification_weights(tiny_classifier_weights, monkeypatch, tmp_path):
+def test_one_row_and_classification_weights(tiny_weights, monkeypatch, tmp_path):
     X = np.random.default_rng(0).normal(size=(20, 3))
     with pytest.raises(ValueError, match="needs at least 2 training rows; got n_samples=1"):
-        MotherNetRegressor(weights=tiny_classifier_weights).fit(X[:1], [1.0])
+        MotherNetRegressor(weights=tiny_weights).fit(X[:1], [1.0])
     with pytest.raises(ValueError, match="are a classification model; MotherNetRegressor needs a regression"):
-        MotherNetRegressor(weights=tiny_classifier_weights).fit(X, np.arange(20.0))
+        MotherNetRegressor(weights=tiny_weights).fit(X, np.arange(20.0))
     with monkeypatch.context() as patch:  # a package without regression weights
         patch.setattr("mothernet_jax.estimator.regressor.shipped_path", lambda name: tmp_path / f"{name}.msgpack")
         with pytest.raises(ValueError, match=r"no regression weights are shipped with this package \(small-regression"):
             MotherNetRegressor().fit(X, np.arange(20.0))
     with pytest.raises(ValueError, match="n_estimators must be an integer >= 1"):
-        MotherNetRegressor(weights=tiny_classifier_weights, n_estimators=0).fit(X, np.arange(20.0))
+        MotherNetRegressor(weights=tiny_weights, n_estimators=0).fit(X, np.arange(20.0))

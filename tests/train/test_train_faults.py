@@ -182,9 +182,14 @@ def interrupting_compile(monkeypatch, signals: int, signum: int = signal.SIGINT)
     monkeypatch.setattr(loop_module.TrainStep, "compile", compile_interrupted)
 
 
-def test_ctrl_c_while_compiling_stops_cleanly_with_a_non_zero_exit_code(tmp_path, capsys, fast_cli, monkeypatch):
-    """Ctrl-C in the first seconds of a run (the compiles) is the documented clean stop: a
-    checkpoint, no traceback, and exit code 130, not 0 (the run did not finish; it resumes)."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_compiling_stops_cleanly_with_a_non_zero_exit_code(
+    signum, code, tmp_path, capsys, fast_cli, monkeypatch
+):
+    """Ctrl-C (SIGINT) in the first seconds of a run (the compiles) is the documented clean stop: a
+    checkpoint, no traceback, and exit code 130, not 0 (the run did not finish; it resumes). SIGTERM
+    (a scheduler's stop) is the same stop with exit code 143 (128 + 15), so that a script tells a
+    stopped run from a finished one (exit code 0: test_train_loop.py)."""
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "stop with exit code 130 / 143" in " ".join(capsys.readouterr().out.split())
@@ -192,28 +197,13 @@ def test_ctrl_c_while_compiling_stops_cleanly_with_a_non_zero_exit_code(tmp_path
     (tmp_path / "run.json").write_text(config.to_json())
     workdir = tmp_path / "run"
     argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
-    interrupting_compile(monkeypatch, signals=1)
-    previous = signal.getsignal(signal.SIGINT)
-    assert fast_cli(argv) == 130
-    assert signal.getsignal(signal.SIGINT) is previous
+    interrupting_compile(monkeypatch, signals=1, signum=signum)
+    previous = signal.getsignal(signum)
+    assert fast_cli(argv) == code
+    assert signal.getsignal(signum) is previous
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "stopped at step 0 (SIGINT); rerun the same command to resume" in err
-    assert committed_steps(workdir) == [0]
-
-
-def test_a_run_stopped_by_sigterm_exits_143(tmp_path, capsys, fast_cli, monkeypatch):
-    """SIGTERM (a scheduler's stop) is the same clean stop as Ctrl-C, with exit code 143 (128 + 15),
-    so that a script tells a stopped run from a finished one (exit code 0: test_train_loop.py)."""
-    config = make_config(steps=4)
-    (tmp_path / "run.json").write_text(config.to_json())
-    workdir = tmp_path / "run"
-    argv = ["train", "--config", str(tmp_path / "run.json"), "--workdir", str(workdir), "--no-progress"]
-    interrupting_compile(monkeypatch, signals=1, signum=signal.SIGTERM)
-    previous = signal.getsignal(signal.SIGTERM)
-    assert fast_cli(argv) == 143
-    assert signal.getsignal(signal.SIGTERM) is previous
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "stopped at step 0 (SIGTERM); rerun the same command to resume" in err
+    name = signal.Signals(signum).name
+    assert "Traceback" not in err and f"stopped at step 0 ({name}); rerun the same command to resume" in err
     assert committed_steps(workdir) == [0]
 
 

@@ -17,9 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
 import priors
+from mothernet_jax.model.mothernet import init_params
 from mothernet_jax.train import config as train_config
 from mothernet_jax.train import train
+from mothernet_jax.train.optimizer import make_optimizer
+from mothernet_jax.train.step import init_state, task_losses
 
 REPO = Path(__file__).resolve().parents[2]
 COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"mothernet-jax-train-tests-{os.getuid()}"
@@ -38,6 +46,34 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 def fast_train(config, workdir=None, **options):
     """`train` without a progress bar, compiled with FAST_COMPILE."""
     return train(config, workdir, progress=False, compiler_options=FAST_COMPILE, **options)
+
+
+def mean_task_loss(params, tasks, config: train_config.TrainConfig, split: int = 64):
+    """The training loss of `config` (its model and read-out) on `tasks`, split at row `split`, in
+    one 128-row bucket: the mean over the valid tasks."""
+    per_dataset, valid = task_losses(
+        params, tasks, jnp.int32(split), model=config.model, bucket=128, floor=0, read_out=config.read_out
+    )
+    return jnp.sum(jnp.where(valid, per_dataset, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def descend(loss, config: train_config.TrainConfig, steps: int = 30, peak: float = 3e-3):
+    """`steps` steps of `config`'s optimiser on `loss(params)` from `init_params(key(0))`, the learning
+    rate warmed up linearly to `peak` over 5 steps; returns the final state and the losses seen."""
+
+    def step(state, learning_rate):
+        value, grads = jax.value_and_grad(loss)(state.params)
+        updates, opt_state = make_optimizer(config, learning_rate).update(grads, state.opt_state, state.params)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), value
+
+    state = init_state(config, init_params(jax.random.key(0), config.model))
+    compiled = jax.jit(step).lower(state, jnp.float32(0)).compile(compiler_options=FAST_COMPILE)
+    losses = []
+    for t in range(steps):
+        state, value = compiled(state, jnp.float32(peak * min(1.0, (t + 1) / 5)))
+        losses.append(float(value))
+    assert np.all(np.isfinite(losses)), losses
+    return state, losses
 
 
 def make_config(**changes) -> train_config.TrainConfig:
