@@ -85,7 +85,8 @@ print(len(modules), "modules")
 def test_the_runtime_tests_pass_without_jax(tmp_path):
     # the suite's conftest.py imports JAX (devices, caches): this run reads none of it
     script = "import pytest; sys.exit(pytest.main(sys.argv[1:]))"
-    done = run_without_jax(script, tmp_path, "--noconftest", "-q", "-p", "no:cacheprovider",
+    # in this one process (addopts' pytest-xdist workers would not be this JAX-less one)
+    done = run_without_jax(script, tmp_path, "--noconftest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                            str(Path(__file__).with_name("test_runtime.py")))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout and "failed" not in done.stdout
