@@ -28,8 +28,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-import mothernet_jax as mn  # noqa: E402
-
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -58,6 +56,8 @@ def tiny_weights():
     test first asks for it, not at import."""
     from estimator_helpers import random_weights
 
+    import mothernet_jax as mn
+
     return random_weights(mn.preset("tiny"), 1)
 
 
@@ -65,6 +65,8 @@ def tiny_weights():
 def tiny_regression_weights():
     """A random `tiny-regression` model (seed 0), shared like `tiny_weights`."""
     from estimator_helpers import random_weights
+
+    import mothernet_jax as mn
 
     return random_weights(mn.preset("tiny-regression"), 0)
 

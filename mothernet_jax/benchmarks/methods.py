@@ -256,25 +256,25 @@ def mothernet_methods(
 
 def generate_methods() -> list[Method]:
     """`mothernet_jax.generate` and its child with no estimator: each read-out, and the untrained control."""
+    rows = [
+        (
+            f"generate_{read_out}" if read_out else "generate",
+            f"generate ({read_out})" if read_out else "generate",
+            f"mothernet_jax.generate(params, X, y{f', read_out={read_out!r}' if read_out else ''}) and its child: "
+            "no estimator",
+            functools.partial(_generate, read_out),
+        )
+        for read_out in (None, "logistic", "ridge", "generated")
+    ]
+    rows.append((
+        "generate_untrained",
+        "generate, untrained",
+        "mothernet_jax.generate (its default read-out) with init_params(key(split seed)): the control",
+        _generate_untrained,
+    ))  # fmt: skip
     return [
         Method(name=name, label=label, description=description, build=build, preflight=_mothernet_preflight)
-        for name, label, description, build in [
-            *[
-                (
-                    "generate" + (f"_{read_out}" if read_out else ""),
-                    f"generate ({read_out})" if read_out else "generate",
-                    f"mothernet_jax.generate(params, X, y, read_out={read_out!r}) and its child: no estimator",
-                    functools.partial(_generate, read_out),
-                )
-                for read_out in (None, "logistic", "ridge", "generated")
-            ],
-            (
-                "generate_untrained",
-                "generate, untrained",
-                "mothernet_jax.generate (its default read-out) with init_params(key(split seed)): the control",
-                _generate_untrained,
-            ),
-        ]
+        for name, label, description, build in rows
     ]
 
 
