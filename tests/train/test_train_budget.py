@@ -89,13 +89,14 @@ def test_resuming_under_a_budget_continues_its_schedule(tmp_path):
 
 @pytest.mark.slow
 def test_a_budget_run_in_real_time_ends_within_it(tmp_path):
-    """The same on the machine's clock: compiles count, then some 5-50 steps."""
+    """The same on the machine's clock: compiles count, then some 5-100 steps."""
     fast_train(make_config(steps=1, checkpoint_every=1), tmp_path / "warm")  # compiles, a first save
-    config = budget_config(budget_s=6.0, checkpoint_every=10)
+    # 12 s: beside another pytest-xdist worker, 6 s left the schedule's progress at the 0.5 asserted
+    config = budget_config(budget_s=12.0, checkpoint_every=10)
     began = time.monotonic()
     result = fast_train(config, tmp_path / "run", export=tmp_path / "weights.msgpack")
     assert result.stop_reason == "budget" and result.step >= 3
-    assert time.monotonic() - began <= 7.0 and result.budget_spent_s <= 7.0
+    assert time.monotonic() - began <= 13.0 and result.budget_spent_s <= 13.0
     lines = read_metrics(tmp_path / "run")
     assert [line["step"] for line in lines] == list(range(1, result.step + 1))
     check_the_schedule(config, lines)
